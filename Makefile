@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= data
+MODEL ?=
+
+.PHONY: venv demo test lock clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# End to end on the embedded synthetic data.
+demo: venv
+	$(PY) -m jobs.demo --workdir $(DATA) $(if $(MODEL),--model $(MODEL),)
+
+test: venv
+	$(PY) -m pytest -q tests
+
+lock: venv
+	$(PY) -m pip freeze --exclude-editable | sed '1i # Exact versions verified together (pip freeze of a working .venv). Regenerate with: make lock' > constraints.txt
+
+clean:
+	rm -rf $(VENV) $(DATA)

@@ -1,0 +1,59 @@
+"""YAML configs with `--set key=value` overrides.
+
+A job's defaults live in `conf/<job>.yaml`; `--conf FILE` is merged over them,
+then every `--set a.b.c=value` (value parsed as YAML, so `3`, `0.5`, `true`,
+`null`, `[a, b]` work). Unknown keys are an error, so a typo never goes unnoticed.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base: dict, override: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        where = f"{path}{key}"
+        if key not in out:
+            raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(out))})")
+        if isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = _merge(out[key], value, where + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict:
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    node: dict[str, Any] = {}
+    cursor = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return node
+
+
+def load_config(default_name: str, conf_file: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Defaults from conf/<default_name>.yaml, then `conf_file`, then `--set` overrides."""
+    with open(CONF_DIR / f"{default_name}.yaml") as fh:
+        config = yaml.safe_load(fh) or {}
+    if conf_file:
+        with open(conf_file) as fh:
+            config = _merge(config, yaml.safe_load(fh) or {})
+    for text in overrides or []:
+        config = _merge(config, parse_override(text))
+    return config
