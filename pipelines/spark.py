@@ -61,6 +61,7 @@ def get_spark(app_name: str, conf: dict | None = None):
     # Workers must run the same interpreter as the driver (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow runs in the TFRecord-writing workers
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()

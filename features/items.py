@@ -1,0 +1,30 @@
+"""Item features: genres (multi-valued), primary genre, release year, configured numerics.
+
+Items missing from RAW/items are not rejects: their genres are ["unknown"] and
+their other attributes null.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features.history import pad_array
+from features.vocab import PADDING_INDEX, index_tokens
+
+UNKNOWN_GENRE = "unknown"
+
+
+def join_item_attributes(df: DataFrame, items: DataFrame, numeric_columns: list[str]) -> DataFrame:
+    """Add genres (array<string>), release_year and the numeric item columns by item_id."""
+    attributes = items.select("item_id", F.col("genres").alias("_genres"), "release_year", *numeric_columns)
+    joined = df.join(attributes, on="item_id", how="left")
+    known = F.col("_genres").isNotNull()
+    genres = F.when(known, F.col("_genres")).otherwise(F.array(F.lit(UNKNOWN_GENRE)))
+    return joined.withColumn("genres", genres).drop("_genres")
+
+
+def genre_features(df: DataFrame, genre_index: dict[str, int], max_genres: int) -> DataFrame:
+    """Add genre_idxs (all genres, indexed), item_genres [max_genres] and item_primary_genre."""
+    indexed = df.withColumn("genre_idxs", index_tokens(F.col("genres"), genre_index))
+    return indexed.withColumn("item_genres", pad_array(F.col("genre_idxs"), max_genres)).withColumn(
+        "item_primary_genre", F.coalesce(F.element_at(F.col("genre_idxs"), 1), F.lit(PADDING_INDEX)).cast("long"))

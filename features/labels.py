@@ -1,0 +1,71 @@
+"""Labels from impressions and clicks.
+
+An impression is positive when its user clicks its item within the attribution
+window, at or after the impression time. A click that carries an
+`impression_id` is matched by that id only; a click without one credits the
+latest impression of the same user and item at or before the click. Each click
+credits at most one impression; a click that credits none is an orphan (still
+a user-history event).
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+
+def with_impression_key(impressions: DataFrame) -> DataFrame:
+    position = F.coalesce(F.col("position").cast("string"), F.lit("")) if "position" in impressions.columns else F.lit("")
+    key = F.coalesce(
+        F.concat(F.lit("id:"), F.col("impression_id")),
+        F.concat_ws("\u0001", F.lit("row"), F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"), position),
+    )
+    return impressions.withColumn("impression_key", key)
+
+
+def attribute_clicks(clicks: DataFrame, impressions: DataFrame, window_seconds: int) -> DataFrame:
+    """Clicks with `credited_key`: the impression_key of the impression they credit, null for orphans.
+
+    `impressions` must carry `impression_key` (see `with_impression_key`).
+    """
+    imp = impressions.select("impression_key", "impression_id", "user_id", "item_id", F.col("ts").alias("imp_ts"))
+
+    # Clicks that carry an id: matched by id only, and only inside the window.
+    with_id = clicks.where(F.col("impression_id").isNotNull())
+    by_id = with_id.alias("c").join(
+        imp.where(F.col("impression_id").isNotNull()).alias("i"),
+        on=F.col("c.impression_id") == F.col("i.impression_id"),
+        how="left",
+    )
+    in_window = (F.col("c.ts") >= F.col("i.imp_ts")) & (F.col("c.ts") - F.col("i.imp_ts") <= window_seconds)
+    by_id = by_id.select(
+        *[F.col(f"c.{c}") for c in clicks.columns],
+        F.when(in_window, F.col("i.impression_key")).alias("credited_key"),
+    )
+
+    # Clicks without an id: as-of match on (user, item). Impressions sort before clicks
+    # at the same second, so a click at the impression's own second still credits it.
+    without_id = clicks.where(F.col("impression_id").isNull())
+    events = without_id.select(*clicks.columns, F.lit(1).alias("_kind"),
+                               F.lit(None).cast("string").alias("_key"), F.lit(None).cast("long").alias("_imp_ts"))
+    events = events.unionByName(
+        impressions.select("user_id", "item_id", "ts", F.lit(0).alias("_kind"),
+                           F.col("impression_key").alias("_key"), F.col("ts").alias("_imp_ts")),
+        allowMissingColumns=True,
+    )
+    order = Window.partitionBy("user_id", "item_id").orderBy("ts", "_kind", "_key").rowsBetween(
+        Window.unboundedPreceding, Window.currentRow)
+    events = events.withColumn("_last_key", F.last("_key", ignorenulls=True).over(order)).withColumn(
+        "_last_ts", F.last("_imp_ts", ignorenulls=True).over(order))
+    by_asof = events.where(F.col("_kind") == 1).select(
+        *clicks.columns,
+        F.when(F.col("ts") - F.col("_last_ts") <= window_seconds, F.col("_last_key")).alias("credited_key"),
+    )
+    return by_id.unionByName(by_asof)
+
+
+def label_impressions(impressions: DataFrame, attributed_clicks: DataFrame) -> DataFrame:
+    """Impressions with `label` (1 when at least one click credits them, else 0)."""
+    credited = attributed_clicks.where(F.col("credited_key").isNotNull()).select(
+        F.col("credited_key").alias("impression_key")).distinct().withColumn("_credited", F.lit(1))
+    return impressions.join(credited, on="impression_key", how="left").withColumn(
+        "label", F.coalesce(F.col("_credited"), F.lit(0)).cast("long")).drop("_credited")

@@ -1,0 +1,59 @@
+"""Time split into train / valid / test.
+
+Either by fixed dates (`valid_start`, `test_start`) or by fractions of the
+impressions, cut at time quantiles. A sample belongs to `train` when
+`ts < valid_start`, to `valid` when `valid_start <= ts < test_start`, else `test`.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+SPLITS = ("train", "valid", "test")
+
+
+def to_epoch_seconds(value) -> int:
+    """A date/time string ("2026-01-22", "2026-01-22T06:00:00") or a number of epoch seconds."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def split_boundaries(impressions: DataFrame, split_conf: dict) -> tuple[int, int]:
+    """(valid_start, test_start) in epoch seconds: fixed dates if given, else time quantiles."""
+    valid_start, test_start = split_conf.get("valid_start"), split_conf.get("test_start")
+    if valid_start is not None and test_start is not None:
+        bounds = (to_epoch_seconds(valid_start), to_epoch_seconds(test_start))
+    elif valid_start is not None or test_start is not None:
+        raise ValueError("split.valid_start and split.test_start must be given together")
+    else:
+        valid_fraction = float(split_conf["valid_fraction"])
+        test_fraction = float(split_conf["test_fraction"])
+        if not (0 <= valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
+            raise ValueError(f"split fractions must satisfy 0 <= valid, 0 < test, valid + test < 1; "
+                             f"got valid={valid_fraction}, test={test_fraction}")
+        q = [1 - valid_fraction - test_fraction, 1 - test_fraction]
+        row = impressions.agg(F.percentile_approx(F.col("ts").cast("double"), q, 100_000).alias("q")).collect()[0]
+        if row["q"] is None:
+            raise ValueError("no valid impressions to split")
+        bounds = (int(row["q"][0]), int(row["q"][1]))
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"split.valid_start ({bounds[0]}) is after split.test_start ({bounds[1]})")
+    return bounds
+
+
+def assign_split(df: DataFrame, valid_start: int, test_start: int) -> DataFrame:
+    return df.withColumn(
+        "split",
+        F.when(F.col("ts") < valid_start, F.lit("train"))
+        .when(F.col("ts") < test_start, F.lit("valid"))
+        .otherwise(F.lit("test")),
+    )

@@ -1,0 +1,173 @@
+"""Validation of the raw logs: schema checks that fail fast, row checks that quarantine.
+
+A missing required column or a column of the wrong type raises `SchemaError`
+naming it. Row-level problems never fail the job by themselves: the row gets a
+`reject_reason` and ends up in `SAMPLES/rejects/`. Reasons:
+
+- `null_user_id`, `null_item_id`: the id is null or empty (after trimming).
+- `unparsable_ts`: `ts` is neither a number, a timestamp nor a parsable string.
+- `ts_out_of_range`: `ts` lies outside `[ts_min, ts_max)` (e.g. milliseconds given as seconds).
+- `duplicate_impression` / `duplicate_click` / `duplicate_item`: a repeat of an earlier row
+  (same `impression_id`; without one, same user, item, ts and position). The earliest copy is kept.
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+REQUIRED = {
+    "impressions": ("user_id", "item_id", "ts"),
+    "clicks": ("user_id", "item_id", "ts"),
+    "items": ("item_id", "genres"),
+}
+ID_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType)
+TS_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.FloatType, T.DoubleType,
+            T.DecimalType, T.TimestampType, T.TimestampNTZType, T.DateType)
+REJECT_COLUMNS = ("source", "reason", "user_id", "item_id", "ts_raw", "row_json")
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def check_schema(df: DataFrame, dataset: str) -> None:
+    """Fail at once, naming the column, when a required column is missing or mistyped."""
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    for column in REQUIRED[dataset]:
+        if column not in fields:
+            raise SchemaError(f"{dataset}: required column '{column}' is missing (columns: {', '.join(fields)})")
+    for column in ("user_id", "item_id", "impression_id"):
+        if column in fields and not isinstance(fields[column], ID_TYPES):
+            raise SchemaError(f"{dataset}: column '{column}' has type {fields[column].simpleString()}, expected string")
+    if "ts" in fields and not isinstance(fields["ts"], TS_TYPES):
+        raise SchemaError(f"{dataset}: column 'ts' has type {fields['ts'].simpleString()}, "
+                          "expected epoch seconds or a timestamp")
+    if "position" in fields and not isinstance(fields["position"], (T.IntegerType, T.LongType, T.ShortType,
+                                                                     T.ByteType, T.StringType)):
+        raise SchemaError(f"{dataset}: column 'position' has type {fields['position'].simpleString()}, expected int")
+    if "genres" in fields and not isinstance(fields["genres"], (T.StringType, T.ArrayType)):
+        raise SchemaError(f"{dataset}: column 'genres' has type {fields['genres'].simpleString()}, "
+                          "expected a '|'-separated string or an array of strings")
+
+
+def _clean_id(column: str) -> Column:
+    value = F.trim(F.col(column).cast("string"))
+    return F.when(value == "", F.lit(None)).otherwise(value)
+
+
+def _epoch_seconds(df: DataFrame) -> Column:
+    """`ts` as epoch seconds (long); null when it cannot be parsed."""
+    dtype = df.schema["ts"].dataType
+    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        return F.unix_timestamp(F.col("ts").cast("timestamp"))
+    if isinstance(dtype, T.StringType):
+        text = F.trim(F.col("ts"))
+        as_number = F.expr("try_cast(trim(ts) AS DOUBLE)")
+        as_time = F.unix_timestamp(F.try_to_timestamp(text))
+        return F.when(as_number.isNotNull() & ~F.isnan(as_number), F.floor(as_number).cast("long")).otherwise(as_time)
+    value = F.col("ts").cast("double")
+    return F.when(F.isnan(value), F.lit(None)).otherwise(F.floor(value).cast("long"))
+
+
+def _epoch(date_text: str) -> Column:
+    return F.unix_timestamp(F.to_timestamp(F.lit(date_text)))
+
+
+def _row_json(df: DataFrame) -> Column:
+    return F.to_json(F.struct(*[F.col(c) for c in df.columns]))
+
+
+def normalize_events(df: DataFrame, dataset: str, ts_min: str, ts_max: str) -> DataFrame:
+    """Impressions or clicks with clean ids, `ts` in epoch seconds and a `reject_reason` (null = valid).
+
+    Keeps the original row as `row_json` and the raw `ts` as `ts_raw` so that a reject
+    can be written out exactly as it came in.
+    """
+    check_schema(df, dataset)
+    out = df.withColumn("row_json", _row_json(df)).withColumn("ts_raw", F.col("ts").cast("string"))
+    out = out.withColumn("user_id", _clean_id("user_id")).withColumn("item_id", _clean_id("item_id"))
+    if "impression_id" in df.columns:
+        out = out.withColumn("impression_id", _clean_id("impression_id"))
+    else:
+        out = out.withColumn("impression_id", F.lit(None).cast("string"))
+    if "position" in df.columns:
+        out = out.withColumn("position", F.expr("try_cast(position AS INT)"))
+    out = out.withColumn("ts", _epoch_seconds(df))
+    reason = (
+        F.when(F.col("user_id").isNull(), F.lit("null_user_id"))
+        .when(F.col("item_id").isNull(), F.lit("null_item_id"))
+        .when(F.col("ts").isNull(), F.lit("unparsable_ts"))
+        .when((F.col("ts") < _epoch(ts_min)) | (F.col("ts") >= _epoch(ts_max)), F.lit("ts_out_of_range"))
+    )
+    return out.withColumn("reject_reason", reason)
+
+
+def flag_duplicates(df: DataFrame, dataset: str) -> DataFrame:
+    """Mark repeats among otherwise valid rows; the earliest copy (then the smallest row) is kept."""
+    reason = {"impressions": "duplicate_impression", "clicks": "duplicate_click"}[dataset]
+    position = F.col("position") if "position" in df.columns else F.lit(None)
+    # Rows with an impression_id are keyed by it; rows without by their content.
+    key = F.when(F.col("impression_id").isNotNull(), F.concat(F.lit("id:"), F.col("impression_id"))).otherwise(
+        F.concat_ws("\u0001", F.lit("row"), F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"),
+                    position.cast("string"))
+    )
+    if dataset == "clicks":
+        # A click log may legitimately repeat an impression_id (several clicks on one impression):
+        # only an exact repeat of the same event is a duplicate.
+        key = F.concat_ws("\u0001", F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"),
+                          F.coalesce(F.col("impression_id"), F.lit("")))
+    valid = F.col("reject_reason").isNull()
+    order = Window.partitionBy(valid, key).orderBy(F.col("ts"), F.col("row_json"))
+    rank = F.row_number().over(order)
+    return df.withColumn(
+        "reject_reason",
+        F.when(valid & (rank > 1), F.lit(reason)).otherwise(F.col("reject_reason")),
+    )
+
+
+def validate_events(df: DataFrame, dataset: str, ts_min: str, ts_max: str) -> DataFrame:
+    return normalize_events(df, dataset, ts_min, ts_max).transform(lambda d: flag_duplicates(d, dataset))
+
+
+def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
+    """Items with a clean id, `genres` as an array of trimmed non-empty strings, and a `reject_reason`."""
+    check_schema(df, "items")
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    for column in numeric_columns:
+        if column not in fields:
+            raise SchemaError(f"items: numeric column '{column}' named in the config is missing")
+        if not isinstance(fields[column], T.NumericType) and not isinstance(fields[column], T.StringType):
+            raise SchemaError(f"items: column '{column}' has type {fields[column].simpleString()}, expected a number")
+    out = df.withColumn("row_json", _row_json(df)).withColumn("item_id", _clean_id("item_id"))
+    genres = F.col("genres") if isinstance(fields["genres"], T.ArrayType) else F.split(F.col("genres"), r"\|")
+    genres = F.filter(F.transform(genres, lambda g: F.trim(g)), lambda g: g.isNotNull() & (g != ""))
+    out = out.withColumn("genres", F.coalesce(genres, F.array().cast("array<string>")))
+    if "release_year" in fields:
+        out = out.withColumn("release_year", F.expr("try_cast(release_year AS INT)"))
+    else:
+        out = out.withColumn("release_year", F.lit(None).cast("int"))
+    for column in numeric_columns:
+        out = out.withColumn(column, F.expr(f"try_cast(`{column}` AS DOUBLE)"))
+    valid = F.col("item_id").isNotNull()
+    order = Window.partitionBy(valid, F.col("item_id")).orderBy(F.col("row_json"))
+    reason = F.when(~valid, F.lit("null_item_id")).when(F.row_number().over(order) > 1, F.lit("duplicate_item"))
+    keep = ["item_id", "genres", "release_year", *numeric_columns, "row_json"]
+    return out.select(*keep).withColumn("reject_reason", reason)
+
+
+def rejects_of(df: DataFrame, source: str) -> DataFrame:
+    """The rejected rows in the common rejects layout."""
+    cols = set(df.columns)
+    return df.where(F.col("reject_reason").isNotNull()).select(
+        F.lit(source).alias("source"),
+        F.col("reject_reason").alias("reason"),
+        (F.col("user_id") if "user_id" in cols else F.lit(None)).cast("string").alias("user_id"),
+        F.col("item_id").cast("string").alias("item_id"),
+        (F.col("ts_raw") if "ts_raw" in cols else F.lit(None)).cast("string").alias("ts_raw"),
+        F.col("row_json"),
+    )
+
+
+def valid_rows(df: DataFrame) -> DataFrame:
+    return df.where(F.col("reject_reason").isNull()).drop("reject_reason", "row_json", "ts_raw")

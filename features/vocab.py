@@ -1,0 +1,61 @@
+"""Vocabularies: fitted on the train split, applied to every split.
+
+Index convention (as NVTabular's Categorify): 0 = padding / missing, 1 = out of
+vocabulary, tokens from 2 in order of decreasing train count (ties by token).
+A vocabulary is a DataFrame `index, token, count`; it is written out by Spark
+and applied with a join, so it never has to fit in driver memory.
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+PADDING_INDEX = 0
+OOV_INDEX = 1
+FIRST_TOKEN_INDEX = 2
+VOCAB_SCHEMA = T.StructType([
+    T.StructField("index", T.LongType(), False),
+    T.StructField("token", T.StringType(), False),
+    T.StructField("count", T.LongType(), False),
+])
+
+
+def fit_vocabulary(tokens: DataFrame, min_count: int = 1) -> DataFrame:
+    """Vocabulary of the single string column `token` (null and empty tokens are ignored)."""
+    counts = (
+        tokens.where(F.col("token").isNotNull() & (F.col("token") != ""))
+        .groupBy("token").agg(F.count(F.lit(1)).alias("count"))
+        .where(F.col("count") >= min_count)
+        .orderBy(F.col("count").desc(), F.col("token").asc())
+    )
+    # zipWithIndex keeps the global order without pulling everything into one partition.
+    indexed = counts.rdd.zipWithIndex().map(lambda pair: (pair[1] + FIRST_TOKEN_INDEX, pair[0][0], pair[0][1]))
+    spark = tokens.sparkSession
+    return spark.createDataFrame(indexed, VOCAB_SCHEMA)
+
+
+def apply_vocabulary(df: DataFrame, column: str, vocab: DataFrame, out_column: str) -> DataFrame:
+    """Add `out_column`: the index of `column`'s token, OOV when unseen, padding when null."""
+    lookup = vocab.select(F.col("token").alias("_token"), F.col("index").alias("_index"))
+    joined = df.join(lookup, on=F.col(column).cast("string") == F.col("_token"), how="left")
+    index = (F.when(F.col(column).isNull(), F.lit(PADDING_INDEX))
+             .otherwise(F.coalesce(F.col("_index"), F.lit(OOV_INDEX))).cast("long"))
+    return joined.withColumn(out_column, index).drop("_token", "_index")
+
+
+def small_vocabulary_map(vocab: DataFrame, max_size: int = 100_000) -> dict[str, int]:
+    """The token -> index dict of a small vocabulary (genres, positions) for array lookups."""
+    size = vocab.count()
+    if size > max_size:
+        raise ValueError(f"vocabulary of {size} tokens is too large to apply as a map (max {max_size})")
+    return {row["token"]: int(row["index"]) for row in vocab.collect()}
+
+
+def index_tokens(tokens: Column, mapping: dict[str, int]) -> Column:
+    """Map an array of string tokens through a small vocabulary; unseen -> OOV."""
+    if mapping:
+        lookup = F.create_map(*[x for token, index in mapping.items() for x in (F.lit(token), F.lit(index))])
+    else:
+        lookup = F.create_map().cast("map<string,int>")
+    return F.transform(tokens, lambda t: F.coalesce(F.element_at(lookup, t), F.lit(OOV_INDEX)).cast("long"))

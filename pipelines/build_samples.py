@@ -1,0 +1,329 @@
+"""build_samples: raw impression/click logs -> point-in-time features -> sharded TFRecord.
+
+Composition of the pure feature steps in `features/`, plus the I/O around them:
+reading RAW, writing to a staging directory, and moving it into place.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import time
+import uuid
+from contextlib import contextmanager
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features import history, items as item_features, labels, normalize, split, validate, vocab
+from pipelines.feature_spec import FORMAT_VERSION, SPEC_FILE, compute_spec_hash
+from pipelines.tfrecord import write_tfrecords
+
+log = logging.getLogger("build_samples")
+
+NUMERIC_FEATURES = ["hist_click_len", "hist_skip_len", "user_impressions", "user_clicks",
+                    "item_impressions", "item_clicks", "item_ctr",
+                    "item_impressions_recent", "item_clicks_recent", "item_ctr_recent", "release_year"]
+METADATA = [("user_id", "string"), ("item_id", "string"), ("ts", "int64")]
+
+
+class RejectFractionError(RuntimeError):
+    pass
+
+
+class Timings:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str):
+        log.info("step %s ...", name)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        log.info("step %s done in %.1fs", name, self.seconds[name])
+
+
+def read_raw(spark: SparkSession, raw_dir: str, dataset: str, fmt: str) -> DataFrame:
+    path = posixpath.join(raw_dir, dataset)
+    if fmt == "parquet":
+        return spark.read.parquet(path)
+    if fmt == "csv":
+        # Strings throughout: validation parses ts and ids itself, so a bad value is a counted reject.
+        return spark.read.option("header", True).option("inferSchema", False).csv(path)
+    raise ValueError(f"input.format must be 'parquet' or 'csv', got {fmt!r}")
+
+
+def _fs_paths(output: str) -> tuple[str, str]:
+    """(final, staging) paths; staging is a hidden sibling so the final move is a rename."""
+    output = output.rstrip("/")
+    if "://" not in output:
+        output = os.path.abspath(output)
+    parent, name = posixpath.split(output)
+    return output, posixpath.join(parent or ".", f".{name}.staging-{uuid.uuid4().hex[:8]}")
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _count_by_reason(df: DataFrame) -> tuple[int, dict[str, int]]:
+    """(rows read, rejects by reason) in one aggregation."""
+    rows = df.groupBy("reject_reason").count().collect()
+    total = sum(int(row["count"]) for row in rows)
+    rejected = {row["reject_reason"]: int(row["count"]) for row in rows if row["reject_reason"] is not None}
+    return total, dict(sorted(rejected.items()))
+
+
+def _feature(name, role, kind, dtype, shape, **extra):
+    return {"name": name, "role": role, "kind": kind, "dtype": dtype, "shape": shape, **extra}
+
+
+def build_spec(config: dict, vocab_sizes: dict, vocab_tokens: dict, numeric_stats: dict,
+               boundaries: dict, has_position: bool, passthrough: list[tuple[str, str]]) -> dict:
+    h, it = config["history"], config["items"]
+    features = [
+        _feature("user_idx", "model_input", "categorical", "int64", [], vocabulary="user_id",
+                 embedding_table="user_id", vocab_size=vocab_sizes["user_id"]),
+        _feature("item_idx", "model_input", "categorical", "int64", [], vocabulary="item_id",
+                 embedding_table="item_id", vocab_size=vocab_sizes["item_id"]),
+    ]
+    if has_position:
+        features.append(_feature("position_idx", "model_input", "categorical", "int64", [], vocabulary="position",
+                                 embedding_table="position", vocab_size=vocab_sizes["position"]))
+    features += [
+        _feature("item_primary_genre", "model_input", "categorical", "int64", [], vocabulary="genre",
+                 embedding_table="genre", vocab_size=vocab_sizes["genre"]),
+        _feature("hist_click_items", "model_input", "sequence", "int64", [h["max_len"]], vocabulary="item_id",
+                 embedding_table="item_id", vocab_size=vocab_sizes["item_id"]),
+        _feature("hist_skip_items", "model_input", "sequence", "int64", [h["max_len"]], vocabulary="item_id",
+                 embedding_table="item_id", vocab_size=vocab_sizes["item_id"]),
+        _feature("user_top_genres", "model_input", "multi_categorical", "int64", [h["top_genres"]],
+                 vocabulary="genre", embedding_table="genre", vocab_size=vocab_sizes["genre"]),
+        _feature("item_genres", "model_input", "multi_categorical", "int64", [it["max_genres"]],
+                 vocabulary="genre", embedding_table="genre", vocab_size=vocab_sizes["genre"]),
+    ]
+    for column, bounds in boundaries.items():
+        name = f"{column}_bucket"
+        features.append(_feature(name, "model_input", "categorical", "int64", [], embedding_table=name,
+                                 vocab_size=len(bounds) + 2,
+                                 bucketization={"source": column, "boundaries": bounds}))
+    for column, stats in numeric_stats.items():
+        features.append(_feature(column, "model_input", "numeric", "float32", [], normalization=stats))
+    features.append(_feature("label", "label", "label", "int64", []))
+    for name, dtype in METADATA + passthrough:
+        features.append(_feature(name, "metadata", "metadata", dtype, [], default=None))
+    vocabularies = {
+        name: {"size": vocab_sizes[name], "num_tokens": vocab_tokens[name], "padding_index": vocab.PADDING_INDEX,
+               "oov_index": vocab.OOV_INDEX, "min_count": int(config["vocab"]["min_count"]),
+               "path": f"vocab/{name}"}
+        for name in sorted(vocab_sizes)
+    }
+    spec = {"format_version": FORMAT_VERSION, "compression": "GZIP", "label": "label",
+            "features": features, "vocabularies": vocabularies}
+    spec["spec_hash"] = compute_spec_hash(spec)
+    return spec
+
+
+def _spark_type_to_spec(dtype) -> str:
+    from pyspark.sql import types as T
+
+    if isinstance(dtype, (T.FloatType, T.DoubleType, T.DecimalType)):
+        return "float32"
+    if isinstance(dtype, (T.IntegerType, T.LongType, T.ShortType, T.ByteType, T.BooleanType)):
+        return "int64"
+    return "string"
+
+
+def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) -> dict:
+    """Run the whole job; return the report. Output appears atomically at `output`."""
+    timings = Timings()
+    started = time.perf_counter()
+    fmt = config["input"]["format"]
+    vconf = config["validation"]
+    window = int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
+    lookback = int(round(float(config["history"]["lookback_days"]) * 86400))
+    recent = int(round(float(config["item_stats"]["recent_days"]) * 86400))
+    numeric_columns = list(config["items"]["numeric_columns"] or [])
+    persisted: list[DataFrame] = []
+
+    def persist(df: DataFrame) -> DataFrame:
+        persisted.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return df
+
+    final, staging = _fs_paths(output)
+    gfile = _gfile()
+    try:
+        gfile.makedirs(staging)
+        with timings.step("validate"):
+            raw_imps = read_raw(spark, raw_dir, "impressions", fmt)
+            raw_clicks = read_raw(spark, raw_dir, "clicks", fmt)
+            raw_items = read_raw(spark, raw_dir, "items", fmt)
+            has_position = "position" in raw_imps.columns
+            passthrough_names = [c for c in (config.get("passthrough") or []) if c in raw_imps.columns]
+            passthrough = [(c, _spark_type_to_spec(raw_imps.schema[c].dataType)) for c in passthrough_names]
+            imp_checked = persist(validate.validate_events(raw_imps, "impressions", vconf["ts_min"], vconf["ts_max"]))
+            clk_checked = persist(validate.validate_events(raw_clicks, "clicks", vconf["ts_min"], vconf["ts_max"]))
+            item_checked = persist(validate.normalize_items(raw_items, numeric_columns))
+            counted = {"impressions": _count_by_reason(imp_checked), "clicks": _count_by_reason(clk_checked),
+                       "items": _count_by_reason(item_checked)}
+            rows_read = {name: total for name, (total, _) in counted.items()}
+            rejects = {name: by_reason for name, (_, by_reason) in counted.items()}
+            rejected_events = sum(rejects["impressions"].values()) + sum(rejects["clicks"].values())
+            events_read = rows_read["impressions"] + rows_read["clicks"]
+            fraction = rejected_events / events_read if events_read else 0.0
+            log.info("read %s; rejected %s", rows_read, rejects)
+            if fraction > float(vconf["max_reject_fraction"]):
+                raise RejectFractionError(
+                    f"{rejected_events} of {events_read} impression and click rows were rejected "
+                    f"({fraction:.2%} > validation.max_reject_fraction={vconf['max_reject_fraction']}); "
+                    f"by reason: {rejects}. Fix the input or raise the threshold (--set validation.max_reject_fraction=...)")
+            all_rejects = validate.rejects_of(imp_checked, "impressions").unionByName(
+                validate.rejects_of(clk_checked, "clicks")).unionByName(validate.rejects_of(item_checked, "items"))
+            all_rejects.coalesce(1).write.mode("overwrite").parquet(posixpath.join(staging, "rejects"))
+
+        keep_imp = ["user_id", "item_id", "ts", "impression_id"] + (["position"] if has_position else []) \
+            + passthrough_names
+        imps = validate.valid_rows(imp_checked).select(*keep_imp)
+        clicks = validate.valid_rows(clk_checked).select("user_id", "item_id", "ts", "impression_id")
+        items = validate.valid_rows(item_checked)
+
+        with timings.step("labels"):
+            imps = labels.with_impression_key(imps)
+            attributed = persist(labels.attribute_clicks(clicks, imps, window))
+            imps = labels.label_impressions(imps, attributed)
+            orphan_clicks = attributed.where(F.col("credited_key").isNull()).count()
+
+        with timings.step("split"):
+            valid_start, test_start = split.split_boundaries(imps, config["split"])
+            imps = persist(split.assign_split(imps, valid_start, test_start).transform(
+                lambda d: item_features.join_item_attributes(d, items, numeric_columns)))
+
+        with timings.step("fit_vocabularies"):
+            train = imps.where(F.col("split") == "train")
+            vocabs = {
+                "user_id": vocab.fit_vocabulary(train.select(F.col("user_id").alias("token")),
+                                                config["vocab"]["min_count"]),
+                "item_id": vocab.fit_vocabulary(train.select(F.col("item_id").alias("token")),
+                                                config["vocab"]["min_count"]),
+                "genre": vocab.fit_vocabulary(train.select(F.explode("genres").alias("token")),
+                                              config["vocab"]["min_count"]),
+            }
+            if has_position:
+                vocabs["position"] = vocab.fit_vocabulary(
+                    train.select(F.col("position").cast("string").alias("token")), config["vocab"]["min_count"])
+            vocab_tokens = {}
+            for name, df in vocabs.items():
+                path = posixpath.join(staging, "vocab", name)
+                df.coalesce(1).write.mode("overwrite").parquet(path)
+                vocabs[name] = spark.read.parquet(path)  # read back: fitted once, applied many times
+                vocab_tokens[name] = vocabs[name].count()
+            vocab_sizes = {name: n + vocab.FIRST_TOKEN_INDEX for name, n in vocab_tokens.items()}
+            genre_index = vocab.small_vocabulary_map(vocabs["genre"])
+
+        with timings.step("features"):
+            imps = imps.transform(lambda d: vocab.apply_vocabulary(d, "user_id", vocabs["user_id"], "user_idx")) \
+                .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabs["item_id"], "item_idx")) \
+                .transform(lambda d: item_features.genre_features(d, genre_index, config["items"]["max_genres"]))
+            if has_position:
+                imps = vocab.apply_vocabulary(imps, "position", vocabs["position"], "position_idx")
+            click_events = attributed.select("user_id", "item_id", "ts") \
+                .transform(lambda d: item_features.join_item_attributes(d, items, [])) \
+                .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabs["item_id"], "item_idx")) \
+                .transform(lambda d: item_features.genre_features(d, genre_index, config["items"]["max_genres"]))
+            h = config["history"]
+            samples = imps.transform(lambda d: history.user_history(
+                d, click_events, window, lookback, int(h["max_len"]), int(h["top_genres"]),
+                int(h["genre_history_len"]))) \
+                .transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
+            samples = persist(samples)
+            train = samples.where(F.col("split") == "train")
+            prior = train.agg(F.avg("label").alias("rate")).collect()[0]["rate"] or 0.0
+            smoothing = float(config["item_stats"]["smoothing"])
+            samples = samples.withColumn("item_ctr", history.smoothed_ctr(
+                "item_clicks", "item_impressions", prior, smoothing)).withColumn(
+                "item_ctr_recent", history.smoothed_ctr("item_clicks_recent", "item_impressions_recent",
+                                                        prior, smoothing))
+
+        with timings.step("fit_transform"):
+            numeric = NUMERIC_FEATURES + numeric_columns
+            train = samples.where(F.col("split") == "train")
+            bucketized = [c for c in (config["bucketize"]["features"] or []) if c in samples.columns]
+            boundaries = normalize.fit_bucket_boundaries(train, bucketized, int(config["bucketize"]["num_buckets"]))
+            stats = normalize.fit_normalization(train, numeric, list(config["normalize"]["log1p"] or []))
+            samples = samples.transform(lambda d: normalize.apply_buckets(d, boundaries)) \
+                .transform(lambda d: normalize.apply_normalization(d, stats))
+
+        spec = build_spec(config, vocab_sizes, vocab_tokens, stats, boundaries, has_position, passthrough)
+        with timings.step("write_tfrecords"):
+            for name in split.SPLITS:
+                gfile.makedirs(posixpath.join(staging, name))
+            features = [(f["name"], f["dtype"]) for f in spec["features"]]
+            partitions = config["spark"].get("output_partitions")
+            if partitions:
+                samples = samples.repartition(int(partitions))
+            shards = write_tfrecords(samples, features, staging).collect()
+
+        per_split = {name: {"rows": 0, "positives": 0, "shards": 0} for name in split.SPLITS}
+        for shard in shards:
+            entry = per_split[shard["split"]]
+            entry["rows"] += shard["rows"]
+            entry["positives"] += shard["positives"]
+            entry["shards"] += 1
+        spec["splits"] = {
+            name: {"pattern": f"{name}/part-*.tfrecord.gz", "num_examples": e["rows"],
+                   "label_rate": (e["positives"] / e["rows"]) if e["rows"] else None}
+            for name, e in per_split.items()
+        }
+        samples_written = sum(e["rows"] for e in per_split.values())
+        imp_rejected = sum(rejects["impressions"].values())
+        if samples_written + imp_rejected != rows_read["impressions"]:
+            raise RuntimeError(f"accounting mismatch: {rows_read['impressions']} impressions read, "
+                               f"{samples_written} samples + {imp_rejected} rejects written")
+        report = {
+            "input": raw_dir,
+            "output": final,
+            "rows_read": rows_read,
+            "rejected": rejects,
+            "rejected_total": {k: sum(v.values()) for k, v in rejects.items()},
+            "clicks": {"valid": rows_read["clicks"] - sum(rejects["clicks"].values()),
+                       "attributed": rows_read["clicks"] - sum(rejects["clicks"].values()) - orphan_clicks,
+                       "orphan": orphan_clicks},
+            "samples": {name: {"rows": e["rows"], "label_rate": spec["splits"][name]["label_rate"],
+                               "shards": e["shards"]} for name, e in per_split.items()},
+            "split_boundaries": {"valid_start": valid_start, "test_start": test_start},
+            "vocabulary_sizes": vocab_sizes,
+            "train_label_rate": prior,
+            "spec_hash": spec["spec_hash"],
+            "step_seconds": timings.seconds,
+            "total_seconds": round(time.perf_counter() - started, 3),
+        }
+        with gfile.GFile(posixpath.join(staging, SPEC_FILE), "w") as fh:
+            fh.write(json.dumps(spec, indent=2, sort_keys=False))
+        with gfile.GFile(posixpath.join(staging, "report.json"), "w") as fh:
+            fh.write(json.dumps(report, indent=2))
+        with gfile.GFile(posixpath.join(staging, "_SUCCESS"), "w") as fh:
+            fh.write("")
+        _move_into_place(staging, final)
+        return report
+    finally:
+        for df in persisted:
+            df.unpersist()
+        if gfile.exists(staging):
+            gfile.rmtree(staging)
+
+
+def _move_into_place(staging: str, final: str) -> None:
+    """Replace `final` by `staging` (a rename on the same file system)."""
+    gfile = _gfile()
+    previous = None
+    if gfile.exists(final):
+        previous = f"{staging}.previous"
+        gfile.rename(final, previous)
+    gfile.rename(staging, final)
+    if previous:
+        gfile.rmtree(previous)
