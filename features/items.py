@@ -27,4 +27,4 @@ def genre_features(df: DataFrame, genre_index: dict[str, int], max_genres: int) 
     """Add genre_idxs (all genres, indexed), item_genres [max_genres] and item_primary_genre."""
     indexed = df.withColumn("genre_idxs", index_tokens(F.col("genres"), genre_index))
     return indexed.withColumn("item_genres", pad_array(F.col("genre_idxs"), max_genres)).withColumn(
-        "item_primary_genre", F.coalesce(F.element_at(F.col("genre_idxs"), 1), F.lit(PADDING_INDEX)).cast("long"))
+        "item_primary_genre", F.coalesce(F.try_element_at(F.col("genre_idxs"), F.lit(1)), F.lit(PADDING_INDEX)).cast("long"))

@@ -16,7 +16,8 @@ from pyspark.sql import functions as F
 
 def _transformed(column: str, log1p: bool) -> Column:
     value = F.col(column).cast("double")
-    return F.log1p(F.greatest(value, F.lit(0.0))) if log1p else value
+    # greatest() would turn a null into 0: keep nulls null so they do not move the mean.
+    return F.when(value.isNull(), F.lit(None)).otherwise(F.log1p(F.greatest(value, F.lit(0.0)))) if log1p else value
 
 
 def fit_normalization(train: DataFrame, columns: list[str], log1p_columns: list[str]) -> dict[str, dict]:

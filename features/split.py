@@ -44,7 +44,8 @@ def split_boundaries(impressions: DataFrame, split_conf: dict) -> tuple[int, int
         row = impressions.agg(F.percentile_approx(F.col("ts").cast("double"), q, 100_000).alias("q")).collect()[0]
         if row["q"] is None:
             raise ValueError("no valid impressions to split")
-        bounds = (int(row["q"][0]), int(row["q"][1]))
+        # At most a fraction q of the values are <= the q-quantile v, so the cut is at v + 1.
+        bounds = (int(row["q"][0]) + 1, int(row["q"][1]) + 1)
     if bounds[0] > bounds[1]:
         raise ValueError(f"split.valid_start ({bounds[0]}) is after split.test_start ({bounds[1]})")
     return bounds
