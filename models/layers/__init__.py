@@ -1,5 +1,9 @@
 """Small Keras layers for the CTR models (all registered under package "ctr")."""
+from models.layers.cross import CrossNetwork
+from models.layers.cross_v2 import CrossNetworkV2
+from models.layers.fm import FMInteraction
+from models.layers.linear import SparseLinear
 from models.layers.masked_pooling import MaskedMeanPooling
 from models.layers.mlp import MLP
 
-__all__ = ["MaskedMeanPooling", "MLP"]
+__all__ = ["CrossNetwork", "CrossNetworkV2", "FMInteraction", "MLP", "MaskedMeanPooling", "SparseLinear"]

@@ -1,0 +1,24 @@
+"""DCN-v2 (Wang et al. 2021), parallel structure.
+
+    x0    = concat(field embeddings, numerics)
+    cross : x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l, W_l full rank or U_l V_lᵀ (projection_dim)
+    deep  : MLP(x0)
+    logit = w . concat(x_L, deep) + b
+"""
+from __future__ import annotations
+
+import keras
+
+from models.emb_mlp import logit_head, probability
+from models.inputs import build_inputs, resolve_params
+from models.layers.cross_v2 import CrossNetworkV2
+from models.layers.mlp import MLP
+
+
+def build(spec: dict, params: dict | None = None) -> keras.Model:
+    p = resolve_params(params)
+    b = build_inputs(spec, p)
+    cross = CrossNetworkV2(p["cross_layers"], projection_dim=p["projection_dim"], l2=p["l2"], seed=p["seed"], name="cross_v2")(b.flat)
+    deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn")(b.flat)
+    stacked = keras.layers.Concatenate(name="cross_deep")([cross, deep])
+    return keras.Model(b.inputs, probability(logit_head(stacked, p["seed"])), name="dcn_v2")

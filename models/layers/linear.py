@@ -1,0 +1,125 @@
+"""Linear (logistic-regression) logit over sparse, crossed and numeric features."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+SPARSE_KINDS = ("categorical", "sequence", "multi_categorical")
+
+
+@keras.saving.register_keras_serializable(package="ctr")
+class SparseLinear(keras.layers.Layer):
+    """Wide / first-order part: one scalar weight per index of every field.
+
+    Input: the features dict (extra keys ignored).  Output ``[batch, 1]``::
+
+        y = b
+          + sum_f sum_j [x_fj != 0] w_f[x_fj]                      sparse fields
+          + sum_c [all x_c != 0] w_c[hash(x_c1, x_c2, ...) mod H]  crossed fields
+          + sum_n u_n z_n                                          numeric fields
+
+    A scalar categorical field has one index ``j``; sequence and
+    multi_categorical fields sum over their non-padding indices (a
+    bag-of-indices linear model).  Index 0 (padding / missing) contributes 0.
+    Crosses hash the joined decimal indices with ``tf.strings.to_hash_bucket_fast``
+    (stable FarmHash fingerprint) into ``hash_buckets`` rows; a cross with a
+    missing component contributes 0.  All weights start at 0.
+
+    ``fields``: list of ``{"name", "kind", "vocab_size"}``; ``crosses``: list of
+    lists of categorical field names (each at least 2); ``numeric``: list of
+    numeric feature names.
+    """
+
+    def __init__(self, fields=(), crosses=(), hash_buckets: int = 100000, numeric=(), use_bias: bool = True, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        fields = [dict(f) for f in (fields or [])]
+        crosses = [list(c) for c in (crosses or [])]
+        numeric = list(numeric or [])
+        if not fields and not crosses and not numeric:
+            raise ValueError("SparseLinear needs at least one of fields, crosses or numeric")
+        for f in fields:
+            if not {"name", "kind", "vocab_size"} <= set(f):
+                raise ValueError(f"SparseLinear: each field needs name, kind and vocab_size, got {f!r}")
+            if f["kind"] not in SPARSE_KINDS:
+                raise ValueError(f"SparseLinear: field '{f['name']}' has kind {f['kind']!r}, expected one of {SPARSE_KINDS}")
+            if isinstance(f["vocab_size"], bool) or int(f["vocab_size"]) != f["vocab_size"] or int(f["vocab_size"]) < 2:
+                raise ValueError(f"SparseLinear: field '{f['name']}' needs an integer vocab_size >= 2, got {f['vocab_size']!r}")
+        for c in crosses:
+            if len(c) < 2 or not all(isinstance(n, str) for n in c) or len(set(c)) != len(c):
+                raise ValueError(f"SparseLinear: a cross must list at least 2 distinct feature names, got {c!r}")
+        if isinstance(hash_buckets, bool) or not isinstance(hash_buckets, int) or hash_buckets <= 0:
+            raise ValueError(f"SparseLinear: hash_buckets must be a positive int, got {hash_buckets!r}")
+        if not all(isinstance(n, str) for n in numeric):
+            raise ValueError(f"SparseLinear: numeric must be a list of feature names, got {numeric!r}")
+        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or l2 < 0:
+            raise ValueError(f"SparseLinear: l2 must be a number >= 0, got {l2!r}")
+        self.fields = [{"name": str(f["name"]), "kind": f["kind"], "vocab_size": int(f["vocab_size"])} for f in fields]
+        self.crosses = crosses
+        self.hash_buckets = hash_buckets
+        self.numeric = numeric
+        self.use_bias = bool(use_bias)
+        self.l2 = float(l2)
+        self.supports_jit = False  # string hashing of crosses
+
+    def build(self, input_shape=None):
+        reg = keras.regularizers.L2(self.l2) if self.l2 > 0 else None
+        self.field_weights = [
+            self.add_weight(name=f"w_{f['name']}", shape=(f["vocab_size"], 1), initializer="zeros", regularizer=reg) for f in self.fields
+        ]
+        self.cross_weights = [
+            self.add_weight(name="w_" + "_x_".join(c), shape=(self.hash_buckets, 1), initializer="zeros", regularizer=reg)
+            for c in self.crosses
+        ]
+        self.numeric_weight = (
+            self.add_weight(name="w_numeric", shape=(len(self.numeric), 1), initializer="zeros", regularizer=reg) if self.numeric else None
+        )
+        self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros") if self.use_bias else None
+        self.built = True
+
+    def cross_ids(self, features, cross):
+        """(bucket ids, 0/1 mask) of one cross, both ``[batch]``."""
+        parts = [tf.cast(features[n], tf.int64) for n in cross]
+        key = tf.strings.join([tf.strings.as_string(p) for p in parts], separator="_x_")
+        ids = tf.strings.to_hash_bucket_fast(key, self.hash_buckets)
+        mask = tf.ones_like(parts[0], dtype=tf.bool)
+        for p in parts:
+            mask = tf.logical_and(mask, tf.not_equal(p, 0))
+        return ids, mask
+
+    def call(self, features):
+        terms = []
+        for f, w in zip(self.fields, self.field_weights):
+            ids = tf.cast(features[f["name"]], tf.int64)
+            vals = tf.gather(w, ids)[..., 0]  # [batch] or [batch, n]
+            vals = vals * tf.cast(tf.not_equal(ids, 0), vals.dtype)
+            if vals.shape.rank == 2:
+                vals = tf.reduce_sum(vals, axis=1)
+            terms.append(vals[:, None])
+        for c, w in zip(self.crosses, self.cross_weights):
+            ids, mask = self.cross_ids(features, c)
+            vals = tf.gather(w, ids)[..., 0] * tf.cast(mask, w.dtype)
+            terms.append(vals[:, None])
+        if self.numeric:
+            z = tf.stack([tf.cast(features[n], tf.float32) for n in self.numeric], axis=-1)
+            terms.append(tf.matmul(z, self.numeric_weight))
+        out = tf.add_n(terms)
+        if self.use_bias:
+            out = out + self.bias
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return (None, 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "fields": [dict(f) for f in self.fields],
+                "crosses": [list(c) for c in self.crosses],
+                "hash_buckets": self.hash_buckets,
+                "numeric": list(self.numeric),
+                "use_bias": self.use_bias,
+                "l2": self.l2,
+            }
+        )
+        return config

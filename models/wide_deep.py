@@ -1,0 +1,137 @@
+"""Wide & Deep (Cheng et al. 2016) with one loss and two optimizers.
+
+    wide  = b + sum_f sum_j w_f[x_fj] + sum_c w_c[hash(cross_c) mod H]   (SparseLinear "wide")
+    deep  = DNN(concat(field embeddings, numerics)) -> "deep_logit"
+    p     = sigmoid(wide + deep)
+
+As in the paper, the wide part's variables are trained by FTRL and the deep
+part's (embeddings, DNN, deep logit) by Adagrad or Adam: ``WideDeepModel``
+overrides ``train_step`` to take the gradient of the single loss and hand the
+wide gradients to ``wide_optimizer`` and the rest to ``optimizer``.  Both
+optimizers are built in ``compile`` on disjoint variable sets.
+"""
+from __future__ import annotations
+
+import json
+
+import keras
+import tensorflow as tf
+
+from models.emb_mlp import logit_head, probability
+from models.inputs import build_inputs, input_entries, resolve_params
+from models.layers.linear import SparseLinear
+from models.layers.mlp import MLP
+
+try:  # keras 3 internals used by the stock TF train_step
+    from keras.src.losses.loss import unscale_loss_for_distribution
+except ImportError:  # pragma: no cover
+    def unscale_loss_for_distribution(value):
+        return value
+
+WIDE_LAYER = "wide"
+
+
+def _check_crosses(spec: dict, crossed) -> list[list[str]]:
+    entries = {e["name"]: e for e in input_entries(spec)}
+    out = []
+    for pair in crossed:
+        for name in pair:
+            if name not in entries:
+                raise ValueError(f"crossed feature '{name}' is not a model input of the spec")
+            if entries[name]["kind"] != "categorical":
+                raise ValueError(f"crossed feature '{name}' must be categorical (scalar), got {entries[name]['kind']}")
+        if len(set(pair)) != len(pair):
+            raise ValueError(f"crossed features {pair} repeat a feature")
+        out.append(list(pair))
+    return out
+
+
+def _graph(spec: dict, p: dict):
+    b = build_inputs(spec, p)
+    crosses = _check_crosses(spec, p["crossed_features"])
+    cross_names = sorted({n for c in crosses for n in c})
+    wide = SparseLinear(fields=b.sparse_fields, crosses=crosses, hash_buckets=p["hash_buckets"], name=WIDE_LAYER)(
+        {**b.sparse, **{n: b.inputs[n] for n in cross_names}}
+    )
+    deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn")(b.flat)
+    deep_logit = logit_head(deep, p["seed"], name="deep_logit")
+    logit = keras.layers.Add(name="logit")([wide, deep_logit])
+    return b.inputs, probability(logit)
+
+
+@keras.saving.register_keras_serializable(package="ctr")
+class WideDeepModel(keras.Model):
+    """Functional Wide & Deep model whose ``train_step`` uses two optimizers.
+
+    ``compile(optimizer=<deep optimizer>, wide_optimizer=<FTRL>, ...)``.
+    ``wide_variables`` / ``deep_variables`` partition ``trainable_variables``.
+    """
+
+    two_optimizers = True
+
+    def __init__(self, spec: dict, params: dict | None = None, name: str = "wide_deep", **kwargs):
+        spec = {"features": [dict(e) for e in input_entries(spec)]}
+        p = resolve_params(params)
+        inputs, outputs = _graph(spec, p)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self._spec_json = json.dumps(spec, sort_keys=True)
+        self._params_json = json.dumps(params or {}, sort_keys=True)
+        self.wide_optimizer = None
+
+    # -- variables -------------------------------------------------------
+    @property
+    def wide_variables(self) -> list:
+        return list(self.get_layer(WIDE_LAYER).trainable_variables)
+
+    @property
+    def deep_variables(self) -> list:
+        wide = {id(v) for v in self.wide_variables}
+        return [v for v in self.trainable_variables if id(v) not in wide]
+
+    # -- compile / save --------------------------------------------------
+    def compile(self, optimizer="adagrad", wide_optimizer="ftrl", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        self.wide_optimizer = keras.optimizers.get(wide_optimizer)
+        self.wide_optimizer.build(self.wide_variables)
+        self.optimizer.build(self.deep_variables)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and self.wide_optimizer is not None:
+            config = dict(config)
+            config["wide_optimizer"] = keras.saving.serialize_keras_object(self.wide_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+
+    def get_config(self):
+        return {"spec": json.loads(self._spec_json), "params": json.loads(self._params_json), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+    # -- training --------------------------------------------------------
+    def train_step(self, data):
+        if self.wide_optimizer is None:
+            raise ValueError("WideDeepModel: call compile() (models.compile_model) before training")
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        wide_vars = self.wide_variables
+        deep_vars = self.deep_variables
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            self._loss_tracker.update_state(
+                unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+            )
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, wide_vars + deep_vars)
+        self.wide_optimizer.apply(grads[: len(wide_vars)], wide_vars)
+        self.optimizer.apply(grads[len(wide_vars):], deep_vars)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def build(spec: dict, params: dict | None = None) -> keras.Model:
+    return WideDeepModel(spec, params, name="wide_deep")
