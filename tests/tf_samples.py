@@ -1,0 +1,178 @@
+"""Test helper: write a tiny but valid SAMPLES directory (docs/feature_spec.md).
+
+    spec, rows = write_samples(tmp_path / "samples", seed=0)
+
+Writes `feature_spec.json` (hash from `pipelines.feature_spec.compute_spec_hash`),
+`{train,valid,test}/part-*.tfrecord.gz` (gzip `tf.train.Example`), `vocab/<name>/part-0.parquet`
+(index, token, count) and `_SUCCESS`. `rows` maps split -> pandas DataFrame of exactly
+the values written (metadata nulls are None, i.e. left out of the Example).
+
+The label has a learnable signal: items with an even number are clicked far more
+often, and the `item_ctr` numeric and its bucket carry the same information.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow as tf
+
+from pipelines.feature_spec import compute_spec_hash
+
+HIST_LEN = 3
+MAX_GENRES = 2
+GENRES = ["Action", "Comedy", "Drama"]
+CTR_BOUNDARIES = [0.2, 0.5]
+SPLITS = ("train", "valid", "test")
+
+
+def _entry(name, role, kind, dtype, shape, **extra):
+    return {"name": name, "role": role, "kind": kind, "dtype": dtype, "shape": shape, **extra}
+
+
+def make_spec(num_users: int, num_items: int, extra_feature: bool = False) -> dict:
+    sizes = {"user_id": num_users + 2, "item_id": num_items + 2, "genre": len(GENRES) + 2}
+    features = [
+        _entry("user_idx", "model_input", "categorical", "int64", [], vocabulary="user_id",
+               embedding_table="user_id", vocab_size=sizes["user_id"]),
+        _entry("item_idx", "model_input", "categorical", "int64", [], vocabulary="item_id",
+               embedding_table="item_id", vocab_size=sizes["item_id"]),
+        _entry("item_primary_genre", "model_input", "categorical", "int64", [], vocabulary="genre",
+               embedding_table="genre", vocab_size=sizes["genre"]),
+        _entry("hist_click_items", "model_input", "sequence", "int64", [HIST_LEN], vocabulary="item_id",
+               embedding_table="item_id", vocab_size=sizes["item_id"]),
+        _entry("item_genres", "model_input", "multi_categorical", "int64", [MAX_GENRES], vocabulary="genre",
+               embedding_table="genre", vocab_size=sizes["genre"]),
+        _entry("item_ctr_bucket", "model_input", "categorical", "int64", [], embedding_table="item_ctr_bucket",
+               vocab_size=len(CTR_BOUNDARIES) + 2,
+               bucketization={"source": "item_ctr", "boundaries": CTR_BOUNDARIES}),
+        _entry("hist_click_len", "model_input", "numeric", "float32", [],
+               normalization={"log1p": False, "mean": 1.5, "std": 1.0}),
+        _entry("item_ctr", "model_input", "numeric", "float32", [],
+               normalization={"log1p": False, "mean": 0.0, "std": 1.0}),
+    ]
+    if extra_feature:
+        features.append(_entry("release_year", "model_input", "numeric", "float32", [],
+                               normalization={"log1p": False, "mean": 0.0, "std": 1.0}))
+    features += [
+        _entry("label", "label", "label", "int64", []),
+        _entry("user_id", "metadata", "metadata", "string", [], default=None),
+        _entry("item_id", "metadata", "metadata", "string", [], default=None),
+        _entry("ts", "metadata", "metadata", "int64", [], default=None),
+        _entry("p_click", "metadata", "metadata", "float32", [], default=None),
+    ]
+    vocabularies = {
+        name: {"size": size, "num_tokens": size - 2, "padding_index": 0, "oov_index": 1, "min_count": 1,
+               "path": f"vocab/{name}"}
+        for name, size in sorted(sizes.items())
+    }
+    spec = {"format_version": 1, "compression": "GZIP", "label": "label",
+            "features": features, "vocabularies": vocabularies}
+    spec["spec_hash"] = compute_spec_hash(spec)
+    return spec
+
+
+def _example(row: dict, spec: dict) -> bytes:
+    feats = {}
+    for entry in spec["features"]:
+        value = row.get(entry["name"])
+        if value is None:
+            continue
+        values = list(value) if entry["shape"] else [value]
+        if entry["dtype"] == "int64":
+            feats[entry["name"]] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+        elif entry["dtype"] == "float32":
+            feats[entry["name"]] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+        else:
+            feats[entry["name"]] = tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[str(v).encode("utf-8") for v in values]))
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def make_rows(n: int, num_users: int, num_items: int, rng: np.random.Generator, ts0: int,
+              extra_feature: bool = False) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        u = int(rng.integers(num_users))
+        it = int(rng.integers(num_items))
+        # 1 in 20 rows has an item unseen in train: OOV index 1
+        item_idx = 1 if rng.random() < 0.05 else it + 2
+        genres = sorted({int(g) + 2 for g in rng.integers(len(GENRES), size=int(rng.integers(1, MAX_GENRES + 1)))})
+        hist_len = int(rng.integers(0, HIST_LEN + 1))
+        hist = [int(x) + 2 for x in rng.integers(num_items, size=hist_len)] + [0] * (HIST_LEN - hist_len)
+        good = it % 2 == 0
+        ctr = float(np.float32(rng.uniform(0.5, 0.9) if good else rng.uniform(0.0, 0.3)))
+        p = 0.85 if good else 0.1
+        row = {
+            "user_idx": u + 2,
+            "item_idx": item_idx,
+            "item_primary_genre": genres[0],
+            "hist_click_items": hist,
+            "item_genres": genres + [0] * (MAX_GENRES - len(genres)),
+            "item_ctr_bucket": 1 + bisect.bisect_right(CTR_BOUNDARIES, ctr),
+            "hist_click_len": float(np.float32(hist_len - 1.5)),
+            "item_ctr": ctr,
+            "label": int(rng.random() < p),
+            "user_id": f"u{u}",
+            "item_id": f"i{it}" if item_idx > 1 else f"new{it}",
+            "ts": ts0 + i,
+            "p_click": None if i % 7 == 3 else float(np.float32(p)),
+        }
+        if extra_feature:
+            row["release_year"] = 0.0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_vocab(samples_dir: str, name: str, tokens: list[str]) -> None:
+    path = os.path.join(samples_dir, "vocab", name)
+    os.makedirs(path, exist_ok=True)
+    n = len(tokens)
+    # written in reverse index order: readers must not rely on row order
+    table = pa.table({
+        "index": pa.array(list(range(n + 1, 1, -1)), pa.int64()),
+        "token": pa.array(tokens[::-1], pa.string()),
+        "count": pa.array([100 - k for k in range(n)][::-1], pa.int64()),
+    })
+    pq.write_table(table, os.path.join(path, "part-00000.parquet"))
+
+
+def write_samples(samples_dir, sizes: dict | None = None, seed: int = 0, num_users: int = 12,
+                  num_items: int = 10, shards: int = 2, extra_feature: bool = False) -> tuple[dict, dict]:
+    """Write a SAMPLES dir; returns (spec, {split: DataFrame of the rows written})."""
+    samples_dir = str(samples_dir)
+    sizes = sizes or {"train": 600, "valid": 200, "test": 200}
+    rng = np.random.default_rng(seed)
+    spec = make_spec(num_users, num_items, extra_feature=extra_feature)
+    os.makedirs(samples_dir, exist_ok=True)
+    rows, splits = {}, {}
+    ts0 = 1_700_000_000
+    for split in SPLITS:
+        df = make_rows(sizes[split], num_users, num_items, rng, ts0, extra_feature=extra_feature)
+        ts0 += sizes[split]
+        os.makedirs(os.path.join(samples_dir, split), exist_ok=True)
+        options = tf.io.TFRecordOptions(compression_type="GZIP")
+        records = df.to_dict("records")
+        for s in range(shards):
+            path = os.path.join(samples_dir, split, f"part-{s:05d}.tfrecord.gz")
+            with tf.io.TFRecordWriter(path, options) as writer:
+                for row in records[s::shards]:
+                    writer.write(_example(row, spec))
+        # rows in file order: shard 0's rows, then shard 1's, ...
+        order = [k for s in range(shards) for k in range(s, len(records), shards)]
+        rows[split] = df.iloc[order].reset_index(drop=True)
+        splits[split] = {"pattern": f"{split}/part-*.tfrecord.gz", "num_examples": len(df),
+                         "label_rate": float(df["label"].mean())}
+    spec["splits"] = splits
+    write_vocab(samples_dir, "user_id", [f"u{k}" for k in range(num_users)])
+    write_vocab(samples_dir, "item_id", [f"i{k}" for k in range(num_items)])
+    write_vocab(samples_dir, "genre", GENRES)
+    with open(os.path.join(samples_dir, "feature_spec.json"), "w") as fh:
+        json.dump(spec, fh, indent=2)
+    open(os.path.join(samples_dir, "_SUCCESS"), "w").close()
+    return spec, rows
