@@ -104,6 +104,12 @@ def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, t
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    num_examples = ((spec.get("splits") or {}).get(split) or {}).get("num_examples")
+    if not repeat and num_examples is not None:
+        # The spec knows the split's size: Keras then knows the steps per epoch (progress bar
+        # totals, no "ran out of data" warning); a wrong count fails loudly at the end of a pass.
+        batches = int(num_examples) // batch_size if drop_remainder else -(-int(num_examples) // batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     ds = ds.map(_parse_fn(spec, with_metadata), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(AUTOTUNE)
 

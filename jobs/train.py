@@ -1,0 +1,80 @@
+"""Train a CTR model on a SAMPLES directory written by jobs/build_samples.py.
+
+    python -m jobs.train --samples SAMPLES --model NAME --output RUN [--epochs N] [--conf FILE] [--set key=value ...]
+    python jobs/train.py --samples SAMPLES --model deepfm --output runs/deepfm
+
+Writes RUN/metrics.parquet, predictions/, embeddings/, model/ (SavedModel), run.json,
+tensorboard/ and checkpoints/. Rerunning into the same RUN resumes from its last
+checkpoint; samples with another feature spec hash than RUN was trained on are refused.
+Defaults: conf/train.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+if not __package__:  # run as a script: python jobs/train.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipelines.config import ConfigError, load_config  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", required=True, help="samples directory (feature_spec.json, train/, valid/, test/, vocab/)")
+    parser.add_argument("--model", help="emb_mlp | wide_deep | deepfm | dcn | dcn_v2 (default: config `model`)")
+    parser.add_argument("--output", required=True, help="run directory (created; an existing one is resumed)")
+    parser.add_argument("--epochs", type=int, help="total number of epochs (default: config `epochs`)")
+    parser.add_argument("--conf", help="YAML file merged over conf/train.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set params.embedding_dim=32 (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    try:
+        config = load_config("train", args.conf, args.overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.model:
+        config["model"] = args.model
+    if args.epochs is not None:
+        config["epochs"] = args.epochs
+    if int(config["epochs"]) < 1:
+        print(f"config error: epochs must be >= 1, got {config['epochs']}", file=sys.stderr)
+        return 2
+
+    from pipelines.feature_spec import SpecError
+    from pipelines.train import RunMismatch, SimulatedCrash, train
+
+    try:
+        summary = train(args.samples, args.output, config)
+    except (SpecError, RunMismatch) as exc:  # spec hash mismatch, another model in RUN, broken spec
+        logging.getLogger("jobs.train").error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except SimulatedCrash as exc:  # debug.crash_after_epoch
+        logging.getLogger("jobs.train").error("%s", exc)
+        return 4
+    print(json.dumps({
+        "run_id": summary["run_id"],
+        "model": summary["model"],
+        "best_epoch": summary["best_epoch"],
+        "test": {k: (round(v, 4) if v is not None else None) for k, v in summary["metrics"]["test"].items()},
+        "valid": {k: (round(v, 4) if v is not None else None) for k, v in summary["metrics"]["valid"].items()},
+        "outputs": summary["outputs"],
+        "seconds": round(summary["timings"]["total"], 1),
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

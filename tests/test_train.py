@@ -1,0 +1,191 @@
+"""jobs/train.py end to end on a tiny SAMPLES dir (tests/tf_samples.py) with a learnable signal."""
+import json
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from jobs.train import main
+from pipelines import metrics as offline_metrics
+from pipelines.feature_spec import load_spec
+from pipelines.tf_input import make_dataset
+from tests.tf_samples import write_samples
+
+MODEL = "emb_mlp"
+EMBEDDING_DIM = 8
+FAST = ["--set", "batch_size=64", "--set", "eval_batch_size=128", "--set", "shuffle_buffer=256",
+        "--set", "params.hidden_units=[16]", f"--set", f"params.embedding_dim={EMBEDDING_DIM}",
+        "--set", "params.learning_rate=0.01", "--set", "verbose=0"]
+
+
+def _run(samples, output, *extra):
+    return main(["--samples", str(samples), "--model", MODEL, "--output", str(output), *FAST, *extra])
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    path = tmp_path_factory.mktemp("train") / "samples"
+    spec, rows = write_samples(path, sizes={"train": 480, "valid": 160, "test": 160}, seed=1)
+    return str(path), spec, rows
+
+
+@pytest.fixture(scope="module")
+def finished_run(samples, tmp_path_factory):
+    path, _, _ = samples
+    run = tmp_path_factory.mktemp("train") / "run"
+    assert _run(path, run, "--epochs", "2") == 0
+    with open(run / "run.json") as fh:
+        return run, json.load(fh)
+
+
+def test_all_outputs_exist_with_exact_columns(samples, finished_run):
+    _, spec, rows = samples
+    run, summary = finished_run
+    for name in ("metrics.parquet", "predictions", "embeddings", "model", "run.json", "tensorboard", "checkpoints"):
+        assert (run / name).exists(), name
+    assert not [p for p in os.listdir(run) if p.startswith(".staging")]
+
+    assert summary["model"] == MODEL and summary["spec_hash"] == spec["spec_hash"]
+    assert set(summary["versions"]) >= {"tensorflow", "keras", "numpy", "python"}
+    assert summary["versions"]["tensorflow"] == tf.__version__
+    assert {"train", "evaluate", "export", "total"} <= set(summary["timings"])
+    assert summary["train_examples_per_second"] > 0 and summary["train_examples"] == 2 * 480
+    assert summary["config"]["params"]["embedding_dim"] == EMBEDDING_DIM
+    assert summary["epochs_completed"] == 2 and summary["best_epoch"] in (1, 2)
+    assert summary["metrics"]["test"]["auc"] > 0.7  # the signal was learned
+
+    m = pd.read_parquet(run / "metrics.parquet")
+    assert list(m.columns) == ["run_id", "model", "split", "epoch", "metric", "value"]
+    assert not m.duplicated(["split", "epoch", "metric"]).any()
+    per_epoch = m[m.metric.isin(["loss", "keras_auc"])]
+    assert sorted(per_epoch.groupby(["split", "epoch"]).size().index.tolist()) == \
+        [("train", 1), ("train", 2), ("valid", 1), ("valid", 2)]
+    for split in ("test", "valid"):
+        final = m[(m.split == split) & m.metric.isin(offline_metrics.METRIC_NAMES)]
+        assert sorted(final.metric) == sorted(offline_metrics.METRIC_NAMES)
+        assert (final.epoch == summary["best_epoch"]).all()
+
+    p = pd.read_parquet(run / "predictions")
+    assert list(p.columns) == ["split", "user_id", "item_id", "ts", "label", "score", "p_click"]
+    for split in ("valid", "test"):
+        got = p[p.split == split].sort_values("ts").reset_index(drop=True)
+        want = rows[split].sort_values("ts").reset_index(drop=True)
+        assert got.ts.tolist() == want.ts.tolist()
+        assert got.label.tolist() == want.label.tolist()
+        assert got.user_id.tolist() == want.user_id.tolist() and got.item_id.tolist() == want.item_id.tolist()
+        np.testing.assert_array_equal(got.p_click.to_numpy(), want.p_click.to_numpy(dtype=np.float32))
+        assert got.score.between(0, 1).all()
+        # the final metrics are the exact ones of these predictions
+        exact = offline_metrics.evaluate(got.label, got.score, users=got.user_id)
+        final = m[(m.split == split)].set_index("metric").value
+        for name, value in exact.items():
+            assert final[name] == pytest.approx(value, rel=1e-9), (split, name)
+            assert summary["metrics"][split][name] == pytest.approx(value, rel=1e-9)
+
+
+def test_embeddings_carry_the_vocabulary_tokens(samples, finished_run):
+    path, spec, _ = samples
+    run, _ = finished_run
+    e = pd.read_parquet(run / "embeddings")
+    assert list(e.columns) == ["feature", "index", "token", "vector"]
+    assert set(e.feature) == {"user_id", "item_id", "genre", "item_ctr_bucket"}
+    for table in ("user_id", "item_id", "genre"):
+        rows = e[e.feature == table].set_index("index")
+        assert len(rows) == spec["vocabularies"][table]["size"]
+        assert rows.token[0] == "<PAD>" and rows.token[1] == "<OOV>"
+        vocab = pd.read_parquet(os.path.join(path, "vocab", table))
+        for index, token in zip(vocab["index"], vocab["token"]):
+            assert rows.token[index] == token
+    item = e[(e.feature == "item_id") & (e.token == "i3")]
+    assert len(item) == 1 and len(item.vector.iloc[0]) == EMBEDDING_DIM
+    buckets = e[e.feature == "item_ctr_bucket"].sort_values("index")
+    assert buckets.token.tolist() == ["<PAD>", "bucket_1", "bucket_2", "bucket_3"]
+
+
+def test_saved_model_scores_equal_the_predictions(samples, finished_run):
+    path, _, _ = samples
+    run, _ = finished_run
+    spec = load_spec(path)
+    with open(run / "model" / "assets.extra" / "spec_hash") as fh:
+        assert fh.read().strip() == spec["spec_hash"]
+    serve = tf.saved_model.load(str(run / "model")).signatures["serving_default"]
+    predictions = pd.read_parquet(run / "predictions" / "test.parquet").set_index("ts").score
+    for batch_size in (128, 50):  # the job's eval batch size: bit-exact; another one: equal up to float32 rounding
+        ts, scores = [], []
+        for features, _, meta in make_dataset(path, spec, "test", batch_size, with_metadata=True):
+            scores.append(serve(**features)["score"].numpy()[:, 0])
+            ts.append(meta["ts"].numpy())
+        scores = pd.Series(np.concatenate(scores), index=np.concatenate(ts))
+        assert len(scores) == len(predictions)
+        expected = predictions.loc[scores.index].to_numpy()
+        if batch_size == 128:
+            np.testing.assert_array_equal(scores.to_numpy(), expected)
+        else:
+            np.testing.assert_allclose(scores.to_numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_spec_hash_change_under_a_run_is_refused(finished_run, tmp_path, capsys):
+    run, summary = finished_run
+    changed = tmp_path / "samples_v2"
+    spec2, _ = write_samples(changed, sizes={"train": 40, "valid": 20, "test": 20}, seed=2, extra_feature=True)
+    assert spec2["spec_hash"] != summary["spec_hash"]
+    before = (run / "run.json").stat().st_mtime_ns
+    assert _run(changed, run, "--epochs", "3") == 3
+    err = capsys.readouterr().err
+    assert "spec hash" in err and spec2["spec_hash"] in err and summary["spec_hash"] in err
+    assert (run / "run.json").stat().st_mtime_ns == before
+
+
+def test_resume_after_a_crash_starts_at_the_next_epoch(samples, tmp_path, caplog):
+    path, _, _ = samples
+    run = tmp_path / "run"
+    caplog.set_level(logging.INFO)
+    # epoch 1 is checkpointed, then the job "crashes"
+    assert _run(path, run, "--epochs", "3", "--set", "debug.crash_after_epoch=1",
+                "--set", "early_stopping.patience=5") == 4
+    with open(run / "checkpoints" / "state.json") as fh:
+        state = json.load(fh)
+    assert state["epoch"] == 1 and [h["epoch"] for h in state["history"]] == [1]
+    assert not (run / "run.json").exists()
+    caplog.clear()
+    assert _run(path, run, "--epochs", "3", "--set", "early_stopping.patience=5") == 0
+    text = caplog.text
+    assert "resuming" in text and "checkpoint of epoch 1" in text
+    assert "epoch 2/3" in text and "epoch 3/3" in text and "epoch 1/3" not in text
+    with open(run / "run.json") as fh:
+        summary = json.load(fh)
+    assert summary["resumed_from_epoch"] == 1 and summary["epochs_completed"] == 3
+    assert summary["train_examples"] == 2 * 480  # only epochs 2 and 3 ran now
+    m = pd.read_parquet(run / "metrics.parquet")
+    assert sorted(m[(m.split == "train") & (m.metric == "loss")].epoch) == [1, 2, 3]
+    assert sorted(os.listdir(run / "checkpoints")) == \
+        ["best.weights.h5", "epoch-0002.weights.h5", "epoch-0003.weights.h5", "state.json"]
+
+
+def test_weights_checkpoint_restores_the_optimizer_state(samples, tmp_path):
+    import keras
+
+    from models import build_model, compile_model
+    from pipelines.train import _build_optimizers, _save_weights
+
+    path, spec, _ = samples
+    params = {"hidden_units": [8], "embedding_dim": 4, "seed": 0}
+    ds = make_dataset(path, spec, "train", 64)
+    model = build_model(MODEL, spec, params)
+    compile_model(model, params)
+    model.fit(ds, epochs=1, verbose=0)
+    _save_weights(model, str(tmp_path / "w.weights.h5"))
+
+    keras.utils.set_random_seed(1)
+    again = build_model(MODEL, spec, params)
+    compile_model(again, params)
+    _build_optimizers(again)
+    again.load_weights(str(tmp_path / "w.weights.h5"))
+    assert int(again.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) > 0
+    for a, b in zip(model.optimizer.variables, again.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
