@@ -195,7 +195,7 @@ def _make_callbacks(ctx: dict):
                      entry["seconds"], entry["examples_per_second"] or 0.0)
 
     class EarlyStoppingWithState(keras.callbacks.Callback):
-        """Early stopping on a maximized log value whose state survives a restart.
+        """Early stopping on a Keras log value (mode max or min) whose state survives a restart.
 
         The best epoch's weights are written to checkpoints/best.weights.h5; `train`
         loads them back when training ends.
@@ -208,7 +208,11 @@ def _make_callbacks(ctx: dict):
                 raise KeyError(f"early stopping monitors '{ctx['monitor']}', which Keras did not log "
                                f"(logged: {sorted(logs or {})})")
             value = float(value)
-            if es["best"] is None or value > es["best"] + ctx["min_delta"]:
+            if ctx["mode"] == "max":
+                improved = es["best"] is None or value > es["best"] + ctx["min_delta"]
+            else:
+                improved = es["best"] is None or value < es["best"] - ctx["min_delta"]
+            if improved:
                 es.update(best=value, best_epoch=epoch + 1, wait=0)
                 _save_weights(self.model, os.path.join(ctx["checkpoint_dir"], BEST_WEIGHTS))
             else:
@@ -356,22 +360,16 @@ def export_model(model, serve, spec: dict, folder: str) -> None:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve)
-    archive.write_out(folder, verbose=False) if _accepts_verbose(archive.write_out) else archive.write_out(folder)
+    try:
+        archive.write_out(folder, verbose=False)
+    except TypeError:  # older Keras 3 without `verbose`
+        archive.write_out(folder)
     extra = os.path.join(folder, "assets.extra")
     os.makedirs(extra, exist_ok=True)
     with open(os.path.join(extra, "feature_spec.json"), "w") as fh:
         json.dump(spec, fh, indent=2)
     with open(os.path.join(extra, "spec_hash"), "w") as fh:
         fh.write(spec["spec_hash"] + "\n")
-
-
-def _accepts_verbose(fn) -> bool:
-    import inspect
-
-    try:
-        return "verbose" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def metric_rows(run_id: str, model_name: str, history: list, final: dict, best_epoch: int | None) -> pd.DataFrame:
@@ -406,6 +404,8 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    if config["early_stopping"]["mode"] not in ("max", "min"):
+        raise ValueError(f"early_stopping.mode must be 'max' or 'min', got {config['early_stopping']['mode']!r}")
     run_dir = os.path.abspath(run_dir)
     model_name = config["model"]
     epochs = int(config["epochs"])
@@ -451,6 +451,7 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
         "batch_size": batch_size, "epochs": epochs, "repeat": bool(steps),
         "num_train_examples": int((spec.get("splits", {}).get("train") or {}).get("num_examples") or 0),
         "history": history, "early_stopping": early, "monitor": config["early_stopping"]["monitor"],
+        "mode": config["early_stopping"]["mode"],
         "patience": int(config["early_stopping"]["patience"]), "min_delta": float(config["early_stopping"]["min_delta"]),
         "checkpoint_dir": checkpoint_dir, "keep": int(config["checkpoints"]["keep"]), "spec_hash": spec_hash,
         "model": model_name, "params": _jsonable(params),

@@ -176,7 +176,7 @@ def test_weights_checkpoint_restores_the_optimizer_state(samples, tmp_path):
     ds = make_dataset(path, spec, "train", 64)
     model = build_model(MODEL, spec, params)
     compile_model(model, params)
-    model.fit(ds, epochs=1, verbose=0)
+    model.fit(ds, epochs=1, verbose=0, shuffle=False)
     _save_weights(model, str(tmp_path / "w.weights.h5"))
 
     keras.utils.set_random_seed(1)
