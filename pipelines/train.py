@@ -272,7 +272,7 @@ def _prediction_schema(spec: dict) -> pa.Schema:
 def _arrow_column(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
     if pa.types.is_string(dtype):
         return pa.array(values.tolist(), type=pa.binary()).cast(pa.string())
-    return pa.array(values, type=dtype)
+    return pa.array(values, type=dtype, from_pandas=pa.types.is_floating(dtype))  # NaN (missing) -> null
 
 
 def predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: int, path: str | None) -> dict:
