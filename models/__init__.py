@@ -59,6 +59,10 @@ def compile_model(model: keras.Model, params: dict | None = None) -> None:
     merged.update(params or {})
     p = resolve_params(merged)
     kind = _model_kind(model)
+
+    def lr(default):
+        return default if p["learning_rate"] is None else float(p["learning_rate"])
+
     common = {
         "loss": keras.losses.BinaryCrossentropy(),
         "metrics": [keras.metrics.AUC(name="auc")],
@@ -66,9 +70,9 @@ def compile_model(model: keras.Model, params: dict | None = None) -> None:
     }
     if kind == "wide_deep":
         if p["deep_optimizer"] == "adam":
-            deep = keras.optimizers.Adam(learning_rate=p["learning_rate"] or 1e-3)
+            deep = keras.optimizers.Adam(learning_rate=lr(1e-3))
         else:
-            deep = keras.optimizers.Adagrad(learning_rate=p["learning_rate"] or 0.05)
+            deep = keras.optimizers.Adagrad(learning_rate=lr(0.05))
         wide = keras.optimizers.Ftrl(
             learning_rate=p["ftrl_learning_rate"],
             l1_regularization_strength=p["ftrl_l1"],
@@ -76,7 +80,7 @@ def compile_model(model: keras.Model, params: dict | None = None) -> None:
         )
         model.compile(optimizer=deep, wide_optimizer=wide, **common)
     else:
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=p["learning_rate"] or 1e-3), **common)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr(1e-3)), **common)
 
 
 def _feature_embedding(model: keras.Model) -> FeatureEmbedding:

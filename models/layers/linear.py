@@ -28,6 +28,11 @@ class SparseLinear(keras.layers.Layer):
     ``fields``: list of ``{"name", "kind", "vocab_size"}``; ``crosses``: list of
     lists of categorical field names (each at least 2); ``numeric``: list of
     numeric feature names.
+
+    Weights, in order: ``field_weights`` (the fields' rows stacked in field
+    order, ``[sum vocab_size, 1]``), ``cross_weights`` (``[n_crosses *
+    hash_buckets, 1]``), ``numeric_weights`` (``[n_numeric, 1]``), ``bias``
+    (``[1]``), each present only when used.
     """
 
     def __init__(self, fields=(), crosses=(), hash_buckets: int = 100000, numeric=(), use_bias: bool = True, l2: float = 0.0, **kwargs):
@@ -63,21 +68,29 @@ class SparseLinear(keras.layers.Layer):
 
     def build(self, input_shape=None):
         reg = keras.regularizers.L2(self.l2) if self.l2 > 0 else None
-        self.field_weights = [
-            self.add_weight(name=f"w_{f['name']}", shape=(f["vocab_size"], 1), initializer="zeros", regularizer=reg) for f in self.fields
-        ]
-        self.cross_weights = [
-            self.add_weight(name="w_" + "_x_".join(c), shape=(self.hash_buckets, 1), initializer="zeros", regularizer=reg)
-            for c in self.crosses
-        ]
+        # One variable for all fields (field f owns rows offsets[f] .. offsets[f] + vocab_f - 1)
+        # and one for all crosses: few variables keep the traced update step small.
+        self.offsets = []
+        total = 0
+        for f in self.fields:
+            self.offsets.append(total)
+            total += f["vocab_size"]
+        self.field_weights = (
+            self.add_weight(name="field_weights", shape=(total, 1), initializer="zeros", regularizer=reg) if self.fields else None
+        )
+        self.cross_weights = (
+            self.add_weight(name="cross_weights", shape=(len(self.crosses) * self.hash_buckets, 1), initializer="zeros", regularizer=reg)
+            if self.crosses
+            else None
+        )
         self.numeric_weight = (
-            self.add_weight(name="w_numeric", shape=(len(self.numeric), 1), initializer="zeros", regularizer=reg) if self.numeric else None
+            self.add_weight(name="numeric_weights", shape=(len(self.numeric), 1), initializer="zeros", regularizer=reg) if self.numeric else None
         )
         self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros") if self.use_bias else None
         self.built = True
 
     def cross_ids(self, features, cross):
-        """(bucket ids, 0/1 mask) of one cross, both ``[batch]``."""
+        """(bucket ids in [0, hash_buckets), 0/1 mask) of one cross, both ``[batch]``."""
         parts = [tf.cast(features[n], tf.int64) for n in cross]
         key = tf.strings.join([tf.strings.as_string(p) for p in parts], separator="_x_")
         ids = tf.strings.to_hash_bucket_fast(key, self.hash_buckets)
@@ -86,23 +99,33 @@ class SparseLinear(keras.layers.Layer):
             mask = tf.logical_and(mask, tf.not_equal(p, 0))
         return ids, mask
 
+    @staticmethod
+    def _masked_sum(weights, ids, mask):
+        vals = tf.gather(weights, ids)[..., 0] * tf.cast(mask, weights.dtype)  # [batch, k]
+        return tf.reduce_sum(vals, axis=1, keepdims=True)
+
     def call(self, features):
         terms = []
-        for f, w in zip(self.fields, self.field_weights):
-            ids = tf.cast(features[f["name"]], tf.int64)
-            vals = tf.gather(w, ids)[..., 0]  # [batch] or [batch, n]
-            vals = vals * tf.cast(tf.not_equal(ids, 0), vals.dtype)
-            if vals.shape.rank == 2:
-                vals = tf.reduce_sum(vals, axis=1)
-            terms.append(vals[:, None])
-        for c, w in zip(self.crosses, self.cross_weights):
-            ids, mask = self.cross_ids(features, c)
-            vals = tf.gather(w, ids)[..., 0] * tf.cast(mask, w.dtype)
-            terms.append(vals[:, None])
+        if self.fields:
+            ids, masks = [], []
+            for f, offset in zip(self.fields, self.offsets):
+                x = tf.cast(features[f["name"]], tf.int64)
+                if x.shape.rank == 1:
+                    x = x[:, None]
+                ids.append(x + offset)
+                masks.append(tf.not_equal(x, 0))
+            terms.append(self._masked_sum(self.field_weights, tf.concat(ids, axis=1), tf.concat(masks, axis=1)))
+        if self.crosses:
+            ids, masks = [], []
+            for k, c in enumerate(self.crosses):
+                cid, cmask = self.cross_ids(features, c)
+                ids.append(cid[:, None] + k * self.hash_buckets)
+                masks.append(cmask[:, None])
+            terms.append(self._masked_sum(self.cross_weights, tf.concat(ids, axis=1), tf.concat(masks, axis=1)))
         if self.numeric:
             z = tf.stack([tf.cast(features[n], tf.float32) for n in self.numeric], axis=-1)
             terms.append(tf.matmul(z, self.numeric_weight))
-        out = tf.add_n(terms)
+        out = tf.add_n(terms) if len(terms) > 1 else terms[0]
         if self.use_bias:
             out = out + self.bias
         return out

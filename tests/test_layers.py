@@ -1,0 +1,252 @@
+"""Layers against values worked out by hand (see the comments), config round trips, bad arguments."""
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from models.layers import MLP, CrossNetwork, CrossNetworkV2, FMInteraction, MaskedMeanPooling, SparseLinear  # noqa: E402
+
+X0 = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 2.0]], dtype="float32")
+
+
+def roundtrip(layer):
+    """Serialize through the registered name, rebuild from config."""
+    blob = keras.saving.serialize_keras_object(layer)
+    assert blob["registered_name"].startswith("ctr>")
+    clone = keras.saving.deserialize_keras_object(blob)
+    assert type(clone) is type(layer)
+    assert clone.get_config() == layer.get_config()
+    return clone
+
+
+# ---------------------------------------------------------------- FM
+
+FM_V = np.array(
+    [
+        [[1.0, 2.0], [3.0, 0.0], [-1.0, 1.0]],
+        [[0.5, 0.0], [2.0, 1.0], [1.0, -2.0]],
+    ],
+    dtype="float32",
+)
+
+
+def test_fm_second_order_by_hand():
+    # example 1: <v1,v2> = 3, <v1,v3> = -1 + 2 = 1, <v2,v3> = -3          -> 1
+    # example 2: <v1,v2> = 1, <v1,v3> = 0.5,       <v2,v3> = 2 - 2 = 0    -> 1.5
+    out = FMInteraction()(FM_V).numpy()
+    np.testing.assert_allclose(out, [[1.0], [1.5]], rtol=1e-6)
+    # the same by brute force over the pairs
+    brute = [[sum(FM_V[b, i] @ FM_V[b, j] for i in range(3) for j in range(i + 1, 3))] for b in range(2)]
+    np.testing.assert_allclose(out, brute, rtol=1e-6)
+
+
+def test_fm_per_dimension_and_list_input():
+    # dim 0 of example 1: 1*3 + 1*(-1) + 3*(-1) = -1; dim 1: 0 + 2*1 + 0 = 2
+    # dim 0 of example 2: 0.5*2 + 0.5*1 + 2*1 = 3.5; dim 1: 0 + 0 + 1*(-2) = -2
+    out = FMInteraction(reduce_sum=False)(FM_V).numpy()
+    np.testing.assert_allclose(out, [[-1.0, 2.0], [3.5, -2.0]], rtol=1e-6)
+    as_list = FMInteraction()([FM_V[:, i, :] for i in range(3)]).numpy()
+    np.testing.assert_allclose(as_list, [[1.0], [1.5]], rtol=1e-6)
+
+
+def test_fm_config_and_bad_args():
+    clone = roundtrip(FMInteraction(reduce_sum=False, name="fm"))
+    assert clone.reduce_sum is False
+    with pytest.raises(ValueError, match="reduce_sum"):
+        FMInteraction(reduce_sum="yes")
+    with pytest.raises(ValueError, match="n_fields"):
+        FMInteraction()(np.zeros((2, 3), dtype="float32"))
+
+
+# ---------------------------------------------------------------- cross (DCN v1)
+
+
+def test_cross_v1_by_hand():
+    layer = CrossNetwork(num_layers=2)
+    layer.build((None, 3))
+    w0, b0 = np.array([1.0, 0.0, -1.0]), np.array([0.5, 0.5, 0.5])
+    w1, b1 = np.array([0.0, 1.0, 0.0]), np.zeros(3)
+    layer.set_weights([w0, b0, w1, b1])
+    # layer 1: x.w0 = 1 - 3 = -2 and 0 - 2 = -2, so x1 = -2 x0 + b0 + x0 = 0.5 - x0
+    #   x1 = [[-0.5, -1.5, -2.5], [0.5, 1.5, -1.5]]
+    # layer 2: x1.w1 = -1.5 and 1.5, so x2 = x0 * (x1.w1) + x1
+    #   ex 1: [-1.5, -3, -4.5] + [-0.5, -1.5, -2.5] = [-2, -4.5, -7]
+    #   ex 2: [0, -1.5, 3] + [0.5, 1.5, -1.5]        = [0.5, 0, 1.5]
+    out = layer(X0).numpy()
+    np.testing.assert_allclose(out, [[-2.0, -4.5, -7.0], [0.5, 0.0, 1.5]], rtol=1e-6)
+
+
+def test_cross_v1_config_and_bad_args():
+    layer = CrossNetwork(num_layers=2, l2=0.01, seed=3)
+    layer.build((None, 3))
+    clone = roundtrip(layer)
+    assert clone.built  # the serialized build_config rebuilt it
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(clone(X0).numpy(), layer(X0).numpy())
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="num_layers"):
+            CrossNetwork(num_layers=bad)
+    with pytest.raises(ValueError, match="l2"):
+        CrossNetwork(l2=-1.0)
+    with pytest.raises(ValueError, match=r"\[batch, D\]"):
+        CrossNetwork()(np.zeros((2, 3, 4), dtype="float32"))
+
+
+# ---------------------------------------------------------------- cross v2 (DCN-v2)
+
+
+def test_cross_v2_full_rank_by_hand():
+    layer = CrossNetworkV2(num_layers=1)
+    layer.build((None, 3))
+    w = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 1.0, 0.0]])  # W, acting on column vectors
+    b = np.array([0.0, 1.0, 0.0])
+    layer.set_weights([w.T, b])  # the kernel is W transposed (row-vector convention)
+    # ex 1: x = [1,2,3]:  W x = [1, 4, 3], + b = [1, 5, 3], x0 * . = [1, 10, 9], + x = [2, 12, 12]
+    # ex 2: x = [0,-1,2]: W x = [0, -2, -1], + b = [0, -1, -1], x0 * . = [0, 1, -2], + x = [0, 0, 0]
+    np.testing.assert_allclose(layer(X0).numpy(), [[2.0, 12.0, 12.0], [0.0, 0.0, 0.0]], rtol=1e-6)
+
+
+def test_cross_v2_low_rank_by_hand():
+    layer = CrossNetworkV2(num_layers=1, projection_dim=1)
+    layer.build((None, 3))
+    u = np.array([[1.0], [0.0], [1.0]])  # W = U V^T = [[1,1,0],[0,0,0],[1,1,0]]
+    v = np.array([[1.0], [1.0], [0.0]])
+    layer.set_weights([v, u.T, np.zeros(3)])  # down = V [3,1], up = U^T [1,3], bias
+    # ex 1: V^T x = 3  -> W x = [3, 0, 3],   x0 * . = [3, 0, 9],  + x = [4, 2, 12]
+    # ex 2: V^T x = -1 -> W x = [-1, 0, -1], x0 * . = [0, 0, -2], + x = [0, -1, 0]
+    np.testing.assert_allclose(layer(X0).numpy(), [[4.0, 2.0, 12.0], [0.0, -1.0, 0.0]], rtol=1e-6)
+    assert [tuple(wt.shape) for wt in layer.weights] == [(3, 1), (1, 3), (3,)]
+
+
+def test_cross_v2_two_layers_match_numpy():
+    rng = np.random.default_rng(0)
+    layer = CrossNetworkV2(num_layers=2)
+    layer.build((None, 3))
+    weights = [rng.normal(size=(3, 3)), rng.normal(size=3), rng.normal(size=(3, 3)), rng.normal(size=3)]
+    layer.set_weights(weights)
+    x = X0.astype("float64")
+    for k in range(2):  # x_{l+1} = x0 * (W_l x_l + b_l) + x_l, element by element
+        W, bias = weights[2 * k].T, weights[2 * k + 1]
+        x = np.array([[X0[r, i] * (sum(W[i, j] * x[r, j] for j in range(3)) + bias[i]) + x[r, i] for i in range(3)] for r in range(2)])
+    np.testing.assert_allclose(layer(X0).numpy(), x, rtol=1e-5)
+
+
+def test_cross_v2_config_and_bad_args():
+    layer = CrossNetworkV2(num_layers=2, projection_dim=2, seed=1)
+    layer.build((None, 3))
+    clone = roundtrip(layer)
+    assert clone.projection_dim == 2
+    assert clone.built  # the serialized build_config rebuilt it
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(clone(X0).numpy(), layer(X0).numpy())
+    for bad in (0, -2, 1.5, "4"):
+        with pytest.raises(ValueError, match="projection_dim"):
+            CrossNetworkV2(projection_dim=bad)
+    with pytest.raises(ValueError, match="num_layers"):
+        CrossNetworkV2(num_layers=0)
+
+
+# ---------------------------------------------------------------- masked mean pooling
+
+
+def test_masked_mean_pooling_by_hand():
+    values = np.array(
+        [
+            [[1.0, 2.0], [100.0, 100.0], [3.0, -4.0]],
+            [[7.0, 7.0], [8.0, 8.0], [9.0, 9.0]],
+            [[2.0, 2.0], [4.0, 6.0], [5.0, 5.0]],
+        ],
+        dtype="float32",
+    )
+    ids = np.array([[3, 0, 5], [0, 0, 0], [0, 4, 0]], dtype="int64")
+    # row 1: mean of [1,2] and [3,-4] = [2, -1]; row 2: all padding -> 0; row 3: only [4, 6]
+    out = MaskedMeanPooling()([values, ids]).numpy()
+    np.testing.assert_allclose(out, [[2.0, -1.0], [0.0, 0.0], [4.0, 6.0]], rtol=1e-6)
+
+
+def test_masked_mean_pooling_config_and_bad_args():
+    clone = roundtrip(MaskedMeanPooling(padding_index=0, name="pool"))
+    assert clone.padding_index == 0
+    with pytest.raises(ValueError, match="padding_index"):
+        MaskedMeanPooling(padding_index=0.5)
+    with pytest.raises(ValueError, match="values"):
+        MaskedMeanPooling()(np.zeros((2, 3, 4), dtype="float32"))
+
+
+# ---------------------------------------------------------------- sparse linear
+
+
+def test_sparse_linear_by_hand():
+    layer = SparseLinear(
+        fields=[{"name": "item", "kind": "categorical", "vocab_size": 4}, {"name": "hist", "kind": "sequence", "vocab_size": 4}],
+        numeric=["ctr"],
+    )
+    layer.build()
+    w_item = np.array([[9.0], [0.1], [0.2], [0.3]])  # row 0 (padding) must never count
+    w_hist = np.array([[9.0], [1.0], [2.0], [3.0]])
+    layer.set_weights([np.concatenate([w_item, w_hist]), np.array([[2.0]]), np.array([0.5])])
+    feats = {
+        "item": np.array([2, 0], dtype="int64"),
+        "hist": np.array([[1, 3, 0], [0, 0, 0]], dtype="int64"),
+        "ctr": np.array([1.0, -1.0], dtype="float32"),
+    }
+    # ex 1: 0.2 + (1 + 3) + 2 * 1 + 0.5 = 6.7;  ex 2: 0 + 0 + 2 * (-1) + 0.5 = -1.5
+    np.testing.assert_allclose(layer(feats).numpy(), [[6.7], [-1.5]], rtol=1e-6)
+    assert [tuple(w.shape) for w in layer.weights] == [(8, 1), (1, 1), (1,)]
+
+
+def test_sparse_linear_cross_hashing():
+    layer = SparseLinear(crosses=[["a", "b"], ["b", "a"]], hash_buckets=7, use_bias=False)
+    layer.build()
+    # cross 1 owns rows 0..6 (weight = bucket id), cross 2 rows 7..13 (weight 0)
+    layer.set_weights([np.concatenate([np.arange(7), np.zeros(7)]).astype("float32")[:, None]])
+    feats = {"a": np.array([3, 3, 0, 2], dtype="int64"), "b": np.array([5, 5, 5, 9], dtype="int64")}
+    ids, mask = layer.cross_ids(feats, ["a", "b"])
+    ids = ids.numpy()
+    assert ids[0] == ids[1] and 0 <= ids.min() and ids.max() < 7
+    out = layer(feats).numpy()[:, 0]
+    np.testing.assert_allclose(out, [ids[0], ids[1], 0.0, ids[3]])  # a missing component contributes 0
+
+
+def test_sparse_linear_config_and_bad_args():
+    layer = SparseLinear(fields=[{"name": "item", "kind": "categorical", "vocab_size": 4}], crosses=[["a", "b"]], hash_buckets=11, numeric=["x"])
+    clone = roundtrip(layer)
+    assert clone.crosses == [["a", "b"]] and clone.hash_buckets == 11
+    with pytest.raises(ValueError, match="at least one"):
+        SparseLinear()
+    with pytest.raises(ValueError, match="kind"):
+        SparseLinear(fields=[{"name": "x", "kind": "numeric", "vocab_size": 4}])
+    with pytest.raises(ValueError, match="hash_buckets"):
+        SparseLinear(crosses=[["a", "b"]], hash_buckets=0)
+    with pytest.raises(ValueError, match="cross"):
+        SparseLinear(crosses=[["a"]])
+
+
+# ---------------------------------------------------------------- MLP
+
+
+def test_mlp_shapes_config_and_bad_args():
+    plain = MLP([4, 2], seed=0)
+    assert tuple(plain(X0).shape) == (2, 2)
+    residual = MLP([4, 3], residual=True, seed=0)
+    assert tuple(residual(X0).shape) == (2, 4)  # residual units keep the projected width
+    clone = roundtrip(residual)
+    assert clone.built  # the serialized build_config rebuilt it
+    clone.set_weights(residual.get_weights())
+    np.testing.assert_array_equal(clone(X0).numpy(), residual(X0).numpy())
+    for bad in ([], [0], 5, [2.5]):
+        with pytest.raises(ValueError, match="hidden_units"):
+            MLP(bad)
+    with pytest.raises(ValueError, match="dropout"):
+        MLP([2], dropout=1.0)
+
+
+def test_mlp_residual_unit_by_hand():
+    layer = MLP([2], residual=True, activation="relu")
+    layer.build((None, 2))
+    eye = np.eye(2)
+    # projection = identity, inner = identity, outer = 2 * identity, all biases 0:
+    # y = relu(x + 2 relu(x))
+    layer.set_weights([eye, np.zeros(2), eye, np.zeros(2), 2 * eye, np.zeros(2)])
+    x = np.array([[1.0, -1.0], [-2.0, 3.0]], dtype="float32")
+    np.testing.assert_allclose(layer(x).numpy(), [[3.0, 0.0], [0.0, 9.0]], rtol=1e-6)
