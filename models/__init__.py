@@ -11,17 +11,22 @@ the click probability ``[batch, 1]`` (float32, sigmoid of the layer named
 """
 from __future__ import annotations
 
-import importlib
-
 import keras
 import tensorflow as tf
 
-from models.inputs import DEFAULT_PARAMS, FeatureEmbedding, resolve_params
+# Importing every module registers all "ctr>" classes, so keras.models.load_model
+# works in a process that only did `import models`.
+from models import dcn, dcn_v2, deepfm, emb_mlp, wide_deep
+from models.inputs import DEFAULT_PARAMS, CTRModel, FeatureEmbedding, resolve_params
+from models.layers import CrossNetwork, CrossNetworkV2, FMInteraction, MaskedMeanPooling, MLP, SparseLinear  # noqa: F401
+from models.wide_deep import WideDeepModel
 
 MODEL_NAMES = ("emb_mlp", "wide_deep", "deepfm", "dcn", "dcn_v2")
 
 __all__ = [
     "MODEL_NAMES",
+    "CTRModel",
+    "WideDeepModel",
     "DEFAULT_PARAMS",
     "build_model",
     "compile_model",
@@ -34,16 +39,8 @@ def build_model(name: str, spec: dict, params: dict | None = None) -> keras.Mode
     """Build the model ``name`` (one of MODEL_NAMES) for ``spec``; not compiled."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
-    module = importlib.import_module(f"models.{name}")
-    model = module.build(spec, params)
-    model._ctr_params = dict(params or {})
-    return model
-
-
-def _model_kind(model: keras.Model) -> str:
-    if getattr(model, "two_optimizers", False):  # models.wide_deep.WideDeepModel
-        return "wide_deep"
-    return model.name if model.name in MODEL_NAMES else "emb_mlp"
+    builders = {"emb_mlp": emb_mlp, "wide_deep": wide_deep, "deepfm": deepfm, "dcn": dcn, "dcn_v2": dcn_v2}
+    return builders[name].build(spec, params)
 
 
 def compile_model(model: keras.Model, params: dict | None = None) -> None:
@@ -52,13 +49,13 @@ def compile_model(model: keras.Model, params: dict | None = None) -> None:
     Optimizers: Adam(learning_rate, default 1e-3) for emb_mlp / deepfm / dcn /
     dcn_v2; wide_deep gets FTRL (ftrl_learning_rate, ftrl_l1, ftrl_l2) for the
     wide part and ``deep_optimizer`` ("adagrad", default lr 0.05, or "adam",
-    default lr 1e-3) for the deep part.  ``params`` defaults to the params the
-    model was built with.
+    default lr 1e-3) for the deep part.  ``params`` are merged over the params
+    the model was built with (``model.ctr_params``).
     """
-    merged = dict(getattr(model, "_ctr_params", {}) or {})
+    merged = dict(model.ctr_params) if isinstance(model, CTRModel) else {}
     merged.update(params or {})
     p = resolve_params(merged)
-    kind = _model_kind(model)
+    kind = "wide_deep" if isinstance(model, WideDeepModel) else getattr(model, "kind", "emb_mlp")
 
     def lr(default):
         return default if p["learning_rate"] is None else float(p["learning_rate"])

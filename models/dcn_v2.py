@@ -10,15 +10,19 @@ from __future__ import annotations
 import keras
 
 from models.emb_mlp import logit_head, probability
-from models.inputs import build_inputs, resolve_params
+from models.inputs import CTRModel, build_inputs
 from models.layers.cross_v2 import CrossNetworkV2
 from models.layers.mlp import MLP
 
 
-def build(spec: dict, params: dict | None = None) -> keras.Model:
-    p = resolve_params(params)
+def graph(spec: dict, p: dict):
+    """(inputs, outputs) for resolved params ``p``."""
     b = build_inputs(spec, p)
     cross = CrossNetworkV2(p["cross_layers"], projection_dim=p["projection_dim"], l2=p["l2"], seed=p["seed"], name="cross_v2")(b.flat)
     deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn")(b.flat)
     stacked = keras.layers.Concatenate(name="cross_deep")([cross, deep])
-    return keras.Model(b.inputs, probability(logit_head(stacked, p["seed"])), name="dcn_v2")
+    return b.inputs, probability(logit_head(stacked, p["seed"]))
+
+
+def build(spec: dict, params: dict | None = None) -> keras.Model:
+    return CTRModel(spec, params, kind="dcn_v2")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import keras
 
 from models.emb_mlp import logit_head, probability
-from models.inputs import build_inputs, resolve_params
+from models.inputs import CTRModel, build_inputs
 from models.layers.fm import FMInteraction
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
 
 
-def build(spec: dict, params: dict | None = None) -> keras.Model:
-    p = resolve_params(params)
+def graph(spec: dict, p: dict):
+    """(inputs, outputs) for resolved params ``p``."""
     b = build_inputs(spec, p)
     first = SparseLinear(fields=b.sparse_fields, numeric=b.numeric_names, l2=p["l2"], name="fm_first_order")(
         {**b.sparse, **{n: b.inputs[n] for n in b.numeric_names}}
@@ -25,4 +25,8 @@ def build(spec: dict, params: dict | None = None) -> keras.Model:
     deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn")(b.flat)
     dnn_logit = logit_head(deep, p["seed"], name="dnn_logit")
     logit = keras.layers.Add(name="logit")([first, second, dnn_logit])
-    return keras.Model(b.inputs, probability(logit), name="deepfm")
+    return b.inputs, probability(logit)
+
+
+def build(spec: dict, params: dict | None = None) -> keras.Model:
+    return CTRModel(spec, params, kind="deepfm")

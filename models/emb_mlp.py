@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keras
 
-from models.inputs import build_inputs, resolve_params
+from models.inputs import CTRModel, build_inputs
 from models.layers.mlp import MLP
 
 
@@ -16,9 +16,13 @@ def probability(logit):
     return keras.layers.Activation("sigmoid", dtype="float32", name="prediction")(logit)
 
 
-def build(spec: dict, params: dict | None = None) -> keras.Model:
-    p = resolve_params(params)
+def graph(spec: dict, p: dict):
+    """(inputs, outputs) for resolved params ``p``."""
     bundle = build_inputs(spec, p)
     deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], residual=p["residual"], seed=p["seed"], name="dnn")(bundle.flat)
     logit = logit_head(deep, p["seed"])
-    return keras.Model(bundle.inputs, probability(logit), name="emb_mlp")
+    return bundle.inputs, probability(logit)
+
+
+def build(spec: dict, params: dict | None = None) -> keras.Model:
+    return CTRModel(spec, params, kind="emb_mlp")

@@ -18,6 +18,7 @@ Parameter defaults shared by every model live here too (``resolve_params``).
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -327,3 +328,65 @@ def build_inputs(spec: dict, params: dict) -> InputBundle:
         sparse_fields=sparse_fields,
         embedding=embedding,
     )
+
+
+@keras.saving.register_keras_serializable(package="ctr")
+class CTRModel(keras.Model):
+    """Functional model rebuilt from ``(kind, spec, params)``.
+
+    ``kind`` names the module ``models.<kind>`` whose ``graph(spec, params)``
+    returns ``(inputs, outputs)``; the config holds only the spec's
+    model-input entries and the params, so ``keras.models.load_model``
+    rebuilds the same graph and loads the weights into it.
+
+    Called with a dict, the model keeps the keys it has inputs for and ignores
+    the others: Keras matches a dict to a functional model's inputs by sorted
+    position, so an extra key (a label, a metadata column) would otherwise
+    shift the features silently.  A missing feature raises ValueError.
+    """
+
+    def __init__(self, spec: dict, params: dict | None = None, kind: str = "emb_mlp", name: str | None = None, **kwargs):
+        import importlib
+
+        spec = {"features": [dict(e) for e in input_entries(spec)]}
+        resolved = resolve_params(params)
+        try:
+            module = importlib.import_module(f"models.{kind}")
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"unknown model kind {kind!r}") from exc
+        inputs, outputs = module.graph(spec, resolved)
+        super().__init__(inputs=inputs, outputs=outputs, name=name or kind, **kwargs)
+        self._kind = kind
+        self._spec_json = json.dumps(spec, sort_keys=True)
+        # resolved params: a later change of a default cannot change a saved model's graph
+        self._params_json = json.dumps(resolved, sort_keys=True)
+        self._feature_names = tuple(inputs)
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def ctr_params(self) -> dict:
+        """The params the model was built with, defaults filled in."""
+        return json.loads(self._params_json)
+
+    def select_inputs(self, features: dict) -> dict:
+        missing = [n for n in self._feature_names if n not in features]
+        if missing:
+            raise ValueError(f"model {self.name!r} is missing input features {missing}")
+        return {n: features[n] for n in self._feature_names}
+
+    def __call__(self, *args, **kwargs):
+        if args and isinstance(args[0], dict):
+            args = (self.select_inputs(args[0]),) + tuple(args[1:])
+        elif isinstance(kwargs.get("inputs"), dict):
+            kwargs["inputs"] = self.select_inputs(kwargs["inputs"])
+        return super().__call__(*args, **kwargs)
+
+    def get_config(self):
+        return {"spec": json.loads(self._spec_json), "params": json.loads(self._params_json), "kind": self._kind, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)

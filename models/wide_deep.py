@@ -12,13 +12,11 @@ optimizers are built in ``compile`` on disjoint variable sets.
 """
 from __future__ import annotations
 
-import json
-
 import keras
 import tensorflow as tf
 
 from models.emb_mlp import logit_head, probability
-from models.inputs import build_inputs, input_entries, resolve_params
+from models.inputs import CTRModel, build_inputs, input_entries
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
 
@@ -46,7 +44,8 @@ def _check_crosses(spec: dict, crossed) -> list[list[str]]:
     return out
 
 
-def _graph(spec: dict, p: dict):
+def graph(spec: dict, p: dict):
+    """(inputs, outputs) for resolved params ``p``."""
     b = build_inputs(spec, p)
     crosses = _check_crosses(spec, p["crossed_features"])
     cross_names = sorted({n for c in crosses for n in c})
@@ -60,8 +59,8 @@ def _graph(spec: dict, p: dict):
 
 
 @keras.saving.register_keras_serializable(package="ctr")
-class WideDeepModel(keras.Model):
-    """Functional Wide & Deep model whose ``train_step`` uses two optimizers.
+class WideDeepModel(CTRModel):
+    """Wide & Deep model whose ``train_step`` uses two optimizers.
 
     ``compile(optimizer=<deep optimizer>, wide_optimizer=<FTRL>, ...)``.
     ``wide_variables`` / ``deep_variables`` partition ``trainable_variables``.
@@ -69,13 +68,10 @@ class WideDeepModel(keras.Model):
 
     two_optimizers = True
 
-    def __init__(self, spec: dict, params: dict | None = None, name: str = "wide_deep", **kwargs):
-        spec = {"features": [dict(e) for e in input_entries(spec)]}
-        p = resolve_params(params)
-        inputs, outputs = _graph(spec, p)
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self._spec_json = json.dumps(spec, sort_keys=True)
-        self._params_json = json.dumps(params or {}, sort_keys=True)
+    def __init__(self, spec: dict, params: dict | None = None, kind: str = "wide_deep", name: str | None = None, **kwargs):
+        if kind != "wide_deep":
+            raise ValueError(f"WideDeepModel builds kind 'wide_deep', got {kind!r}")
+        super().__init__(spec, params, kind="wide_deep", name=name, **kwargs)
         self.wide_optimizer = None
 
     # -- variables -------------------------------------------------------
@@ -106,13 +102,6 @@ class WideDeepModel(keras.Model):
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
 
-    def get_config(self):
-        return {"spec": json.loads(self._spec_json), "params": json.loads(self._params_json), "name": self.name}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**config)
-
     # -- training --------------------------------------------------------
     def train_step(self, data):
         if self.wide_optimizer is None:
@@ -134,4 +123,4 @@ class WideDeepModel(keras.Model):
 
 
 def build(spec: dict, params: dict | None = None) -> keras.Model:
-    return WideDeepModel(spec, params, name="wide_deep")
+    return WideDeepModel(spec, params)

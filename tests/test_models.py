@@ -153,12 +153,23 @@ def test_parsed_examples_are_valid_inputs(trained):
     np.testing.assert_allclose(model(parsed).numpy(), model({k: v[:3] for k, v in X.items()}).numpy(), atol=1e-6)
 
 
+def test_extra_keys_ignored_missing_keys_rejected(trained):
+    _, model, _ = trained
+    x = {k: v[:8] for k, v in X.items()}
+    # "label" sorts between the features: Keras alone would shift the inputs by one
+    with_extra = {**x, "label": Y[:8], "aaa_metadata": np.zeros(8, dtype="int64")}
+    np.testing.assert_array_equal(model(with_extra).numpy(), model(x).numpy())
+    with pytest.raises(ValueError, match="item_ctr"):
+        model({k: v for k, v in x.items() if k != "item_ctr"})
+
+
 def test_save_load_keras(trained, tmp_path):
     name, model, _ = trained
     path = str(tmp_path / f"{name}.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert type(loaded) is type(model) and loaded.name == name
+    assert type(loaded) is type(model) and loaded.name == name and loaded.kind == name
+    assert loaded.ctr_params == model.ctr_params
     np.testing.assert_allclose(loaded(X).numpy(), model(X).numpy(), atol=1e-6)
     # still compiled, with the same optimizer state (wide_deep: both optimizers)
     assert loaded.compiled and type(loaded.optimizer) is type(model.optimizer)
