@@ -1,0 +1,233 @@
+"""Import MovieLens (ml-latest-small layout) as raw impressions, clicks and items.
+
+    python -m jobs.import_movielens --source DIR --output RAW [--click-threshold 3.5]
+    spark-submit jobs/import_movielens.py --source DIR --output RAW ...
+
+Reads DIR/ratings.csv (userId,movieId,rating,timestamp), DIR/movies.csv
+(movieId,title,genres) and DIR/tags.csv (userId,movieId,tag,timestamp; optional)
+with Spark and writes, following the raw-data contract:
+
+- RAW/impressions/: one row per rating: user_id, item_id (the ids as strings),
+  ts (the rating's epoch seconds), impression_id = "{userId}-{movieId}-{timestamp}",
+  position (null: MovieLens has no slate).
+- RAW/clicks/: one row per rating >= the threshold, at the rating's time, with its
+  impression_id.
+- RAW/items/: every movie of movies.csv: item_id, genres ('|'-separated;
+  "(no genres listed)" becomes ""), title (surrounding spaces trimmed),
+  release_year (from a "(YYYY)" or "(YYYY-)" / "(YYYY-YYYY)" at the end of the
+  trimmed title; null when there is none), num_tags (tags of the movie, 0 when none).
+
+The rows are converted as they are: ratings that the sample builder will reject
+(e.g. timestamp 0, exact repeats) are kept and reported in the summary, so that
+rejects are counted in one place. Output goes to a hidden staging directory
+beside RAW and is renamed into place (replacing an existing RAW) at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import posixpath
+import sys
+import time
+import uuid
+
+if not __package__:  # run as a script (spark-submit jobs/import_movielens.py)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipelines.spark import get_spark  # noqa: E402
+
+log = logging.getLogger("import_movielens")
+
+RATINGS_SCHEMA = "userId LONG, movieId LONG, rating DOUBLE, timestamp LONG"
+MOVIES_SCHEMA = "movieId LONG, title STRING, genres STRING"
+TAGS_SCHEMA = "userId LONG, movieId LONG, tag STRING, timestamp LONG"
+NO_GENRES = "(no genres listed)"
+# A year in parentheses at the very end of the (trimmed) title; TV series carry "(2007-)" or "(1975-1979)".
+YEAR_PATTERN = r"\((\d{4})(?:[-\u2013]\d{0,4})?\)$"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="MovieLens directory with ratings.csv, movies.csv, tags.csv")
+    parser.add_argument("--output", required=True, help="raw data directory to (re)create")
+    parser.add_argument("--click-threshold", type=float, default=3.5,
+                        help="a rating at or above this is a click (default 3.5)")
+    return parser.parse_args(argv)
+
+
+def _read_csv(spark, path: str, schema: str):
+    # RFC 4180 quoting ("" inside quotes); a malformed row fails the job rather than becoming nulls.
+    return (spark.read.option("header", True).option("quote", '"').option("escape", '"')
+            .option("mode", "FAILFAST").schema(schema).csv(path))
+
+
+def to_impressions(ratings):
+    from pyspark.sql import functions as F
+
+    return ratings.select(
+        F.col("userId").cast("string").alias("user_id"),
+        F.col("movieId").cast("string").alias("item_id"),
+        F.col("timestamp").cast("long").alias("ts"),
+        F.concat_ws("-", F.col("userId").cast("string"), F.col("movieId").cast("string"),
+                    F.col("timestamp").cast("string")).alias("impression_id"),
+        F.lit(None).cast("int").alias("position"),
+    )
+
+
+def to_clicks(ratings, threshold: float):
+    from pyspark.sql import functions as F
+
+    return to_impressions(ratings.where(F.col("rating") >= F.lit(float(threshold)))).drop("position")
+
+
+def to_items(movies, tags):
+    from pyspark.sql import functions as F
+
+    title = F.trim(F.col("title"))
+    year = F.regexp_extract(title, YEAR_PATTERN, 1)
+    genres = F.trim(F.col("genres"))
+    if tags is not None:
+        counts = tags.where(F.col("movieId").isNotNull()).groupBy("movieId").agg(F.count(F.lit(1)).alias("num_tags"))
+        movies = movies.join(counts, on="movieId", how="left")
+    else:
+        movies = movies.withColumn("num_tags", F.lit(None).cast("long"))
+    return movies.select(
+        F.col("movieId").cast("string").alias("item_id"),
+        F.when(genres == NO_GENRES, F.lit("")).otherwise(F.coalesce(genres, F.lit(""))).alias("genres"),
+        title.alias("title"),
+        F.when(year == "", F.lit(None)).otherwise(year).cast("int").alias("release_year"),
+        F.coalesce(F.col("num_tags"), F.lit(0)).cast("long").alias("num_tags"),
+    )
+
+
+def _exists(spark, path: str) -> bool:
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return bool(hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(hpath))
+
+
+class _HadoopFs:
+    """Rename and delete through Hadoop's FileSystem, so any path Spark writes to works."""
+
+    def __init__(self, spark, output: str):
+        jvm = spark.sparkContext._jvm
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        path = self._Path(output)
+        self.fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        self.final = self.fs.makeQualified(path)
+        parent = self.final.getParent()
+        if parent is None:
+            raise ValueError(f"--output must not be a file system root: {output}")
+        self.staging = self._Path(parent, f".{self.final.getName()}.staging-{uuid.uuid4().hex[:8]}")
+
+    def move_into_place(self) -> None:
+        previous = None
+        if self.fs.exists(self.final):
+            previous = self._Path(self.staging.toString() + ".previous")
+            if not self.fs.rename(self.final, previous):
+                raise OSError(f"could not move the existing {self.final} aside")
+        if not self.fs.rename(self.staging, self.final):
+            raise OSError(f"could not rename {self.staging} to {self.final}")
+        if previous is not None:
+            self.fs.delete(previous, True)
+
+    def cleanup(self) -> None:
+        if self.fs.exists(self.staging):
+            self.fs.delete(self.staging, True)
+
+
+def import_movielens(spark, source: str, output: str, click_threshold: float = 3.5) -> dict:
+    """Convert `source` to the raw layout at `output` (atomically); return a summary."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    ratings = _read_csv(spark, posixpath.join(source, "ratings.csv"), RATINGS_SCHEMA).persist(
+        StorageLevel.MEMORY_AND_DISK)  # read three times: impressions, clicks, counts
+    movies = _read_csv(spark, posixpath.join(source, "movies.csv"), MOVIES_SCHEMA)
+    tags_path = posixpath.join(source, "tags.csv")
+    fs = _HadoopFs(spark, output)
+    tags = None
+    if _exists(spark, tags_path):
+        tags = _read_csv(spark, tags_path, TAGS_SCHEMA)
+    else:
+        log.warning("no tags.csv in %s: num_tags is 0 for every movie", source)
+
+    items = None
+    try:
+        staging = fs.staging.toString()
+        to_impressions(ratings).write.mode("error").parquet(posixpath.join(staging, "impressions"))
+        to_clicks(ratings, click_threshold).write.mode("error").parquet(posixpath.join(staging, "clicks"))
+        items = to_items(movies, tags).coalesce(1).persist(StorageLevel.MEMORY_AND_DISK)  # written, then counted
+        items.write.mode("error").parquet(posixpath.join(staging, "items"))
+
+        # One pass: rows, clicks and data problems, with exact repeats of (userId, movieId, timestamp).
+        key = ratings.groupBy("userId", "movieId", "timestamp").agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum(F.when(F.col("rating") >= F.lit(float(click_threshold)), 1).otherwise(0)).alias("clicks"),
+            F.sum(F.when(F.col("rating").isNull(), 1).otherwise(0)).alias("null_rating"))
+        counts = key.agg(
+            F.coalesce(F.sum("n"), F.lit(0)).alias("ratings"),
+            F.coalesce(F.sum("clicks"), F.lit(0)).alias("clicks"),
+            F.coalesce(F.sum(F.col("n") - 1), F.lit(0)).alias("repeated"),
+            F.coalesce(F.sum(F.when(F.col("timestamp") <= 0, F.col("n")).otherwise(0)), F.lit(0)).alias(
+                "non_positive_ts"),
+            F.coalesce(F.sum(F.when(F.col("userId").isNull() | F.col("movieId").isNull()
+                                    | F.col("timestamp").isNull(), F.col("n")).otherwise(F.col("null_rating"))),
+                       F.lit(0)).alias("null_fields"),
+            F.min("timestamp").alias("ts_min"), F.max("timestamp").alias("ts_max"),
+        ).first()
+        repeated = int(counts["repeated"])
+        item_counts = items.agg(
+            F.count(F.lit(1)).alias("items"),
+            F.sum(F.when(F.col("release_year").isNull(), 1).otherwise(0)).alias("no_year"),
+            F.sum(F.when(F.col("genres") == "", 1).otherwise(0)).alias("no_genres"),
+        ).first()
+        fs.move_into_place()
+    finally:
+        fs.cleanup()
+        ratings.unpersist()
+        if items is not None:
+            items.unpersist()
+
+    n_ratings, n_clicks = int(counts["ratings"]), int(counts["clicks"])
+    warnings = []
+    if counts["non_positive_ts"]:
+        warnings.append(f"{counts['non_positive_ts']} ratings have timestamp <= 0 (kept; build_samples rejects "
+                        "them as ts_out_of_range)")
+    if repeated:
+        warnings.append(f"{repeated} ratings repeat an earlier (userId, movieId, timestamp) (kept; same "
+                        "impression_id, build_samples rejects the repeats as duplicates)")
+    if counts["null_fields"]:
+        warnings.append(f"{counts['null_fields']} ratings have an empty field (kept as nulls)")
+    for text in warnings:
+        log.warning(text)
+    return {
+        "output": fs.final.toString(),
+        "impressions": n_ratings,
+        "clicks": n_clicks,
+        "click_rate": round(n_clicks / n_ratings, 5) if n_ratings else None,
+        "click_threshold": click_threshold,
+        "items": int(item_counts["items"]),
+        "items_without_year": int(item_counts["no_year"] or 0),
+        "items_without_genres": int(item_counts["no_genres"] or 0),
+        "ts_range": [counts["ts_min"], counts["ts_max"]],
+        "warnings": warnings,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    spark = get_spark("ctr-import-movielens")
+    summary = import_movielens(spark, args.source, args.output, args.click_threshold)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

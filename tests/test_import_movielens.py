@@ -1,0 +1,140 @@
+"""jobs/import_movielens.py on hand-written CSVs (exact output) and on the real MovieLens directory."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.import_movielens import import_movielens, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RATINGS = [  # userId, movieId, rating, timestamp
+    (1, 10, "3.5", 1_000_000_000),  # exactly the threshold: a click
+    (1, 20, "3.0", 1_000_000_100),
+    (2, 10, "5.0", 1_000_000_200),
+    (2, 30, "0.5", 1_000_000_300),
+    (3, 40, "4.0", 1_000_000_400),
+    (3, 50, "3.49", 1_000_000_500),
+]
+MOVIES = (
+    'movieId,title,genres\r\n'
+    '10,Toy Story (1995),Adventure|Animation|Children\r\n'
+    '20,"American President, The (1995)",Comedy|Drama|Romance\r\n'
+    '30,Hyena Road,(no genres listed)\r\n'
+    '40,Rocky VI (1986) ,Comedy\r\n'
+    '50,"""Great Performances"" Cats (1998)",Musical\r\n'
+    '60,Fawlty Towers (1975-1979),Comedy\r\n'
+)
+TAGS = (
+    "userId,movieId,tag,timestamp\n"
+    "1,10,pixar,1000000001\n"
+    "2,10,\"funny, smart\",1000000002\n"
+    "3,30,war,1000000003\n"
+)
+
+
+def write_tiny(source: Path) -> None:
+    source.mkdir()
+    with open(source / "ratings.csv", "w", newline="") as fh:
+        fh.write("userId,movieId,rating,timestamp\r\n")  # CRLF, as the published files
+        for row in RATINGS:
+            fh.write(",".join(map(str, row)) + "\r\n")
+    (source / "movies.csv").write_bytes(MOVIES.encode())
+    (source / "tags.csv").write_text(TAGS)
+
+
+def rows(path: Path, order: str) -> tuple[dict, list[dict]]:
+    """(column types, rows sorted by `order`) of a Spark-written Parquet directory, read with pyarrow."""
+    table = pq.read_table(path)  # skips Spark's _SUCCESS and .crc files
+    types = {f.name: str(f.type) for f in table.schema}
+    return types, sorted(table.to_pylist(), key=lambda r: r[order])
+
+
+def test_tiny_csvs_give_exact_impressions_clicks_and_items(spark, tmp_path):
+    source, raw = tmp_path / "ml", tmp_path / "raw"
+    write_tiny(source)
+    summary = import_movielens(spark, str(source), str(raw), 3.5)
+
+    imp_types, imp_rows = rows(raw / "impressions", "impression_id")
+    assert imp_types == {"user_id": "string", "item_id": "string", "ts": "int64",
+                         "impression_id": "string", "position": "int32"}
+    assert imp_rows == sorted(
+        [{"user_id": str(u), "item_id": str(m), "ts": t, "impression_id": f"{u}-{m}-{t}", "position": None}
+         for u, m, _, t in RATINGS], key=lambda r: r["impression_id"])
+
+    click_types, click_rows = rows(raw / "clicks", "impression_id")
+    assert click_types == {"user_id": "string", "item_id": "string", "ts": "int64", "impression_id": "string"}
+    assert click_rows == [
+        {"user_id": "1", "item_id": "10", "ts": 1_000_000_000, "impression_id": "1-10-1000000000"},
+        {"user_id": "2", "item_id": "10", "ts": 1_000_000_200, "impression_id": "2-10-1000000200"},
+        {"user_id": "3", "item_id": "40", "ts": 1_000_000_400, "impression_id": "3-40-1000000400"},
+    ]
+
+    item_types, item_rows = rows(raw / "items", "item_id")
+    assert item_types == {"item_id": "string", "genres": "string", "title": "string",
+                          "release_year": "int32", "num_tags": "int64"}
+    assert item_rows == [
+        {"item_id": "10", "genres": "Adventure|Animation|Children", "title": "Toy Story (1995)",
+         "release_year": 1995, "num_tags": 2},
+        {"item_id": "20", "genres": "Comedy|Drama|Romance", "title": "American President, The (1995)",
+         "release_year": 1995, "num_tags": 0},
+        {"item_id": "30", "genres": "", "title": "Hyena Road", "release_year": None, "num_tags": 1},
+        {"item_id": "40", "genres": "Comedy", "title": "Rocky VI (1986)", "release_year": 1986, "num_tags": 0},
+        {"item_id": "50", "genres": "Musical", "title": '"Great Performances" Cats (1998)',
+         "release_year": 1998, "num_tags": 0},
+        {"item_id": "60", "genres": "Comedy", "title": "Fawlty Towers (1975-1979)", "release_year": 1975,
+         "num_tags": 0},
+    ]
+    assert summary["impressions"] == 6 and summary["clicks"] == 3 and summary["items"] == 6
+    assert summary["items_without_year"] == 1 and summary["items_without_genres"] == 1
+    assert summary["warnings"] == []
+
+
+def test_threshold_and_rerun_replace_the_output_atomically(spark, tmp_path, capsys):
+    source, raw = tmp_path / "ml", tmp_path / "raw"
+    write_tiny(source)
+    (source / "tags.csv").unlink()  # tags are optional
+    raw.mkdir()
+    (raw / "stale.txt").write_text("old")
+    assert main(["--source", str(source), "--output", str(raw), "--click-threshold", "4"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["clicks"] == 2 and summary["click_threshold"] == 4.0
+    assert sorted(p.name for p in raw.iterdir()) == ["clicks", "impressions", "items"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ml", "raw"]  # no staging left behind
+    assert set(pq.read_table(raw / "items").column("num_tags").to_pylist()) == {0}
+
+
+def test_runs_as_a_script_for_spark_submit():
+    out = subprocess.run([sys.executable, str(ROOT / "jobs" / "import_movielens.py"), "--help"], cwd="/",
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert "--click-threshold" in out.stdout
+
+
+def test_real_movielens_counts(spark, movielens_dir, tmp_path):
+    with open(movielens_dir / "ratings.csv", newline="") as fh:
+        ratings = list(csv.DictReader(fh))
+    with open(movielens_dir / "movies.csv", newline="") as fh:
+        n_movies = sum(1 for _ in csv.DictReader(fh))
+    expected_clicks = sum(float(r["rating"]) >= 3.5 for r in ratings)
+
+    raw = tmp_path / "raw"
+    summary = import_movielens(spark, str(movielens_dir), str(raw), 3.5)
+    assert summary["impressions"] == len(ratings) > 100_000
+    assert summary["clicks"] == expected_clicks
+    assert pq.read_table(raw / "impressions").num_rows == len(ratings)
+    clicks = pq.read_table(raw / "clicks", columns=["impression_id"]).column("impression_id").to_pylist()
+    expected_ids = {f"{r['userId']}-{r['movieId']}-{r['timestamp']}" for r in ratings if float(r["rating"]) >= 3.5}
+    assert len(clicks) == expected_clicks and set(clicks) == expected_ids
+    items = pq.read_table(raw / "items").to_pandas()
+    assert len(items) == n_movies and items["item_id"].is_unique
+    assert items["release_year"].isna().sum() < 0.01 * n_movies
+    assert not items["genres"].str.contains("no genres listed").any()
+    assert (items["num_tags"] > 0).any()
