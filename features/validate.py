@@ -64,7 +64,8 @@ def _epoch_seconds(df: DataFrame) -> Column:
     if isinstance(dtype, T.StringType):
         text = F.trim(F.col("ts"))
         as_number = F.expr("try_cast(trim(ts) AS DOUBLE)")
-        as_time = F.unix_timestamp(F.try_to_timestamp(text))
+        # Only ISO dates/times: Spark would otherwise read "12:00" as today at noon.
+        as_time = F.when(text.rlike(r"^\d{4}-\d{2}-\d{2}"), F.unix_timestamp(F.try_to_timestamp(text)))
         return F.when(as_number.isNotNull() & ~F.isnan(as_number), F.floor(as_number).cast("long")).otherwise(as_time)
     value = F.col("ts").cast("double")
     return F.when(F.isnan(value), F.lit(None)).otherwise(F.floor(value).cast("long"))

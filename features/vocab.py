@@ -7,7 +7,7 @@ and applied with a join, so it never has to fit in driver memory.
 """
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -27,12 +27,30 @@ def fit_vocabulary(tokens: DataFrame, min_count: int = 1) -> DataFrame:
         tokens.where(F.col("token").isNotNull() & (F.col("token") != ""))
         .groupBy("token").agg(F.count(F.lit(1)).alias("count"))
         .where(F.col("count") >= min_count)
-        .orderBy(F.col("count").desc(), F.col("token").asc())
     )
-    # zipWithIndex keeps the global order without pulling everything into one partition.
-    indexed = counts.rdd.zipWithIndex().map(lambda pair: (pair[1] + FIRST_TOKEN_INDEX, pair[0][0], pair[0][1]))
-    spark = tokens.sparkSession
-    return spark.createDataFrame(indexed, VOCAB_SCHEMA)
+    # A global sort range-partitions the tokens; each partition is then numbered locally and
+    # shifted by the sizes of the partitions before it (a few numbers on the driver), so the
+    # index follows the global order without pulling all tokens into one partition.
+    order = [F.col("count").desc(), F.col("token").asc()]
+    ranked = counts.orderBy(*order).withColumn("_part", F.spark_partition_id())
+    ranked = ranked.withColumn("_local", F.row_number().over(Window.partitionBy("_part").orderBy(*order)))
+    # Materialized once, so the partition sizes and the numbering below come from the same partitioning.
+    ranked = ranked.localCheckpoint(eager=True)
+    sizes = {row["_part"]: row["n"] for row in ranked.groupBy("_part").agg(F.count(F.lit(1)).alias("n")).collect()}
+    offsets, total = {}, 0
+    for part in sorted(sizes):
+        offsets[part] = total
+        total += sizes[part]
+    if offsets:
+        offset = F.element_at(F.create_map(*[x for p, o in offsets.items() for x in (F.lit(p), F.lit(o))]),
+                              F.col("_part"))
+    else:
+        offset = F.lit(0)
+    return ranked.select(
+        (offset + F.col("_local") - 1 + FIRST_TOKEN_INDEX).cast("long").alias("index"),
+        F.col("token").cast("string").alias("token"),
+        F.col("count").cast("long").alias("count"),
+    )
 
 
 def apply_vocabulary(df: DataFrame, column: str, vocab: DataFrame, out_column: str) -> DataFrame:

@@ -165,7 +165,8 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             raw_items = read_raw(spark, raw_dir, "items", fmt)
             has_position = "position" in raw_imps.columns
             passthrough_names = [c for c in (config.get("passthrough") or []) if c in raw_imps.columns]
-            passthrough = [(c, _spark_type_to_spec(raw_imps.schema[c].dataType)) for c in passthrough_names]
+            passthrough = [(c, _spark_type_to_spec(raw_imps.schema[c].dataType)) for c in passthrough_names
+                           if c not in dict(METADATA)]
             imp_checked = persist(validate.validate_events(raw_imps, "impressions", vconf["ts_min"], vconf["ts_max"]))
             clk_checked = persist(validate.validate_events(raw_clicks, "clicks", vconf["ts_min"], vconf["ts_max"]))
             item_checked = persist(validate.normalize_items(raw_items, numeric_columns))
@@ -186,8 +187,8 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
                 validate.rejects_of(clk_checked, "clicks")).unionByName(validate.rejects_of(item_checked, "items"))
             all_rejects.coalesce(1).write.mode("overwrite").parquet(posixpath.join(staging, "rejects"))
 
-        keep_imp = ["user_id", "item_id", "ts", "impression_id"] + (["position"] if has_position else []) \
-            + passthrough_names
+        keep_imp = list(dict.fromkeys(["user_id", "item_id", "ts", "impression_id"]
+                                      + (["position"] if has_position else []) + passthrough_names))
         imps = validate.valid_rows(imp_checked).select(*keep_imp)
         clicks = validate.valid_rows(clk_checked).select("user_id", "item_id", "ts", "impression_id")
         items = validate.valid_rows(item_checked)

@@ -23,8 +23,9 @@ def read_split(samples_dir: str, split: str) -> pd.DataFrame:
         for name, tensor in parsed.items():
             values = tensor.numpy()
             if values.dtype == object:
-                values = [v.decode() for v in values]
-            frame[name] = list(values) if values.ndim > 1 else values
+                frame[name] = [v.decode() for v in values]
+            else:
+                frame[name] = list(values) if values.ndim > 1 else values
         frames.append(pd.DataFrame(frame))
     return pd.concat(frames, ignore_index=True)
 
