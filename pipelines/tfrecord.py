@@ -120,6 +120,7 @@ def write_partition_shards(
                     final = posixpath.join(output_dir, split, f"part-{partition:05d}.tfrecord.gz")
                     # A retried task writes its own temporary file; the rename below makes it whole.
                     temporary = f"{final}.attempt{attempt}.tmp"
+                    tf.io.gfile.makedirs(posixpath.dirname(final))
                     writer = writers[split] = tf.io.TFRecordWriter(temporary, options)
                     paths[split] = (temporary, final)
                     counts[split] = [0, 0]
