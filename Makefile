@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= data
 MODEL ?=
 
-.PHONY: venv demo test lock clean
+.PHONY: venv demo test bench lock clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -22,6 +22,12 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# Benchmarks (not in CI): installs the benchmark-only extras, then runs them all at SCALES.
+SCALES ?= 1000000,10000000
+bench: venv
+	$(PY) -m pip install --quiet -r requirements-bench.txt -c constraints.txt
+	$(PY) -m benchmarks.run --scales $(SCALES) --workdir $(DATA)/bench --out BENCHMARKS.md
 
 lock: venv
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Exact versions verified together (pip freeze of a working .venv). Regenerate with: make lock' > constraints.txt

@@ -138,3 +138,50 @@ def test_real_movielens_counts(spark, movielens_dir, tmp_path):
     assert items["release_year"].isna().sum() < 0.01 * n_movies
     assert not items["genres"].str.contains("no genres listed").any()
     assert (items["num_tags"] > 0).any()
+
+
+def test_real_movielens_builds_samples_end_to_end(spark, movielens_dir, tmp_path):
+    """MovieLens -> RAW -> SAMPLES: every rating is one sample, labels are the ratings >= 3.5,
+    splits follow time, and each user's first rating has an empty history."""
+    import numpy as np
+
+    from pipelines.build_samples import build_samples
+    from pipelines.config import load_config
+    from pipelines.feature_spec import load_spec
+    from tests.samples_io import raw_value, read_all
+
+    with open(movielens_dir / "ratings.csv", newline="") as fh:
+        ratings = list(csv.DictReader(fh))
+    raw, out = tmp_path / "raw", tmp_path / "samples"
+    import_movielens(spark, str(movielens_dir), str(raw), 3.5)
+    rep = build_samples(spark, str(raw), str(out), load_config("build_samples", None, ["spark.output_partitions=2"]))
+
+    for name in ("feature_spec.json", "report.json", "_SUCCESS"):
+        assert (out / name).exists(), name
+    # The shared copy holds a few ratings at timestamp 0 (and one repeated): counted rejects, not samples.
+    ts_min = 631152000  # validation.ts_min, 1990-01-01
+
+    def accepted(rows):
+        in_range = [r for r in rows if int(r["timestamp"]) >= ts_min]
+        return len(rows) - len({(r["userId"], r["movieId"], r["timestamp"]) for r in in_range}), in_range
+
+    rejected_imps, _ = accepted(ratings)
+    rejected_clicks, _ = accepted([r for r in ratings if float(r["rating"]) >= 3.5])
+    assert rep["rejected_total"] == {"impressions": rejected_imps, "clicks": rejected_clicks, "items": 0}
+    samples = read_all(str(out))
+    assert len(samples) == len(ratings) - rejected_imps == sum(v["rows"] for v in rep["samples"].values())
+    assert int(samples["label"].sum()) == sum(float(r["rating"]) >= 3.5 for r in ratings) - rejected_clicks
+    assert rep["clicks"]["orphan"] == 0
+    by_split = samples.groupby("split")["ts"].agg(["min", "max"])
+    assert by_split.loc["train", "max"] <= by_split.loc["valid", "min"]
+    assert by_split.loc["valid", "max"] <= by_split.loc["test", "min"]
+
+    spec = load_spec(str(out))
+    samples["clicks_before"] = np.rint(raw_value(spec, "hist_click_len", samples["hist_click_len"]))
+    samples["imps_before"] = np.rint(raw_value(spec, "user_impressions", samples["user_impressions"]))
+    first = samples.sort_values("ts").groupby("user_id").head(1)
+    earliest_ts = samples.groupby("user_id")["ts"].transform("min")
+    # A user's ratings at their very first second have no prior event at all.
+    assert (samples.loc[samples["ts"] == earliest_ts, ["clicks_before", "imps_before"]] == 0).all().all()
+    assert len(first) == samples["user_id"].nunique()
+    assert all(sum(h) == 0 for h in samples.loc[samples["ts"] == earliest_ts, "hist_click_items"])
