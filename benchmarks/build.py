@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--job", choices=["build_samples", "bare"], required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--keep", action="store_true", help="keep the output (WORKDIR/JOB) for later benchmarks")
     args = parser.parse_args(argv)
 
     from pipelines.config import load_config
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
     result["jvm_peak_rss_mib"] = peak_rss_mib(jvm_pid(spark))
     emit(result)
     spark.stop()
-    shutil.rmtree(output, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(output, ignore_errors=True)
     return 0
 
 

@@ -58,9 +58,10 @@ def bench_build(scale: int, workdir: str, results: dict) -> str:
         run_module("jobs.generate_synthetic", "--output", raw, "--seed", "42", *world_size(scale), parse=False)
     parts = str(max(8, scale // 250_000))
     sets = ["--set", f"spark.shuffle_partitions={parts}", "--set", f"spark.output_partitions={max(4, scale // 1_000_000)}"]
-    entry = {"bare": run_module("benchmarks.build", "--raw", raw, "--workdir", workdir, "--job", "bare", *sets),
-             "build_samples": run_module("benchmarks.build", "--raw", raw, "--workdir", workdir,
-                                         "--job", "build_samples", *sets)}
+    out = os.path.join(workdir, f"scale_{scale}")
+    entry = {"bare": run_module("benchmarks.build", "--raw", raw, "--workdir", out, "--job", "bare", *sets),
+             "build_samples": run_module("benchmarks.build", "--raw", raw, "--workdir", out,
+                                         "--job", "build_samples", "--keep", *sets)}
     entry["ratio"] = entry["build_samples"]["seconds"] / entry["bare"]["seconds"]
     entry["shuffle_partitions"] = int(parts)
     results.setdefault("build", {})[str(scale)] = entry
@@ -253,7 +254,9 @@ def main(argv=None) -> int:
         raw = raws.get(scales[0]) or os.path.join(args.workdir, f"raw_{scales[0]}")
         if not os.path.exists(os.path.join(raw, "impressions")):
             run_module("jobs.generate_synthetic", "--output", raw, "--seed", "42", *world_size(scales[0]), parse=False)
-        samples = samples_for(raw, os.path.join(args.workdir, f"samples_{scales[0]}"))
+        kept = os.path.join(args.workdir, f"scale_{scales[0]}", "build_samples")  # written by the build benchmark
+        samples = kept if os.path.exists(os.path.join(kept, "_SUCCESS")) else \
+            samples_for(raw, os.path.join(args.workdir, f"samples_{scales[0]}"))
         results["input"] = {**run_module("benchmarks.input_pipeline", "--samples", samples), "samples": samples}
     if "peer" in only:
         if not os.path.exists(os.path.join(args.movielens, "ratings.csv")):
