@@ -231,7 +231,10 @@ def main(argv=None) -> int:
     parser.add_argument("--movielens", default=os.path.join(os.path.dirname(ROOT), "shared", "data", "movielens-small"))
     parser.add_argument("--peer-epochs", type=int, default=3)
     parser.add_argument("--encoding-rows", type=int, default=None, help="default: the largest scale")
+    parser.add_argument("--driver-memory", default="8g",
+                        help="spark.driver.memory of every Spark job (local mode: the driver JVM also runs the tasks)")
     args = parser.parse_args(argv)
+    os.environ["CTR_DRIVER_MEMORY"] = args.driver_memory  # read by pipelines.spark.get_spark
     only = set(args.only.split(","))
     unknown = only - set(SECTIONS)
     if unknown:
@@ -239,7 +242,7 @@ def main(argv=None) -> int:
     scales = sorted(int(s) for s in args.scales.split(","))
     os.makedirs(args.workdir, exist_ok=True)
     command = "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv)
-    results = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    results = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "driver_memory": args.driver_memory,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                "command": command}
     raws = {}
