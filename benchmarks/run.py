@@ -111,7 +111,8 @@ def _fmt(x, digits=0):
 
 def report(results: dict, command: str) -> str:
     lines = ["# Benchmarks", "",
-             f"One run of `{command}` on {results['machine']} ({results['started']}).",
+             f"One run of `{command}` on {results['machine']} ({results['started']}), Spark in local mode with "
+             f"spark.driver.memory {results.get('driver_memory', '2g')}.",
              "Every figure sits beside a baseline measured in the same run; the machine is shared, so compare "
              "the ratios, not the absolute rates, with other runs.", ""]
     if "encoding" in results:
@@ -228,12 +229,18 @@ def main(argv=None) -> int:
     parser.add_argument("--plots", default="benchmarks/plots", help="folder for the PNG plots")
     parser.add_argument("--results", default="benchmarks/results.json", help="every figure, as JSON")
     parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: rewrite --out and the plots from the figures in --results")
     parser.add_argument("--movielens", default=os.path.join(os.path.dirname(ROOT), "shared", "data", "movielens-small"))
     parser.add_argument("--peer-epochs", type=int, default=3)
     parser.add_argument("--encoding-rows", type=int, default=None, help="default: the largest scale")
     parser.add_argument("--driver-memory", default="8g",
                         help="spark.driver.memory of every Spark job (local mode: the driver JVM also runs the tasks)")
     args = parser.parse_args(argv)
+    if args.report_only:
+        with open(args.results) as fh:
+            results = json.load(fh)
+        return write_report(results, results["command"], args)
     os.environ["CTR_DRIVER_MEMORY"] = args.driver_memory  # read by pipelines.spark.get_spark
     only = set(args.only.split(","))
     unknown = only - set(SECTIONS)
@@ -268,6 +275,10 @@ def main(argv=None) -> int:
             bench_peer(args.movielens, args.workdir, args.peer_epochs, results)
     with open(args.results, "w") as fh:
         json.dump(results, fh, indent=2)
+    return write_report(results, command, args)
+
+
+def write_report(results: dict, command: str, args) -> int:
     text = report(results, command)
     pngs = plots(results, args.plots)
     if pngs:
