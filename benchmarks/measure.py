@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import threading
@@ -75,9 +74,3 @@ def read_result(stdout: str) -> dict:
         raise RuntimeError("benchmark subprocess printed no RESULT line")
     return json.loads(lines[-1][len("RESULT "):])
 
-
-def du_mib(path: str) -> float:
-    total = 0
-    for root, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total / 2**20

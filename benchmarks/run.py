@@ -52,10 +52,16 @@ def world_size(impressions: int) -> list[str]:
             "--items", str(max(1000, impressions // 200)), "--days", "28"]
 
 
-def bench_build(scale: int, workdir: str, results: dict) -> str:
+def raw_for(scale: int, workdir: str) -> str:
+    """The synthetic raw data of one scale, generated once per workdir."""
     raw = os.path.join(workdir, f"raw_{scale}")
     if not os.path.exists(os.path.join(raw, "impressions")):
         run_module("jobs.generate_synthetic", "--output", raw, "--seed", "42", *world_size(scale), parse=False)
+    return raw
+
+
+def bench_build(scale: int, workdir: str, results: dict) -> None:
+    raw = raw_for(scale, workdir)
     parts = str(max(8, scale // 250_000))
     sets = ["--set", f"spark.shuffle_partitions={parts}", "--set", f"spark.output_partitions={max(4, scale // 1_000_000)}"]
     out = os.path.join(workdir, f"scale_{scale}")
@@ -65,7 +71,6 @@ def bench_build(scale: int, workdir: str, results: dict) -> str:
     entry["ratio"] = entry["build_samples"]["seconds"] / entry["bare"]["seconds"]
     entry["shuffle_partitions"] = int(parts)
     results.setdefault("build", {})[str(scale)] = entry
-    return raw
 
 
 def samples_for(raw: str, out: str) -> str:
@@ -252,21 +257,17 @@ def main(argv=None) -> int:
     results = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "driver_memory": args.driver_memory,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                "command": command}
-    raws = {}
-    if "build" in only or "input" in only:
+    if "build" in only:
         for scale in scales:
-            raws[scale] = bench_build(scale, args.workdir, results) if "build" in only else None
+            bench_build(scale, args.workdir, results)
     if "encoding" in only:
         rows = args.encoding_rows or scales[-1]
         results["encoding"] = {str(rows): run_module("benchmarks.encoding", "--rows", str(rows), "--workdir",
                                                      os.path.join(args.workdir, "encoding"))}
     if "input" in only:
-        raw = raws.get(scales[0]) or os.path.join(args.workdir, f"raw_{scales[0]}")
-        if not os.path.exists(os.path.join(raw, "impressions")):
-            run_module("jobs.generate_synthetic", "--output", raw, "--seed", "42", *world_size(scales[0]), parse=False)
         kept = os.path.join(args.workdir, f"scale_{scales[0]}", "build_samples")  # written by the build benchmark
         samples = kept if os.path.exists(os.path.join(kept, "_SUCCESS")) else \
-            samples_for(raw, os.path.join(args.workdir, f"samples_{scales[0]}"))
+            samples_for(raw_for(scales[0], args.workdir), os.path.join(args.workdir, f"samples_{scales[0]}"))
         results["input"] = {**run_module("benchmarks.input_pipeline", "--samples", samples), "samples": samples}
     if "peer" in only:
         if not os.path.exists(os.path.join(args.movielens, "ratings.csv")):

@@ -9,16 +9,10 @@ from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 PADDING_INDEX = 0
 OOV_INDEX = 1
 FIRST_TOKEN_INDEX = 2
-VOCAB_SCHEMA = T.StructType([
-    T.StructField("index", T.LongType(), False),
-    T.StructField("token", T.StringType(), False),
-    T.StructField("count", T.LongType(), False),
-])
 
 
 def fit_vocabulary(tokens: DataFrame, min_count: int = 1) -> DataFrame:
