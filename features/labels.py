@@ -1,11 +1,13 @@
 """Labels from impressions and clicks.
 
 An impression is positive when its user clicks its item within the attribution
-window, at or after the impression time. A click that carries an
-`impression_id` is matched by that id only; a click without one credits the
-latest impression of the same user and item at or before the click. Each click
-credits at most one impression; a click that credits none is an orphan (still
-a user-history event).
+window, at or after the impression time. An impression id names a request that
+may show several items (a slate, one row per item), so a click that carries an
+`impression_id` credits only the impression with the same id, user and item; an
+id that names another user's or another item's impression is never followed. A
+click without an id credits the latest impression of the same user and item at
+or before it. Each click credits at most one impression; a click that credits
+none is an orphan (still a user-history event).
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from pyspark.sql import functions as F
 
 def with_impression_key(impressions: DataFrame) -> DataFrame:
     position = F.coalesce(F.col("position").cast("string"), F.lit("")) if "position" in impressions.columns else F.lit("")
-    key = F.coalesce(
-        F.concat(F.lit("id:"), F.col("impression_id")),
+    key = F.when(
+        F.col("impression_id").isNotNull(),
+        F.concat_ws("\u0001", F.lit("id"), F.col("impression_id"), F.col("user_id"), F.col("item_id")),
+    ).otherwise(
         F.concat_ws("\u0001", F.lit("row"), F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"), position),
     )
     return impressions.withColumn("impression_key", key)
@@ -29,11 +33,12 @@ def attribute_clicks(clicks: DataFrame, impressions: DataFrame, window_seconds: 
     """
     imp = impressions.select("impression_key", "impression_id", "user_id", "item_id", F.col("ts").alias("imp_ts"))
 
-    # Clicks that carry an id: matched by id only, and only inside the window.
+    # Clicks that carry an id: the same id, user and item only, and only inside the window.
     with_id = clicks.where(F.col("impression_id").isNotNull())
+    same_impression = [F.col(f"c.{c}") == F.col(f"i.{c}") for c in ("impression_id", "user_id", "item_id")]
     by_id = with_id.alias("c").join(
         imp.where(F.col("impression_id").isNotNull()).alias("i"),
-        on=F.col("c.impression_id") == F.col("i.impression_id"),
+        on=same_impression[0] & same_impression[1] & same_impression[2],
         how="left",
     )
     in_window = (F.col("c.ts") >= F.col("i.imp_ts")) & (F.col("c.ts") - F.col("i.imp_ts") <= window_seconds)

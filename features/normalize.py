@@ -4,38 +4,80 @@ Normalized value: `(f(x) - mean) / std` with `f = log1p` where configured
 (negative values are clipped to 0 first) and identity otherwise; a null
 becomes 0, the train mean. Bucket index: 0 for null, else
 `1 + #{boundaries <= x}` (bisect_right), so a feature with `b` boundaries has
-`b + 2` indices.
+`b + 2` indices. NaN and ±inf are treated as null.
+
+Both fits are independent of how Spark partitions the train split (exact decimal sums,
+exact quantiles of a histogram), so a build's spec hash is too.
 """
 from __future__ import annotations
 
+import logging
 import math
+from decimal import Decimal, localcontext
 
+import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+log = logging.getLogger(__name__)
 
 
 def _transformed(column: str, log1p: bool) -> Column:
     value = F.col(column).cast("double")
+    # NaN and ±inf count as missing, like null, so that one of them cannot spoil the mean.
+    value = F.when(~F.isnan(value) & (F.abs(value) != float("inf")), value)
     # greatest() would turn a null into 0: keep nulls null so they do not move the mean.
     return F.when(value.isNull(), F.lit(None)).otherwise(F.log1p(F.greatest(value, F.lit(0.0)))) if log1p else value
 
 
+# Exact decimal sums do not depend on the order rows are added in, so the fitted statistics (and
+# the spec hash) are the same however Spark partitions the train split.
+_EXACT = "decimal(38,10)"
+
+
+def _exact_moments(train: DataFrame, values: list[Column]) -> list[tuple]:
+    """(count, sum, sum of squares) per value; the sums are Decimals, or None on decimal overflow."""
+    aggs = []
+    for i, value in enumerate(values):
+        aggs += [F.count(value).alias(f"n{i}"), F.try_sum(value.try_cast(_EXACT)).alias(f"s{i}"),
+                 F.try_sum((value * value).try_cast(_EXACT)).alias(f"q{i}")]
+    row = train.agg(*aggs).collect()[0]
+    return [(row[f"n{i}"], row[f"s{i}"], row[f"q{i}"]) for i in range(len(values))]
+
+
+def _mean_std(count: int, total: Decimal, squares: Decimal) -> tuple[float, float]:
+    with localcontext() as ctx:
+        ctx.prec = 60
+        mean = total / count
+        variance = max(squares / count - mean * mean, Decimal(0))
+        return float(mean), float(variance.sqrt())
+
+
+_FALLBACK_DIGITS = 9
+
+
+def _rounded_mean_std(train: DataFrame, value: Column) -> tuple[float, float]:
+    """Double mean and std rounded to a few digits: stable unless a value sits on a rounding edge."""
+    row = train.agg(F.avg(value).alias("m"), F.stddev_pop(value).alias("s")).collect()[0]
+    return tuple(float(f"{v:.{_FALLBACK_DIGITS}g}") for v in (row["m"], row["s"]))
+
+
 def fit_normalization(train: DataFrame, columns: list[str], log1p_columns: list[str]) -> dict[str, dict]:
-    """Per column {"log1p", "mean", "std"} from the train split (one aggregation)."""
+    """Per column {"log1p", "mean", "std"} from the train split (population std; one aggregation)."""
     if not columns:
         return {}
-    aggs = []
-    for i, column in enumerate(columns):
-        value = _transformed(column, column in log1p_columns)
-        aggs += [F.avg(value).alias(f"m{i}"), F.stddev_pop(value).alias(f"s{i}")]
-    row = train.agg(*aggs).collect()[0]
+    moments = _exact_moments(train, [_transformed(c, c in log1p_columns) for c in columns])
     stats = {}
-    for i, column in enumerate(columns):
-        mean = row[f"m{i}"]
-        std = row[f"s{i}"]
-        mean = 0.0 if mean is None or math.isnan(mean) else float(mean)
-        std = 1.0 if std is None or math.isnan(std) or std < 1e-12 else float(std)
-        stats[column] = {"log1p": column in log1p_columns, "mean": mean, "std": std}
+    for column, (count, total, squares) in zip(columns, moments):
+        if not count:
+            mean, std = 0.0, 1.0
+        elif total is None or squares is None:
+            mean, std = _rounded_mean_std(train, _transformed(column, column in log1p_columns))
+            log.warning("normalize: '%s' is too large to sum exactly in %s; its mean and std are rounded "
+                        "to %d significant digits instead", column, _EXACT, _FALLBACK_DIGITS)
+        else:
+            mean, std = _mean_std(count, total, squares)
+        stats[column] = {"log1p": column in log1p_columns, "mean": mean, "std": 1.0 if std < 1e-12 else std}
     return stats
 
 
@@ -48,22 +90,44 @@ def apply_normalization(df: DataFrame, stats: dict[str, dict]) -> DataFrame:
 
 
 def fit_bucket_boundaries(train: DataFrame, columns: list[str], num_buckets: int,
-                          accuracy: int = 10_000) -> dict[str, list[float]]:
-    """Quantile boundaries (deduplicated, ascending) per column, from the train split."""
+                          significant_digits: int = 4) -> dict[str, list[float]]:
+    """Quantile boundaries (deduplicated, ascending) per column, from the train split.
+
+    Exact quantiles of the values rounded to `significant_digits` (integers below 10^digits stay
+    exact): one count per distinct rounded value, so the driver receives a bounded histogram,
+    never the rows. Unlike an approximate sketch, the result does not depend on how Spark
+    partitions the data. The q-quantile is the value at rank ceil(q * n).
+    """
     if not columns:
         return {}
     if num_buckets < 2:
         raise ValueError(f"bucketize.num_buckets must be at least 2, got {num_buckets}")
-    quantiles = [i / num_buckets for i in range(1, num_buckets)]
-    row = train.agg(*[
-        F.percentile_approx(F.col(c).cast("double"), quantiles, accuracy).alias(f"q{i}")
-        for i, c in enumerate(columns)
-    ]).collect()[0]
-    out = {}
-    for i, column in enumerate(columns):
-        values = row[f"q{i}"] or []
-        out[column] = sorted({float(v) for v in values if v is not None and not math.isnan(v)})
-    return out
+    pattern = f"%.{int(significant_digits)}g"
+    def rounded(column: str):
+        value = F.col(column).cast("double")
+        finite = value.isNotNull() & ~F.isnan(value) & (F.abs(value) != float("inf"))
+        return F.when(finite, F.format_string(pattern, value).try_cast("double"))
+
+    values = F.explode(F.array(*[F.struct(F.lit(i).alias("column"), rounded(c).alias("value"))
+                                 for i, c in enumerate(columns)])).alias("v")
+    histogram = train.select(values).select("v.column", "v.value") \
+        .where(F.col("value").isNotNull()).groupBy("column", "value").count().collect()
+    by_column: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(columns))}
+    for row in histogram:
+        by_column[row["column"]].append((float(row["value"]), int(row["count"])))
+    fractions = [i / num_buckets for i in range(1, num_buckets)]
+    return {column: sorted(set(histogram_quantiles(by_column[i], fractions))) for i, column in enumerate(columns)}
+
+
+def histogram_quantiles(histogram: list[tuple[float, int]], fractions: list[float]) -> list[float]:
+    """Exact q-quantiles of the values described by (value, count) pairs: the value at rank ceil(q * n)."""
+    histogram = sorted(histogram)
+    total = sum(count for _, count in histogram)
+    if not total:
+        return []
+    cumulative = np.cumsum([count for _, count in histogram])
+    ranks = [max(1, math.ceil(total * q)) for q in fractions]
+    return [histogram[j][0] for j in np.searchsorted(cumulative, ranks, side="left")]
 
 
 def bucket_index(column: str, boundaries: list[float]) -> Column:

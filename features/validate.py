@@ -5,10 +5,14 @@ naming it. Row-level problems never fail the job by themselves: the row gets a
 `reject_reason` and ends up in `SAMPLES/rejects/`. Reasons:
 
 - `null_user_id`, `null_item_id`: the id is null or empty (after trimming).
-- `unparsable_ts`: `ts` is neither a number, a timestamp nor a parsable string.
-- `ts_out_of_range`: `ts` lies outside `[ts_min, ts_max)` (e.g. milliseconds given as seconds).
-- `duplicate_impression` / `duplicate_click` / `duplicate_item`: a repeat of an earlier row
-  (same `impression_id`; without one, same user, item, ts and position). The earliest copy is kept.
+- `unparsable_ts`: `ts` is neither a number, a timestamp nor a parsable string (NaN included).
+- `ts_out_of_range`: `ts` lies outside `[ts_min, ts_max)` (e.g. milliseconds given as seconds), ±inf
+  and numbers too large for a 64-bit count of seconds included.
+- `duplicate_impression`: a repeat of an impression. An impression id names a request (a slate of
+  items, one row per item), so a row with an id is identified by `(impression_id, user_id, item_id)`;
+  one without by `(user_id, item_id, ts, position)`. The earliest copy is kept.
+- `duplicate_click`: an exact repeat of a click (same user, item, ts and impression id).
+- `duplicate_item`: a repeat of an `item_id`; the first row in file order is kept.
 """
 from __future__ import annotations
 
@@ -56,23 +60,28 @@ def _clean_id(column: str) -> Column:
     return F.when(value == "", F.lit(None)).otherwise(value)
 
 
-def _epoch_seconds(df: DataFrame) -> Column:
-    """`ts` as epoch seconds (long); null when it cannot be parsed."""
+def _seconds_as_double(df: DataFrame) -> Column:
+    """`ts` as epoch seconds in a double (may be ±inf or huge); null when it cannot be parsed or is NaN.
+
+    A double, not a long: Spark runs in ANSI mode, where casting ±inf or 1e19 to a long aborts
+    the whole job. The range check happens on the double, the cast to long only after it.
+    """
     dtype = df.schema["ts"].dataType
     if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
-        return F.unix_timestamp(F.col("ts").cast("timestamp"))
+        return F.unix_timestamp(F.col("ts").cast("timestamp")).cast("double")
     if isinstance(dtype, T.StringType):
         text = F.trim(F.col("ts"))
         as_number = F.expr("try_cast(trim(ts) AS DOUBLE)")
         # Only ISO dates/times: Spark would otherwise read "12:00" as today at noon.
         as_time = F.when(text.rlike(r"^\d{4}-\d{2}-\d{2}"), F.unix_timestamp(F.try_to_timestamp(text)))
-        return F.when(as_number.isNotNull() & ~F.isnan(as_number), F.floor(as_number).cast("long")).otherwise(as_time)
-    value = F.col("ts").cast("double")
-    return F.when(F.isnan(value), F.lit(None)).otherwise(F.floor(value).cast("long"))
+        value = F.coalesce(as_number, as_time.cast("double"))
+    else:
+        value = F.col("ts").cast("double")
+    return F.when(~F.isnan(value), value)
 
 
 def _epoch(date_text: str) -> Column:
-    return F.unix_timestamp(F.to_timestamp(F.lit(date_text)))
+    return F.unix_timestamp(F.to_timestamp(F.lit(date_text))).cast("double")
 
 
 def _row_json(df: DataFrame) -> Column:
@@ -94,22 +103,29 @@ def normalize_events(df: DataFrame, dataset: str, ts_min: str, ts_max: str) -> D
         out = out.withColumn("impression_id", F.lit(None).cast("string"))
     if "position" in df.columns:
         out = out.withColumn("position", F.expr("try_cast(position AS INT)"))
-    out = out.withColumn("ts", _epoch_seconds(df))
+    seconds = F.col("_ts_seconds")
+    out = out.withColumn("_ts_seconds", _seconds_as_double(df))
+    # The bounds are whole seconds, so floor(x) < ts_max exactly when x < ts_max.
+    in_range = (seconds >= _epoch(ts_min)) & (seconds < _epoch(ts_max))
     reason = (
         F.when(F.col("user_id").isNull(), F.lit("null_user_id"))
         .when(F.col("item_id").isNull(), F.lit("null_item_id"))
-        .when(F.col("ts").isNull(), F.lit("unparsable_ts"))
-        .when((F.col("ts") < _epoch(ts_min)) | (F.col("ts") >= _epoch(ts_max)), F.lit("ts_out_of_range"))
+        .when(seconds.isNull(), F.lit("unparsable_ts"))
+        .when(~in_range, F.lit("ts_out_of_range"))
     )
-    return out.withColumn("reject_reason", reason)
+    out = out.withColumn("reject_reason", reason)
+    return out.withColumn("ts", F.when(in_range, F.floor(seconds).cast("long"))).drop("_ts_seconds")
 
 
 def flag_duplicates(df: DataFrame, dataset: str) -> DataFrame:
     """Mark repeats among otherwise valid rows; the earliest copy (then the smallest row) is kept."""
     reason = {"impressions": "duplicate_impression", "clicks": "duplicate_click"}[dataset]
     position = F.col("position") if "position" in df.columns else F.lit(None)
-    # Rows with an impression_id are keyed by it; rows without by their content.
-    key = F.when(F.col("impression_id").isNotNull(), F.concat(F.lit("id:"), F.col("impression_id"))).otherwise(
+    # An impression id names a request that shows several items (a slate): the row is the id's
+    # impression of one item to one user. Rows without an id are keyed by their content.
+    key = F.when(F.col("impression_id").isNotNull(),
+                 F.concat_ws("\u0001", F.lit("id"), F.col("impression_id"), F.col("user_id"), F.col("item_id"))
+                 ).otherwise(
         F.concat_ws("\u0001", F.lit("row"), F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"),
                     position.cast("string"))
     )
@@ -140,7 +156,10 @@ def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
             raise SchemaError(f"items: numeric column '{column}' named in the config is missing")
         if not isinstance(fields[column], T.NumericType) and not isinstance(fields[column], T.StringType):
             raise SchemaError(f"items: column '{column}' has type {fields[column].simpleString()}, expected a number")
-    out = df.withColumn("row_json", _row_json(df)).withColumn("item_id", _clean_id("item_id"))
+    # File order, taken before any shuffle: path, then the row's place in it (a file's splits are
+    # numbered in offset order, so the monotonic id grows along the file).
+    out = df.withColumn("row_json", _row_json(df)).withColumn("item_id", _clean_id("item_id")) \
+        .withColumn("_file", F.input_file_name()).withColumn("_row", F.monotonically_increasing_id())
     genres = F.col("genres") if isinstance(fields["genres"], T.ArrayType) else F.split(F.col("genres"), r"\|")
     genres = F.filter(F.transform(genres, lambda g: F.trim(g)), lambda g: g.isNotNull() & (g != ""))
     out = out.withColumn("genres", F.coalesce(genres, F.array().cast("array<string>")))
@@ -151,10 +170,10 @@ def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
     for column in numeric_columns:
         out = out.withColumn(column, F.expr(f"try_cast(`{column}` AS DOUBLE)"))
     valid = F.col("item_id").isNotNull()
-    order = Window.partitionBy(valid, F.col("item_id")).orderBy(F.col("row_json"))
+    order = Window.partitionBy(valid, F.col("item_id")).orderBy(F.col("_file"), F.col("_row"))
     reason = F.when(~valid, F.lit("null_item_id")).when(F.row_number().over(order) > 1, F.lit("duplicate_item"))
     keep = ["item_id", "genres", "release_year", *numeric_columns, "row_json"]
-    return out.select(*keep).withColumn("reject_reason", reason)
+    return out.withColumn("reject_reason", reason).select(*keep, "reject_reason")
 
 
 def rejects_of(df: DataFrame, source: str) -> DataFrame:

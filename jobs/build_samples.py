@@ -39,12 +39,20 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    from pipelines.build_samples import build_samples
+    from pipelines.build_samples import INPUT_ERRORS, SAMPLES_MARKERS, build_samples
+    from pipelines.publish import OutputRefused, check_output
     from pipelines.spark import get_spark
 
-    spark = get_spark(config["spark"]["app_name"],
-                      {"spark.sql.shuffle.partitions": str(config["spark"]["shuffle_partitions"])})
-    report = build_samples(spark, args.input, args.output, config)
+    try:
+        check_output(args.output, [args.input], SAMPLES_MARKERS)  # refuse before Spark starts; checked again
+        # The YAML's settings fill in only what spark-submit (--master, --conf, spark-defaults.conf) left unset.
+        spark = get_spark(config["spark"]["app_name"],
+                          {"spark.sql.shuffle.partitions": str(config["spark"]["shuffle_partitions"])})
+        report = build_samples(spark, args.input, args.output, config)
+    except (OutputRefused, *INPUT_ERRORS) as exc:  # e.g. SAMPLES overlaps RAW; an empty split
+        logging.getLogger("jobs.build_samples").error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     samples = report["samples"]
     print(json.dumps({
         "output": report["output"],
@@ -53,6 +61,7 @@ def main(argv=None) -> int:
                        for k, v in samples.items()},
         "rejected": report["rejected_total"],
         "orphan_clicks": report["clicks"]["orphan"],
+        "spark": report["spark"],
         "seconds": report["total_seconds"],
     }, indent=2))
     return 0

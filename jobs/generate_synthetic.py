@@ -9,8 +9,10 @@ per chunk (RAW/impressions/part-00000.parquet, RAW/clicks/part-00000.parquet,
 ...) as the simulation goes, so memory stays bounded whatever --impressions is:
 only per-user and per-item state is kept. RAW/items/part-00000.parquet holds the
 whole catalog. Everything is written to a hidden staging directory beside RAW
-and renamed into place at the end (replacing an existing RAW), so a failed run
-leaves nothing half-written. The same arguments give byte-identical files.
+and swapped into place at the end (pipelines/publish.py), so a failed run leaves
+nothing half-written. An existing RAW is replaced only when it is an earlier output
+of this generator (it holds _generator.json) or empty; otherwise the job refuses
+(exit code 2). The same arguments give byte-identical files.
 
 The click model (latent factors, genres and genre affinity, popularity, position
 bias, recent clicks) is documented with its formula in `features/synthetic_model.py`.
@@ -22,10 +24,8 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
-import uuid
 
 if not __package__:  # run as a script: python jobs/generate_synthetic.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,10 +36,12 @@ import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from features.synthetic_model import START_TS, Simulator, World  # noqa: E402
+from pipelines.publish import OutputRefused, StagedOutput  # noqa: E402
 
 log = logging.getLogger("generate_synthetic")
 
 DEFAULTS = {"users": 2000, "items": 1000, "days": 28, "impressions": 200_000, "seed": 42}
+MANIFEST = "_generator.json"  # also what marks RAW as an earlier output of this job
 
 IMPRESSIONS_SCHEMA = pa.schema([
     ("user_id", pa.string()), ("item_id", pa.string()), ("ts", pa.int64()),
@@ -151,25 +153,11 @@ def write_items(root: str, world: World, item_ids: pa.Array) -> int:
     return n
 
 
-def _move_into_place(staging: str, final: str) -> None:
-    previous = None
-    if os.path.lexists(final):
-        previous = f"{staging}.previous"
-        os.rename(final, previous)
-    os.rename(staging, final)
-    if previous:
-        shutil.rmtree(previous) if os.path.isdir(previous) else os.remove(previous)
-
-
 def generate(output: str, users: int = DEFAULTS["users"], items: int = DEFAULTS["items"],
              days: int = DEFAULTS["days"], impressions: int = DEFAULTS["impressions"],
              seed: int = DEFAULTS["seed"], chunk_rows: int | None = None) -> dict:
     """Write RAW at `output` (atomically); return a summary."""
     started = time.perf_counter()
-    final = os.path.abspath(output.rstrip("/") or output)
-    parent, name = os.path.split(final)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{name}.staging-{uuid.uuid4().hex[:8]}")
     if chunk_rows is None:
         chunk_rows = min(250_000, max(10_000, -(-impressions // 10)))
     rng = np.random.default_rng(seed)
@@ -178,7 +166,8 @@ def generate(output: str, users: int = DEFAULTS["users"], items: int = DEFAULTS[
     user_ids = _ids("u", users, max(5, len(str(users))))
     item_ids = _ids("i", items, max(5, len(str(items))))
     stats = {"p_click_sum": 0.0, "clicked": 0, "late": 0, "orphans": 0, "with_id": 0}
-    try:
+    with StagedOutput(output, markers=[MANIFEST]) as stage:
+        staging = stage.path
         writer = ChunkWriter(staging, user_ids, item_ids, chunk_rows, impressions)
         generated, next_decile = 0, 1
         for s in range(sim.n_steps):
@@ -200,7 +189,7 @@ def generate(output: str, users: int = DEFAULTS["users"], items: int = DEFAULTS[
                  writer.impressions_written, writer.clicks_written, writer.parts)
         n_items = write_items(staging, world, item_ids)
         summary = {
-            "output": final,
+            "output": stage.final,
             "impressions": writer.impressions_written,
             "clicks": writer.clicks_written,
             "clicked_impressions": stats["clicked"],
@@ -215,12 +204,8 @@ def generate(output: str, users: int = DEFAULTS["users"], items: int = DEFAULTS[
             "time_range": [START_TS, START_TS + days * 86400],
             "params": {"users": users, "items": items, "days": days, "impressions": impressions, "seed": seed},
         }
-        with open(os.path.join(staging, "_generator.json"), "w") as fh:  # no path: identical for a seed
+        with open(os.path.join(staging, MANIFEST), "w") as fh:  # no path: identical for a seed
             json.dump({k: v for k, v in summary.items() if k != "output"}, fh, indent=2, sort_keys=True)
-        _move_into_place(staging, final)
-    finally:
-        if os.path.isdir(staging):
-            shutil.rmtree(staging)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     return summary
 
@@ -232,8 +217,12 @@ def main(argv=None) -> int:
     if args.items < 10:
         print("--items must be at least 10 (a slate shows up to 10 distinct items)", file=sys.stderr)
         return 2
-    summary = generate(args.output, args.users, args.items, args.days, args.impressions, args.seed,
-                       args.chunk_rows)
+    try:
+        summary = generate(args.output, args.users, args.items, args.days, args.impressions, args.seed,
+                           args.chunk_rows)
+    except OutputRefused as exc:  # RAW holds something else than earlier generated data
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: summary[k] for k in ("output", "impressions", "clicks", "click_rate", "mean_p_click",
                                                "late_clicks", "orphan_clicks", "items", "part_files", "seconds")},
                      indent=2))

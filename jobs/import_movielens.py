@@ -20,7 +20,11 @@ with Spark and writes, following the raw-data contract:
 The rows are converted as they are: ratings that the sample builder will reject
 (e.g. timestamp 0, exact repeats) are kept and reported in the summary, so that
 rejects are counted in one place. Output goes to a hidden staging directory
-beside RAW and is renamed into place (replacing an existing RAW) at the end.
+beside RAW and is swapped into place at the end (pipelines/publish.py), with
+RAW/_source.json (source, threshold, counts) and RAW/_SUCCESS last: together they
+mark RAW as an output of this job. An existing RAW is replaced only when it holds
+both (or is empty); otherwise, or when RAW overlaps --source, the job refuses
+(exit code 2). RAW and --source without a scheme are on Spark's default file system.
 """
 from __future__ import annotations
 
@@ -31,11 +35,11 @@ import os
 import posixpath
 import sys
 import time
-import uuid
 
 if not __package__:  # run as a script (spark-submit jobs/import_movielens.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pipelines.publish import OutputRefused, StagedOutput, write_text  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 
 log = logging.getLogger("import_movielens")
@@ -46,6 +50,8 @@ TAGS_SCHEMA = "userId LONG, movieId LONG, tag STRING, timestamp LONG"
 NO_GENRES = "(no genres listed)"
 # A year in parentheses at the very end of the (trimmed) title; TV series carry "(2007-)" or "(1975-1979)".
 YEAR_PATTERN = r"\((\d{4})(?:[-\u2013]\d{0,4})?\)$"
+SOURCE_FILE = "_source.json"
+RAW_MARKERS = [("_SUCCESS", SOURCE_FILE)]  # an earlier output of this job, which a rerun may replace
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -102,40 +108,26 @@ def to_items(movies, tags):
     )
 
 
-def _exists(spark, path: str) -> bool:
+def _hadoop_path(spark, path: str):
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return bool(hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(hpath))
+    return hpath, hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
-class _HadoopFs:
-    """Rename and delete through Hadoop's FileSystem, so any path Spark writes to works."""
+def _exists(spark, path: str) -> bool:
+    hpath, fs = _hadoop_path(spark, path)
+    return bool(fs.exists(hpath))
 
-    def __init__(self, spark, output: str):
-        jvm = spark.sparkContext._jvm
-        self._Path = jvm.org.apache.hadoop.fs.Path
-        path = self._Path(output)
-        self.fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        self.final = self.fs.makeQualified(path)
-        parent = self.final.getParent()
-        if parent is None:
-            raise ValueError(f"--output must not be a file system root: {output}")
-        self.staging = self._Path(parent, f".{self.final.getName()}.staging-{uuid.uuid4().hex[:8]}")
 
-    def move_into_place(self) -> None:
-        previous = None
-        if self.fs.exists(self.final):
-            previous = self._Path(self.staging.toString() + ".previous")
-            if not self.fs.rename(self.final, previous):
-                raise OSError(f"could not move the existing {self.final} aside")
-        if not self.fs.rename(self.staging, self.final):
-            raise OSError(f"could not rename {self.staging} to {self.final}")
-        if previous is not None:
-            self.fs.delete(previous, True)
+def _qualified(spark, path: str) -> str:
+    """`path` on Spark's default file system ("file:/..." locally, "hdfs://..." on a cluster)."""
+    hpath, fs = _hadoop_path(spark, path)
+    return fs.makeQualified(hpath).toString()
 
-    def cleanup(self) -> None:
-        if self.fs.exists(self.staging):
-            self.fs.delete(self.staging, True)
+
+def _for_spark(path: str) -> str:
+    """A staged path as Spark must write it: local paths explicitly on the local file system."""
+    return path if "://" in path else f"file://{path}"
 
 
 def import_movielens(spark, source: str, output: str, click_threshold: float = 3.5) -> dict:
@@ -144,20 +136,21 @@ def import_movielens(spark, source: str, output: str, click_threshold: float = 3
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
-    ratings = _read_csv(spark, posixpath.join(source, "ratings.csv"), RATINGS_SCHEMA).persist(
-        StorageLevel.MEMORY_AND_DISK)  # read three times: impressions, clicks, counts
-    movies = _read_csv(spark, posixpath.join(source, "movies.csv"), MOVIES_SCHEMA)
-    tags_path = posixpath.join(source, "tags.csv")
-    fs = _HadoopFs(spark, output)
-    tags = None
-    if _exists(spark, tags_path):
-        tags = _read_csv(spark, tags_path, TAGS_SCHEMA)
-    else:
-        log.warning("no tags.csv in %s: num_tags is 0 for every movie", source)
-
-    items = None
+    source_uri = _qualified(spark, source)
+    stage = StagedOutput(_qualified(spark, output), inputs=[source_uri], markers=RAW_MARKERS)
+    ratings = items = None
     try:
-        staging = fs.staging.toString()
+        ratings = _read_csv(spark, posixpath.join(source, "ratings.csv"), RATINGS_SCHEMA).persist(
+            StorageLevel.MEMORY_AND_DISK)  # read three times: impressions, clicks, counts
+        movies = _read_csv(spark, posixpath.join(source, "movies.csv"), MOVIES_SCHEMA)
+        tags_path = posixpath.join(source, "tags.csv")
+        tags = None
+        if _exists(spark, tags_path):
+            tags = _read_csv(spark, tags_path, TAGS_SCHEMA)
+        else:
+            log.warning("no tags.csv in %s: num_tags is 0 for every movie", source)
+
+        staging = _for_spark(stage.path)
         to_impressions(ratings).write.mode("error").parquet(posixpath.join(staging, "impressions"))
         to_clicks(ratings, click_threshold).write.mode("error").parquet(posixpath.join(staging, "clicks"))
         items = to_items(movies, tags).coalesce(1).persist(StorageLevel.MEMORY_AND_DISK)  # written, then counted
@@ -185,10 +178,15 @@ def import_movielens(spark, source: str, output: str, click_threshold: float = 3
             F.sum(F.when(F.col("release_year").isNull(), 1).otherwise(0)).alias("no_year"),
             F.sum(F.when(F.col("genres") == "", 1).otherwise(0)).alias("no_genres"),
         ).first()
-        fs.move_into_place()
+        write_text(posixpath.join(stage.path, SOURCE_FILE), json.dumps({
+            "source": source_uri, "click_threshold": click_threshold, "ratings": int(counts["ratings"]),
+            "clicks": int(counts["clicks"]), "items": int(item_counts["items"])}, indent=2))
+        write_text(posixpath.join(stage.path, "_SUCCESS"), "")
+        stage.publish()
     finally:
-        fs.cleanup()
-        ratings.unpersist()
+        stage.close()
+        if ratings is not None:
+            ratings.unpersist()
         if items is not None:
             items.unpersist()
 
@@ -205,7 +203,7 @@ def import_movielens(spark, source: str, output: str, click_threshold: float = 3
     for text in warnings:
         log.warning(text)
     return {
-        "output": fs.final.toString(),
+        "output": stage.final,
         "impressions": n_ratings,
         "clicks": n_clicks,
         "click_rate": round(n_clicks / n_ratings, 5) if n_ratings else None,
@@ -224,7 +222,11 @@ def main(argv=None) -> int:
                         datefmt="%H:%M:%S")
     args = parse_args(argv)
     spark = get_spark("ctr-import-movielens")
-    summary = import_movielens(spark, args.source, args.output, args.click_threshold)
+    try:
+        summary = import_movielens(spark, args.source, args.output, args.click_threshold)
+    except OutputRefused as exc:  # RAW overlaps the source, or holds something else than an earlier import
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2))
     return 0
 

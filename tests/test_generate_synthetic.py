@@ -211,6 +211,7 @@ def test_chunked_part_files_and_exact_row_count(tmp_path):
 def test_rerun_replaces_output_and_failure_leaves_it_untouched(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
+    (raw / "_generator.json").write_text("{}")  # an earlier output of the generator
     (raw / "stale.txt").write_text("old")
     generate(str(raw), users=50, items=40, days=1, impressions=500, seed=3)
     assert not (raw / "stale.txt").exists()

@@ -102,11 +102,13 @@ def test_threshold_and_rerun_replace_the_output_atomically(spark, tmp_path, caps
     write_tiny(source)
     (source / "tags.csv").unlink()  # tags are optional
     raw.mkdir()
-    (raw / "stale.txt").write_text("old")
+    for name in ("_SUCCESS", "_source.json", "stale.txt"):  # an earlier import
+        (raw / name).write_text("{}")
     assert main(["--source", str(source), "--output", str(raw), "--click-threshold", "4"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["clicks"] == 2 and summary["click_threshold"] == 4.0
-    assert sorted(p.name for p in raw.iterdir()) == ["clicks", "impressions", "items"]
+    assert sorted(p.name for p in raw.iterdir()) == ["_SUCCESS", "_source.json", "clicks", "impressions", "items"]
+    assert json.loads((raw / "_source.json").read_text())["click_threshold"] == 4.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ml", "raw"]  # no staging left behind
     assert set(pq.read_table(raw / "items").column("num_tags").to_pylist()) == {0}
 

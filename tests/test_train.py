@@ -189,3 +189,16 @@ def test_weights_checkpoint_restores_the_optimizer_state(samples, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for a, b in zip(model.weights, again.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_truncated_shard_is_named_and_exits_2(tmp_path, capsys, split):
+    path = tmp_path / "samples"
+    write_samples(path, sizes={"train": 200, "valid": 60, "test": 60}, seed=3)
+    shard = sorted((path / split).glob("part-*"))[-1]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    assert _run(path, tmp_path / "run", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert str(shard) in err and "truncated" in err
+    assert not (tmp_path / "run" / "run.json").exists()
