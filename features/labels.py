@@ -26,10 +26,12 @@ def with_impression_key(impressions: DataFrame) -> DataFrame:
     return impressions.withColumn("impression_key", key)
 
 
-def attribute_clicks(clicks: DataFrame, impressions: DataFrame, window_seconds: int) -> DataFrame:
+def attribute_clicks(clicks: DataFrame, impressions: DataFrame, window_seconds: int,
+                     match_without_id: bool = True) -> DataFrame:
     """Clicks with `credited_key`: the impression_key of the impression they credit, null for orphans.
 
-    `impressions` must carry `impression_key` (see `with_impression_key`).
+    `impressions` must carry `impression_key` (see `with_impression_key`). `match_without_id=False`
+    says no click lacks an id, which skips the as-of match (a shuffle of every impression).
     """
     imp = impressions.select("impression_key", "impression_id", "user_id", "item_id", F.col("ts").alias("imp_ts"))
 
@@ -47,9 +49,12 @@ def attribute_clicks(clicks: DataFrame, impressions: DataFrame, window_seconds: 
         F.when(in_window, F.col("i.impression_key")).alias("credited_key"),
     )
 
+    without_id = clicks.where(F.col("impression_id").isNull())
+    if not match_without_id:  # any such click stays, as an orphan: nothing is lost
+        return by_id.unionByName(without_id.withColumn("credited_key", F.lit(None).cast("string")))
+
     # Clicks without an id: as-of match on (user, item). Impressions sort before clicks
     # at the same second, so a click at the impression's own second still credits it.
-    without_id = clicks.where(F.col("impression_id").isNull())
     events = without_id.select(*clicks.columns, F.lit(1).alias("_kind"),
                                F.lit(None).cast("string").alias("_key"), F.lit(None).cast("long").alias("_imp_ts"))
     events = events.unionByName(

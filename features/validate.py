@@ -29,6 +29,7 @@ ID_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType)
 TS_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.FloatType, T.DoubleType,
             T.DecimalType, T.TimestampType, T.TimestampNTZType, T.DateType)
 REJECT_COLUMNS = ("source", "reason", "user_id", "item_id", "ts_raw", "row_json")
+RAW = "_raw"  # the input row, untouched
 
 
 class SchemaError(ValueError):
@@ -84,18 +85,19 @@ def _epoch(date_text: str) -> Column:
     return F.unix_timestamp(F.to_timestamp(F.lit(date_text))).cast("double")
 
 
-def _row_json(df: DataFrame) -> Column:
-    return F.to_json(F.struct(*[F.col(c) for c in df.columns]))
+def _raw_row(df: DataFrame) -> Column:
+    """The row as it came in, as a struct: turned into JSON only for the rejects that need it."""
+    return F.struct(*[F.col(c) for c in df.columns])
 
 
 def normalize_events(df: DataFrame, dataset: str, ts_min: str, ts_max: str) -> DataFrame:
     """Impressions or clicks with clean ids, `ts` in epoch seconds and a `reject_reason` (null = valid).
 
-    Keeps the original row as `row_json` and the raw `ts` as `ts_raw` so that a reject
-    can be written out exactly as it came in.
+    Keeps the original row as the struct `_raw` so that a reject can be written out exactly as
+    it came in.
     """
     check_schema(df, dataset)
-    out = df.withColumn("row_json", _row_json(df)).withColumn("ts_raw", F.col("ts").cast("string"))
+    out = df.withColumn(RAW, _raw_row(df))
     out = out.withColumn("user_id", _clean_id("user_id")).withColumn("item_id", _clean_id("item_id"))
     if "impression_id" in df.columns:
         out = out.withColumn("impression_id", _clean_id("impression_id"))
@@ -135,7 +137,11 @@ def flag_duplicates(df: DataFrame, dataset: str) -> DataFrame:
         key = F.concat_ws("\u0001", F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"),
                           F.coalesce(F.col("impression_id"), F.lit("")))
     valid = F.col("reject_reason").isNull()
-    order = Window.partitionBy(valid, key).orderBy(F.col("ts"), F.col("row_json"))
+    # Ties between copies are broken by the raw values, so the kept copy does not depend on the
+    # partitioning; only atomic columns, because maps cannot be ordered.
+    raw_fields = df.schema[RAW].dataType.fields
+    tie_break = F.struct(*[F.col(RAW).getField(f.name) for f in raw_fields if isinstance(f.dataType, T.AtomicType)])
+    order = Window.partitionBy(valid, key).orderBy(F.col("ts"), tie_break)
     rank = F.row_number().over(order)
     return df.withColumn(
         "reject_reason",
@@ -158,7 +164,7 @@ def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
             raise SchemaError(f"items: column '{column}' has type {fields[column].simpleString()}, expected a number")
     # File order, taken before any shuffle: path, then the row's place in it (a file's splits are
     # numbered in offset order, so the monotonic id grows along the file).
-    out = df.withColumn("row_json", _row_json(df)).withColumn("item_id", _clean_id("item_id")) \
+    out = df.withColumn(RAW, _raw_row(df)).withColumn("item_id", _clean_id("item_id")) \
         .withColumn("_file", F.input_file_name()).withColumn("_row", F.monotonically_increasing_id())
     genres = F.col("genres") if isinstance(fields["genres"], T.ArrayType) else F.split(F.col("genres"), r"\|")
     genres = F.filter(F.transform(genres, lambda g: F.trim(g)), lambda g: g.isNotNull() & (g != ""))
@@ -172,7 +178,7 @@ def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
     valid = F.col("item_id").isNotNull()
     order = Window.partitionBy(valid, F.col("item_id")).orderBy(F.col("_file"), F.col("_row"))
     reason = F.when(~valid, F.lit("null_item_id")).when(F.row_number().over(order) > 1, F.lit("duplicate_item"))
-    keep = ["item_id", "genres", "release_year", *numeric_columns, "row_json"]
+    keep = ["item_id", "genres", "release_year", *numeric_columns, RAW]
     return out.withColumn("reject_reason", reason).select(*keep, "reject_reason")
 
 
@@ -184,10 +190,10 @@ def rejects_of(df: DataFrame, source: str) -> DataFrame:
         F.col("reject_reason").alias("reason"),
         (F.col("user_id") if "user_id" in cols else F.lit(None)).cast("string").alias("user_id"),
         F.col("item_id").cast("string").alias("item_id"),
-        (F.col("ts_raw") if "ts_raw" in cols else F.lit(None)).cast("string").alias("ts_raw"),
-        F.col("row_json"),
+        (F.col(f"{RAW}.ts") if "user_id" in cols else F.lit(None)).cast("string").alias("ts_raw"),
+        F.to_json(F.col(RAW)).alias("row_json"),
     )
 
 
 def valid_rows(df: DataFrame) -> DataFrame:
-    return df.where(F.col("reject_reason").isNull()).drop("reject_reason", "row_json", "ts_raw")
+    return df.where(F.col("reject_reason").isNull()).drop("reject_reason", RAW)

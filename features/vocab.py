@@ -17,34 +17,46 @@ FIRST_TOKEN_INDEX = 2
 
 def fit_vocabulary(tokens: DataFrame, min_count: int = 1) -> DataFrame:
     """Vocabulary of the single string column `token` (null and empty tokens are ignored)."""
+    fitted, _ = fit_vocabularies(tokens.select(F.lit("_").alias("name"), "token"), min_count)
+    return fitted.drop("name")
+
+
+def fit_vocabularies(tokens: DataFrame, min_count: int = 1) -> tuple[DataFrame, dict[str, int]]:
+    """Several vocabularies at once from rows `name, token`: one count, one sort for all of them.
+
+    Returns (`name, index, token, count`, {name: number of tokens}). Null and empty tokens are ignored.
+    """
     counts = (
         tokens.where(F.col("token").isNotNull() & (F.col("token") != ""))
-        .groupBy("token").agg(F.count(F.lit(1)).alias("count"))
+        .groupBy("name", "token").agg(F.count(F.lit(1)).alias("count"))
         .where(F.col("count") >= min_count)
     )
     # A global sort range-partitions the tokens; each partition is then numbered locally and
-    # shifted by the sizes of the partitions before it (a few numbers on the driver), so the
-    # index follows the global order without pulling all tokens into one partition.
+    # shifted by the sizes of that vocabulary's rows in the partitions before it (a few numbers
+    # on the driver), so the index follows the order without pulling a vocabulary into one partition.
     order = [F.col("count").desc(), F.col("token").asc()]
-    ranked = counts.orderBy(*order).withColumn("_part", F.spark_partition_id())
-    ranked = ranked.withColumn("_local", F.row_number().over(Window.partitionBy("_part").orderBy(*order)))
+    ranked = counts.orderBy(F.col("name"), *order).withColumn("_part", F.spark_partition_id())
+    ranked = ranked.withColumn("_local", F.row_number().over(Window.partitionBy("_part", "name").orderBy(*order)))
     # Materialized once, so the partition sizes and the numbering below come from the same partitioning.
     ranked = ranked.localCheckpoint(eager=True)
-    sizes = {row["_part"]: row["n"] for row in ranked.groupBy("_part").agg(F.count(F.lit(1)).alias("n")).collect()}
-    offsets, total = {}, 0
-    for part in sorted(sizes):
-        offsets[part] = total
-        total += sizes[part]
+    sizes = ranked.groupBy("_part", "name").agg(F.count(F.lit(1)).alias("n")).collect()
+    offsets, totals = {}, {}
+    for row in sorted(sizes, key=lambda r: r["_part"]):
+        offsets[(row["name"], row["_part"])] = totals.get(row["name"], 0)
+        totals[row["name"]] = totals.get(row["name"], 0) + row["n"]
+    key = F.concat_ws("\u0001", F.col("name"), F.col("_part").cast("string"))
     if offsets:
-        offset = F.element_at(F.create_map(*[x for p, o in offsets.items() for x in (F.lit(p), F.lit(o))]),
-                              F.col("_part"))
+        offset = F.element_at(F.create_map(*[x for (name, part), o in offsets.items()
+                                             for x in (F.lit(f"{name}\u0001{part}"), F.lit(o))]), key)
     else:
         offset = F.lit(0)
-    return ranked.select(
+    fitted = ranked.select(
+        F.col("name"),
         (offset + F.col("_local") - 1 + FIRST_TOKEN_INDEX).cast("long").alias("index"),
         F.col("token").cast("string").alias("token"),
         F.col("count").cast("long").alias("count"),
     )
+    return fitted, totals
 
 
 def apply_vocabulary(df: DataFrame, column: str, vocab: DataFrame, out_column: str) -> DataFrame:

@@ -3,8 +3,8 @@
     python -m jobs.build_samples --input RAW --output SAMPLES [--conf FILE] [--set key=value ...]
     spark-submit jobs/build_samples.py --input RAW --output SAMPLES ...
 
-Writes SAMPLES/{train,valid,test}/part-*.tfrecord.gz, feature_spec.json,
-report.json, vocab/, rejects/ and _SUCCESS, atomically.
+Writes SAMPLES/{train,valid,test}/part-*.tfrecord.gz (.tfrecord with tfrecord.compression=none),
+feature_spec.json, report.json, vocab/, rejects/ and _SUCCESS, atomically.
 """
 from __future__ import annotations
 
@@ -37,6 +37,16 @@ def main(argv=None) -> int:
     try:
         config = load_config("build_samples", args.conf, args.overrides)
     except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    from pipelines.tfrecord import compression_options
+
+    try:
+        compression_options(config["tfrecord"]["compression"])
+        rows_per_record = config["tfrecord"]["rows_per_record"]
+        if isinstance(rows_per_record, bool) or not isinstance(rows_per_record, int) or rows_per_record < 1:
+            raise ValueError(f"tfrecord.rows_per_record must be a positive integer, got {rows_per_record!r}")
+    except ValueError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     from pipelines.build_samples import INPUT_ERRORS, SAMPLES_MARKERS, build_samples

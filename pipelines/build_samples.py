@@ -21,7 +21,7 @@ from pipelines.feature_spec import FORMAT_VERSION, SPEC_FILE, compute_spec_hash
 from pipelines.publish import StagedOutput
 from pipelines.raw_input import InputError, read_raw, type_csv_columns
 from pipelines.spark import spark_settings
-from pipelines.tfrecord import write_tfrecords
+from pipelines.tfrecord import compression_options, write_tfrecords
 
 log = logging.getLogger("build_samples")
 
@@ -116,8 +116,12 @@ def build_spec(config: dict, vocab_sizes: dict, vocab_tokens: dict, numeric_stat
                "path": f"vocab/{name}"}
         for name in sorted(vocab_sizes)
     }
-    spec = {"format_version": FORMAT_VERSION, "compression": "GZIP", "label": "label",
+    spec = {"format_version": FORMAT_VERSION, "compression": compression_options(config["tfrecord"]["compression"]).tf_type,
+            "label": "label",
             "features": features, "vocabularies": vocabularies}
+    rows_per_record = int(config["tfrecord"]["rows_per_record"])
+    if rows_per_record != 1:  # absent means one Example per record, so earlier specs keep their hash
+        spec["rows_per_record"] = rows_per_record
     spec["spec_hash"] = compute_spec_hash(spec)
     return spec
 
@@ -130,6 +134,17 @@ def _spark_type_to_spec(dtype) -> str:
     if isinstance(dtype, (T.IntegerType, T.LongType, T.ShortType, T.ByteType, T.BooleanType)):
         return "int64"
     return "string"
+
+
+def _shard_layout(samples: DataFrame, config: dict) -> DataFrame:
+    """The rows of each output shard, in the order they are written."""
+    partitions = config["spark"].get("output_partitions")
+    if int(config["tfrecord"]["rows_per_record"]) > 1:
+        # A block keeps its rows together in every epoch, and after the per-user pass a partition is
+        # grouped by user and time: each shard must be a random sample of rows, in random order.
+        partitions = int(partitions) if partitions else int(samples.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+        return samples.repartition(partitions).sortWithinPartitions(F.rand(int(config["tfrecord"]["shuffle_seed"])))
+    return samples.repartition(int(partitions)) if partitions else samples
 
 
 def _check_splits_not_empty(imps: DataFrame, valid_start: int, test_start: int) -> None:
@@ -159,6 +174,8 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
     timings = Timings()
     started = time.perf_counter()
     fmt = config["input"]["format"]
+    compression = compression_options(config["tfrecord"]["compression"])  # a bad name fails before any work
+    rows_per_record = int(config["tfrecord"]["rows_per_record"])
     vconf = config["validation"]
     window = int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
     lookback = int(round(float(config["history"]["lookback_days"]) * 86400))
@@ -212,36 +229,36 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
         items = validate.valid_rows(item_checked)
 
         with timings.step("labels"):
-            imps = labels.with_impression_key(imps)
-            attributed = persist(labels.attribute_clicks(clicks, imps, window))
-            imps = labels.label_impressions(imps, attributed)
+            keyed = labels.with_impression_key(imps)
+            # The as-of branch shuffles every impression: only worth it when some click lacks an id.
+            without_id = clicks.where(F.col("impression_id").isNull()).limit(1).count() > 0
+            attributed = persist(labels.attribute_clicks(clicks, keyed, window, match_without_id=without_id))
+            labelled = labels.label_impressions(keyed, attributed)
             orphan_clicks = attributed.where(F.col("credited_key").isNull()).count()
 
         with timings.step("split"):
+            # Boundaries need only `ts`: taken from the unlabelled rows, so the labels are computed
+            # once, into the persisted split below.
             valid_start, test_start = split.split_boundaries(imps, config["split"])
-            imps = persist(split.assign_split(imps, valid_start, test_start).transform(
+            imps = persist(split.assign_split(labelled, valid_start, test_start).transform(
                 lambda d: item_features.join_item_attributes(d, items, numeric_columns)))
             _check_splits_not_empty(imps, valid_start, test_start)
 
         with timings.step("fit_vocabularies"):
             train = imps.where(F.col("split") == "train")
-            vocabs = {
-                "user_id": vocab.fit_vocabulary(train.select(F.col("user_id").alias("token")),
-                                                config["vocab"]["min_count"]),
-                "item_id": vocab.fit_vocabulary(train.select(F.col("item_id").alias("token")),
-                                                config["vocab"]["min_count"]),
-                "genre": vocab.fit_vocabulary(train.select(F.explode("genres").alias("token")),
-                                              config["vocab"]["min_count"]),
-            }
+            columns = {"user_id": F.col("user_id"), "item_id": F.col("item_id"), "genre": F.explode("genres")}
             if has_position:
-                vocabs["position"] = vocab.fit_vocabulary(
-                    train.select(F.col("position").cast("string").alias("token")), config["vocab"]["min_count"])
-            vocab_tokens = {}
-            for name, df in vocabs.items():
-                path = posixpath.join(staging, "vocab", name)
-                df.coalesce(1).write.mode("overwrite").parquet(path)
-                vocabs[name] = spark.read.parquet(path)  # read back: fitted once, applied many times
-                vocab_tokens[name] = vocabs[name].count()
+                columns["position"] = F.col("position").cast("string")
+            tokens = None
+            for name, column in columns.items():
+                part = train.select(F.lit(name).alias("name"), column.alias("token"))
+                tokens = part if tokens is None else tokens.unionByName(part)
+            fitted, counted_tokens = vocab.fit_vocabularies(tokens, config["vocab"]["min_count"])
+            vocabs, vocab_tokens = {}, {}
+            for name in columns:
+                vocabs[name] = fitted.where(F.col("name") == name).drop("name")
+                vocabs[name].coalesce(1).write.mode("overwrite").parquet(posixpath.join(staging, "vocab", name))
+                vocab_tokens[name] = int(counted_tokens.get(name, 0))
             vocab_sizes = {name: n + vocab.FIRST_TOKEN_INDEX for name, n in vocab_tokens.items()}
             genre_index = vocab.small_vocabulary_map(vocabs["genre"])
 
@@ -251,10 +268,12 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
                 .transform(lambda d: item_features.genre_features(d, genre_index, config["items"]["max_genres"]))
             if has_position:
                 imps = vocab.apply_vocabulary(imps, "position", vocabs["position"], "position_idx")
-            click_events = attributed.select("user_id", "item_id", "ts") \
-                .transform(lambda d: item_features.join_item_attributes(d, items, [])) \
-                .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabs["item_id"], "item_idx")) \
-                .transform(lambda d: item_features.genre_features(d, genre_index, config["items"]["max_genres"]))
+            click_events = persist(attributed.select("user_id", "item_id", "ts")
+                                   .transform(lambda d: item_features.join_item_attributes(d, items, []))
+                                   .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabs["item_id"],
+                                                                               "item_idx"))
+                                   .transform(lambda d: item_features.genre_features(
+                                       d, genre_index, config["items"]["max_genres"])))
             h = config["history"]
             samples = imps.transform(lambda d: history.user_history(
                 d, click_events, window, lookback, int(h["max_len"]), int(h["top_genres"]),
@@ -283,10 +302,9 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             for name in split.SPLITS:
                 gfile.makedirs(posixpath.join(staging, name))
             features = [(f["name"], f["dtype"]) for f in spec["features"]]
-            partitions = config["spark"].get("output_partitions")
-            if partitions:
-                samples = samples.repartition(int(partitions))
-            shards = write_tfrecords(samples, features, staging).collect()
+            samples = _shard_layout(samples, config)
+            shards = write_tfrecords(samples, features, staging, compression=config["tfrecord"]["compression"],
+                                     rows_per_record=rows_per_record).collect()
 
         per_split = {name: {"rows": 0, "positives": 0, "shards": 0} for name in split.SPLITS}
         for shard in shards:
@@ -295,7 +313,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             entry["positives"] += shard["positives"]
             entry["shards"] += 1
         spec["splits"] = {
-            name: {"pattern": f"{name}/part-*.tfrecord.gz", "num_examples": e["rows"],
+            name: {"pattern": f"{name}/part-*{compression.extension}", "num_examples": e["rows"],
                    "label_rate": (e["positives"] / e["rows"]) if e["rows"] else None}
             for name, e in per_split.items()
         }

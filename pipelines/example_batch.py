@@ -1,10 +1,13 @@
-"""Vectorized encoding of an Arrow batch into serialized `tf.train.Example` records.
+"""Vectorized encoding of an Arrow batch into serialized (and TFRecord-framed) `tf.train.Example` records.
 
-Each column becomes a "ragged" byte array (one flat uint8 buffer plus a length
-per row) holding that feature's map entry for every row; headers are varints of
-per-row lengths, computed with numpy; the entries of a row are then laid side
-by side with one scatter per column. There is no Python per value and no
-protobuf object at all. Wire format, outermost first:
+Every row is laid out in one (rows, width) uint8 matrix made of slots, one slot per field of
+the wire format, the same on every row: constant bytes (tags, keys), a varint as wide as the
+batch's widest value of that field, packed floats, or a string as long as the batch's longest.
+A boolean `keep` matrix of the same shape marks the bytes a row really has (a short varint,
+a short string, a null feature's whole entry); one boolean compaction `matrix[keep]` then
+yields all records back to back, so each output byte is written once and copied once.
+There is no Python per row or per value and no protobuf object at all. Wire format,
+outermost first:
 
     Example  = 0x0a len Features
     Features = (0x0a len Entry)*                      # map<string, Feature>
@@ -14,13 +17,30 @@ protobuf object at all. Wire format, outermost first:
     BytesList = (0x0a len bytes)*
 
 A null value leaves the feature out of that row's Example.
+
+Block layout (`rows_per_record` n > 1, docs/feature_spec.md): one record is one Example whose
+every feature holds the values of n consecutive rows one after another, so a block is laid
+out as a row whose lists are n times wider: numeric values are reshaped from (rows, k) to
+(rows / n, n * k), and strings (one length-delimited entry per value) by folding n rows'
+entries side by side. A block cannot leave out one row's value: a null is written as the
+reader's null value (`feature_spec.NULL_VALUES`: NaN, "", -1).
+
+TFRecord framing (what `tf.io.TFRecordWriter` writes) is laid out in the same matrix:
+
+    uint64le len | uint32le masked_crc32c(len) | data | uint32le masked_crc32c(data)
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import google_crc32c
 import numpy as np
 import pyarrow as pa
 
-_SHIFTS = np.arange(10, dtype=np.uint64) * np.uint64(7)
+from pipelines.feature_spec import NULL_VALUES
+from pipelines.tfrecord import _varint
+
+_MASK_DELTA = 0xA282EAD8
 
 
 class Ragged:
@@ -30,72 +50,66 @@ class Ragged:
 
     def __init__(self, data: np.ndarray, lengths: np.ndarray):
         self.data = data
-        self.lengths = lengths.astype(np.int64, copy=False)
-
-    @staticmethod
-    def constant(value: bytes, rows: int, mask: np.ndarray | None = None) -> "Ragged":
-        """`value` on every row (or only where `mask` is true)."""
-        block = np.frombuffer(value, dtype=np.uint8)
-        if mask is None:
-            return Ragged(np.tile(block, rows), np.full(rows, len(block)))
-        return Ragged(np.tile(block, int(mask.sum())), np.where(mask, len(block), 0))
-
-    @staticmethod
-    def fixed(matrix: np.ndarray, mask: np.ndarray | None = None) -> "Ragged":
-        """Rows of a (rows, width) uint8 matrix (dropping rows where `mask` is false)."""
-        rows, width = matrix.shape
-        if mask is None:
-            return Ragged(matrix.reshape(-1), np.full(rows, width))
-        return Ragged(matrix[mask].reshape(-1), np.where(mask, width, 0))
+        self.lengths = np.asarray(lengths, dtype=np.int64)
 
 
-def varints(values: np.ndarray, mask: np.ndarray | None = None) -> Ragged:
-    """Each row of `values` (shape (rows,) or (rows, n), int64) as packed varints.
+class Slot(NamedTuple):
+    """One field of every row: `data` is bytes when constant, else a (rows, width) uint8 array.
 
-    Negative int64 are encoded as their 64-bit two's complement (10 bytes), as protobuf does.
+    `keep` (rows, width) marks the bytes each row has (None: all of them); `present`
+    (rows,) the rows that have the field at all (None: every row).
     """
-    v = np.asarray(values)
-    if v.ndim == 1:
-        v = v[:, None]
-    u = v.astype(np.int64, copy=False).view(np.uint64)
-    groups = (u[..., None] >> _SHIFTS) & np.uint64(0x7F)  # (rows, n, 10)
-    # Number of 7-bit groups: 1 + index of the highest non-zero group.
-    nonzero = groups != 0
-    count = np.where(nonzero.any(-1), 9 - np.argmax(nonzero[..., ::-1], axis=-1), 0) + 1
-    keep = np.arange(10) < count[..., None]
-    more = np.arange(10) < (count[..., None] - 1)
-    encoded = (groups | (more.astype(np.uint64) << np.uint64(7))).astype(np.uint8)
-    if mask is not None:
-        keep = keep & mask[:, None, None]
-    return Ragged(encoded[keep], keep.sum(axis=(1, 2)))
+    data: np.ndarray | bytes
+    keep: np.ndarray | None = None
+    present: np.ndarray | None = None
 
 
-def concat_rows(parts: list[Ragged]) -> Ragged:
-    """Row-wise concatenation: row i of the result is row i of each part, in order."""
-    rows = len(parts[0].lengths)
-    lengths = np.zeros(rows, dtype=np.int64)
-    for part in parts:
-        lengths += part.lengths
-    starts = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    out = np.empty(int(starts[-1]), dtype=np.uint8)
-    cursor = starts[:-1].copy()  # where the next part goes, per row
-    for part in parts:
-        if len(part.data):
-            part_starts = np.zeros(rows, dtype=np.int64)
-            np.cumsum(part.lengths[:-1], out=part_starts[1:])
-            shift = np.repeat(cursor - part_starts, part.lengths)
-            out[np.arange(len(part.data), dtype=np.int64) + shift] = part.data
-        cursor += part.lengths
-    return Ragged(out, lengths)
+# ------------------------------------------------------------------ varints
+def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | int]:
+    """Each row of `values` ((rows, n) int64) as packed varints, each slot as wide as the widest.
+
+    Returns data and keep ((rows, n * width); keep is None when every byte is kept) and the
+    encoded length of every row (an int when it is the same on every row, so that the
+    headers above it stay constant). Negative int64 are their 64-bit two's complement
+    (10 bytes), as protobuf encodes them.
+    """
+    u = np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
+    rows, n = u.shape
+    top = int(u.max()) if u.size else 0
+    width = max(1, (top.bit_length() + 6) // 7)
+    if top < 2**32:
+        u = u.astype(np.uint32)  # narrower arithmetic, same bits
+    data = np.empty((rows, n, width), dtype=np.uint8)
+    keep = np.ones((rows, n, width), dtype=bool)
+    for group in range(width):
+        data[..., group] = (u >> (7 * group)) & 0x7F
+        if group + 1 < width:
+            more = u >= (1 << (7 * (group + 1)))  # a further group follows
+            data[..., group] |= more.view(np.uint8) << 7
+            keep[..., group + 1] = more
+    shape = (rows, n * width)
+    if width == 1:
+        return data.reshape(shape), None, n
+    lengths = np.count_nonzero(keep.reshape(shape), axis=1).astype(np.int64)
+    if rows and (lengths == lengths[0]).all():
+        return data.reshape(shape), (None if lengths[0] == n * width else keep.reshape(shape)), int(lengths[0])
+    return data.reshape(shape), keep.reshape(shape), lengths
 
 
-def length_delimited(tag: int, body: Ragged, mask: np.ndarray | None = None) -> Ragged:
-    """`tag varint(len) body` per row; rows where `mask` is false stay empty."""
-    rows = len(body.lengths)
-    return concat_rows([Ragged.constant(bytes([tag]), rows, mask), varints(body.lengths, mask), body])
+def delimited(tag: int, body: list[Slot], length) -> tuple[list[Slot], object]:
+    """`tag varint(length) body`, and its length; `length` is an int when the same on every row."""
+    if isinstance(length, (int, np.integer)):
+        header = bytes([tag]) + _varint(int(length))
+        if body and isinstance(body[0].data, bytes) and body[0].present is None:
+            body = [Slot(header + body[0].data)] + body[1:]  # one constant slot, not two
+        else:
+            body = [Slot(header)] + body
+        return body, len(header) + int(length)
+    data, keep, width = varints(length[:, None])
+    return [Slot(bytes([tag])), Slot(data, keep)] + body, 1 + width + length
 
 
+# ------------------------------------------------------------------ columns
 def _valid_mask(array: pa.Array) -> np.ndarray | None:
     if array.null_count == 0:
         return None
@@ -116,68 +130,181 @@ def _list_matrix(array: pa.Array, dtype) -> np.ndarray:
     return flat.reshape(len(array), width)
 
 
-def _strings(array: pa.Array, mask: np.ndarray | None) -> Ragged:
-    array = array.cast(pa.large_binary()) if not pa.types.is_large_binary(array.type) else array
+def _values(array: pa.Array, dtype) -> np.ndarray:
+    """A scalar or fixed-length list column as a (rows, n) matrix (nulls as 0)."""
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        return _list_matrix(array, dtype)
+    if dtype == np.float32:
+        array = array.cast(pa.float64())  # so that decimals and ints convert too
+    return np.asarray(array.fill_null(0).to_numpy(zero_copy_only=False), dtype=dtype)[:, None]
+
+
+def _strings(array: pa.Array, mask: np.ndarray | None) -> tuple[Slot, np.ndarray]:
+    """Each row's bytes in a slot as wide as the longest, and their lengths."""
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        raise ValueError("string lists are not supported by the batch encoder")
+    kind = array.type
+    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)):
+        array = array.cast(pa.string())
+    array = array.cast(pa.large_binary())
     _, offset_buffer, data_buffer = array.buffers()
     offsets = np.frombuffer(offset_buffer, dtype=np.int64)[array.offset:array.offset + len(array) + 1]
     lengths = np.diff(offsets)
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]] if data_buffer is not None \
-        else np.zeros(0, np.uint8)
     if mask is not None:
         lengths = np.where(mask, lengths, 0)  # a null's slot in the buffer is empty
-    return Ragged(data, lengths)
+    width = int(lengths.max()) if len(lengths) else 0
+    positions = np.arange(width)
+    if not width:
+        return Slot(np.zeros((len(lengths), 0), dtype=np.uint8)), lengths
+    flat = np.frombuffer(data_buffer, dtype=np.uint8)
+    # Bytes past a row's end are read from the next rows (or the last byte) and never kept.
+    data = flat[np.minimum(offsets[:-1, None] + positions, len(flat) - 1)]
+    return Slot(data, positions < lengths[:, None]), lengths
 
 
-def feature_payload(array: pa.Array, dtype: str) -> tuple[Ragged, np.ndarray | None]:
-    """The encoded `Feature` message of every row, and the rows that have a value."""
+def _int64_list(values: np.ndarray) -> tuple[list[Slot], object]:
+    """`Feature.int64_list` of each row of `values` ((records, n) int64)."""
+    if values.shape[1] == 0:
+        return delimited(0x1A, [], 0)
+    data, keep, packed = varints(values)
+    inner, length = delimited(0x0A, [Slot(data, keep)], packed)
+    return delimited(0x1A, inner, length)
+
+
+def _float_list(values: np.ndarray) -> tuple[list[Slot], object]:
+    """`Feature.float_list` of each row of `values` ((records, n) float32)."""
+    if values.shape[1] == 0:
+        return delimited(0x12, [], 0)
+    raw = np.ascontiguousarray(values, dtype="<f4").view(np.uint8)
+    inner, length = delimited(0x0A, [Slot(raw)], raw.shape[1])
+    return delimited(0x12, inner, length)
+
+
+def _as_blocks(values: np.ndarray, mask: np.ndarray | None, dtype: str, rows_per_record: int) -> np.ndarray:
+    """(rows, k) values as (rows / n, n * k): each record is n consecutive rows, nulls as NULL_VALUES."""
+    if mask is not None:
+        values = np.where(mask[:, None], values, np.asarray(NULL_VALUES[dtype], dtype=values.dtype))
+    return values.reshape(len(values) // rows_per_record, -1)
+
+
+def _fold(slots: list[Slot], rows: int, rows_per_record: int) -> Slot:
+    """Slots of `rows` rows as one slot of rows / n records, each holding n consecutive rows side by side."""
+    data, keep = _layout(slots, rows)
+    records = rows // rows_per_record
+    return Slot(data.reshape(records, -1), keep.reshape(records, -1))
+
+
+NUMPY_DTYPES = {"int64": np.int64, "float32": np.float32}
+
+
+def feature_slots(array: pa.Array, dtype: str,
+                  rows_per_record: int = 1) -> tuple[list[Slot], object, np.ndarray | None]:
+    """The encoded `Feature` message of every record, its length, and the records that have a value.
+
+    A record is one row, or with `rows_per_record` n > 1 a block of n consecutive rows
+    (`len(array)` must then be a multiple of n), which always has a value.
+    """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     mask = _valid_mask(array)
-    is_list = pa.types.is_list(array.type) or pa.types.is_large_list(array.type)
-    if dtype == "int64":
-        if is_list:
-            values = _list_matrix(array, np.int64)
-        else:
-            values = np.asarray(array.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-        packed = varints(values, mask)
-        inner = length_delimited(0x0A, packed, mask if mask is not None else None)
-        if values.ndim == 2 and values.shape[1] == 0:
-            inner = Ragged(np.zeros(0, np.uint8), np.zeros(len(values), np.int64))
-        return length_delimited(0x1A, inner, mask), mask
-    if dtype == "float32":
-        if is_list:
-            values = _list_matrix(array, np.float32)
-        else:
-            values = np.asarray(array.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False),
-                                dtype=np.float32)[:, None]
-        raw = values.astype("<f4").view(np.uint8).reshape(len(values), -1)
-        packed = Ragged.fixed(raw, mask)
-        inner = length_delimited(0x0A, packed, mask) if raw.shape[1] else \
-            Ragged(np.zeros(0, np.uint8), np.zeros(len(values), np.int64))
-        return length_delimited(0x12, inner, mask), mask
+    blocks = rows_per_record > 1
     if dtype == "string":
-        if is_list:
-            raise ValueError("string lists are not supported by the batch encoder")
-        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
-                or pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type)):
-            array = array.cast(pa.string())
-        value = length_delimited(0x0A, _strings(array, mask), mask)
-        return length_delimited(0x0A, value, mask), mask
-    raise ValueError(f"unsupported dtype {dtype!r}")
+        slot, lengths = _strings(array, mask)  # a null row's string is empty: "" in a block
+        entries, length = delimited(0x0A, [slot], lengths)  # each row's one BytesList value
+        if blocks:
+            entries, length = [_fold(entries, len(array), rows_per_record)], length.reshape(-1, rows_per_record).sum(1)
+        return delimited(0x0A, entries, length) + (None if blocks else mask,)
+    if dtype not in NUMPY_DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}")
+    values = _values(array, NUMPY_DTYPES[dtype])
+    if blocks:
+        values = _as_blocks(values, mask, dtype, rows_per_record)
+    slots = _int64_list(values) if dtype == "int64" else _float_list(values)
+    return slots + (None if blocks else mask,)
 
 
-def encode_batch(batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]]) -> Ragged:
-    """Serialized Examples of every row of `batch`, one per row, as a Ragged."""
-    rows = batch.num_rows
-    entries = []
+def _records(batch: pa.RecordBatch | pa.Table, rows_per_record: int) -> int:
+    if rows_per_record < 1 or batch.num_rows % rows_per_record:
+        raise ValueError(f"{batch.num_rows} rows do not make whole records of {rows_per_record} rows")
+    return batch.num_rows // rows_per_record
+
+
+def example_slots(batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]],
+                  rows_per_record: int = 1) -> tuple[list[Slot], object]:
+    """The slots of every record's serialized Example, and each record's Example length."""
+    slots, features_length = [], np.zeros(_records(batch, rows_per_record), dtype=np.int64)
     for name, dtype in features:
-        payload, mask = feature_payload(batch.column(name), dtype)
+        feature, length, mask = feature_slots(batch.column(name), dtype, rows_per_record)
         key = name.encode("utf-8")
-        prefix = bytes([0x0A]) + bytes(varints(np.array([len(key)])).data) + key + bytes([0x12])
-        body = concat_rows([Ragged.constant(prefix, rows, mask), varints(payload.lengths, mask), payload])
-        entries.append(length_delimited(0x0A, body, mask))
-    features_body = concat_rows(entries) if entries else Ragged(np.zeros(0, np.uint8), np.zeros(rows, np.int64))
-    return length_delimited(0x0A, features_body)
+        key_field = b"\x0a" + _varint(len(key)) + key
+        body, length = delimited(0x12, feature, length)
+        entry, length = delimited(0x0A, [Slot(key_field)] + body, len(key_field) + length)
+        if mask is not None:
+            entry = [slot._replace(present=mask) for slot in entry]
+            length = np.where(mask, length, 0)
+        slots += entry
+        features_length = features_length + length
+    return delimited(0x0A, slots, features_length)
+
+
+# ------------------------------------------------------------------ layout
+def _width(slot: Slot) -> int:
+    return len(slot.data) if isinstance(slot.data, bytes) else slot.data.shape[1]
+
+
+def _present_spans(slots: list[Slot], bounds: list[int]):
+    """(start, end, present) of the runs of consecutive slots sharing one `present` mask."""
+    runs = []
+    for slot, start, end in zip(slots, bounds, bounds[1:]):
+        if slot.present is None:
+            continue
+        if runs and runs[-1][1] == start and runs[-1][2] is slot.present:
+            runs[-1] = (runs[-1][0], end, slot.present)
+        else:
+            runs.append((start, end, slot.present))
+    return runs
+
+
+def _put(matrix: np.ndarray, start: int, end: int, block: np.ndarray) -> None:
+    """matrix[:, start:end] = block, one (end - start)-byte item per row: numpy copies those
+    several times faster than byte by byte."""
+    if end > start:
+        item = f"V{end - start}"
+        matrix[:, start:end].view(item)[:] = np.ascontiguousarray(block).view(item)
+
+
+def _layout(slots: list[Slot], rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's bytes in one (rows, width) matrix, and the (rows, width) mask of the bytes kept."""
+    widths = [_width(slot) for slot in slots]
+    bounds = np.cumsum([0] + widths).tolist()
+    # Constants are written once into a template row, which then fills the whole matrix.
+    template = b"".join(slot.data if isinstance(slot.data, bytes) else bytes(width)
+                        for slot, width in zip(slots, widths))
+    matrix = np.empty((rows, len(template)), dtype=np.uint8)
+    matrix[:] = np.frombuffer(template, dtype=np.uint8)
+    keep = np.ones(matrix.shape, dtype=bool)
+    for slot, start, end in zip(slots, bounds, bounds[1:]):
+        if not isinstance(slot.data, bytes):
+            _put(matrix, start, end, slot.data)
+        if slot.keep is not None:
+            _put(keep, start, end, slot.keep)
+    for start, end, present in _present_spans(slots, bounds):
+        keep[np.flatnonzero(~present), start:end] = False
+    return matrix, keep
+
+
+def compact(slots: list[Slot], rows: int) -> np.ndarray:
+    """All rows' kept bytes back to back: one (rows, width) matrix, one boolean compaction."""
+    matrix, keep = _layout(slots, rows)
+    return matrix[keep]
+
+
+def encode_batch(batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]],
+                 rows_per_record: int = 1) -> Ragged:
+    """Serialized Examples of `batch`, one per row or per block of `rows_per_record` rows, as a Ragged."""
+    slots, lengths = example_slots(batch, features, rows_per_record)
+    return Ragged(compact(slots, _records(batch, rows_per_record)), lengths)
 
 
 def iter_records(encoded: Ragged):
@@ -188,3 +315,54 @@ def iter_records(encoded: Ragged):
     for end in ends.tolist():
         yield data[start:end].tobytes()
         start = end
+
+
+# ------------------------------------------------------------------ TFRecord framing
+def _crc32c_table() -> np.ndarray:
+    crc = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        crc = np.where(crc & 1, (crc >> 1) ^ np.uint32(0x82F63B78), crc >> 1).astype(np.uint32)
+    return crc
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c_of_uint64(values: np.ndarray) -> np.ndarray:
+    """CRC32C of each value's 8 little-endian bytes, table-driven over all values at once."""
+    crc = np.full(len(values), 0xFFFFFFFF, dtype=np.uint32)
+    for byte in np.ascontiguousarray(values, dtype="<u8").view(np.uint8).reshape(-1, 8).T:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ np.uint32(0xFFFFFFFF)
+
+
+def masked(crc: np.ndarray) -> np.ndarray:
+    """TFRecord's masked CRC: rotate right by 15 bits, add a constant (mod 2^32)."""
+    crc = np.asarray(crc, dtype=np.uint64)
+    return ((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF).astype("<u4")
+
+
+def _le_bytes(values: np.ndarray, dtype: str) -> Slot:
+    raw = np.ascontiguousarray(values, dtype=dtype).view(np.uint8)
+    return Slot(raw.reshape(len(values), np.dtype(dtype).itemsize))
+
+
+def frame_batch(batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]],
+                rows_per_record: int = 1) -> Ragged:
+    """Every row (or block of `rows_per_record` rows) of `batch` as a TFRecord-framed serialized
+    Example (what TFRecordWriter writes).
+
+    The framing goes into the same layout as the Example, so the records are compacted
+    once; only the data CRCs are filled in afterwards, one C call per record (measured: about
+    0.3 us per 780-byte sample record, an eighth of this function's time).
+    """
+    slots, lengths = example_slots(batch, features, rows_per_record)
+    header = [_le_bytes(lengths, "<u8"), _le_bytes(masked(crc32c_of_uint64(lengths)), "<u4")]
+    framed = compact(header + slots + [Slot(bytes(4))], _records(batch, rows_per_record))
+    ends = np.cumsum(lengths + 16)
+    starts = ends - 4 - lengths
+    blob = framed.tobytes()  # google_crc32c reads bytes only
+    crcs = [google_crc32c.value(blob[s:e]) for s, e in zip(starts.tolist(), (ends - 4).tolist())]
+    trailers = masked(np.array(crcs, dtype=np.uint64)).view(np.uint8).reshape(len(crcs), 4)
+    framed[(ends - 4)[:, None] + np.arange(4)] = trailers
+    return Ragged(framed, lengths + 16)

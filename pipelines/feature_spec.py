@@ -15,7 +15,12 @@ FORMAT_VERSION = 1
 SPEC_FILE = "feature_spec.json"
 ROLES = ("model_input", "label", "metadata")
 EMBEDDED_KINDS = ("categorical", "sequence", "multi_categorical")
-HASHED_KEYS = ("features", "vocabularies", "compression")
+HASHED_KEYS = ("features", "vocabularies", "compression", "rows_per_record")
+# Keys added after the first samples were written are hashed only when they differ from
+# their default, so that a spec without them keeps the hash it always had.
+HASH_DEFAULTS = {"rows_per_record": 1}
+# What a missing metadata value parses to when its entry's default is null (JSON has no NaN).
+NULL_VALUES = {"float32": float("nan"), "string": "", "int64": -1}
 
 
 class SpecError(ValueError):
@@ -24,7 +29,8 @@ class SpecError(ValueError):
 
 def compute_spec_hash(spec: dict) -> str:
     """sha256 of the canonical JSON of the parts that define the samples' meaning."""
-    payload = {key: spec.get(key) for key in HASHED_KEYS}
+    payload = {key: spec.get(key) for key in HASHED_KEYS
+               if key not in HASH_DEFAULTS or spec.get(key, HASH_DEFAULTS[key]) != HASH_DEFAULTS[key]}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -46,10 +52,24 @@ def validate_spec(spec: dict) -> dict:
             raise SpecError(f"feature '{entry['name']}' has no vocab_size")
     if spec.get("label") not in names:
         raise SpecError(f"label feature {spec.get('label')!r} is not among the features")
+    if rows_per_record(spec) > 1:
+        # A block holds every feature of every row: nulls are written as NULL_VALUES, so no other default can apply.
+        for entry in spec.get("features", []):
+            if entry.get("default") is not None:
+                raise SpecError(f"feature '{entry['name']}' has default {entry['default']!r}, but with "
+                                "rows_per_record > 1 a null is stored as NaN / \"\" / -1: its default must be null")
     expected = compute_spec_hash(spec)
     if spec.get("spec_hash") != expected:
         raise SpecError(f"feature spec hash mismatch: file says {spec.get('spec_hash')}, content hashes to {expected}")
     return spec
+
+
+def rows_per_record(spec: dict) -> int:
+    """How many samples one TFRecord record holds (docs/feature_spec.md, "Record layout")."""
+    value = spec.get("rows_per_record", HASH_DEFAULTS["rows_per_record"])
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"rows_per_record must be a positive integer, got {value!r}")
+    return value
 
 
 def load_spec(samples_dir: str) -> dict:
@@ -81,22 +101,38 @@ def feature(spec: dict, name: str) -> dict:
     raise SpecError(f"no feature named '{name}' in the spec")
 
 
-def parse_features(spec: dict, include_metadata: bool = True) -> dict[str, Any]:
-    """The `tf.io.parse_example` feature map for the spec."""
+def _parsed_entries(spec: dict, include_metadata: bool):
     import tensorflow as tf
 
     dtypes = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
-    out = {}
     for entry in spec["features"]:
-        if entry["role"] == "metadata" and not include_metadata:
-            continue
+        if entry["role"] != "metadata" or include_metadata:
+            yield entry, dtypes[entry["dtype"]]
+
+
+def parse_block_features(spec: dict, include_metadata: bool = True) -> dict[str, Any]:
+    """The `tf.io.parse_example` feature map of block records (`rows_per_record` > 1): every
+    feature of a block holds its rows' values one after another, so each parses as one flat
+    list per record (reshape the flat values to `[-1] + shape`)."""
+    import tensorflow as tf
+
+    return {entry["name"]: tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
+            for entry, dtype in _parsed_entries(spec, include_metadata)}
+
+
+def parse_features(spec: dict, include_metadata: bool = True) -> dict[str, Any]:
+    """The `tf.io.parse_example` feature map for the spec (one sample per record)."""
+    import tensorflow as tf
+
+    out = {}
+    for entry, dtype in _parsed_entries(spec, include_metadata):
         kwargs = {}
         if entry["role"] == "metadata":
             default = entry.get("default")
-            if default is None:  # JSON has no NaN: null means NaN / "" / -1
-                default = {"float32": float("nan"), "string": "", "int64": -1}[entry["dtype"]]
+            if default is None:
+                default = NULL_VALUES[entry["dtype"]]
             if entry["shape"]:
                 default = [default] * int(entry["shape"][0])
             kwargs["default_value"] = default
-        out[entry["name"]] = tf.io.FixedLenFeature(entry["shape"], dtypes[entry["dtype"]], **kwargs)
+        out[entry["name"]] = tf.io.FixedLenFeature(entry["shape"], dtype, **kwargs)
     return out

@@ -12,6 +12,14 @@ The pipeline is streamed and has no Python in the per-record path:
       -> tf.io.parse_example(parse_features(spec)) on the whole batch
       -> (model-input dict, label float32 [batch, 1][, metadata dict]) -> prefetch
 
+When the spec's `rows_per_record` n > 1 a record is a block of n samples (shuffled at write
+time), which takes the per-record cost off each sample:
+
+    list_files -> interleave -> shuffle blocks (train, shuffle_buffer / n of them)
+      -> batch ceil(batch_size / n) blocks -> parse_example(parse_block_features(spec)),
+         flat values reshaped to [rows] + shape -> rebatch(batch_size)
+      -> permute the rows inside each batch (train) -> the same elements as above
+
 Spec hash guard: a run directory remembers the spec hash of the samples it was
 trained on (`run.json`, `checkpoints/state.json`, `model/assets.extra/spec_hash`).
 `check_run_spec_hash` refuses samples whose hash differs, naming both hashes.
@@ -26,7 +34,8 @@ import re
 
 import tensorflow as tf
 
-from pipelines.feature_spec import SpecError, features_by_role, load_spec, model_inputs, parse_features
+from pipelines.feature_spec import (SpecError, features_by_role, load_spec, model_inputs, parse_block_features,
+                                    parse_features, rows_per_record)
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPEC_HASH_FILES = ("run.json", os.path.join("checkpoints", "state.json"),
@@ -89,14 +98,29 @@ def split_files(samples_dir: str, spec: dict, split: str) -> list[str]:
     return files
 
 
-def _parse_fn(spec: dict, with_metadata: bool):
-    feature_map = parse_features(spec, include_metadata=with_metadata)
+def record_parser(spec: dict, with_metadata: bool = True):
+    """A function: a batch of serialized records -> {feature: [rows] + shape}, for the spec's layout."""
+    if rows_per_record(spec) == 1:
+        feature_map = parse_features(spec, include_metadata=with_metadata)
+        return lambda serialized: tf.io.parse_example(serialized, feature_map)
+    feature_map = parse_block_features(spec, include_metadata=with_metadata)
+    shapes = {entry["name"]: [-1] + list(entry["shape"]) for entry in spec["features"]}
+
+    def parse_blocks(serialized):
+        parsed = tf.io.parse_example(serialized, feature_map)
+        # A block holds its rows' values back to back: the blocks' flat values are the rows in order.
+        return {name: tf.reshape(values.flat_values, shapes[name]) for name, values in parsed.items()}
+
+    return parse_blocks
+
+
+def _element_fn(spec: dict, with_metadata: bool):
+    """Parsed rows -> (features, label float32 [rows, 1][, metadata with the raw label])."""
     inputs = [e["name"] for e in model_inputs(spec)]
     metadata = [e["name"] for e in features_by_role(spec, "metadata")] if with_metadata else []
     label = spec["label"]
 
-    def parse(serialized):
-        parsed = tf.io.parse_example(serialized, feature_map)
+    def element(parsed):
         features = {name: parsed[name] for name in inputs}
         y = tf.expand_dims(tf.cast(parsed[label], tf.float32), -1)
         if with_metadata:
@@ -105,7 +129,15 @@ def _parse_fn(spec: dict, with_metadata: bool):
             return features, y, meta
         return features, y
 
-    return parse
+    return element
+
+
+def _permuted(rows: dict, seed):
+    """The rows of one batch in a random order (stateless, so reproducible under parallel calls):
+    the rows of a block would otherwise stay neighbours in every batch."""
+    size = tf.shape(next(iter(rows.values())))[0]
+    order = tf.argsort(tf.random.stateless_uniform([size], seed=tf.stack([seed, 0])))
+    return {name: tf.gather(values, order) for name, values in rows.items()}
 
 
 def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, training: bool = False,
@@ -119,7 +151,9 @@ def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, t
     spec's model inputs with shapes `[batch] + shape`; `label` is float32 `[batch, 1]`.
     `training` shuffles files (with `seed`) and records (`shuffle_buffer`) and lets the
     interleave and the parsing run out of order (`deterministic=True` forces a reproducible
-    order, at some cost in throughput); otherwise the order is deterministic.
+    order, at some cost in throughput); otherwise the order is deterministic. With blocks
+    (`rows_per_record` n > 1) training shuffles shuffle_buffer / n blocks and permutes the
+    rows inside each batch.
     """
     if deterministic is None:
         deterministic = not training
@@ -138,19 +172,42 @@ def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, t
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
+    block = rows_per_record(spec)
     if training and shuffle_buffer and shuffle_buffer > 1:
-        ds = ds.shuffle(int(shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+        # About shuffle_buffer rows either way: shuffle_buffer records, or that many rows' blocks.
+        ds = ds.shuffle(max(2, -(-int(shuffle_buffer) // block)), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
-    num_examples = ((spec.get("splits") or {}).get(split) or {}).get("num_examples")
-    if not repeat and num_examples is not None:
-        # The spec knows the split's size: Keras then knows the steps per epoch (progress bar
-        # totals, no "ran out of data" warning); a wrong count fails loudly at the end of a pass.
-        batches = int(num_examples) // batch_size if drop_remainder else -(-int(num_examples) // batch_size)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
-    ds = ds.map(_parse_fn(spec, with_metadata), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    parse, element = record_parser(spec, with_metadata), _element_fn(spec, with_metadata)
+    num_examples = None if repeat else ((spec.get("splits") or {}).get(split) or {}).get("num_examples")
+    if block == 1:
+        ds = _with_cardinality(ds.batch(int(batch_size), drop_remainder=drop_remainder), num_examples, batch_size,
+                               drop_remainder)
+        ds = ds.map(lambda serialized: element(parse(serialized)), num_parallel_calls=AUTOTUNE,
+                    deterministic=deterministic)
+        return ds.prefetch(AUTOTUNE)
+    # Enough blocks for one batch, parsed at once; rebatch then cuts exact batches across blocks.
+    ds = ds.batch(-(-int(batch_size) // block))
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    ds = _with_cardinality(ds.rebatch(int(batch_size), drop_remainder=drop_remainder), num_examples, batch_size,
+                           drop_remainder)
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda rows, s: element(_permuted(rows, s)),
+                                                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    else:
+        ds = ds.map(element, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(AUTOTUNE)
+
+
+def _with_cardinality(ds: tf.data.Dataset, num_examples: int | None, batch_size: int,
+                      drop_remainder: bool) -> tf.data.Dataset:
+    """The spec knows the split's size: Keras then knows the steps per epoch (progress bar
+    totals, no "ran out of data" warning); a wrong count fails loudly at the end of a pass."""
+    if num_examples is None:
+        return ds
+    batches = int(num_examples) // batch_size if drop_remainder else -(-int(num_examples) // batch_size)
+    return ds.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def recorded_spec_hashes(run_dir: str) -> dict[str, str]:

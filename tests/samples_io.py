@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipelines.feature_spec import load_spec, parse_features
+from pipelines.feature_spec import load_spec
+from pipelines.tf_input import record_parser
 
 
 def read_split(samples_dir: str, split: str) -> pd.DataFrame:
@@ -17,8 +18,9 @@ def read_split(samples_dir: str, split: str) -> pd.DataFrame:
     if not files:
         return pd.DataFrame()
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
+    parse = record_parser(spec)  # either record layout (rows_per_record)
     for batch in dataset:
-        parsed = tf.io.parse_example(batch, parse_features(spec))
+        parsed = parse(batch)
         frame = {}
         for name, tensor in parsed.items():
             values = tensor.numpy()

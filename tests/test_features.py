@@ -181,6 +181,23 @@ def test_vocabulary_fit_orders_by_count_and_applies_padding_and_oov(spark):
     assert sorted((r["tok"] or "", r["idx"]) for r in out.collect()) == [("", 0), ("x", 2), ("y", 3), ("z", 1)]
 
 
+def test_several_vocabularies_fitted_in_one_pass_are_numbered_separately(spark):
+    # Many tokens over several shuffle partitions, so each vocabulary spans partitions.
+    rows = [("user", f"u{k:03d}") for k in range(300) for _ in range(1 + k % 3)]
+    rows += [("genre", g) for g, n in (("Drama", 5), ("Action", 7), ("Comedy", 5)) for _ in range(n)]
+    rows += [("user", None), ("genre", "")]
+    tokens = spark.createDataFrame(rows, "name string, token string").repartition(7)
+    fitted, totals = vocab.fit_vocabularies(tokens, min_count=1)
+    assert totals == {"user": 300, "genre": 3}
+    genre = [tuple(r) for r in fitted.where("name = 'genre'").orderBy("index").select("index", "token", "count")
+             .collect()]
+    assert genre == [(2, "Action", 7), (3, "Comedy", 5), (4, "Drama", 5)]
+    users = fitted.where("name = 'user'").orderBy("index").collect()
+    expected = sorted(((1 + k % 3, f"u{k:03d}") for k in range(300)), key=lambda c: (-c[0], c[1]))
+    assert [(r["count"], r["token"]) for r in users] == expected
+    assert [r["index"] for r in users] == list(range(2, 302))
+
+
 def test_index_tokens_maps_arrays_through_a_small_vocabulary(spark):
     df = spark.createDataFrame([(["a", "q", "b"],), ([],)], "g array<string>")
     got = [r[0] for r in df.select(vocab.index_tokens(F.col("g"), {"a": 2, "b": 3})).collect()]

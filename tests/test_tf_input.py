@@ -111,3 +111,156 @@ def test_missing_split_files_are_a_clear_error(samples, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         make_dataset(path, broken, "test", batch_size=4)
     assert math.isfinite(spec["splits"]["train"]["label_rate"])
+
+
+# ---------------------------------------------------------------- block layout (rows_per_record > 1)
+SIZES = {"train": 50, "valid": 23, "test": 17}  # shards of 25, 12, 9...: every shard ends with a short block
+BLOCK = 8
+
+
+@pytest.fixture(scope="module")
+def block_samples(tmp_path_factory):
+    """The same rows as `samples`, eight per record."""
+    path = tmp_path_factory.mktemp("tf_input_blocks") / "samples"
+    spec, rows = write_samples(path, sizes=SIZES, seed=3, rows_per_record=BLOCK)
+    return str(path), spec, rows
+
+
+def _by_ts(columns):
+    order = np.argsort(columns["ts"])
+    return {name: values[order] for name, values in columns.items()}
+
+
+def _batch_sizes(ds):
+    return [int(element[1].shape[0]) for element in ds]
+
+
+@pytest.mark.parametrize("batch_size", [3, 5, 13, 64])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_blocks_parse_to_exactly_the_rows_of_one_example_per_record(samples, block_samples, split, batch_size):
+    path, spec, rows = samples
+    block_path, block_spec, _ = block_samples
+    expected = _by_ts(_collect(make_dataset(path, spec, split, batch_size=batch_size, with_metadata=True)))
+    ds = make_dataset(block_path, block_spec, split, batch_size=batch_size, with_metadata=True)
+    got = _by_ts(_collect(ds))
+    assert set(got) == set(expected)
+    for name in expected:  # NaN (a null p_click) equals NaN here
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+        assert got[name].dtype == expected[name].dtype
+    assert np.isnan(got["p_click"]).any()
+    batches = -(-SIZES[split] // batch_size)
+    assert int(ds.cardinality()) == batches
+    assert _batch_sizes(ds) == [batch_size] * (batches - 1) + [SIZES[split] - batch_size * (batches - 1)]
+
+
+def test_block_eval_order_is_deterministic(block_samples):
+    path, spec, rows = block_samples
+
+    def ts():
+        return _collect(make_dataset(path, spec, "valid", batch_size=5, with_metadata=True))["ts"].tolist()
+
+    first = ts()
+    assert first == ts() and sorted(first) == sorted(rows["valid"]["ts"])
+
+
+def test_block_drop_remainder_gives_only_full_batches(block_samples):
+    path, spec, _ = block_samples
+    ds = make_dataset(path, spec, "train", batch_size=12, drop_remainder=True)
+    assert int(ds.cardinality()) == SIZES["train"] // 12
+    assert _batch_sizes(ds) == [12] * (SIZES["train"] // 12)
+
+
+def test_block_training_sees_every_row_once_per_epoch_in_a_new_order(block_samples):
+    path, spec, rows = block_samples
+    ds = make_dataset(path, spec, "train", batch_size=7, training=True, shuffle_buffer=24, seed=4,
+                      with_metadata=True)
+    epochs = [_collect(ds)["ts"].tolist() for _ in range(2)]
+    file_order = rows["train"]["ts"].tolist()
+    for epoch in epochs:
+        assert sorted(epoch) == sorted(file_order)
+        assert epoch != file_order
+    assert epochs[0] != epochs[1]
+    assert _batch_sizes(ds) == [7] * 7 + [1]
+
+
+def test_block_training_permutes_rows_inside_each_batch(block_samples):
+    """Without any block shuffle the rows of a block must still not stay neighbours."""
+    path, spec, rows = block_samples
+    block_of = {ts: k // BLOCK for k, ts in enumerate(rows["train"]["ts"])}  # every shard holds 25 rows
+    ds = make_dataset(path, spec, "train", batch_size=50, training=True, shuffle_buffer=0, seed=2,
+                      with_metadata=True)
+    blocks = [block_of[ts] for ts in _collect(ds)["ts"].tolist()]
+    neighbours = sum(a == b for a, b in zip(blocks, blocks[1:]))
+    assert neighbours < (BLOCK - 1) * len(set(blocks)) / 2  # kept together, they would be ~43 of 49
+
+
+def test_block_training_shuffle_is_seeded_when_deterministic(block_samples):
+    path, spec, _ = block_samples
+
+    def ts(seed):
+        ds = make_dataset(path, spec, "train", batch_size=16, training=True, shuffle_buffer=32, seed=seed,
+                          deterministic=True, with_metadata=True)
+        return _collect(ds)["ts"].tolist()
+
+    assert ts(5) == ts(5) != ts(6)
+
+
+def test_corrupt_block_shard_is_named(block_samples, tmp_path):
+    import shutil
+
+    from pipelines.tf_input import CorruptShardError, naming_corrupt_shards
+
+    path, spec, _ = block_samples
+    copy = tmp_path / "samples"
+    shutil.copytree(path, copy)
+    shard = copy / "test" / "part-00001.tfrecord.gz"
+    shard.write_bytes(shard.read_bytes()[:-20])
+    with pytest.raises(CorruptShardError, match="part-00001"):
+        with naming_corrupt_shards(str(copy), spec, ("test",)):
+            _collect(make_dataset(str(copy), spec, "test", batch_size=4, with_metadata=True))
+
+
+# ---------------------------------------------------------------- rows_per_record in the spec
+def _hash_before_rows_per_record(spec):
+    """The spec hash as computed before `rows_per_record` existed."""
+    import hashlib
+
+    payload = {key: spec.get(key) for key in ("features", "vocabularies", "compression")}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_spec_without_rows_per_record_keeps_its_hash(samples, block_samples):
+    from pipelines.feature_spec import compute_spec_hash, rows_per_record
+
+    _, spec, _ = samples
+    assert "rows_per_record" not in spec and rows_per_record(spec) == 1
+    assert compute_spec_hash(spec) == _hash_before_rows_per_record(spec) == spec["spec_hash"]
+    assert compute_spec_hash(dict(spec, rows_per_record=1)) == spec["spec_hash"]  # the same layout
+    _, block_spec, _ = block_samples
+    assert rows_per_record(block_spec) == BLOCK
+    assert block_spec["spec_hash"] not in (spec["spec_hash"], _hash_before_rows_per_record(block_spec))
+    assert compute_spec_hash(dict(block_spec, rows_per_record=16)) != block_spec["spec_hash"]
+
+
+@pytest.mark.parametrize("value", [0, -8, 2.5, "8", True, None])
+def test_rows_per_record_must_be_a_positive_integer(samples, value):
+    from pipelines.feature_spec import SpecError, compute_spec_hash, validate_spec
+
+    _, spec, _ = samples
+    bad = {key: value for key, value in spec.items() if key != "spec_hash"}
+    bad["rows_per_record"] = value
+    bad["spec_hash"] = compute_spec_hash(bad)
+    with pytest.raises(SpecError, match="rows_per_record"):
+        validate_spec(bad)
+
+
+def test_blocks_refuse_a_non_null_metadata_default(block_samples):
+    from pipelines.feature_spec import SpecError, compute_spec_hash, validate_spec
+
+    _, spec, _ = block_samples
+    features = [dict(e, default=0.5) if e["name"] == "p_click" else e for e in spec["features"]]
+    bad = dict(spec, features=features)
+    bad["spec_hash"] = compute_spec_hash(bad)
+    with pytest.raises(SpecError, match="p_click"):
+        validate_spec(bad)

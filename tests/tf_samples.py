@@ -7,6 +7,9 @@ Writes `feature_spec.json` (hash from `pipelines.feature_spec.compute_spec_hash`
 (index, token, count) and `_SUCCESS`. `rows` maps split -> pandas DataFrame of exactly
 the values written (metadata nulls are None, i.e. left out of the Example).
 
+`rows_per_record=n` writes the block layout instead (docs/feature_spec.md): each record holds
+n consecutive rows of its shard (in file order, not shuffled), nulls as NaN / "" / -1.
+
 The label has a learnable signal: items with an even number are clicked far more
 often, and the `item_ctr` numeric and its bucket carry the same information.
 """
@@ -22,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from pipelines.feature_spec import compute_spec_hash
+from pipelines.feature_spec import NULL_VALUES, compute_spec_hash
 
 HIST_LEN = 3
 MAX_GENRES = 2
@@ -35,7 +38,7 @@ def _entry(name, role, kind, dtype, shape, **extra):
     return {"name": name, "role": role, "kind": kind, "dtype": dtype, "shape": shape, **extra}
 
 
-def make_spec(num_users: int, num_items: int, extra_feature: bool = False) -> dict:
+def make_spec(num_users: int, num_items: int, extra_feature: bool = False, rows_per_record: int = 1) -> dict:
     sizes = {"user_id": num_users + 2, "item_id": num_items + 2, "genre": len(GENRES) + 2}
     features = [
         _entry("user_idx", "model_input", "categorical", "int64", [], vocabulary="user_id",
@@ -73,8 +76,18 @@ def make_spec(num_users: int, num_items: int, extra_feature: bool = False) -> di
     }
     spec = {"format_version": 1, "compression": "GZIP", "label": "label",
             "features": features, "vocabularies": vocabularies}
+    if rows_per_record != 1:
+        spec["rows_per_record"] = rows_per_record
     spec["spec_hash"] = compute_spec_hash(spec)
     return spec
+
+
+def _feature(dtype: str, values: list) -> tf.train.Feature:
+    if dtype == "int64":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    if dtype == "float32":
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(v).encode("utf-8") for v in values]))
 
 
 def _example(row: dict, spec: dict) -> bytes:
@@ -83,15 +96,27 @@ def _example(row: dict, spec: dict) -> bytes:
         value = row.get(entry["name"])
         if value is None:
             continue
-        values = list(value) if entry["shape"] else [value]
-        if entry["dtype"] == "int64":
-            feats[entry["name"]] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-        elif entry["dtype"] == "float32":
-            feats[entry["name"]] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
-        else:
-            feats[entry["name"]] = tf.train.Feature(
-                bytes_list=tf.train.BytesList(value=[str(v).encode("utf-8") for v in values]))
+        feats[entry["name"]] = _feature(entry["dtype"], list(value) if entry["shape"] else [value])
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def _block_example(rows: list[dict], spec: dict) -> bytes:
+    """One record of the block layout: each feature holds the rows' values one after another."""
+    feats = {}
+    for entry in spec["features"]:
+        values = []
+        for row in rows:
+            value = row.get(entry["name"])
+            value = NULL_VALUES[entry["dtype"]] if value is None or value != value else value
+            values += list(value) if entry["shape"] else [value]
+        feats[entry["name"]] = _feature(entry["dtype"], values)
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def _records(rows: list[dict], spec: dict, rows_per_record: int) -> list[bytes]:
+    if rows_per_record == 1:
+        return [_example(row, spec) for row in rows]
+    return [_block_example(rows[k:k + rows_per_record], spec) for k in range(0, len(rows), rows_per_record)]
 
 
 def make_rows(n: int, num_users: int, num_items: int, rng: np.random.Generator, ts0: int,
@@ -143,12 +168,13 @@ def write_vocab(samples_dir: str, name: str, tokens: list[str]) -> None:
 
 
 def write_samples(samples_dir, sizes: dict | None = None, seed: int = 0, num_users: int = 12,
-                  num_items: int = 10, shards: int = 2, extra_feature: bool = False) -> tuple[dict, dict]:
+                  num_items: int = 10, shards: int = 2, extra_feature: bool = False,
+                  rows_per_record: int = 1) -> tuple[dict, dict]:
     """Write a SAMPLES dir; returns (spec, {split: DataFrame of the rows written})."""
     samples_dir = str(samples_dir)
     sizes = sizes or {"train": 600, "valid": 200, "test": 200}
     rng = np.random.default_rng(seed)
-    spec = make_spec(num_users, num_items, extra_feature=extra_feature)
+    spec = make_spec(num_users, num_items, extra_feature=extra_feature, rows_per_record=rows_per_record)
     os.makedirs(samples_dir, exist_ok=True)
     rows, splits = {}, {}
     ts0 = 1_700_000_000
@@ -161,8 +187,8 @@ def write_samples(samples_dir, sizes: dict | None = None, seed: int = 0, num_use
         for s in range(shards):
             path = os.path.join(samples_dir, split, f"part-{s:05d}.tfrecord.gz")
             with tf.io.TFRecordWriter(path, options) as writer:
-                for row in records[s::shards]:
-                    writer.write(_example(row, spec))
+                for record in _records(records[s::shards], spec, rows_per_record):
+                    writer.write(record)
         # rows in file order: shard 0's rows, then shard 1's, ...
         order = [k for s in range(shards) for k in range(s, len(records), shards)]
         rows[split] = df.iloc[order].reset_index(drop=True)
