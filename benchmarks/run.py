@@ -126,12 +126,12 @@ def report(results: dict, command: str) -> str:
                   "| scale | writer | rows | rows/s | vs naive | time vs Parquet write |", "|---|---|---:|---:|---:|---:|"]
         for scale, e in results["encoding"].items():
             r, s = e["rows_per_second"], e
-            for name, label in (("parquet", "Spark Parquet write (baseline)"), ("ours", "ours (vectorized, gzip)"),
-                                ("naive", "naive per-row tf.train.Example (gzip)")):
+            for name, label in (("parquet", "Spark Parquet write (baseline)"), ("ours", "ours (vectorized, default compression)"),
+                                ("naive", "naive per-row tf.train.Example")):
                 rows = s["naive_rows"] if name == "naive" else s["rows"]
                 lines.append(f"| {int(scale):,} | {label} | {rows:,} | {_fmt(r[name])} | {r[name] / r['naive']:.1f}x "
                              f"| {r['parquet'] / r[name]:.2f}x |")
-        lines += ["", "Targets: ours at least 10x the naive encoder, and at most 2x the time of the Parquet write.", ""]
+        lines += ["", "Targets (issue 8): ours at least 10x the naive encoder, and at most 1.5x the time of the Parquet write.", ""]
     if "build" in results:
         lines += ["## 2. build_samples end to end", "",
                   "| impressions | bare Spark job (s) | build_samples (s) | ratio | driver Python peak RSS (MiB) "
@@ -151,8 +151,8 @@ def report(results: dict, command: str) -> str:
                           f"the bare job {hi['bare']['seconds'] / lo['bare']['seconds']:.1f}x."]
         last = results["build"][scales[-1]]["build_samples"].get("step_seconds") or {}
         lines += ["", f"Step seconds at {int(scales[-1]):,}: " + ", ".join(f"{k} {v:.0f}" for k, v in last.items()),
-                  "", "Targets: at most 3x the bare job at 10M impressions; at most 11x the time from 1M to 10M; "
-                  "flat driver memory.", ""]
+                  "", "Targets (issue 8): at most 5x the bare job at 10M impressions and 8x at 1M; at most 10x the "
+                  "time from 1M to 10M; flat driver memory.", ""]
     if "input" in results:
         e = results["input"]
         lines += ["## 3. Input pipeline against the train step", "",
@@ -166,7 +166,7 @@ def report(results: dict, command: str) -> str:
         p = results["peer"]
         lines += ["## 4. Training against deepctr", "",
                   f"MovieLens samples ({p['samples']}), {p['epochs']} epochs, embedding 16, hidden [256, 128, 64], "
-                  "batch 1024, Adam 1e-3. Ours streams gzip TFRecord through tf.data (Keras 3); deepctr "
+                  "batch 1024, Adam 1e-3. Ours streams TFRecord through tf.data (Keras 3); deepctr "
                   "trains on in-memory NumPy arrays (tf_keras).", "",
                   "| model | ours examples/s | deepctr examples/s | speed ratio | ours test AUC | deepctr test AUC "
                   "| AUC difference |", "|---|---:|---:|---:|---:|---:|---:|"]

@@ -1,24 +1,56 @@
 """Point-in-time user history and item statistics.
 
 Every feature of an impression at time `t` uses only events strictly before `t`
-and no older than `t - lookback`. Two kinds of event feed the user history:
+and no older than `t - lookback`: events in `[t - lookback, t)`. Events at `t`
+itself, the impression's own included, never count for `t`, so impressions of
+the same user (or item) at the same second all see the same history.
 
-- a click enters history at the click's own time;
-- an impression that was not clicked becomes a "skip" only once its attribution
-  window has closed, at `impression ts + window`.
+User history, from two kinds of event:
 
-Counts over a lookback window use +1 / -1 events: each event adds 1 at its time
-and removes 1 at `time + lookback`, so a running sum over one time-ordered pass
-gives `#{events in [t - lookback, t)}` without a range join. Impressions (the
-"queries") sort before events of the same second, so an event at `t` itself is
-never counted for `t`.
+- a click enters history at the click's own time: it counts for `t` when
+  `t - lookback <= click ts < t`;
+- an impression that was not clicked (label 0) becomes a skip only once its
+  attribution window has closed, at `impression ts + window`: it counts for `t`
+  when `impression ts + window < t` and `impression ts >= t - lookback`.
+
+`hist_click_items` / `hist_skip_items` are the last `max_len` of them, most
+recent first (ties at one second: the larger item index first), padded with 0;
+`hist_*_len` their lengths. `user_top_genres` are the `top_genres` most frequent
+genres (padding 0 excluded; ties: the smaller index first) of the last
+`genre_history_len` clicks, padded with 0. `user_impressions` / `user_clicks`
+count all the user's impressions / clicks in `[t - lookback, t)`. Item
+statistics count the item's impressions and clicks in `[t - lookback, t)` and
+in `[t - recent, t)`.
+
+How: one pass per key, one shuffle each. The impressions (every column, carried
+through) and the few click columns a pass needs are unioned into one stream,
+shuffled by the key (user for the history, item for the statistics) and sorted
+by (key, ts, item) within each partition; `mapInArrow` hands each partition to
+numpy. In one key's sorted events, a count over `[t - lookback, t)` is the
+difference of two `searchsorted` positions, a last-N list is a gather just below
+the upper one, and top genres count the tokens of each distinct window of clicks
+once. No Python runs per row. A partition is processed in chunks of whole Arrow
+batches: the key whose rows cross a chunk boundary carries its events of the
+last lookback (older ones can no longer count) into the next chunk, so memory is
+bounded by a chunk of rows plus one key's lookback of narrow events, never by a
+key's whole history.
 """
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
-from pyspark.sql import functions as F
+from typing import Callable, Iterator
 
-QUERY, EVENT = 0, 1
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+CHUNK_ROWS = 1 << 16  # rows handed to numpy at once (at least): bounds the wide rows a task holds
+OUT_BATCH_ROWS = 1 << 14  # Arrow batches handed back to the JVM
+_CLICK, _GENRES = "_history_click", "_history_genres"  # internal columns of the unioned stream
+
+Features = dict[str, pa.Array]
 
 
 def pad_array(values: Column, length: int) -> Column:
@@ -27,19 +59,217 @@ def pad_array(values: Column, length: int) -> Column:
     return F.concat(head, F.array_repeat(F.lit(0).cast("long"), F.lit(length) - F.size(head)))
 
 
-def _most_recent_first(entries: Column, field: str, length: int) -> Column:
-    """`field` of the last `length` entries of a chronological array, most recent first."""
-    return F.transform(F.slice(F.reverse(entries), 1, length), lambda e: e[field])
+# ---------------------------------------------------------------- numpy kernels
+def _segments(keys: pa.Array) -> np.ndarray:
+    """Segment number of each row of a key-sorted column: a new segment starts where the key changes."""
+    if len(keys) < 2:
+        return np.zeros(len(keys), dtype=np.int64)
+    later, earlier = keys.slice(1), keys.slice(0, len(keys) - 1)
+    changed = pc.fill_null(pc.not_equal(later, earlier), True)
+    changed = pc.and_not(changed, pc.and_(pc.is_null(later), pc.is_null(earlier)))  # null, null: same key
+    return np.concatenate([[0], np.cumsum(changed.to_numpy(zero_copy_only=False), dtype=np.int64)])
 
 
-def top_tokens(tokens: Column, k: int) -> Column:
-    """The k most frequent non-padding tokens (ties broken by the smaller index)."""
-    distinct = F.array_distinct(F.filter(tokens, lambda t: t > 0))
-    counted = F.transform(distinct, lambda t: F.struct(
-        F.size(F.filter(tokens, lambda u: u == t)).alias("n"), t.alias("token")))
-    ordered = F.array_sort(counted, lambda a, b: F.when(a["n"] > b["n"], -1).when(a["n"] < b["n"], 1)
-                           .when(a["token"] < b["token"], -1).when(a["token"] > b["token"], 1).otherwise(0))
-    return F.transform(F.slice(ordered, 1, k), lambda e: e["token"])
+def _timeline(segment: np.ndarray, ts: np.ndarray, reach: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """(segment, time) -> one sorted int64 axis, for times down to `min ts - reach`: a time range of one
+    key becomes a range of positions, found for all rows at once by `searchsorted`."""
+    base = int(ts.min()) - reach - 1
+    span = int(ts.max()) - base + 1
+    if (int(segment.max()) + 1) * span >= 2 ** 63:
+        raise OverflowError(f"time span {span} s times {int(segment.max()) + 1} keys does not fit in int64")
+    return lambda seg, t: seg * span + (t - base)
+
+
+def _since(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """How many of the sorted `keys` lie strictly before each point."""
+    return np.searchsorted(keys, points, side="left")
+
+
+def _last_n(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values[hi-1], values[hi-2], ... down to lo) per row, at most n, padded with 0; and their lengths."""
+    length = np.clip(hi - lo, 0, n)
+    steps = np.arange(n)
+    index = hi[:, None] - 1 - steps[None, :]
+    index[steps[None, :] >= length[:, None]] = len(values)  # past the end: the padding appended below
+    return np.append(values, 0).astype(np.int64, copy=False)[index], length
+
+
+def _window_tokens(first: np.ndarray, last: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(window number, token) of every token > 0 in tokens[first[w]:last[w]], for all windows w at once."""
+    sizes = last - first
+    owner = np.repeat(np.arange(len(first)), sizes)
+    token = tokens[np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes - first, sizes)]
+    return owner[token > 0], token[token > 0]
+
+
+def _top_tokens(start: np.ndarray, end: np.ndarray, offsets: np.ndarray, tokens: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the k most frequent tokens > 0 of the lists start..end-1 (ties: smaller token), padded with 0.
+
+    `offsets`/`tokens` hold the lists flattened. Rows sharing a (start, end) window are counted once.
+    """
+    if not len(start) or not k:
+        return np.zeros((len(start), k), dtype=np.int64)
+    stride = len(offsets)
+    windows, row_window = np.unique(start * stride + end, return_inverse=True)
+    owner, token = _window_tokens(offsets[windows // stride], offsets[windows % stride], tokens)
+    # Count each (window, token) ...
+    order = np.lexsort((token, owner))
+    owner, token = owner[order], token[order]
+    new = np.ones(len(owner), dtype=bool)
+    new[1:] = (owner[1:] != owner[:-1]) | (token[1:] != token[:-1])
+    starts = np.flatnonzero(new)
+    count = np.diff(np.append(starts, len(owner)))
+    owner, token = owner[starts], token[starts]
+    # ... then rank each window's tokens by count desc; the stable sort keeps the smaller token first on ties.
+    order = np.lexsort((-count, owner))
+    owner, token = owner[order], token[order]
+    rank = np.arange(len(owner)) - np.searchsorted(owner, owner, side="left")
+    top = rank < k
+    per_window = np.zeros((len(windows), k), dtype=np.int64)
+    per_window[owner[top], rank[top]] = token[top]
+    return per_window[row_window]
+
+
+def _long_lists(matrix: np.ndarray) -> pa.Array:
+    """Rows of a 2-d array as Arrow list<int64> (Spark array<bigint>)."""
+    rows, width = matrix.shape
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32) if width else np.zeros(rows + 1, np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type=pa.int64()))
+
+
+def _longs(values: np.ndarray) -> pa.Array:
+    return pa.array(values.astype(np.int64, copy=False), type=pa.int64())
+
+
+def _flat_lists(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, values) of a list column; a null list is empty, a null value 0 (padding)."""
+    sizes = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    return offsets, pc.fill_null(pc.list_flatten(lists), 0).to_numpy(zero_copy_only=False)
+
+
+def _column(table: pa.Table, name: str, null=None) -> np.ndarray:
+    values = table.column(name) if null is None else pc.fill_null(table.column(name), null)
+    return values.combine_chunks().to_numpy(zero_copy_only=False)
+
+
+def _user_features(events: pa.Table, seg: np.ndarray, query: np.ndarray, window: int, lookback: int,
+                   max_len: int, top_genres: int, genre_history_len: int) -> Features:
+    """History of the `query` rows of user-sorted events (impressions and clicks); `seg` numbers the users."""
+    ts, item = _column(events, "ts"), _column(events, "item_idx", null=0)  # a missing item is padding
+    click = _column(events, _CLICK).astype(bool)
+    skip = ~click & (_column(events, "label", null=-1) == 0)
+    at = _timeline(seg, ts, max(lookback, window))
+    q_seg, q_ts = seg[query], ts[query]
+    now, since = at(q_seg, q_ts), at(q_seg, q_ts - lookback)
+
+    impression_keys, click_keys, skip_keys = (at(seg[rows], ts[rows]) for rows in (~click, click, skip))
+    clicks_lo, clicks_hi = _since(click_keys, since), _since(click_keys, now)
+    # A skip is known once its window has closed: impression ts + window < t.
+    skips_lo, skips_hi = _since(skip_keys, since), _since(skip_keys, at(q_seg, q_ts - window))
+    click_items, click_len = _last_n(item[click], clicks_lo, clicks_hi, max_len)
+    skip_items, skip_len = _last_n(item[skip], skips_lo, skips_hi, max_len)
+
+    offsets, genres = _flat_lists(pc.filter(events.column(_GENRES).combine_chunks(), pa.array(click)))
+    genre_start = np.maximum(clicks_lo, clicks_hi - genre_history_len)
+    return {
+        "hist_click_items": _long_lists(click_items),
+        "hist_skip_items": _long_lists(skip_items),
+        "hist_click_len": _longs(click_len),
+        "hist_skip_len": _longs(skip_len),
+        "user_top_genres": _long_lists(_top_tokens(genre_start, clicks_hi, offsets, genres, top_genres)),
+        "user_impressions": _longs(_since(impression_keys, now) - _since(impression_keys, since)),
+        "user_clicks": _longs(clicks_hi - clicks_lo),
+    }
+
+
+def _item_counts(events: pa.Table, seg: np.ndarray, query: np.ndarray, lookback: int, recent: int) -> Features:
+    """Prior impressions and clicks of the `query` rows of item-sorted events, over lookback and recent."""
+    ts, click = _column(events, "ts"), _column(events, _CLICK).astype(bool)
+    at = _timeline(seg, ts, max(lookback, recent))
+    q_seg, q_ts = seg[query], ts[query]
+    now = at(q_seg, q_ts)
+    out = {}
+    for name, rows in (("impressions", ~click), ("clicks", click)):
+        keys = at(seg[rows], ts[rows])
+        before = _since(keys, now)
+        out[f"item_{name}"] = _longs(before - _since(keys, at(q_seg, q_ts - lookback)))
+        out[f"item_{name}_recent"] = _longs(before - _since(keys, at(q_seg, q_ts - recent)))
+    return {name: out[name] for name in ITEM_STATISTICS}
+
+
+# ---------------------------------------------------------------- the pass over a sorted partition
+def _chunks(batches: Iterator[pa.RecordBatch], min_rows: int) -> Iterator[pa.Table]:
+    """Consecutive batches joined into tables of at least `min_rows` rows (the last may be smaller)."""
+    pending, rows = [], 0
+    for batch in batches:
+        if batch.num_rows:
+            pending.append(batch)
+            rows += batch.num_rows
+        if pending and rows >= min_rows:
+            yield pa.Table.from_batches(pending)
+            pending, rows = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+def _sorted_pass(batches: Iterator[pa.RecordBatch], key: str, horizon: int, event_columns: list[str],
+                 output_columns: list[str], compute: Callable[[pa.Table, np.ndarray, np.ndarray], Features],
+                 chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: `batches` are impression and click rows sorted by (key, ts, ...). Yields the
+    impressions (`output_columns`) with the features `compute(events, segment, query)` gives them.
+
+    The last key of a chunk may continue in the next one: its events within `horizon` of its latest time
+    (all that can still count) are carried over, as events only, ahead of the next chunk's rows.
+    """
+    carried = None
+    # Chunks do not grow with the carried events: wide rows stay bounded, and a key with more lookback
+    # events than a chunk only has its narrow events re-read by each chunk.
+    for chunk in _chunks(batches, chunk_rows):
+        events = chunk.select(event_columns)
+        if carried is not None:
+            events = pa.concat_tables([carried, events])
+        segment = _segments(events.column(key).combine_chunks())
+        is_impression = ~_column(chunk, _CLICK).astype(bool)
+        query = np.concatenate([np.zeros(events.num_rows - chunk.num_rows, dtype=bool), is_impression])
+        rows = chunk.filter(pa.array(is_impression)).select(output_columns)
+        for name, values in compute(events, segment, query).items():
+            rows = rows.append_column(name, values)
+        yield from rows.combine_chunks().to_batches(max_chunksize=OUT_BATCH_ROWS)
+
+        ts = _column(events, "ts")
+        tail = (segment == segment[-1]) & (ts >= ts[-1] - horizon)
+        carried = events.filter(pa.array(tail))
+
+
+def _with_features(impressions: DataFrame, clicks: DataFrame, key: str, click_columns: dict[str, Column],
+                   sort: list[str], event_columns: list[str], added: list[T.StructField], horizon: int,
+                   compute: Callable[[pa.Table, np.ndarray, np.ndarray], Features]) -> DataFrame:
+    """`impressions` with the `added` features of one pass by `key`: impressions and the click columns
+    the pass needs in one stream, shuffled by `key` and sorted by `sort` within partitions; every
+    impression column is carried through."""
+    flagged = impressions.withColumn(_CLICK, F.lit(False))
+    click_rows = clicks.select(*[column.cast(impressions.schema[name].dataType).alias(name)
+                                 if name in impressions.columns else column.alias(name)
+                                 for name, column in click_columns.items()], F.lit(True).alias(_CLICK))
+    stream = flagged.unionByName(click_rows, allowMissingColumns=True).repartition(key).sortWithinPartitions(*sort)
+    output, chunk_rows = list(impressions.columns), CHUNK_ROWS
+    schema = T.StructType(list(impressions.schema.fields) + added)
+    return stream.mapInArrow(
+        lambda batches: _sorted_pass(batches, key, horizon, event_columns, output, compute, chunk_rows), schema)
+
+
+# ---------------------------------------------------------------- the feature steps
+USER_HISTORY_FIELDS = [
+    T.StructField("hist_click_items", T.ArrayType(T.LongType())),
+    T.StructField("hist_skip_items", T.ArrayType(T.LongType())),
+    T.StructField("hist_click_len", T.LongType()),
+    T.StructField("hist_skip_len", T.LongType()),
+    T.StructField("user_top_genres", T.ArrayType(T.LongType())),
+    T.StructField("user_impressions", T.LongType()),
+    T.StructField("user_clicks", T.LongType()),
+]
+ITEM_STATISTICS = ["item_impressions", "item_clicks", "item_impressions_recent", "item_clicks_recent"]
 
 
 def user_history(
@@ -58,70 +288,16 @@ def user_history(
     Adds: hist_click_items [max_len], hist_skip_items [max_len], hist_click_len,
     hist_skip_len, user_top_genres [top_genres], user_impressions, user_clicks.
     """
-    keep = max(max_len, genre_history_len)
-    by_user = Window.partitionBy("user_id")
+    def compute(events: pa.Table, segment: np.ndarray, query: np.ndarray) -> Features:
+        return _user_features(events, segment, query, window_seconds, lookback_seconds, max_len, top_genres,
+                              genre_history_len)
 
-    # Each click carries its own and its predecessors' (ts, item, genres): the last `keep` clicks.
-    click_order = by_user.orderBy("ts", "item_idx")
-    click_events = clicks.select(
-        "user_id", "ts",
-        F.row_number().over(click_order).alias("_seq"),
-        F.collect_list(F.struct(F.col("ts").alias("ts"), F.col("item_idx").alias("item"),
-                                F.col("genre_idxs").alias("genres")))
-        .over(click_order.rowsBetween(-(keep - 1), 0)).alias("_clicks"),
-        F.lit(1).alias("_d_clicks"), F.lit(0).alias("_d_imps"),
-    )
-    click_expiry = clicks.select("user_id", (F.col("ts") + lookback_seconds).alias("ts"),
-                                 F.lit(-1).alias("_d_clicks"), F.lit(0).alias("_d_imps"))
-
-    # Skips: unclicked impressions, known only when the attribution window has closed.
-    skips = impressions.where(F.col("label") == 0).select(
-        "user_id", F.col("ts").alias("imp_ts"), (F.col("ts") + window_seconds).alias("ts"), "item_idx")
-    skip_order = by_user.orderBy("ts", "item_idx", "imp_ts")
-    skip_events = skips.select(
-        "user_id", "ts",
-        F.row_number().over(skip_order).alias("_seq"),
-        F.collect_list(F.struct(F.col("imp_ts").alias("ts"), F.col("item_idx").alias("item")))
-        .over(skip_order.rowsBetween(-(max_len - 1), 0)).alias("_skips"),
-    )
-    imp_events = impressions.select("user_id", "ts", F.lit(1).alias("_d_imps"), F.lit(0).alias("_d_clicks"))
-    imp_expiry = impressions.select("user_id", (F.col("ts") + lookback_seconds).alias("ts"),
-                                    F.lit(-1).alias("_d_imps"), F.lit(0).alias("_d_clicks"))
-
-    queries = impressions.withColumn("_kind", F.lit(QUERY))
-    stream = queries
-    for events in (click_events, click_expiry, skip_events, imp_events, imp_expiry):
-        stream = stream.unionByName(events.withColumn("_kind", F.lit(EVENT)), allowMissingColumns=True)
-
-    running = by_user.orderBy("ts", "_kind", "_seq").rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    stream = stream.select(
-        "*",
-        F.last("_clicks", ignorenulls=True).over(running).alias("_prior_clicks"),
-        F.last("_skips", ignorenulls=True).over(running).alias("_prior_skips"),
-        F.sum("_d_imps").over(running).alias("_n_imps"),
-        F.sum("_d_clicks").over(running).alias("_n_clicks"),
-    ).where(F.col("_kind") == QUERY)
-
-    since = F.col("ts") - lookback_seconds
-    empty = F.array()
-    prior_clicks = F.filter(F.coalesce(F.col("_prior_clicks"), empty), lambda e: e["ts"] >= since)
-    prior_skips = F.filter(F.coalesce(F.col("_prior_skips"), empty), lambda e: e["ts"] >= since)
-    recent_clicks = F.slice(F.reverse(prior_clicks), 1, genre_history_len)
-    click_items = _most_recent_first(prior_clicks, "item", max_len)
-    skip_items = _most_recent_first(prior_skips, "item", max_len)
-    clicked_genres = F.flatten(F.transform(recent_clicks, lambda e: F.coalesce(e["genres"], F.array())))
-
-    out = stream.select(
-        *impressions.columns,
-        pad_array(click_items, max_len).alias("hist_click_items"),
-        pad_array(skip_items, max_len).alias("hist_skip_items"),
-        F.size(click_items).cast("long").alias("hist_click_len"),
-        F.size(skip_items).cast("long").alias("hist_skip_len"),
-        pad_array(top_tokens(clicked_genres, top_genres), top_genres).alias("user_top_genres"),
-        F.coalesce(F.col("_n_imps"), F.lit(0)).cast("long").alias("user_impressions"),
-        F.coalesce(F.col("_n_clicks"), F.lit(0)).cast("long").alias("user_clicks"),
-    )
-    return out
+    click_columns = {"user_id": F.col("user_id"), "item_idx": F.col("item_idx"), "ts": F.col("ts"),
+                     _GENRES: F.col("genre_idxs").cast("array<bigint>")}
+    # Sorted by item within a second: ties in the click and skip lists put the larger item first.
+    return _with_features(impressions, clicks, "user_id", click_columns, ["user_id", "ts", "item_idx"],
+                          ["user_id", "ts", "item_idx", "label", _CLICK, _GENRES], USER_HISTORY_FIELDS,
+                          lookback_seconds, compute)
 
 
 def item_statistics(
@@ -135,31 +311,13 @@ def item_statistics(
     `impressions`: item_id, ts (plus any other columns, kept). `clicks`: item_id, ts.
     Adds item_impressions, item_clicks, item_impressions_recent, item_clicks_recent.
     """
-    counters = ("_imps", "_clks", "_imps_recent", "_clks_recent")
+    def compute(events: pa.Table, segment: np.ndarray, query: np.ndarray) -> Features:
+        return _item_counts(events, segment, query, lookback_seconds, recent_seconds)
 
-    def deltas(df: DataFrame, shift: int, values: dict) -> DataFrame:
-        cols = [F.lit(values.get(c, 0)).alias(c) for c in counters]
-        return df.select("item_id", (F.col("ts") + shift).alias("ts"), *cols)
-
-    events = [
-        deltas(impressions, 0, {"_imps": 1, "_imps_recent": 1}),
-        deltas(impressions, lookback_seconds, {"_imps": -1}),
-        deltas(impressions, recent_seconds, {"_imps_recent": -1}),
-        deltas(clicks, 0, {"_clks": 1, "_clks_recent": 1}),
-        deltas(clicks, lookback_seconds, {"_clks": -1}),
-        deltas(clicks, recent_seconds, {"_clks_recent": -1}),
-    ]
-    stream = impressions.withColumn("_kind", F.lit(QUERY))
-    for df in events:
-        stream = stream.unionByName(df.withColumn("_kind", F.lit(EVENT)), allowMissingColumns=True)
-    running = Window.partitionBy("item_id").orderBy("ts", "_kind").rowsBetween(
-        Window.unboundedPreceding, Window.currentRow)
-    names = {"_imps": "item_impressions", "_clks": "item_clicks",
-             "_imps_recent": "item_impressions_recent", "_clks_recent": "item_clicks_recent"}
-    stream = stream.select(
-        "*", *[F.coalesce(F.sum(c).over(running), F.lit(0)).cast("long").alias(names[c]) for c in counters]
-    ).where(F.col("_kind") == QUERY)
-    return stream.select(*impressions.columns, *names.values())
+    return _with_features(impressions, clicks, "item_id", {"item_id": F.col("item_id"), "ts": F.col("ts")},
+                          ["item_id", "ts"], ["item_id", "ts", _CLICK],
+                          [T.StructField(name, T.LongType()) for name in ITEM_STATISTICS],
+                          max(lookback_seconds, recent_seconds), compute)
 
 
 def smoothed_ctr(clicks: str, impressions: str, prior: float, smoothing: float) -> Column:
