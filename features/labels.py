@@ -14,16 +14,12 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from features.validate import impression_identity
+
 
 def with_impression_key(impressions: DataFrame) -> DataFrame:
-    position = F.coalesce(F.col("position").cast("string"), F.lit("")) if "position" in impressions.columns else F.lit("")
-    key = F.when(
-        F.col("impression_id").isNotNull(),
-        F.concat_ws("\u0001", F.lit("id"), F.col("impression_id"), F.col("user_id"), F.col("item_id")),
-    ).otherwise(
-        F.concat_ws("\u0001", F.lit("row"), F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"), position),
-    )
-    return impressions.withColumn("impression_key", key)
+    """`impression_key`: the identity validation deduplicates impressions by, so it is unique."""
+    return impressions.withColumn("impression_key", impression_identity(impressions))
 
 
 def attribute_clicks(clicks: DataFrame, impressions: DataFrame, window_seconds: int,

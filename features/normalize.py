@@ -22,10 +22,14 @@ from pyspark.sql import functions as F
 log = logging.getLogger(__name__)
 
 
-def _transformed(column: str, log1p: bool) -> Column:
+def _finite(column: str) -> Column:
+    """The column as a double; NaN and ±inf count as missing, like null, so one of them cannot spoil a fit."""
     value = F.col(column).cast("double")
-    # NaN and ±inf count as missing, like null, so that one of them cannot spoil the mean.
-    value = F.when(~F.isnan(value) & (F.abs(value) != float("inf")), value)
+    return F.when(~F.isnan(value) & (F.abs(value) != float("inf")), value)
+
+
+def _transformed(column: str, log1p: bool) -> Column:
+    value = _finite(column)
     # greatest() would turn a null into 0: keep nulls null so they do not move the mean.
     return F.when(value.isNull(), F.lit(None)).otherwise(F.log1p(F.greatest(value, F.lit(0.0)))) if log1p else value
 
@@ -103,13 +107,9 @@ def fit_bucket_boundaries(train: DataFrame, columns: list[str], num_buckets: int
     if num_buckets < 2:
         raise ValueError(f"bucketize.num_buckets must be at least 2, got {num_buckets}")
     pattern = f"%.{int(significant_digits)}g"
-    def rounded(column: str):
-        value = F.col(column).cast("double")
-        finite = value.isNotNull() & ~F.isnan(value) & (F.abs(value) != float("inf"))
-        return F.when(finite, F.format_string(pattern, value).try_cast("double"))
-
-    values = F.explode(F.array(*[F.struct(F.lit(i).alias("column"), rounded(c).alias("value"))
-                                 for i, c in enumerate(columns)])).alias("v")
+    rounded = [F.format_string(pattern, _finite(c)).try_cast("double") for c in columns]
+    values = F.explode(F.array(*[F.struct(F.lit(i).alias("column"), value.alias("value"))
+                                 for i, value in enumerate(rounded)])).alias("v")
     histogram = train.select(values).select("v.column", "v.value") \
         .where(F.col("value").isNotNull()).groupBy("column", "value").count().collect()
     by_column: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(columns))}

@@ -119,18 +119,25 @@ def normalize_events(df: DataFrame, dataset: str, ts_min: str, ts_max: str) -> D
     return out.withColumn("ts", F.when(in_range, F.floor(seconds).cast("long"))).drop("_ts_seconds")
 
 
+def impression_identity(impressions: DataFrame) -> Column:
+    """What identifies an impression row, as one string.
+
+    An impression id names a request that shows several items (a slate): the row is the id's
+    impression of one item to one user. Rows without an id are identified by their content.
+    """
+    position = F.col("position").cast("string") if "position" in impressions.columns else F.lit(None)
+    return F.when(
+        F.col("impression_id").isNotNull(),
+        F.concat_ws("\u0001", F.lit("id"), F.col("impression_id"), F.col("user_id"), F.col("item_id")),
+    ).otherwise(
+        F.concat_ws("\u0001", F.lit("row"), F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"), position),
+    )
+
+
 def flag_duplicates(df: DataFrame, dataset: str) -> DataFrame:
     """Mark repeats among otherwise valid rows; the earliest copy (then the smallest row) is kept."""
     reason = {"impressions": "duplicate_impression", "clicks": "duplicate_click"}[dataset]
-    position = F.col("position") if "position" in df.columns else F.lit(None)
-    # An impression id names a request that shows several items (a slate): the row is the id's
-    # impression of one item to one user. Rows without an id are keyed by their content.
-    key = F.when(F.col("impression_id").isNotNull(),
-                 F.concat_ws("\u0001", F.lit("id"), F.col("impression_id"), F.col("user_id"), F.col("item_id"))
-                 ).otherwise(
-        F.concat_ws("\u0001", F.lit("row"), F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"),
-                    position.cast("string"))
-    )
+    key = impression_identity(df)
     if dataset == "clicks":
         # A click log may legitimately repeat an impression_id (several clicks on one impression):
         # only an exact repeat of the same event is a duplicate.
