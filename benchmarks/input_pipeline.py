@@ -52,7 +52,9 @@ def _shard_table(path: str, spec: dict, parse):
     import pyarrow as pa
     import tensorflow as tf
 
-    compression = spec.get("compression", "GZIP") or ""
+    from pipelines.feature_spec import compression_type
+
+    compression = compression_type(spec)
     parts = [parse(batch) for batch in tf.data.TFRecordDataset(path, compression_type=compression).batch(8192)]
     columns = {}
     for entry in spec["features"]:

@@ -72,6 +72,11 @@ def rows_per_record(spec: dict) -> int:
     return value
 
 
+def compression_type(spec: dict) -> str:
+    """The `compression_type` TFRecordDataset reads the shards with ("GZIP" or "" for none)."""
+    return spec.get("compression", "GZIP") or ""
+
+
 def load_spec(samples_dir: str) -> dict:
     """Load and validate SAMPLES/feature_spec.json (local or any tf.io.gfile path)."""
     path = posixpath.join(str(samples_dir), SPEC_FILE)

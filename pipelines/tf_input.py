@@ -34,8 +34,8 @@ import re
 
 import tensorflow as tf
 
-from pipelines.feature_spec import (SpecError, features_by_role, load_spec, model_inputs, parse_block_features,
-                                    parse_features, rows_per_record)
+from pipelines.feature_spec import (SpecError, compression_type, features_by_role, load_spec, model_inputs,
+                                    parse_block_features, parse_features, rows_per_record)
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPEC_HASH_FILES = ("run.json", os.path.join("checkpoints", "state.json"),
@@ -72,7 +72,7 @@ def naming_corrupt_shards(samples_dir: str, spec: dict, splits: tuple[str, ...])
     try:
         yield
     except tf.errors.DataLossError as exc:
-        compression = spec.get("compression", "GZIP") or ""
+        compression = compression_type(spec)
         bad = {}
         for split in splits:
             bad.update(corrupt_shards(split_files(samples_dir, spec, split), compression))
@@ -160,7 +160,7 @@ def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, t
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     files = split_files(samples_dir, spec, split)  # fails early and clearly when nothing matches
-    compression = spec.get("compression", "GZIP") or ""
+    compression = compression_type(spec)
     pattern = split_pattern(samples_dir, spec, split)
     if training:
         ds = tf.data.Dataset.list_files(pattern, shuffle=True, seed=seed)
