@@ -1,0 +1,44 @@
+"""spec: the only package that knows the `feature_spec.json` format (docs/feature_spec.md).
+
+The contract between the Spark side (which writes the spec) and the TensorFlow side (which
+reads it). Pure Python at import time: TensorFlow and pyarrow are imported only by the
+functions that need them.
+
+    format.py    constants (format version, roles, kinds, hashed keys), SpecError, the hash
+    dtypes.py    the one dtype map: spec dtype -> TensorFlow dtype, Arrow type, null value
+    entries.py   constructors (the writing side): categorical, bucketized, sequence,
+                 multi_categorical, numeric, label, metadata; vocabulary, split; new_spec (adds the hash)
+    validate.py  per-kind rules of an entry, the whole-spec check
+    access.py    accessors (the reading side): entries by role / kind, splits and their patterns,
+                 vocabularies (get_vocabulary) and their tokens, compression, rows_per_record
+    parsing.py   tf.io.parse_example feature maps, the serving input signature
+    files.py     load_spec(samples_dir)
+
+Import names from here (`from spec import load_spec`): most callers hold a spec dict named `spec`.
+"""
+from spec.access import (checked_model_inputs, compression_type, embedded_fields, embedding_table, feature,
+                         features_by_role, get_vocabulary, is_bucketized_table, label_name, metadata_entries,
+                         model_inputs, num_examples, numeric_names, rows_per_record, spec_hash, split_names,
+                         split_pattern, vocabulary_path, vocabulary_tokens)
+from spec.dtypes import DTYPES, NULL_VALUES, arrow_type, null_value, tf_dtype
+from spec.entries import (bucketized, categorical, label, metadata, multi_categorical, new_spec, numeric, sequence,
+                          split, vocabulary)
+from spec.files import load_spec, spec_path
+from spec.format import (EMBEDDED_KINDS, FORMAT_VERSION, HASH_DEFAULTS, HASHED_KEYS, INPUT_KINDS, LABEL_NAME,
+                         MULTI_KINDS, NUMERIC_KIND, OOV_INDEX, PADDING_INDEX, ROLES, SPEC_FILE, SpecError,
+                         compute_spec_hash, to_json)
+from spec.parsing import input_signature, parse_block_features, parse_features
+from spec.validate import check_embedded_fields, check_entry, validate_spec
+
+__all__ = [
+    "DTYPES", "EMBEDDED_KINDS", "FORMAT_VERSION", "HASHED_KEYS", "HASH_DEFAULTS", "INPUT_KINDS", "LABEL_NAME",
+    "MULTI_KINDS", "NULL_VALUES", "NUMERIC_KIND", "OOV_INDEX", "PADDING_INDEX", "ROLES", "SPEC_FILE", "SpecError",
+    "arrow_type", "bucketized", "categorical", "check_embedded_fields", "check_entry", "checked_model_inputs",
+    "compression_type", "compute_spec_hash", "embedded_fields", "embedding_table", "feature", "features_by_role",
+    "get_vocabulary",
+    "input_signature", "is_bucketized_table", "label", "label_name", "load_spec", "metadata", "metadata_entries",
+    "model_inputs", "multi_categorical", "new_spec", "null_value", "num_examples", "numeric", "numeric_names",
+    "parse_block_features", "parse_features", "rows_per_record", "sequence", "spec_hash", "spec_path", "split",
+    "split_names", "split_pattern", "tf_dtype", "to_json", "validate_spec", "vocabulary",
+    "vocabulary_path", "vocabulary_tokens",
+]

@@ -1,0 +1,122 @@
+"""Reading a (validated) spec: its entries by role and kind, splits, vocabularies, layout.
+
+These are the only functions that know where things live inside feature_spec.json.
+"""
+from __future__ import annotations
+
+import posixpath
+
+from spec.format import EMBEDDED_KINDS, NUMERIC_KIND, OOV_INDEX, PADDING_INDEX, SpecError
+from spec.validate import check_entry, rows_per_record  # noqa: F401 - rows_per_record is an accessor too
+
+
+# ---------------------------------------------------------------- entries
+
+def features_by_role(spec: dict, role: str) -> list[dict]:
+    return [entry for entry in spec["features"] if entry["role"] == role]
+
+
+def model_inputs(spec: dict) -> list[dict]:
+    return features_by_role(spec, "model_input")
+
+
+def metadata_entries(spec: dict) -> list[dict]:
+    return features_by_role(spec, "metadata")
+
+
+def feature(spec: dict, name: str) -> dict:
+    for entry in spec["features"]:
+        if entry["name"] == name:
+            return entry
+    raise SpecError(f"no feature named '{name}' in the spec")
+
+
+def label_name(spec: dict) -> str:
+    return spec["label"]
+
+
+def embedding_table(entry: dict) -> str:
+    """The table an embedded feature is looked up in: shared by every feature naming it."""
+    return entry.get("embedding_table") or entry.get("vocabulary") or entry["name"]
+
+
+def checked_model_inputs(spec: dict) -> list[dict]:
+    """The model-input entries, each checked against the rules of its kind; the spec may be
+    partial (only `features`), as in a saved model's config."""
+    entries = model_inputs(spec)
+    if not entries:
+        raise SpecError("the feature spec has no model_input features")
+    return [check_entry(entry) for entry in entries]
+
+
+def embedded_fields(spec: dict) -> list[dict]:
+    """`name`, `kind`, `vocab_size`, `embedding_table` of the embedded model inputs, in spec order."""
+    return [{"name": e["name"], "kind": e["kind"], "vocab_size": int(e["vocab_size"]), "embedding_table": embedding_table(e)}
+            for e in checked_model_inputs(spec) if e["kind"] in EMBEDDED_KINDS]
+
+
+def numeric_names(spec: dict) -> list[str]:
+    return [e["name"] for e in checked_model_inputs(spec) if e["kind"] == NUMERIC_KIND]
+
+
+def is_bucketized_table(spec: dict, table: str) -> bool:
+    return any(e.get("embedding_table") == table and e.get("bucketization") for e in spec["features"])
+
+
+# ---------------------------------------------------------------- splits and layout
+
+def split_names(spec: dict) -> list[str]:
+    return list(spec.get("splits") or {})
+
+
+def split_pattern(samples_dir: str, spec: dict, split: str) -> str:
+    """The glob of a split's shards (patterns are relative to the spec's folder)."""
+    splits = spec.get("splits") or {}
+    if split not in splits:
+        raise SpecError(f"split '{split}' is not in the feature spec of {samples_dir} (has: {', '.join(splits)})")
+    return posixpath.join(str(samples_dir).rstrip("/"), splits[split]["pattern"])
+
+
+def num_examples(spec: dict, split: str) -> int | None:
+    """Samples (not records) in a split; None when the spec does not say."""
+    value = ((spec.get("splits") or {}).get(split) or {}).get("num_examples")
+    return None if value is None else int(value)
+
+
+def compression_type(spec: dict) -> str:
+    """The `compression_type` TFRecordDataset reads the shards with ("GZIP" or "" for none)."""
+    return spec.get("compression", "GZIP") or ""
+
+
+def spec_hash(spec: dict) -> str:
+    return spec["spec_hash"]
+
+
+# ---------------------------------------------------------------- vocabularies
+
+def get_vocabulary(spec: dict, name: str) -> dict | None:
+    return (spec.get("vocabularies") or {}).get(name)
+
+
+def vocabulary_path(samples_dir: str, spec: dict, name: str) -> str:
+    vocab = get_vocabulary(spec, name) or {}
+    return posixpath.join(str(samples_dir), vocab.get("path") or f"vocab/{name}")
+
+
+def vocabulary_tokens(samples_dir: str, spec: dict, table: str, size: int) -> list:
+    """Token of every row of an embedding table: the vocabulary's tokens with <PAD> / <OOV>, or
+    bucket_<i> for a bucketized table (index_<i> for any other table without a vocabulary)."""
+    tokens: list = [None] * size
+    vocab = get_vocabulary(spec, table)
+    if vocab is not None:
+        import pyarrow.parquet as pq
+
+        data = pq.read_table(vocabulary_path(samples_dir, spec, table), columns=["index", "token"])
+        for index, token in zip(data.column("index").to_pylist(), data.column("token").to_pylist()):
+            if 0 <= index < size:
+                tokens[index] = token
+        tokens[int(vocab.get("padding_index", PADDING_INDEX))] = "<PAD>"
+        tokens[int(vocab.get("oov_index", OOV_INDEX))] = "<OOV>"
+        return tokens
+    prefix = "bucket" if is_bucketized_table(spec, table) else "index"
+    return ["<PAD>" if i == 0 else f"{prefix}_{i}" for i in range(size)]

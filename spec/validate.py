@@ -1,0 +1,127 @@
+"""Checks of the spec: the per-kind rules of one entry, then the whole spec (docs/feature_spec.md).
+
+Every check raises SpecError (a ValueError) naming the feature and what is wrong.
+"""
+from __future__ import annotations
+
+from spec.dtypes import DTYPES
+from spec.format import (EMBEDDED_KINDS, FORMAT_VERSION, HASH_DEFAULTS, INPUT_KINDS, KIND_OF_ROLE, MULTI_KINDS,
+                         NUMERIC_KIND, ROLES, SpecError, compute_spec_hash)
+
+REQUIRED_KEYS = ("name", "role", "kind", "dtype", "shape")
+NORMALIZATION_KEYS = ("log1p", "mean", "std")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_vocab_size(entry: dict) -> None:
+    size = entry.get("vocab_size")
+    if not _is_int(size) or size < 2:
+        raise SpecError(f"feature '{entry['name']}' ({entry['kind']}) has no vocab_size >= 2, got {size!r}")
+
+
+def _check_embedded(entry: dict) -> None:
+    name, kind = entry["name"], entry["kind"]
+    _check_vocab_size(entry)
+    if entry["dtype"] != "int64":
+        raise SpecError(f"feature '{name}' ({kind}) must be int64, got {entry['dtype']}")
+    if kind == "categorical" and entry["shape"] != []:
+        raise SpecError(f"categorical feature '{name}' must have shape [], got {entry['shape']}")
+    if kind in MULTI_KINDS and len(entry["shape"]) != 1:
+        raise SpecError(f"{kind} feature '{name}' must have shape [n], got {entry['shape']}")
+    buckets = entry.get("bucketization")
+    if buckets is not None:
+        if not isinstance(buckets, dict) or "source" not in buckets or not isinstance(buckets.get("boundaries"), list):
+            raise SpecError(f"feature '{name}': bucketization must be {{'source', 'boundaries': [...]}}, got {buckets!r}")
+        if entry["vocab_size"] != len(buckets["boundaries"]) + 2:
+            raise SpecError(f"bucketized feature '{name}' has vocab_size {entry['vocab_size']}, "
+                            f"expected len(boundaries) + 2 = {len(buckets['boundaries']) + 2}")
+
+
+def _check_scalar(entry: dict, dtype: str) -> None:
+    if entry["dtype"] != dtype or entry["shape"] != []:
+        raise SpecError(f"{entry['kind']} feature '{entry['name']}' must be a {dtype} scalar, "
+                        f"got {entry['dtype']} {entry['shape']}")
+
+
+def check_entry(entry: dict) -> dict:
+    """The entry itself if it follows the rules of its kind."""
+    if not isinstance(entry, dict):
+        raise SpecError(f"a feature entry must be a mapping, got {entry!r}")
+    for key in REQUIRED_KEYS:
+        if key not in entry:
+            raise SpecError(f"feature entry {entry.get('name', entry)!r} lacks '{key}'")
+    name, role, kind = entry["name"], entry["role"], entry["kind"]
+    if role not in ROLES:
+        raise SpecError(f"feature '{name}' has unknown role {role!r}")
+    allowed = (KIND_OF_ROLE[role],) if role in KIND_OF_ROLE else INPUT_KINDS
+    if kind not in allowed:
+        raise SpecError(f"{role} feature '{name}' has unsupported kind {kind!r}, expected {' | '.join(allowed)}")
+    if entry["dtype"] not in DTYPES:
+        raise SpecError(f"feature '{name}' has unknown dtype {entry['dtype']!r}, expected one of {', '.join(DTYPES)}")
+    shape = entry["shape"]
+    if not isinstance(shape, list) or len(shape) > 1 or not all(_is_int(n) and n > 0 for n in shape):
+        raise SpecError(f"feature '{name}' has shape {shape!r}, expected [] or [n] with n > 0")
+    if kind in EMBEDDED_KINDS:
+        _check_embedded(entry)
+    elif kind == NUMERIC_KIND:
+        _check_scalar(entry, "float32")
+        norm = entry.get("normalization")
+        if not isinstance(norm, dict) or not all(k in norm for k in NORMALIZATION_KEYS):
+            raise SpecError(f"numeric feature '{name}' needs normalization {{log1p, mean, std}}, got {norm!r}")
+    elif kind == "label":
+        _check_scalar(entry, "int64")
+    return entry
+
+
+def check_embedded_fields(fields, owner: str) -> list[dict]:
+    """The minimal field descriptions a layer takes (`name`, `kind`, `vocab_size`, optional
+    `embedding_table`), checked and normalized; `owner` names the layer in the messages."""
+    if not isinstance(fields, (list, tuple)):
+        raise ValueError(f"{owner}: fields must be a list of feature descriptions, got {type(fields).__name__}")
+    out = []
+    for f in fields:
+        if not isinstance(f, dict) or not {"name", "kind", "vocab_size"} <= set(f):
+            raise ValueError(f"{owner}: each field needs 'name', 'kind' and 'vocab_size', got {f!r}")
+        if f["kind"] not in EMBEDDED_KINDS:
+            raise ValueError(f"{owner}: field '{f['name']}' has kind {f['kind']!r}, expected one of {EMBEDDED_KINDS}")
+        vocab = f["vocab_size"]
+        if isinstance(vocab, bool) or int(vocab) != vocab or int(vocab) < 2:
+            raise ValueError(f"{owner}: field '{f['name']}' needs an integer vocab_size >= 2, got {vocab!r}")
+        out.append({"name": str(f["name"]), "kind": f["kind"], "vocab_size": int(vocab),
+                    "embedding_table": str(f.get("embedding_table") or f["name"])})
+    return out
+
+
+def rows_per_record(spec: dict) -> int:
+    """How many samples one TFRecord record holds (docs/feature_spec.md, "Record layout")."""
+    value = spec.get("rows_per_record", HASH_DEFAULTS["rows_per_record"])
+    if not _is_int(value) or value < 1:
+        raise SpecError(f"rows_per_record must be a positive integer, got {value!r}")
+    return value
+
+
+def validate_spec(spec: dict) -> dict:
+    """The spec itself if it is a whole, valid spec whose hash matches its content."""
+    if spec.get("format_version") != FORMAT_VERSION:
+        raise SpecError(f"unsupported feature spec format_version {spec.get('format_version')!r}, expected {FORMAT_VERSION}")
+    names = set()
+    for entry in spec.get("features", []):
+        check_entry(entry)
+        if entry["name"] in names:
+            raise SpecError(f"feature '{entry['name']}' appears twice in the spec")
+        names.add(entry["name"])
+    if spec.get("label") not in names:
+        raise SpecError(f"label feature {spec.get('label')!r} is not among the features")
+    if rows_per_record(spec) > 1:
+        # A block holds every feature of every row: nulls are written as NULL_VALUES, so no other default can apply.
+        for entry in spec.get("features", []):
+            if entry.get("default") is not None:
+                raise SpecError(f"feature '{entry['name']}' has default {entry['default']!r}, but with "
+                                "rows_per_record > 1 a null is stored as NaN / \"\" / -1: its default must be null")
+    expected = compute_spec_hash(spec)
+    if spec.get("spec_hash") != expected:
+        raise SpecError(f"feature spec hash mismatch: file says {spec.get('spec_hash')}, content hashes to {expected}")
+    return spec
