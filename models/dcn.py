@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import keras
 
-from models.emb_mlp import logit_head, probability
-from models.inputs import CTRModel, build_inputs
+from models.heads import logit_head, probability
+from models.inputs import build_inputs
 from models.layers.cross import CrossNetwork
 from models.layers.mlp import MLP
 
@@ -22,7 +22,3 @@ def graph(spec: dict, p: dict):
     deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn")(b.flat)
     stacked = keras.layers.Concatenate(name="cross_deep")([cross, deep])
     return b.inputs, probability(logit_head(stacked, p["seed"]))
-
-
-def build(spec: dict, params: dict | None = None) -> keras.Model:
-    return CTRModel(spec, params, kind="dcn")

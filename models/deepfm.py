@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import keras
 
-from models.emb_mlp import logit_head, probability
-from models.inputs import CTRModel, build_inputs
+from models.heads import logit_head, probability
+from models.inputs import build_inputs
 from models.layers.fm import FMInteraction
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
@@ -26,7 +26,3 @@ def graph(spec: dict, p: dict):
     dnn_logit = logit_head(deep, p["seed"], name="dnn_logit")
     logit = keras.layers.Add(name="logit")([first, second, dnn_logit])
     return b.inputs, probability(logit)
-
-
-def build(spec: dict, params: dict | None = None) -> keras.Model:
-    return CTRModel(spec, params, kind="deepfm")

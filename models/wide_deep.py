@@ -8,17 +8,21 @@ As in the paper, the wide part's variables are trained by FTRL and the deep
 part's (embeddings, DNN, deep logit) by Adagrad or Adam: ``WideDeepModel``
 overrides ``train_step`` to take the gradient of the single loss and hand the
 wide gradients to ``wide_optimizer`` and the rest to ``optimizer``.  Both
-optimizers are built in ``compile`` on disjoint variable sets.
+optimizers are built in ``compile`` on disjoint variable sets; the model names
+its own pair for the params (``default_optimizers``).
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-from models.emb_mlp import logit_head, probability
-from models.inputs import CTRModel, build_inputs, input_entries
+from models.heads import logit_head, probability
+from models.ctr_model import CTRModel
+from models.inputs import build_inputs
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
+from models.params import learning_rate
+from spec import checked_model_inputs
 
 try:  # keras 3 internals used by the stock TF train_step
     from keras.src.losses.loss import unscale_loss_for_distribution
@@ -30,7 +34,7 @@ WIDE_LAYER = "wide"
 
 
 def _check_crosses(spec: dict, crossed) -> list[list[str]]:
-    entries = {e["name"]: e for e in input_entries(spec)}
+    entries = {e["name"]: e for e in checked_model_inputs(spec)}
     out = []
     for pair in crossed:
         for name in pair:
@@ -66,13 +70,23 @@ class WideDeepModel(CTRModel):
     ``wide_variables`` / ``deep_variables`` partition ``trainable_variables``.
     """
 
-    two_optimizers = True
-
-    def __init__(self, spec: dict, params: dict | None = None, kind: str = "wide_deep", name: str | None = None, **kwargs):
-        if kind != "wide_deep":
-            raise ValueError(f"WideDeepModel builds kind 'wide_deep', got {kind!r}")
-        super().__init__(spec, params, kind="wide_deep", name=name, **kwargs)
+    def __init__(self, spec: dict, params: dict | None = None, model_name: str = "wide_deep", name: str | None = None,
+                 **kwargs):
+        if model_name != "wide_deep":
+            raise ValueError(f"WideDeepModel builds model 'wide_deep', got {model_name!r}")
+        super().__init__(spec, params, model_name="wide_deep", name=name, **kwargs)
         self.wide_optimizer = None
+
+    def default_optimizers(self, p: dict) -> dict:
+        """The deep part: ``deep_optimizer`` (Adagrad, default lr 0.05, or Adam, default lr 1e-3);
+        the wide part: FTRL (ftrl_learning_rate, ftrl_l1, ftrl_l2)."""
+        if p["deep_optimizer"] == "adam":
+            deep = keras.optimizers.Adam(learning_rate=learning_rate(p, 1e-3))
+        else:
+            deep = keras.optimizers.Adagrad(learning_rate=learning_rate(p, 0.05))
+        wide = keras.optimizers.Ftrl(learning_rate=p["ftrl_learning_rate"], l1_regularization_strength=p["ftrl_l1"],
+                                     l2_regularization_strength=p["ftrl_l2"])
+        return {"optimizer": deep, "wide_optimizer": wide}
 
     # -- variables -------------------------------------------------------
     @property
@@ -120,7 +134,3 @@ class WideDeepModel(CTRModel):
         self.wide_optimizer.apply(grads[: len(wide_vars)], wide_vars)
         self.optimizer.apply(grads[len(wide_vars):], deep_vars)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-
-def build(spec: dict, params: dict | None = None) -> keras.Model:
-    return WideDeepModel(spec, params)

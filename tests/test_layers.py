@@ -4,7 +4,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from models.layers import MLP, CrossNetwork, CrossNetworkV2, FMInteraction, MaskedMeanPooling, SparseLinear  # noqa: E402
+from models.layers import (MLP, CrossNetwork, CrossNetworkV2, FeatureEmbedding, FieldSlice, FMInteraction,  # noqa: E402
+                           MaskedMeanPooling, NumericFeatures, SparseLinear)
 
 X0 = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 2.0]], dtype="float32")
 
@@ -250,3 +251,55 @@ def test_mlp_residual_unit_by_hand():
     layer.set_weights([eye, np.zeros(2), eye, np.zeros(2), 2 * eye, np.zeros(2)])
     x = np.array([[1.0, -1.0], [-2.0, 3.0]], dtype="float32")
     np.testing.assert_allclose(layer(x).numpy(), [[3.0, 0.0], [0.0, 9.0]], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- feature embedding, numerics, field slice
+
+
+def test_feature_embedding_by_hand():
+    fields = [{"name": "item", "kind": "categorical", "vocab_size": 4, "embedding_table": "item_id"},
+              {"name": "hist", "kind": "sequence", "vocab_size": 4, "embedding_table": "item_id"},
+              {"name": "genres", "kind": "multi_categorical", "vocab_size": 3}]
+    layer = FeatureEmbedding(fields, embedding_dim=2)
+    layer.build()
+    assert layer.table_sizes == {"item_id": 4, "genres": 3}  # the two item features share one table
+    items = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype="float32")
+    genres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype="float32")
+    layer.tables["item_id"].embeddings.assign(items)
+    layer.tables["genres"].embeddings.assign(genres)
+    feats = {"item": np.array([3, 1], dtype="int64"), "hist": np.array([[1, 2, 0], [0, 0, 0]], dtype="int64"),
+             "genres": np.array([[1, 2], [2, 0]], dtype="int64"), "other": np.zeros(2, dtype="int64")}
+    out = layer(feats).numpy()
+    # row 1: item 3 -> [5, 6]; hist mean of rows 1, 2 -> [2, 3]; genres mean of 1, 2 -> [5, 5]
+    # row 2: item 1 -> [1, 2]; empty hist -> [0, 0]; genres only 2 -> [0, 10]
+    np.testing.assert_allclose(out, [[[5, 6], [2, 3], [5, 5]], [[1, 2], [0, 0], [0, 10]]], rtol=1e-6)
+
+
+def test_feature_embedding_config_and_bad_args():
+    fields = [{"name": "item", "kind": "categorical", "vocab_size": 4}]
+    clone = roundtrip(FeatureEmbedding(fields, embedding_dim=3, l2=0.1, seed=5))
+    assert clone.fields == [dict(fields[0], embedding_table="item")] and clone.seed == 5 and clone.l2 == 0.1
+    with pytest.raises(ValueError, match="at least one field"):
+        FeatureEmbedding([])
+    with pytest.raises(ValueError, match="embedding_dim"):
+        FeatureEmbedding(fields, embedding_dim=0)
+    with pytest.raises(ValueError, match="kind 'numeric'"):
+        FeatureEmbedding([{"name": "x", "kind": "numeric", "vocab_size": 4}])
+    with pytest.raises(ValueError, match="disagree on vocab_size"):
+        FeatureEmbedding([{"name": "a", "kind": "categorical", "vocab_size": 4, "embedding_table": "t"},
+                          {"name": "b", "kind": "categorical", "vocab_size": 5, "embedding_table": "t"}])
+
+
+def test_numeric_features_and_field_slice_by_hand():
+    feats = {"b": np.array([1, 2], dtype="int64"), "a": np.array([0.5, -1.0], dtype="float32")}
+    np.testing.assert_array_equal(NumericFeatures(["a", "b"])(feats).numpy(), [[0.5, 1.0], [-1.0, 2.0]])
+    stacked = np.arange(12, dtype="float32").reshape(2, 3, 2)
+    np.testing.assert_array_equal(FieldSlice(1)(stacked).numpy(), [[2.0, 3.0], [8.0, 9.0]])
+    assert roundtrip(NumericFeatures(["a", "b"])).names == ["a", "b"]
+    assert roundtrip(FieldSlice(2)).index == 2
+    for bad in ("a", [], [1]):
+        with pytest.raises(ValueError, match="names"):
+            NumericFeatures(bad)
+    for bad in (-1, 1.0, True):
+        with pytest.raises(ValueError, match="index"):
+            FieldSlice(bad)

@@ -7,7 +7,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from models import MODEL_NAMES, build_model, compile_model, embedding_tables, logit_model  # noqa: E402
-from pipelines.feature_spec import compute_spec_hash, parse_features, validate_spec  # noqa: E402
+from spec import compute_spec_hash, parse_features, validate_spec  # noqa: E402
 
 DIM = 4
 N_ROWS = 256
@@ -168,7 +168,7 @@ def test_save_load_keras(trained, tmp_path):
     path = str(tmp_path / f"{name}.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert type(loaded) is type(model) and loaded.name == name and loaded.kind == name
+    assert type(loaded) is type(model) and loaded.name == name and loaded.model_name == name
     assert loaded.ctr_params == model.ctr_params
     np.testing.assert_allclose(loaded(X).numpy(), model(X).numpy(), atol=1e-6)
     # still compiled, with the same optimizer state (wide_deep: both optimizers)

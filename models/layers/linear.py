@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-SPARSE_KINDS = ("categorical", "sequence", "multi_categorical")
+from spec import check_embedded_fields
 
 
 @keras.saving.register_keras_serializable(package="ctr")
@@ -42,13 +42,7 @@ class SparseLinear(keras.layers.Layer):
         numeric = list(numeric or [])
         if not fields and not crosses and not numeric:
             raise ValueError("SparseLinear needs at least one of fields, crosses or numeric")
-        for f in fields:
-            if not {"name", "kind", "vocab_size"} <= set(f):
-                raise ValueError(f"SparseLinear: each field needs name, kind and vocab_size, got {f!r}")
-            if f["kind"] not in SPARSE_KINDS:
-                raise ValueError(f"SparseLinear: field '{f['name']}' has kind {f['kind']!r}, expected one of {SPARSE_KINDS}")
-            if isinstance(f["vocab_size"], bool) or int(f["vocab_size"]) != f["vocab_size"] or int(f["vocab_size"]) < 2:
-                raise ValueError(f"SparseLinear: field '{f['name']}' needs an integer vocab_size >= 2, got {f['vocab_size']!r}")
+        checked = check_embedded_fields(fields, "SparseLinear")
         for c in crosses:
             if len(c) < 2 or not all(isinstance(n, str) for n in c) or len(set(c)) != len(c):
                 raise ValueError(f"SparseLinear: a cross must list at least 2 distinct feature names, got {c!r}")
@@ -58,7 +52,7 @@ class SparseLinear(keras.layers.Layer):
             raise ValueError(f"SparseLinear: numeric must be a list of feature names, got {numeric!r}")
         if isinstance(l2, bool) or not isinstance(l2, (int, float)) or l2 < 0:
             raise ValueError(f"SparseLinear: l2 must be a number >= 0, got {l2!r}")
-        self.fields = [{"name": str(f["name"]), "kind": f["kind"], "vocab_size": int(f["vocab_size"])} for f in fields]
+        self.fields = [{"name": f["name"], "kind": f["kind"], "vocab_size": f["vocab_size"]} for f in checked]
         self.crosses = crosses
         self.hash_buckets = hash_buckets
         self.numeric = numeric

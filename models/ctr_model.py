@@ -1,0 +1,78 @@
+"""The Keras model class every CTR model is (or extends)."""
+from __future__ import annotations
+
+import json
+
+import keras
+
+from models.params import learning_rate, resolve_params
+from spec import checked_model_inputs
+
+
+@keras.saving.register_keras_serializable(package="ctr")
+class CTRModel(keras.Model):
+    """Functional model rebuilt from ``(spec, params, model_name)``.
+
+    ``model_name`` names the graph in ``models.registry.MODELS``, a function
+    ``graph(spec, params) -> (inputs, outputs)``; the config holds only the spec's
+    model-input entries and the resolved params, so ``keras.models.load_model``
+    rebuilds the same graph and loads the weights into it.
+
+    Called with a dict, the model keeps the keys it has inputs for and ignores
+    the others: Keras matches a dict to a functional model's inputs by sorted
+    position, so an extra key (a label, a metadata column) would otherwise
+    shift the features silently.  A missing feature raises ValueError.
+    """
+
+    def __init__(self, spec: dict, params: dict | None = None, model_name: str = "emb_mlp", name: str | None = None,
+                 **kwargs):
+        from models.registry import model_entry  # the registry imports this module
+
+        graph = model_entry(model_name).graph
+        spec = {"features": [dict(e) for e in checked_model_inputs(spec)]}
+        resolved = resolve_params(params)
+        inputs, outputs = graph(spec, resolved)
+        super().__init__(inputs=inputs, outputs=outputs, name=name or model_name, **kwargs)
+        self._model_name = model_name
+        self._spec_json = json.dumps(spec, sort_keys=True)
+        # resolved params: a later change of a default cannot change a saved model's graph
+        self._params_json = json.dumps(resolved, sort_keys=True)
+        self._feature_names = tuple(inputs)
+
+    @property
+    def model_name(self) -> str:
+        """The registry name of the model (``emb_mlp``, ``deepfm``, ...)."""
+        return self._model_name
+
+    @property
+    def ctr_params(self) -> dict:
+        """The params the model was built with, defaults filled in."""
+        return json.loads(self._params_json)
+
+    def default_optimizers(self, p: dict) -> dict:
+        """``compile`` keyword arguments naming the optimizers for resolved params ``p``."""
+        return {"optimizer": keras.optimizers.Adam(learning_rate=learning_rate(p, 1e-3))}
+
+    def select_inputs(self, features: dict) -> dict:
+        missing = [n for n in self._feature_names if n not in features]
+        if missing:
+            raise ValueError(f"model {self.name!r} is missing input features {missing}")
+        return {n: features[n] for n in self._feature_names}
+
+    def __call__(self, *args, **kwargs):
+        if args and isinstance(args[0], dict):
+            args = (self.select_inputs(args[0]),) + tuple(args[1:])
+        elif isinstance(kwargs.get("inputs"), dict):
+            kwargs["inputs"] = self.select_inputs(kwargs["inputs"])
+        return super().__call__(*args, **kwargs)
+
+    def get_config(self):
+        return {"spec": json.loads(self._spec_json), "params": json.loads(self._params_json),
+                "model_name": self._model_name, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if "kind" in config:  # saved before the attribute was renamed
+            config["model_name"] = config.pop("kind")
+        return cls(**config)
