@@ -3,20 +3,12 @@
     python -m jobs.generate_synthetic --output RAW [--users N] [--items N] [--days N]
                                       [--impressions N] [--seed N] [--chunk-rows N]
 
-numpy + pyarrow, no Spark. Time is simulated hour by hour, vectorized over the
-impressions of an hour; the rows are buffered and written as one Parquet file
-per chunk (RAW/impressions/part-00000.parquet, RAW/clicks/part-00000.parquet,
-...) as the simulation goes, so memory stays bounded whatever --impressions is:
-only per-user and per-item state is kept. RAW/items/part-00000.parquet holds the
-whole catalog. Everything is written to a hidden staging directory beside RAW
-and swapped into place at the end (pipelines/publish.py), so a failed run leaves
-nothing half-written. An existing RAW is replaced only when it is an earlier output
-of this generator (it holds _generator.json) or empty; otherwise the job refuses
-(exit code 2). The same arguments give byte-identical files.
-
-The click model (latent factors, genres and genre affinity, popularity, position
-bias, recent clicks) is documented with its formula in `features/synthetic_model.py`.
-Each impression carries `p_click`, the true probability its click was drawn with.
+numpy + pyarrow, no Spark: `sources/synthetic.py` simulates the click model of
+`sources/click_model.py` hour by hour and writes RAW chunk by chunk, atomically.
+An existing RAW is replaced only when it is an earlier output of this generator
+(it holds _generator.json) or empty; otherwise the job refuses (exit code 2).
+The same arguments give byte-identical files. Each impression carries `p_click`,
+the true probability its click was drawn with.
 """
 from __future__ import annotations
 
@@ -25,35 +17,15 @@ import json
 import logging
 import os
 import sys
-import time
 
 if not __package__:  # run as a script: python jobs/generate_synthetic.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+from pipelines.publish import OutputRefused  # noqa: E402
+from sources.synthetic import DEFAULTS, MIN_ITEMS, generate  # noqa: E402
 
-from features.synthetic_model import START_TS, Simulator, World  # noqa: E402
-from pipelines.publish import OutputRefused, StagedOutput  # noqa: E402
-
-log = logging.getLogger("generate_synthetic")
-
-DEFAULTS = {"users": 2000, "items": 1000, "days": 28, "impressions": 200_000, "seed": 42}
-MANIFEST = "_generator.json"  # also what marks RAW as an earlier output of this job
-
-IMPRESSIONS_SCHEMA = pa.schema([
-    ("user_id", pa.string()), ("item_id", pa.string()), ("ts", pa.int64()),
-    ("impression_id", pa.string()), ("position", pa.int32()), ("p_click", pa.float64()),
-])
-CLICKS_SCHEMA = pa.schema([
-    ("user_id", pa.string()), ("item_id", pa.string()), ("ts", pa.int64()), ("impression_id", pa.string()),
-])
-ITEMS_SCHEMA = pa.schema([
-    ("item_id", pa.string()), ("genres", pa.string()), ("title", pa.string()),
-    ("release_year", pa.int32()), ("duration_min", pa.float64()),
-])
+PRINTED = ("output", "impressions", "clicks", "click_rate", "mean_p_click", "late_clicks", "orphan_clicks",
+           "items", "part_files", "seconds")
 
 
 def _positive_int(text: str) -> int:
@@ -67,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="raw data directory to (re)create")
     parser.add_argument("--users", type=_positive_int, default=DEFAULTS["users"])
-    parser.add_argument("--items", type=_positive_int, default=DEFAULTS["items"], help="catalog size (>= 10)")
+    parser.add_argument("--items", type=_positive_int, default=DEFAULTS["items"],
+                        help=f"catalog size (>= {MIN_ITEMS})")
     parser.add_argument("--days", type=_positive_int, default=DEFAULTS["days"])
     parser.add_argument("--impressions", type=_positive_int, default=DEFAULTS["impressions"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -76,146 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _ids(prefix: str, n: int, width: int) -> pa.Array:
-    """prefix + zero-padded 1-based number, for 0..n-1."""
-    numbers = pc.cast(pa.array(np.arange(1, n + 1, dtype=np.int64)), pa.string())
-    return pc.binary_join_element_wise(prefix, pc.utf8_lpad(numbers, width, "0"), "")
-
-
-class ChunkWriter:
-    """Buffers step outputs and writes one impressions and one clicks Parquet file per chunk."""
-
-    def __init__(self, root: str, user_ids: pa.Array, item_ids: pa.Array, chunk_rows: int, total: int):
-        self.root, self.user_ids, self.item_ids = root, user_ids, item_ids
-        self.chunk_rows, self.total = chunk_rows, total
-        self.id_width = max(9, len(str(total)))
-        self.imps: list[dict] = []
-        self.clicks: list[dict] = []
-        self.buffered = 0
-        self.parts = 0
-        self.impressions_written = 0
-        self.clicks_written = 0
-        for name in ("impressions", "clicks", "items"):
-            os.makedirs(os.path.join(root, name), exist_ok=True)
-
-    def add(self, ev, first_index: int) -> None:
-        """Buffer one step; `first_index` is the global number of its first impression."""
-        n = ev.n_impressions
-        self.imps.append({"user": ev.imp_user, "item": ev.imp_item, "ts": ev.imp_ts, "position": ev.imp_position,
-                          "p_click": ev.imp_p_click, "index": np.arange(first_index, first_index + n)})
-        global_imp = np.where(ev.click_imp >= 0, ev.click_imp + first_index, -1)
-        self.clicks.append({"user": ev.click_user, "item": ev.click_item, "ts": ev.click_ts,
-                            "index": np.where(ev.click_has_id, global_imp, -1)})
-        self.buffered += n
-        if self.buffered >= self.chunk_rows:
-            self.flush()
-
-    def _impression_ids(self, index: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-        text = pc.utf8_lpad(pc.cast(pa.array(index + 1), pa.string()), self.id_width, "0")
-        ids = pc.binary_join_element_wise("imp", text, "")
-        if valid is not None:
-            ids = pc.if_else(pa.array(valid), ids, pa.scalar(None, pa.string()))
-        return ids
-
-    def flush(self) -> None:
-        if not self.imps:
-            return
-        imp = {k: np.concatenate([c[k] for c in self.imps]) for k in self.imps[0]}
-        clk = {k: np.concatenate([c[k] for c in self.clicks]) for k in self.clicks[0]}
-        order = np.argsort(clk["ts"], kind="stable")
-        clk = {k: v[order] for k, v in clk.items()}
-        name = f"part-{self.parts:05d}.parquet"
-        imp_table = pa.Table.from_arrays([
-            self.user_ids.take(pa.array(imp["user"])), self.item_ids.take(pa.array(imp["item"])),
-            pa.array(imp["ts"], pa.int64()), self._impression_ids(imp["index"]),
-            pa.array(imp["position"], pa.int32()), pa.array(imp["p_click"], pa.float64()),
-        ], schema=IMPRESSIONS_SCHEMA)
-        click_table = pa.Table.from_arrays([
-            self.user_ids.take(pa.array(clk["user"])), self.item_ids.take(pa.array(clk["item"])),
-            pa.array(clk["ts"], pa.int64()),
-            self._impression_ids(np.maximum(clk["index"], 0), clk["index"] >= 0),
-        ], schema=CLICKS_SCHEMA)
-        pq.write_table(imp_table, os.path.join(self.root, "impressions", name))
-        pq.write_table(click_table, os.path.join(self.root, "clicks", name))
-        self.parts += 1
-        self.impressions_written += imp_table.num_rows
-        self.clicks_written += click_table.num_rows
-        self.imps, self.clicks, self.buffered = [], [], 0
-
-
-def write_items(root: str, world: World, item_ids: pa.Array) -> int:
-    n = world.n_items
-    years = pa.array(world.release_year.astype(np.int32), pa.int32(), mask=world.release_year_null)
-    titles = pc.binary_join_element_wise("Item ", pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), "")
-    table = pa.Table.from_arrays([item_ids, pa.array(world.item_genre_names(), pa.string()), titles, years,
-                                  pa.array(world.duration_min, pa.float64())], schema=ITEMS_SCHEMA)
-    pq.write_table(table, os.path.join(root, "items", "part-00000.parquet"))
-    return n
-
-
-def generate(output: str, users: int = DEFAULTS["users"], items: int = DEFAULTS["items"],
-             days: int = DEFAULTS["days"], impressions: int = DEFAULTS["impressions"],
-             seed: int = DEFAULTS["seed"], chunk_rows: int | None = None) -> dict:
-    """Write RAW at `output` (atomically); return a summary."""
-    started = time.perf_counter()
-    if chunk_rows is None:
-        chunk_rows = min(250_000, max(10_000, -(-impressions // 10)))
-    rng = np.random.default_rng(seed)
-    world = World(users, items, rng)
-    sim = Simulator(world, rng, days, impressions)
-    user_ids = _ids("u", users, max(5, len(str(users))))
-    item_ids = _ids("i", items, max(5, len(str(items))))
-    stats = {"p_click_sum": 0.0, "clicked": 0, "late": 0, "orphans": 0, "with_id": 0}
-    with StagedOutput(output, markers=[MANIFEST]) as stage:
-        staging = stage.path
-        writer = ChunkWriter(staging, user_ids, item_ids, chunk_rows, impressions)
-        generated, next_decile = 0, 1
-        for s in range(sim.n_steps):
-            ev = sim.step(s)
-            writer.add(ev, generated)
-            generated += ev.n_impressions
-            stats["p_click_sum"] += float(ev.imp_p_click.sum())
-            orphan = ev.click_imp < 0
-            stats["clicked"] += int((~orphan).sum())
-            stats["orphans"] += int(orphan.sum())
-            stats["late"] += int(ev.click_late.sum())
-            stats["with_id"] += int(ev.click_has_id.sum())
-            while next_decile < 10 and generated * 10 >= next_decile * impressions:
-                log.info("%3d%%: %d of %d impressions simulated, %d written in %d part files",
-                         next_decile * 10, generated, impressions, writer.impressions_written, writer.parts)
-                next_decile += 1
-        writer.flush()
-        log.info("100%%: %d impressions and %d clicks written in %d part files",
-                 writer.impressions_written, writer.clicks_written, writer.parts)
-        n_items = write_items(staging, world, item_ids)
-        summary = {
-            "output": stage.final,
-            "impressions": writer.impressions_written,
-            "clicks": writer.clicks_written,
-            "clicked_impressions": stats["clicked"],
-            "click_rate": round(stats["clicked"] / max(1, writer.impressions_written), 5),
-            "mean_p_click": round(stats["p_click_sum"] / max(1, writer.impressions_written), 5),
-            "late_clicks": stats["late"],
-            "orphan_clicks": stats["orphans"],
-            "clicks_with_impression_id": stats["with_id"],
-            "items": n_items,
-            "users": users,
-            "part_files": writer.parts,
-            "time_range": [START_TS, START_TS + days * 86400],
-            "params": {"users": users, "items": items, "days": days, "impressions": impressions, "seed": seed},
-        }
-        with open(os.path.join(staging, MANIFEST), "w") as fh:  # no path: identical for a seed
-            json.dump({k: v for k, v in summary.items() if k != "output"}, fh, indent=2, sort_keys=True)
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    return summary
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     args = parse_args(argv)
-    if args.items < 10:
-        print("--items must be at least 10 (a slate shows up to 10 distinct items)", file=sys.stderr)
+    if args.items < MIN_ITEMS:
+        print(f"--items must be at least {MIN_ITEMS} (a slate shows up to {MIN_ITEMS} distinct items)",
+              file=sys.stderr)
         return 2
     try:
         summary = generate(args.output, args.users, args.items, args.days, args.impressions, args.seed,
@@ -223,9 +63,7 @@ def main(argv=None) -> int:
     except OutputRefused as exc:  # RAW holds something else than earlier generated data
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({k: summary[k] for k in ("output", "impressions", "clicks", "click_rate", "mean_p_click",
-                                               "late_clicks", "orphan_clicks", "items", "part_files", "seconds")},
-                     indent=2))
+    print(json.dumps({k: summary[k] for k in PRINTED}, indent=2))
     return 0
 
 

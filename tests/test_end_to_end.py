@@ -14,12 +14,12 @@ import json
 import pandas as pd
 import pytest
 
-from jobs.generate_synthetic import generate
 from jobs.train import main as train_main
 from models import MODEL_NAMES
 from pipelines.build_samples import build_samples
 from pipelines.config import load_config
 from pipelines.metrics import auc
+from sources.synthetic import generate
 
 WORLD = {"users": 100, "items": 100, "days": 28, "impressions": 300_000, "seed": 3}
 # The click model's recent-click term is an average of the last few clicked items with weights

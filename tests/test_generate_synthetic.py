@@ -1,4 +1,4 @@
-"""jobs/generate_synthetic.py: contract, determinism, click-log consistency and calibration, on real files."""
+"""sources/synthetic.py and its job: contract, determinism, click-log consistency and signal, on real files."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.synthetic_model import GENRES, START_TS, auc, calibration, step_counts
-from jobs.generate_synthetic import DEFAULTS, generate, main
+from jobs.generate_synthetic import main
+from sources.click_model import GENRES, START_TS, step_counts
+from sources.synthetic import DEFAULTS, generate
+from tests.synthetic_checks import oracle_vs_popularity
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,21 +41,6 @@ def default_data(default_raw):
 
 def files_of(raw: Path) -> dict[str, bytes]:
     return {str(p.relative_to(raw)): p.read_bytes() for p in sorted(raw.rglob("*")) if p.is_file()}
-
-
-# -- AUC helper ---------------------------------------------------------------------------------
-
-def test_auc_matches_pairwise_definition_with_ties():
-    rng = np.random.default_rng(0)
-    scores = rng.integers(0, 5, size=200).astype(float)  # many ties
-    labels = rng.random(200) < 0.3
-    pos, neg = scores[labels], scores[~labels]
-    pairwise = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (
-        len(pos) * len(neg))
-    assert auc(scores, labels) == pytest.approx(pairwise, abs=1e-12)
-    assert auc([0.1, 0.9], [0, 1]) == 1.0
-    assert auc([0.9, 0.1], [0, 1]) == 0.0
-    assert auc([0.5, 0.5, 0.5], [0, 1, 1]) == 0.5
 
 
 def test_step_counts_sum_exactly_and_follow_a_daily_pattern():
@@ -131,7 +118,7 @@ def test_items_table(default_data):
 
 def test_p_click_is_a_probability_and_matches_the_realized_rate(default_raw):
     raw, summary = default_raw
-    cal = calibration(str(raw))
+    cal = oracle_vs_popularity(str(raw))
     imps = read(raw, "impressions")
     p = imps["p_click"].to_numpy()
     assert ((p > 0) & (p < 1)).all()
@@ -141,9 +128,9 @@ def test_p_click_is_a_probability_and_matches_the_realized_rate(default_raw):
     assert summary["click_rate"] == pytest.approx(cal["click_rate"], abs=2e-3)
 
 
-def test_calibration_oracle_beats_popularity_at_default_size(default_raw):
+def test_oracle_beats_popularity_at_default_size(default_raw):
     raw, _ = default_raw
-    cal = calibration(str(raw))
+    cal = oracle_vs_popularity(str(raw))
     assert cal["oracle_auc"] >= cal["popularity_auc"] + 0.08, cal
     assert 0.72 <= cal["oracle_auc"] <= 0.9, cal
 

@@ -1,4 +1,4 @@
-"""jobs/import_movielens.py on hand-written CSVs (exact output) and on the real MovieLens directory."""
+"""sources/movielens.py and its job on hand-written CSVs (exact output) and on the real MovieLens directory."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.import_movielens import import_movielens, main
+from jobs.import_movielens import main
+from sources.movielens import import_movielens
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,8 @@
-"""The generative click model behind `jobs/generate_synthetic.py`, and its calibration check.
+"""The generative click model behind the synthetic raw data (`sources/synthetic.py` writes it).
 
 Pure numpy; no Spark. The simulator keeps per-user and per-item state only
 (O(users + items)) and produces the impressions and clicks of one time step at
-a time, so the job can write them out chunk by chunk with bounded memory.
+a time, so the writer can write them out chunk by chunk with bounded memory.
 
 World (drawn once from the seed)
 --------------------------------
@@ -300,63 +300,3 @@ class Simulator:
                          np.concatenate([pt, click_ts]))
         return StepEvents(user, item, ts, position.astype(np.int32), p_click,
                           click_user, click_item, click_ts, click_imp, click_has_id, click_late)
-
-
-# -- calibration ---------------------------------------------------------------------------------
-
-def auc(scores, labels) -> float:
-    """ROC AUC by the Mann-Whitney rank statistic, ties getting their average rank."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUC needs both positive and negative labels")
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    start = np.cumsum(counts) - counts  # 0-based rank of the first element of each tie group
-    avg_rank = start + (counts + 1) / 2.0  # 1-based average rank
-    rank_sum = avg_rank[inverse][labels].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def realized_labels(impressions, clicks, max_delay_s: int = 120 * 60) -> np.ndarray:
-    """1 for impressions that got a click: by impression_id, else (null id) the latest impression of
-    the same user and item at most `max_delay_s` before the click. Both arguments are pandas frames."""
-    import pandas as pd
-
-    with_id = clicks["impression_id"].notna()
-    clicked_ids = set(clicks.loc[with_id, "impression_id"])
-    anonymous = clicks.loc[~with_id, ["user_id", "item_id", "ts"]].sort_values("ts")
-    imps = impressions[["user_id", "item_id", "ts", "impression_id"]].sort_values("ts")
-    matched = pd.merge_asof(anonymous, imps, on="ts", by=["user_id", "item_id"], direction="backward",
-                            tolerance=max_delay_s, allow_exact_matches=True)
-    clicked_ids.update(matched["impression_id"].dropna())
-    return impressions["impression_id"].isin(clicked_ids).to_numpy()
-
-
-def calibration(raw_dir: str, train_fraction: float = 0.7) -> dict:
-    """Oracle (`p_click`) AUC vs popularity AUC on the last 30 % of the time range.
-
-    Popularity score of an item: its clicks in the first `train_fraction` of the
-    impressions' time range. Both AUCs are on the impressions after the cut.
-    Reads the whole raw data set: meant for tests and small data.
-    """
-    import pyarrow.parquet as pq
-
-    imps = pq.read_table(f"{raw_dir}/impressions", columns=["user_id", "item_id", "ts", "impression_id", "p_click"]
-                         ).to_pandas()
-    clicks = pq.read_table(f"{raw_dir}/clicks", columns=["user_id", "item_id", "ts", "impression_id"]).to_pandas()
-    labels = realized_labels(imps, clicks)
-    t_min, t_max = int(imps["ts"].min()), int(imps["ts"].max())
-    cut = t_min + train_fraction * (t_max - t_min)
-    popularity = clicks.loc[clicks["ts"] < cut].groupby("item_id").size()
-    test = (imps["ts"] >= cut).to_numpy()
-    pop_score = imps.loc[test, "item_id"].map(popularity).fillna(0).to_numpy()
-    return {
-        "impressions": len(imps),
-        "test_impressions": int(test.sum()),
-        "click_rate": float(labels.mean()),
-        "mean_p_click": float(imps["p_click"].mean()),
-        "oracle_auc": auc(imps.loc[test, "p_click"].to_numpy(), labels[test]),
-        "popularity_auc": auc(pop_score, labels[test]),
-    }
