@@ -22,19 +22,34 @@ if not __package__:  # run as a script: python jobs/train.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from models import MODEL_NAMES, resolve_params  # noqa: E402
 from pipelines.config import ConfigError, load_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", required=True, help="samples directory (feature_spec.json, train/, valid/, test/, vocab/)")
-    parser.add_argument("--model", help="emb_mlp | wide_deep | deepfm | dcn | dcn_v2 (default: config `model`)")
+    parser.add_argument("--model", choices=MODEL_NAMES, metavar="NAME",
+                        help=f"{' | '.join(MODEL_NAMES)} (default: config `model`)")
     parser.add_argument("--output", required=True, help="run directory (created; an existing one is resumed)")
     parser.add_argument("--epochs", type=int, help="total number of epochs (default: config `epochs`)")
     parser.add_argument("--conf", help="YAML file merged over conf/train.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set params.embedding_dim=32 (repeatable)")
     return parser.parse_args(argv)
+
+
+def config_error(config: dict) -> str | None:
+    """What is wrong with the merged config, before any work (None: nothing)."""
+    if config["model"] not in MODEL_NAMES:
+        return f"model must be one of {', '.join(MODEL_NAMES)}, got {config['model']!r}"
+    if int(config["epochs"]) < 1:
+        return f"epochs must be >= 1, got {config['epochs']}"
+    try:
+        resolve_params(config.get("params"))
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def main(argv=None) -> int:
@@ -50,14 +65,15 @@ def main(argv=None) -> int:
         config["model"] = args.model
     if args.epochs is not None:
         config["epochs"] = args.epochs
-    if int(config["epochs"]) < 1:
-        print(f"config error: epochs must be >= 1, got {config['epochs']}", file=sys.stderr)
+    error = config_error(config)
+    if error:
+        print(f"config error: {error}", file=sys.stderr)
         return 2
 
-    from pipelines.feature_spec import SpecError
     from pipelines.publish import OutputRefused
     from pipelines.tf_input import CorruptShardError
     from pipelines.train import RunMismatch, SimulatedCrash, train
+    from spec import SpecError
 
     try:
         summary = train(args.samples, args.output, config)

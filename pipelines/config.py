@@ -2,7 +2,8 @@
 
 A job's defaults live in `conf/<job>.yaml`; `--conf FILE` is merged over them,
 then every `--set a.b.c=value` (value parsed as YAML, so `3`, `0.5`, `true`,
-`null`, `[a, b]` work). Unknown keys are an error, so a typo never goes unnoticed.
+`null`, `[a, b]` work). Unknown keys are an error, so a typo never goes unnoticed; a mapping
+left empty in the defaults (`params: {}`) is open: its keys are checked by the code that reads it.
 """
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ class ConfigError(ValueError):
     pass
 
 
-def _merge(base: dict, override: dict, path: str = "") -> dict:
+def _merge(base: dict, override: dict, path: str = "", open_paths: frozenset = frozenset()) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
         where = f"{path}{key}"
-        if key not in out:
+        if key not in out and path[:-1] not in open_paths:
             raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(out))})")
-        if isinstance(out[key], dict) and isinstance(value, dict):
-            out[key] = _merge(out[key], value, where + ".")
+        if isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = _merge(out[key], value, where + ".", open_paths)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -72,8 +73,17 @@ def _read_yaml(path) -> dict:
 def load_config(default_name: str, conf_file: str | None = None, overrides: list[str] | None = None) -> dict:
     """Defaults from conf/<default_name>.yaml, then `conf_file`, then `--set` overrides."""
     config = _read_yaml(CONF_DIR / f"{default_name}.yaml")
+    open_paths = frozenset(_empty_mappings(config))
     if conf_file:
-        config = _merge(config, _read_yaml(conf_file))
+        config = _merge(config, _read_yaml(conf_file), open_paths=open_paths)
     for text in overrides or []:
-        config = _merge(config, parse_override(text))
+        config = _merge(config, parse_override(text), open_paths=open_paths)
     return config
+
+
+def _empty_mappings(config: dict, path: str = ""):
+    for key, value in config.items():
+        if isinstance(value, dict):
+            if not value:
+                yield f"{path}{key}"
+            yield from _empty_mappings(value, f"{path}{key}.")

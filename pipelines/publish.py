@@ -204,6 +204,20 @@ def write_text(path, text: str) -> None:
     _fs(path).write_text(path, text)
 
 
+def replace_file(path: str, write) -> None:
+    """Replace the local file `path` in one rename: `write(tmp)` writes the new content to a hidden
+    sibling (its name ends like `path`'s, e.g. `.weights.h5`), so readers see the old file or the new one."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+
+
 # ---------------------------------------------------------------- refusals
 
 def _describe(markers: Markers) -> str:

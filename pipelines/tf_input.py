@@ -29,13 +29,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import posixpath
 import re
 
 import tensorflow as tf
 
-from pipelines.feature_spec import (SpecError, compression_type, features_by_role, load_spec, model_inputs,
-                                    parse_block_features, parse_features, rows_per_record)
+from spec import (SpecError, compression_type, label_name, load_spec, metadata_entries, model_inputs, num_examples,
+                  parse_block_features, parse_features, rows_per_record, spec_hash, split_pattern)
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPEC_HASH_FILES = ("run.json", os.path.join("checkpoints", "state.json"),
@@ -83,13 +82,6 @@ def naming_corrupt_shards(samples_dir: str, spec: dict, splits: tuple[str, ...])
                                 "Rebuild the samples (jobs.build_samples) or restore these files") from exc
 
 
-def split_pattern(samples_dir: str, spec: dict, split: str) -> str:
-    splits = spec.get("splits") or {}
-    if split not in splits:
-        raise SpecError(f"split '{split}' is not in the feature spec of {samples_dir} (has: {', '.join(splits)})")
-    return posixpath.join(str(samples_dir).rstrip("/"), splits[split]["pattern"])
-
-
 def split_files(samples_dir: str, spec: dict, split: str) -> list[str]:
     pattern = split_pattern(samples_dir, spec, split)
     files = sorted(tf.io.gfile.glob(pattern))
@@ -117,8 +109,8 @@ def record_parser(spec: dict, with_metadata: bool = True):
 def _element_fn(spec: dict, with_metadata: bool):
     """Parsed rows -> (features, label float32 [rows, 1][, metadata with the raw label])."""
     inputs = [e["name"] for e in model_inputs(spec)]
-    metadata = [e["name"] for e in features_by_role(spec, "metadata")] if with_metadata else []
-    label = spec["label"]
+    metadata = [e["name"] for e in metadata_entries(spec)] if with_metadata else []
+    label = label_name(spec)
 
     def element(parsed):
         features = {name: parsed[name] for name in inputs}
@@ -179,9 +171,9 @@ def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, t
     if repeat:
         ds = ds.repeat()
     parse, element = record_parser(spec, with_metadata), _element_fn(spec, with_metadata)
-    num_examples = None if repeat else ((spec.get("splits") or {}).get(split) or {}).get("num_examples")
+    size = None if repeat else num_examples(spec, split)
     if block == 1:
-        ds = _with_cardinality(ds.batch(int(batch_size), drop_remainder=drop_remainder), num_examples, batch_size,
+        ds = _with_cardinality(ds.batch(int(batch_size), drop_remainder=drop_remainder), size, batch_size,
                                drop_remainder)
         ds = ds.map(lambda serialized: element(parse(serialized)), num_parallel_calls=AUTOTUNE,
                     deterministic=deterministic)
@@ -189,7 +181,7 @@ def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, t
     # Enough blocks for one batch, parsed at once; rebatch then cuts exact batches across blocks.
     ds = ds.batch(-(-int(batch_size) // block))
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    ds = _with_cardinality(ds.rebatch(int(batch_size), drop_remainder=drop_remainder), num_examples, batch_size,
+    ds = _with_cardinality(ds.rebatch(int(batch_size), drop_remainder=drop_remainder), size, batch_size,
                            drop_remainder)
     if training:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -200,13 +192,13 @@ def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, t
     return ds.prefetch(AUTOTUNE)
 
 
-def _with_cardinality(ds: tf.data.Dataset, num_examples: int | None, batch_size: int,
+def _with_cardinality(ds: tf.data.Dataset, size: int | None, batch_size: int,
                       drop_remainder: bool) -> tf.data.Dataset:
     """The spec knows the split's size: Keras then knows the steps per epoch (progress bar
     totals, no "ran out of data" warning); a wrong count fails loudly at the end of a pass."""
-    if num_examples is None:
+    if size is None:
         return ds
-    batches = int(num_examples) // batch_size if drop_remainder else -(-int(num_examples) // batch_size)
+    batches = int(size) // batch_size if drop_remainder else -(-int(size) // batch_size)
     return ds.apply(tf.data.experimental.assert_cardinality(batches))
 
 
@@ -246,5 +238,5 @@ def open_samples(samples_dir: str, run_dir: str | None = None) -> dict:
     """Load and validate the spec; with `run_dir`, refuse samples the run was not trained on."""
     spec = load_spec(samples_dir)
     if run_dir is not None:
-        check_run_spec_hash(run_dir, spec["spec_hash"], samples_dir)
+        check_run_spec_hash(run_dir, spec_hash(spec), samples_dir)
     return spec

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipelines.feature_spec import load_spec
+from spec import load_spec
 from pipelines.tf_input import record_parser
 
 

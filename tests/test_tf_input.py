@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines.feature_spec import load_spec, model_inputs
+from spec import load_spec, model_inputs
 from pipelines.tf_input import SpecHashMismatch, check_run_spec_hash, make_dataset, open_samples, split_files
 from tests.tf_samples import write_samples
 
@@ -231,7 +231,7 @@ def _hash_before_rows_per_record(spec):
 
 
 def test_spec_without_rows_per_record_keeps_its_hash(samples, block_samples):
-    from pipelines.feature_spec import compute_spec_hash, rows_per_record
+    from spec import compute_spec_hash, rows_per_record
 
     _, spec, _ = samples
     assert "rows_per_record" not in spec and rows_per_record(spec) == 1
@@ -245,7 +245,7 @@ def test_spec_without_rows_per_record_keeps_its_hash(samples, block_samples):
 
 @pytest.mark.parametrize("value", [0, -8, 2.5, "8", True, None])
 def test_rows_per_record_must_be_a_positive_integer(samples, value):
-    from pipelines.feature_spec import SpecError, compute_spec_hash, validate_spec
+    from spec import SpecError, compute_spec_hash, validate_spec
 
     _, spec, _ = samples
     bad = {key: value for key, value in spec.items() if key != "spec_hash"}
@@ -256,7 +256,7 @@ def test_rows_per_record_must_be_a_positive_integer(samples, value):
 
 
 def test_blocks_refuse_a_non_null_metadata_default(block_samples):
-    from pipelines.feature_spec import SpecError, compute_spec_hash, validate_spec
+    from spec import SpecError, compute_spec_hash, validate_spec
 
     _, spec, _ = block_samples
     features = [dict(e, default=0.5) if e["name"] == "p_click" else e for e in spec["features"]]

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from jobs.train import main
 from pipelines import metrics as offline_metrics
-from pipelines.feature_spec import load_spec
+from spec import load_spec
 from pipelines.tf_input import make_dataset
 from tests.tf_samples import write_samples
 
@@ -169,7 +169,7 @@ def test_weights_checkpoint_restores_the_optimizer_state(samples, tmp_path):
     import keras
 
     from models import build_model, compile_model
-    from pipelines.train import _build_optimizers, _save_weights
+    from pipelines.run_state import build_optimizers as _build_optimizers, save_weights as _save_weights
 
     path, spec, _ = samples
     params = {"hidden_units": [8], "embedding_dim": 4, "seed": 0}
@@ -202,3 +202,30 @@ def test_a_truncated_shard_is_named_and_exits_2(tmp_path, capsys, split):
     err = capsys.readouterr().err
     assert str(shard) in err and "truncated" in err
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_resume_compares_params_with_their_defaults_filled_in(samples, tmp_path, capsys):
+    path, _, _ = samples
+    run = tmp_path / "run"
+    assert _run(path, run, "--epochs", "2", "--set", "debug.crash_after_epoch=1") == 4
+    state_path = run / "checkpoints" / "state.json"
+    state = json.loads(state_path.read_text())
+    # as runs written before conf/train.yaml held only overrides: every default spelled out
+    state["params"] = {"embedding_dim": EMBEDDING_DIM, "hidden_units": [16], "dropout": 0.0, "l2": 0.0,
+                       "learning_rate": 0.01, "deep_optimizer": "adagrad", "ftrl_learning_rate": 0.05,
+                       "residual": False, "cross_layers": 3, "crossed_features": [], "hash_buckets": 100000,
+                       "seed": 42}
+    state_path.write_text(json.dumps(state))
+    assert _run(path, run, "--epochs", "2", "--set", "debug.crash_after_epoch=2") == 4  # resumed: epoch 2 ran
+    assert json.loads(state_path.read_text())["epoch"] == 2
+    capsys.readouterr()
+    assert _run(path, run, "--epochs", "3", "--set", "params.dropout=0.5") == 3
+    assert "was trained with params" in capsys.readouterr().err
+
+
+def test_a_typo_in_params_is_a_config_error(samples, tmp_path, capsys):
+    path, _, _ = samples
+    assert _run(path, tmp_path / "run", "--set", "params.embeding_dim=4") == 2
+    err = capsys.readouterr().err
+    assert "config error" in err and "embeding_dim" in err
+    assert not (tmp_path / "run").exists()

@@ -2,7 +2,7 @@
 
     spec, rows = write_samples(tmp_path / "samples", seed=0)
 
-Writes `feature_spec.json` (hash from `pipelines.feature_spec.compute_spec_hash`),
+Writes `feature_spec.json` (built with the `spec` package's entry constructors),
 `{train,valid,test}/part-*.tfrecord.gz` (gzip `tf.train.Example`), `vocab/<name>/part-0.parquet`
 (index, token, count) and `_SUCCESS`. `rows` maps split -> pandas DataFrame of exactly
 the values written (metadata nulls are None, i.e. left out of the Example).
@@ -16,7 +16,6 @@ often, and the `item_ctr` numeric and its bucket carry the same information.
 from __future__ import annotations
 
 import bisect
-import json
 import os
 
 import numpy as np
@@ -25,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from pipelines.feature_spec import NULL_VALUES, compute_spec_hash
+import spec as fs
+from spec import NULL_VALUES
 
 HIST_LEN = 3
 MAX_GENRES = 2
@@ -34,52 +34,27 @@ CTR_BOUNDARIES = [0.2, 0.5]
 SPLITS = ("train", "valid", "test")
 
 
-def _entry(name, role, kind, dtype, shape, **extra):
-    return {"name": name, "role": role, "kind": kind, "dtype": dtype, "shape": shape, **extra}
-
-
 def make_spec(num_users: int, num_items: int, extra_feature: bool = False, rows_per_record: int = 1) -> dict:
     sizes = {"user_id": num_users + 2, "item_id": num_items + 2, "genre": len(GENRES) + 2}
+    identity = {"log1p": False, "mean": 0.0, "std": 1.0}
     features = [
-        _entry("user_idx", "model_input", "categorical", "int64", [], vocabulary="user_id",
-               embedding_table="user_id", vocab_size=sizes["user_id"]),
-        _entry("item_idx", "model_input", "categorical", "int64", [], vocabulary="item_id",
-               embedding_table="item_id", vocab_size=sizes["item_id"]),
-        _entry("item_primary_genre", "model_input", "categorical", "int64", [], vocabulary="genre",
-               embedding_table="genre", vocab_size=sizes["genre"]),
-        _entry("hist_click_items", "model_input", "sequence", "int64", [HIST_LEN], vocabulary="item_id",
-               embedding_table="item_id", vocab_size=sizes["item_id"]),
-        _entry("item_genres", "model_input", "multi_categorical", "int64", [MAX_GENRES], vocabulary="genre",
-               embedding_table="genre", vocab_size=sizes["genre"]),
-        _entry("item_ctr_bucket", "model_input", "categorical", "int64", [], embedding_table="item_ctr_bucket",
-               vocab_size=len(CTR_BOUNDARIES) + 2,
-               bucketization={"source": "item_ctr", "boundaries": CTR_BOUNDARIES}),
-        _entry("hist_click_len", "model_input", "numeric", "float32", [],
-               normalization={"log1p": False, "mean": 1.5, "std": 1.0}),
-        _entry("item_ctr", "model_input", "numeric", "float32", [],
-               normalization={"log1p": False, "mean": 0.0, "std": 1.0}),
+        fs.categorical("user_idx", vocabulary="user_id", vocab_size=sizes["user_id"]),
+        fs.categorical("item_idx", vocabulary="item_id", vocab_size=sizes["item_id"]),
+        fs.categorical("item_primary_genre", vocabulary="genre", vocab_size=sizes["genre"]),
+        fs.sequence("hist_click_items", length=HIST_LEN, vocabulary="item_id", vocab_size=sizes["item_id"]),
+        fs.multi_categorical("item_genres", length=MAX_GENRES, vocabulary="genre", vocab_size=sizes["genre"]),
+        fs.bucketized("item_ctr_bucket", source="item_ctr", boundaries=CTR_BOUNDARIES),
+        fs.numeric("hist_click_len", normalization={"log1p": False, "mean": 1.5, "std": 1.0}),
+        fs.numeric("item_ctr", normalization=dict(identity)),
     ]
     if extra_feature:
-        features.append(_entry("release_year", "model_input", "numeric", "float32", [],
-                               normalization={"log1p": False, "mean": 0.0, "std": 1.0}))
-    features += [
-        _entry("label", "label", "label", "int64", []),
-        _entry("user_id", "metadata", "metadata", "string", [], default=None),
-        _entry("item_id", "metadata", "metadata", "string", [], default=None),
-        _entry("ts", "metadata", "metadata", "int64", [], default=None),
-        _entry("p_click", "metadata", "metadata", "float32", [], default=None),
-    ]
-    vocabularies = {
-        name: {"size": size, "num_tokens": size - 2, "padding_index": 0, "oov_index": 1, "min_count": 1,
-               "path": f"vocab/{name}"}
-        for name, size in sorted(sizes.items())
-    }
-    spec = {"format_version": 1, "compression": "GZIP", "label": "label",
-            "features": features, "vocabularies": vocabularies}
-    if rows_per_record != 1:
-        spec["rows_per_record"] = rows_per_record
-    spec["spec_hash"] = compute_spec_hash(spec)
-    return spec
+        features.append(fs.numeric("release_year", normalization=dict(identity)))
+    features += [fs.label("label")] + [fs.metadata(name, dtype) for name, dtype in
+                                       (("user_id", "string"), ("item_id", "string"), ("ts", "int64"),
+                                        ("p_click", "float32"))]
+    vocabularies = {name: fs.vocabulary(size=size, num_tokens=size - 2, min_count=1, path=f"vocab/{name}")
+                    for name, size in sorted(sizes.items())}
+    return fs.new_spec(features, vocabularies, compression="GZIP", rows_per_record=rows_per_record)
 
 
 def _feature(dtype: str, values: list) -> tf.train.Feature:
@@ -198,7 +173,7 @@ def write_samples(samples_dir, sizes: dict | None = None, seed: int = 0, num_use
     write_vocab(samples_dir, "user_id", [f"u{k}" for k in range(num_users)])
     write_vocab(samples_dir, "item_id", [f"i{k}" for k in range(num_items)])
     write_vocab(samples_dir, "genre", GENRES)
-    with open(os.path.join(samples_dir, "feature_spec.json"), "w") as fh:
-        json.dump(spec, fh, indent=2)
+    with open(fs.spec_path(samples_dir), "w") as fh:
+        fh.write(fs.to_json(spec))
     open(os.path.join(samples_dir, "_SUCCESS"), "w").close()
     return spec, rows

@@ -1,0 +1,257 @@
+"""What a finished run leaves in RUN/ (written under RUN/.staging-*/, then swapped into place):
+
+    RUN/metrics.parquet      run_id, model, split, epoch, metric, value
+                             per epoch: split train / valid, metric loss, keras_auc (Keras'
+                             streaming AUC), train also seconds, examples_per_second;
+                             final: split valid / test, epoch = best epoch, metric auc, logloss,
+                             gauc, pr_auc, calibration (exact, from the predictions)
+    RUN/predictions/         {valid,test}.parquet: split, user_id, item_id, ts, label, score,
+                             + the spec's other metadata columns (e.g. p_click)
+    RUN/embeddings/          <table>.parquet: feature, index, token, vector (list<float>)
+    RUN/model/               SavedModel, signature serving_default(parsed model inputs) -> {"score"};
+                             assets.extra/ holds feature_spec.json and spec_hash
+    RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import metrics as offline_metrics
+from pipelines import publish
+from pipelines.tf_input import make_dataset, naming_corrupt_shards
+from spec import arrow_type, input_signature, label_name, metadata_entries, to_json, vocabulary_tokens
+
+ID_COLUMNS = ("user_id", "item_id", "ts")
+FINAL_SPLITS = ("valid", "test")
+PUBLISHED = ("metrics.parquet", "predictions", "embeddings", "model", "run.json")
+METRICS_SCHEMA = pa.schema([("run_id", pa.string()), ("model", pa.string()), ("split", pa.string()),
+                            ("epoch", pa.int64()), ("metric", pa.string()), ("value", pa.float64())])
+EMBEDDINGS_SCHEMA = pa.schema([("feature", pa.string()), ("index", pa.int64()), ("token", pa.string()),
+                               ("vector", pa.list_(pa.float32()))])
+
+
+class StagedRunOutputs(publish.Staging):
+    """RUN/.staging-<id>/, whose outputs `publish()` swaps into RUN/ (publish.swap_into_place)."""
+
+    def __init__(self, run_dir: str, prefix: str, started: float):
+        super().__init__(run_dir, prefix, started)
+        self.run_dir = run_dir
+
+    def file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def publish(self) -> None:
+        for name in PUBLISHED:
+            if os.path.exists(self.file(name)):
+                publish.swap_into_place(self.file(name), os.path.join(self.run_dir, name))
+
+
+# ---------------------------------------------------------------- predictions
+
+def serving_function(model, spec: dict):
+    """tf.function(features dict) -> {"score": [batch, 1]} with the spec's input signature."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[input_signature(spec)])
+    def serve(features):
+        return {"score": model(features, training=False)}
+
+    return serve
+
+
+def prediction_schema(spec: dict) -> pa.Schema:
+    """split, the id columns, label, score, then the spec's other metadata columns."""
+    meta = {e["name"]: e for e in metadata_entries(spec)}
+    fields = [("split", pa.string())]
+    fields += [(name, arrow_type(meta[name]["dtype"])) for name in ID_COLUMNS if name in meta]
+    fields += [("label", pa.int64()), ("score", pa.float32())]
+    fields += [(name, arrow_type(e["dtype"])) for name, e in meta.items() if name not in ID_COLUMNS]
+    return pa.schema(fields)
+
+
+def _arrow_column(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    if pa.types.is_string(dtype):
+        return pa.array(values.tolist(), type=pa.binary()).cast(pa.string())
+    return pa.array(values, type=dtype, from_pandas=pa.types.is_floating(dtype))  # NaN (missing) -> null
+
+
+def predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: int, path: str | None) -> dict:
+    """Score a split batch by batch, appending rows to the Parquet file `path` (None: no file).
+
+    Returns the exact metrics of the split and its size; only labels, scores and user ids
+    are kept in memory for them.
+    """
+    schema = prediction_schema(spec)
+    label = label_name(spec)
+    labels, scores, users = [], [], []
+    writer = pq.ParquetWriter(path, schema) if path else None
+    try:
+        with naming_corrupt_shards(samples_dir, spec, (split,)):
+            for features, _, meta in make_dataset(samples_dir, spec, split, batch_size, with_metadata=True):
+                score = serve(features)["score"].numpy().reshape(-1)
+                y = meta[label].numpy().astype(np.int64)
+                labels.append(y)
+                scores.append(score)
+                if "user_id" in meta:
+                    users.append(meta["user_id"].numpy())
+                if writer is not None:
+                    columns = {"split": pa.array([split] * len(score), pa.string()), "label": pa.array(y, pa.int64()),
+                               "score": pa.array(score, pa.float32())}
+                    for f in schema:
+                        if f.name not in columns:
+                            columns[f.name] = _arrow_column(meta[f.name].numpy(), f.type)
+                    writer.write_table(pa.table([columns[f.name] for f in schema], schema=schema))
+        if writer is not None and not labels:  # an empty split still gets a readable file
+            writer.write_table(schema.empty_table())
+    finally:
+        if writer is not None:
+            writer.close()
+    y = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+    u = np.concatenate(users) if users else None
+    return {"metrics": offline_metrics.evaluate(y, s, users=u), "num_examples": int(y.size)}
+
+
+def predict_final_splits(serve, samples_dir: str, spec: dict, batch_size: int, folder: str | None) -> dict:
+    """{split: predict_split(...)} for valid and test; `folder` None writes no prediction files."""
+    if folder is not None:
+        os.makedirs(folder)
+    return {split: predict_split(serve, samples_dir, spec, split, batch_size,
+                                 os.path.join(folder, f"{split}.parquet") if folder else None)
+            for split in FINAL_SPLITS}
+
+
+# ---------------------------------------------------------------- embeddings, model
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def write_embeddings(tables: dict, samples_dir: str, spec: dict, folder: str, chunk_rows: int) -> dict:
+    """One Parquet file per table: feature, index, token, vector; written `chunk_rows` rows at a time."""
+    os.makedirs(folder, exist_ok=True)
+    written = {}
+    for name, variable in tables.items():
+        size, dim = (int(n) for n in variable.shape)
+        tokens = vocabulary_tokens(samples_dir, spec, name, size)
+        path = os.path.join(folder, f"{_safe_name(name)}.parquet")
+        with pq.ParquetWriter(path, EMBEDDINGS_SCHEMA) as writer:
+            for start in range(0, size, max(1, int(chunk_rows))):
+                stop = min(size, start + int(chunk_rows))
+                vectors = np.asarray(variable[start:stop].numpy(), dtype=np.float32)
+                values = pa.array(vectors.reshape(-1), pa.float32())
+                offsets = pa.array(np.arange(0, (stop - start) * dim + 1, dim, dtype=np.int32), pa.int32())
+                writer.write_table(pa.table({
+                    "feature": pa.array([name] * (stop - start), pa.string()),
+                    "index": pa.array(np.arange(start, stop, dtype=np.int64), pa.int64()),
+                    "token": pa.array(tokens[start:stop], pa.string()),
+                    "vector": pa.ListArray.from_arrays(offsets, values, type=pa.list_(pa.float32())),
+                }, schema=EMBEDDINGS_SCHEMA))
+        written[name] = {"rows": size, "dim": dim, "path": os.path.basename(path)}
+    return written
+
+
+def export_model(model, serve, spec: dict, folder: str) -> None:
+    """SavedModel with the `serving_default` endpoint; assets.extra/ holds the spec and its hash."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve)
+    try:
+        archive.write_out(folder, verbose=False)
+    except TypeError:  # older Keras 3 without `verbose`
+        archive.write_out(folder)
+    extra = os.path.join(folder, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, "feature_spec.json"), "w") as fh:
+        fh.write(to_json(spec))
+    with open(os.path.join(extra, "spec_hash"), "w") as fh:
+        fh.write(spec["spec_hash"] + "\n")
+
+
+# ---------------------------------------------------------------- metrics, run.json
+
+def metric_rows(run_id: str, model_name: str, history: list, final: dict, best_epoch: int | None) -> pd.DataFrame:
+    rows = []
+    for entry in history:
+        epoch = int(entry["epoch"])
+        for split, prefix in (("train", ""), ("valid", "val_")):
+            for key, metric in (("loss", "loss"), ("auc", "keras_auc")):
+                if entry.get(prefix + key) is not None:
+                    rows.append((split, epoch, metric, entry[prefix + key]))
+        for key in ("seconds", "examples_per_second"):
+            if entry.get(key) is not None:
+                rows.append(("train", epoch, key, entry[key]))
+    for split, result in final.items():
+        for metric in offline_metrics.METRIC_NAMES:
+            rows.append((split, best_epoch, metric, result["metrics"][metric]))
+    return pd.DataFrame({
+        "run_id": pd.Series([run_id] * len(rows), dtype="string"),
+        "model": pd.Series([model_name] * len(rows), dtype="string"),
+        "split": pd.Series([r[0] for r in rows], dtype="string"),
+        "epoch": pd.Series([r[1] if r[1] is not None else -1 for r in rows], dtype="int64"),
+        "metric": pd.Series([r[2] for r in rows], dtype="string"),
+        "value": pd.Series([float(r[3]) if r[3] is not None else float("nan") for r in rows], dtype="float64"),
+    })
+
+
+def write_metrics(frame: pd.DataFrame, path: str) -> None:
+    pq.write_table(pa.Table.from_pandas(frame, schema=METRICS_SCHEMA, preserve_index=False).replace_schema_metadata(None),
+                   path)
+
+
+def library_versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__, "pyarrow": pa.__version__}
+
+
+def run_summary(*, run_id: str, model_name: str, samples_dir: str, run_dir: str, spec_hash: str, config: dict,
+                params: dict, history: list, new_epochs: list, resumed_from_epoch: int, stopped_early: bool,
+                best_epoch: int | None, monitor: str, best_value: float | None, timings: dict, final: dict,
+                embeddings: dict, predictions: bool) -> dict:
+    """The content of run.json."""
+    train_examples = sum(e.get("examples") or 0 for e in new_epochs)
+    train_seconds = sum(e.get("train_seconds") or 0 for e in new_epochs)
+    outputs = {name: os.path.join(run_dir, name) for name in
+               ("metrics.parquet", "predictions", "embeddings", "model", "run.json", "tensorboard", "checkpoints")}
+    if not predictions:
+        outputs.pop("predictions")
+    if not embeddings:
+        outputs.pop("embeddings")
+    return {
+        "run_id": run_id,
+        "model": model_name,
+        "samples": os.path.abspath(samples_dir) if "://" not in str(samples_dir) else str(samples_dir),
+        "output": run_dir,
+        "spec_hash": spec_hash,
+        "config": config,
+        "params": params,
+        "versions": library_versions(),
+        "epochs_requested": int(config["epochs"]),
+        "epochs_completed": int(history[-1]["epoch"]) if history else 0,
+        "resumed_from_epoch": resumed_from_epoch,
+        "stopped_early": bool(stopped_early),
+        "best_epoch": best_epoch,
+        "best_" + monitor: best_value,
+        "timings": timings,
+        "train_examples": train_examples,
+        "train_examples_per_second": (train_examples / train_seconds) if train_seconds > 0 else None,
+        "num_examples": {split: r["num_examples"] for split, r in final.items()},
+        "metrics": {split: r["metrics"] for split, r in final.items()},
+        "history": history,
+        "embeddings": embeddings,
+        "outputs": outputs,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

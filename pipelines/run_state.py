@@ -1,0 +1,270 @@
+"""What a run keeps in RUN/ between epochs, and the Keras callbacks that keep it.
+
+    RUN/_RUN.json                     marks RUN as a run of this job (mark_run)
+    RUN/checkpoints/state.json        epoch, weights file, spec hash, model, params, early stopping, history
+    RUN/checkpoints/epoch-NNNN.weights.h5, best.weights.h5
+
+`Checkpoints` reads and writes that folder; `Progress` is what a checkpoint carries and what the
+callbacks (`EpochLog`, `EarlyStoppingWithState`, `Checkpoint`) update, each given the objects it
+changes in its constructor. Every file is replaced in one rename (publish.replace_file).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import keras
+import numpy as np
+
+from models import resolve_params
+from pipelines import publish
+
+log = logging.getLogger("pipelines.train")
+
+STATE_FILE = "state.json"
+RUN_MARKER = "_RUN.json"
+# Any of these shows that RUN holds an earlier run of this job (the last two: runs older than RUN_MARKER).
+RUN_MARKERS = [RUN_MARKER, "run.json", f"checkpoints/{STATE_FILE}"]
+BEST_WEIGHTS = "best.weights.h5"
+EPOCH_WEIGHTS = re.compile(r"epoch-\d{4}\.weights\.h5")
+
+
+class RunMismatch(ValueError):
+    """RUN/checkpoints belong to another model or other parameters."""
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by debug.crash_after_epoch after the checkpoint of that epoch is written."""
+
+
+# ---------------------------------------------------------------- files
+
+def jsonable(value):
+    """`value` with numpy scalars as Python numbers and non-finite floats as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_json(path: str, payload: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(jsonable(payload), fh, indent=2, sort_keys=False, allow_nan=False)
+
+    publish.replace_file(path, write)
+
+
+def save_weights(model, path: str) -> None:
+    publish.replace_file(path, model.save_weights)
+
+
+def build_optimizers(model) -> None:
+    """Create optimizer variables now, so that load_weights restores them too."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+
+
+def mark_run(run_dir: str, run_id: str) -> None:
+    """Write RUN/_RUN.json once, when the run starts (a resumed run keeps its marker)."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, RUN_MARKER)
+    if not os.path.exists(path):
+        write_json(path, {"job": "train", "run_id": run_id,
+                          "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- state
+
+@dataclass
+class EarlyStopping:
+    best: float | None = None
+    best_epoch: int | None = None
+    wait: int = 0
+    stopped: bool = False
+
+
+@dataclass
+class Progress:
+    """Epochs done, their history and the early-stopping state: what a checkpoint carries."""
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    early: EarlyStopping = field(default_factory=EarlyStopping)
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Progress":
+        return cls(epoch=int(state["epoch"]), history=list(state.get("history") or []),
+                   early=EarlyStopping(**{**asdict(EarlyStopping()), **(state.get("early_stopping") or {})}))
+
+
+class Checkpoints:
+    """RUN/checkpoints of one model, params and samples."""
+
+    def __init__(self, directory: str, keep: int, model_name: str, params: dict, spec_hash: str):
+        self.directory, self.keep = directory, max(1, int(keep))
+        self.model_name, self.params, self.spec_hash = model_name, jsonable(params), spec_hash
+
+    @property
+    def best_path(self) -> str:
+        return os.path.join(self.directory, BEST_WEIGHTS)
+
+    def load_state(self) -> dict | None:
+        path = os.path.join(self.directory, STATE_FILE)
+        if not os.path.exists(path):
+            return None
+        with open(path) as fh:
+            return json.load(fh)
+
+    def previous(self, resume: bool) -> dict | None:
+        """The state to resume from (None: start at epoch 1); refuses another model's or other params'."""
+        state = self.load_state()
+        if state is not None and not resume:
+            log.info("resume=false: removing the checkpoints of the previous run in %s", self.directory)
+            shutil.rmtree(self.directory)
+            state = None
+        if state is not None:
+            self._check(state)
+        os.makedirs(self.directory, exist_ok=True)
+        return state
+
+    def _check(self, state: dict) -> None:
+        if state.get("model") != self.model_name:
+            raise RunMismatch(f"{self.directory} holds checkpoints of model '{state.get('model')}', not "
+                              f"'{self.model_name}'; train into a new --output or pass --set resume=false to start over")
+        # Resolved on both sides: a default written out and one left out are the same parameter.
+        saved = json.dumps(jsonable(resolve_params(state.get("params"))), sort_keys=True)
+        if saved != json.dumps(jsonable(resolve_params(self.params)), sort_keys=True):
+            raise RunMismatch(f"{self.directory} was trained with params {json.dumps(state.get('params'), sort_keys=True)}, "
+                              f"now {json.dumps(self.params, sort_keys=True)}; "
+                              f"train into a new --output or pass --set resume=false to start over")
+
+    def restore(self, model, state: dict | None) -> Progress:
+        """Load the state's weights (with optimizer state) into `model`; the Progress to continue from."""
+        if state is None:
+            return Progress()
+        model.load_weights(os.path.join(self.directory, state["weights"]))
+        return Progress.from_state(state)
+
+    def save_epoch(self, model, progress: Progress) -> None:
+        """Weights (with optimizer state), then state.json pointing at them; older epochs beyond `keep` go."""
+        name = f"epoch-{progress.epoch:04d}.weights.h5"
+        save_weights(model, os.path.join(self.directory, name))
+        write_json(os.path.join(self.directory, STATE_FILE), {
+            "epoch": progress.epoch, "weights": name, "spec_hash": self.spec_hash, "model": self.model_name,
+            "params": self.params, "early_stopping": asdict(progress.early), "history": progress.history,
+            "saved_at": _now()})
+        for old in sorted(f for f in os.listdir(self.directory) if EPOCH_WEIGHTS.fullmatch(f))[:-self.keep]:
+            os.remove(os.path.join(self.directory, old))
+
+    def restore_best(self, model, progress: Progress, monitor: str) -> int | None:
+        """Load the best epoch's weights when there are any; the epoch whose weights the model now has."""
+        if progress.early.best_epoch is not None and os.path.exists(self.best_path):
+            model.load_weights(self.best_path)
+            log.info("restored the weights of the best epoch %d (%s %.4f)", progress.early.best_epoch, monitor,
+                     progress.early.best)
+            return progress.early.best_epoch
+        return int(progress.history[-1]["epoch"]) if progress.history else None
+
+
+# ---------------------------------------------------------------- callbacks
+
+class EpochLog(keras.callbacks.Callback):
+    """Times each epoch, counts its train batches, appends its entry to `progress.history`, logs one line."""
+
+    def __init__(self, progress: Progress, epochs: int, batch_size: int, max_examples: int | None):
+        super().__init__()
+        self.progress, self.epochs, self.batch_size, self.max_examples = progress, epochs, batch_size, max_examples
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+        self.train_end = None
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps = batch + 1
+
+    def on_test_begin(self, logs=None):
+        if self.train_end is None:
+            self.train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train_seconds = (self.train_end or now) - self.start
+        examples = self.steps * self.batch_size
+        if self.max_examples:  # the last batch of a pass may be short
+            examples = min(examples, self.max_examples)
+        entry = {"epoch": epoch + 1, "seconds": now - self.start, "train_seconds": train_seconds,
+                 "steps": self.steps, "examples": examples,
+                 "examples_per_second": examples / train_seconds if train_seconds > 0 else None}
+        entry.update({k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))})
+        self.progress.history.append(entry)
+        log.info("epoch %d/%d: train loss %.4f auc %.4f | valid loss %.4f auc %.4f | %.1fs, %.0f examples/s",
+                 epoch + 1, self.epochs, entry.get("loss", float("nan")), entry.get("auc", float("nan")),
+                 entry.get("val_loss", float("nan")), entry.get("val_auc", float("nan")),
+                 entry["seconds"], entry["examples_per_second"] or 0.0)
+
+
+class EarlyStoppingWithState(keras.callbacks.Callback):
+    """Early stopping on a Keras log value (mode max or min) whose state lives in `progress.early`,
+    so it survives a restart. An improving epoch's weights go to `checkpoints.best_path`."""
+
+    def __init__(self, progress: Progress, checkpoints: Checkpoints, monitor: str, mode: str, patience: int,
+                 min_delta: float):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"early_stopping.mode must be 'max' or 'min', got {mode!r}")
+        self.progress, self.checkpoints = progress, checkpoints
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, int(patience), float(min_delta)
+
+    def on_epoch_end(self, epoch, logs=None):
+        es = self.progress.early
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"early stopping monitors '{self.monitor}', which Keras did not log "
+                           f"(logged: {sorted(logs or {})})")
+        value = float(value)
+        if self.mode == "max":
+            improved = es.best is None or value > es.best + self.min_delta
+        else:
+            improved = es.best is None or value < es.best - self.min_delta
+        if improved:
+            es.best, es.best_epoch, es.wait = value, epoch + 1, 0
+            save_weights(self.model, self.checkpoints.best_path)
+            return
+        es.wait += 1
+        if es.wait >= self.patience:
+            es.stopped = True
+            self.model.stop_training = True
+            log.info("early stopping after epoch %d: %s has not improved on %.4f (epoch %d) for %d epochs",
+                     epoch + 1, self.monitor, es.best, es.best_epoch, es.wait)
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """After every epoch: `checkpoints.save_epoch`; with `crash_after_epoch` N, raise SimulatedCrash after epoch N's."""
+
+    def __init__(self, progress: Progress, checkpoints: Checkpoints, crash_after_epoch: int | None = None):
+        super().__init__()
+        self.progress, self.checkpoints, self.crash_after_epoch = progress, checkpoints, crash_after_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.epoch = epoch + 1
+        self.checkpoints.save_epoch(self.model, self.progress)
+        if self.crash_after_epoch is not None and epoch + 1 == int(self.crash_after_epoch):
+            raise SimulatedCrash(f"debug.crash_after_epoch={epoch + 1}: stopping after the checkpoint of epoch {epoch + 1}")
