@@ -134,21 +134,24 @@ def impression_identity(impressions: DataFrame) -> Column:
     )
 
 
-def flag_duplicates(df: DataFrame, dataset: str) -> DataFrame:
-    """Mark repeats among otherwise valid rows; the earliest copy (then the smallest row) is kept."""
-    reason = {"impressions": "duplicate_impression", "clicks": "duplicate_click"}[dataset]
-    key = impression_identity(df)
+def _event_identity(df: DataFrame, dataset: str) -> Column:
     if dataset == "clicks":
         # A click log may legitimately repeat an impression_id (several clicks on one impression):
         # only an exact repeat of the same event is a duplicate.
-        key = F.concat_ws("\u0001", F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"),
-                          F.coalesce(F.col("impression_id"), F.lit("")))
+        return F.concat_ws("\u0001", F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"),
+                           F.coalesce(F.col("impression_id"), F.lit("")))
+    return impression_identity(df)
+
+
+def _rank_copies(df: DataFrame, dataset: str) -> DataFrame:
+    """The window that ranks the copies of one event; the earliest copy (then the smallest row) is kept."""
+    reason = {"impressions": "duplicate_impression", "clicks": "duplicate_click"}[dataset]
     valid = F.col("reject_reason").isNull()
     # Ties between copies are broken by the raw values, so the kept copy does not depend on the
     # partitioning; only atomic columns, because maps cannot be ordered.
     raw_fields = df.schema[RAW].dataType.fields
     tie_break = F.struct(*[F.col(RAW).getField(f.name) for f in raw_fields if isinstance(f.dataType, T.AtomicType)])
-    order = Window.partitionBy(valid, key).orderBy(F.col("ts"), tie_break)
+    order = Window.partitionBy(valid, _event_identity(df, dataset)).orderBy(F.col("ts"), tie_break)
     rank = F.row_number().over(order)
     return df.withColumn(
         "reject_reason",
@@ -156,8 +159,37 @@ def flag_duplicates(df: DataFrame, dataset: str) -> DataFrame:
     )
 
 
-def validate_events(df: DataFrame, dataset: str, ts_min: str, ts_max: str) -> DataFrame:
-    return normalize_events(df, dataset, ts_min, ts_max).transform(lambda d: flag_duplicates(d, dataset))
+_CANDIDATE = "_duplicate_candidate"
+# Candidate keys up to this many are broadcast; past it, every row goes through the window.
+BROADCAST_CANDIDATES = 2_000_000
+
+
+def flag_duplicates(df: DataFrame, dataset: str, broadcast_limit: int = BROADCAST_CANDIDATES) -> DataFrame:
+    """Mark repeats among otherwise valid rows; the earliest copy (then the smallest row) is kept.
+
+    Ranking every row in a window would shuffle every row with its raw copy. Instead a narrow count
+    of a 64-bit hash of each valid row's identity finds the few keys seen more than once (a hash
+    collision only makes a candidate, never a reject); only the candidate rows go through the
+    window. This runs one Spark job to count the candidates: when there are more than
+    `broadcast_limit`, all rows take the window instead.
+    """
+    valid = F.col("reject_reason").isNull()
+    hashed = df.withColumn(_CANDIDATE, F.when(valid, F.xxhash64(_event_identity(df, dataset))))
+    candidates = hashed.where(F.col(_CANDIDATE).isNotNull()).groupBy(_CANDIDATE).count() \
+        .where(F.col("count") > 1).select(_CANDIDATE, F.lit(True).alias("_repeated"))
+    if candidates.count() > broadcast_limit:
+        return _rank_copies(df, dataset)
+    marked = hashed.join(F.broadcast(candidates), on=_CANDIDATE, how="left")
+    repeated = F.coalesce(F.col("_repeated"), F.lit(False))
+    single = marked.where(~repeated)
+    ranked = marked.where(repeated).transform(lambda d: _rank_copies(d, dataset))
+    return single.unionByName(ranked).drop(_CANDIDATE, "_repeated")
+
+
+def validate_events(df: DataFrame, dataset: str, ts_min: str, ts_max: str,
+                    broadcast_limit: int = BROADCAST_CANDIDATES) -> DataFrame:
+    return normalize_events(df, dataset, ts_min, ts_max).transform(
+        lambda d: flag_duplicates(d, dataset, broadcast_limit))
 
 
 def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
