@@ -52,7 +52,7 @@ def _shard_table(path: str, spec: dict, parse):
     import pyarrow as pa
     import tensorflow as tf
 
-    from pipelines.feature_spec import compression_type
+    from spec import compression_type
 
     compression = compression_type(spec)
     parts = [parse(batch) for batch in tf.data.TFRecordDataset(path, compression_type=compression).batch(8192)]
@@ -75,7 +75,7 @@ def relayout(samples: str, spec: dict, output: str, rows_per_record: int, compre
     import json
     import shutil
 
-    from pipelines.feature_spec import SPEC_FILE, compute_spec_hash
+    from spec import SPEC_FILE, compute_spec_hash
     from pipelines.tf_input import record_parser, split_files
     from pipelines.tfrecord import compression_options, write_partition_shards
 
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="/tmp/ctr-bench/input_layouts", help="for the rewritten layouts")
     args = parser.parse_args(argv)
 
-    from pipelines.feature_spec import load_spec
+    from spec import load_spec
 
     spec = load_spec(args.samples)
     result = {"batch_size": args.batch_size, "steps": args.steps,

@@ -48,7 +48,7 @@ from deepctr.feature_column import DenseFeat, SparseFeat, VarLenSparseFeat  # no
 from deepctr.models import DCN, WDL, DeepFM  # noqa: E402
 
 from benchmarks.measure import emit  # noqa: E402
-from pipelines.feature_spec import load_spec, model_inputs  # noqa: E402
+from spec import load_spec, model_inputs  # noqa: E402
 from pipelines.metrics import auc  # noqa: E402
 from pipelines.tf_input import make_dataset  # noqa: E402
 

@@ -37,7 +37,7 @@ import google_crc32c
 import numpy as np
 import pyarrow as pa
 
-from pipelines.feature_spec import NULL_VALUES
+from spec import NULL_VALUES
 from pipelines.tfrecord import _varint
 
 _MASK_DELTA = 0xA282EAD8

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.build_samples import RejectFractionError, build_samples
 from pipelines.config import load_config
-from pipelines.feature_spec import load_spec, model_inputs
+from spec import load_spec, model_inputs
 from tests.samples_io import raw_value, read_all, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

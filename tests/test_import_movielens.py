@@ -150,7 +150,7 @@ def test_real_movielens_builds_samples_end_to_end(spark, movielens_dir, tmp_path
 
     from pipelines.build_samples import build_samples
     from pipelines.config import load_config
-    from pipelines.feature_spec import load_spec
+    from spec import load_spec
     from tests.samples_io import raw_value, read_all
 
     with open(movielens_dir / "ratings.csv", newline="") as fh:

@@ -293,7 +293,7 @@ def test_spark_writer_honours_the_compression_option(spark, tmp_path):
 def _block_row(rows, features):
     """The reference block: one row whose every feature is the rows' values one after another,
     a null written as the reader's null value (NaN, "", -1)."""
-    from pipelines.feature_spec import NULL_VALUES
+    from spec import NULL_VALUES
 
     block = {}
     for name, dtype in features:
