@@ -8,7 +8,7 @@ tensorboard/ and checkpoints/. Rerunning into the same RUN resumes from its last
 checkpoint; samples with another feature spec hash than RUN was trained on are refused
 (exit code 3). A RUN that overlaps SAMPLES, or that is not empty and holds no earlier run,
 is refused (exit code 2).
-Defaults: conf/train.yaml.
+Defaults: conf/train.yaml; model parameters: models/params.py (the yaml holds only overrides).
 """
 from __future__ import annotations
 
