@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", required=True)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--models", default="emb_mlp,wide_deep,deepfm,dcn,dcn_v2")
+    parser.add_argument("--models", default=None, help="comma-separated; default: every model of models/registry.py")
     parser.add_argument("--rows-per-record", default="", help="comma-separated layouts to rewrite and compare")
     parser.add_argument("--compression", default="gzip_fast", help="of the rewritten layouts")
     parser.add_argument("--workdir", default="/tmp/ctr-bench/input_layouts", help="for the rewritten layouts")
@@ -144,7 +144,9 @@ def main(argv=None) -> int:
             folder = os.path.join(args.workdir, f"rows_per_record_{n}")
             layout = relayout(args.samples, spec, folder, n, args.compression)
             result["read_parse_by_rows_per_record"][n] = read_parse_rate(folder, layout, args.batch_size, args.steps)
-    for name in args.models.split(","):
+    from models import MODEL_NAMES
+
+    for name in args.models.split(",") if args.models else MODEL_NAMES:
         result["train_step_examples_per_second"][name] = step_rate(name, args.samples, spec, args.batch_size,
                                                                    args.steps)
     steps = result["train_step_examples_per_second"]

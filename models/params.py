@@ -14,15 +14,20 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "dropout": 0.0,
     "l2": 0.0,
     "learning_rate": None,  # None: 1e-3 for Adam, 0.05 for Adagrad
-    "deep_optimizer": "adagrad",  # wide_deep only: "adagrad" | "adam"
-    "ftrl_learning_rate": 0.05,  # wide_deep only
-    "ftrl_l1": 0.0,  # wide_deep only
-    "ftrl_l2": 0.0,  # wide_deep only
+    "deep_optimizer": "adagrad",  # wide_deep, dfn: "adagrad" | "adam"
+    "ftrl_learning_rate": 0.05,  # wide_deep, dfn
+    "ftrl_l1": 0.0,  # wide_deep, dfn
+    "ftrl_l2": 0.0,  # wide_deep, dfn
     "residual": False,  # emb_mlp only
     "cross_layers": 3,  # dcn, dcn_v2
     "projection_dim": None,  # dcn_v2: None = full rank
-    "crossed_features": [],  # wide_deep: list of [feature_a, feature_b] (categorical)
-    "hash_buckets": 100000,  # wide_deep crossed features
+    "crossed_features": [],  # wide_deep, dfn: list of [feature_a, feature_b] (categorical)
+    "hash_buckets": 100000,  # wide_deep, dfn crossed features
+    "attention_units": [64, 16],  # din, dfn: hidden units of the DIN scorer (TargetAttention / FeedbackAttention)
+    "attention_normalization": "softmax",  # din, dfn: "softmax" over the valid positions, or "none" (raw DIN scores)
+    "position_embedding": True,  # din: add the shared recency embedding to the histories (dfn always does)
+    "num_heads": 2,  # dfn: heads of the feedback transformers
+    "ff_units": None,  # dfn: transformer feed-forward width; None = 4 * embedding_dim
     "seed": None,
     "jit_compile": False,
 }
@@ -69,6 +74,18 @@ def resolve_params(params: dict | None) -> dict:
     if any(not isinstance(pair, (list, tuple)) or len(pair) < 2 for pair in crossed):
         raise ValueError(f"params.crossed_features must be a list of feature-name pairs, got {crossed!r}")
     out["crossed_features"] = [[str(n) for n in pair] for pair in crossed]
+    att = out["attention_units"]
+    if isinstance(att, (int, str)) or att is None or not all(_positive_int(u) for u in att):
+        raise ValueError(f"params.attention_units must be a list of positive ints (may be empty), got {att!r}")
+    out["attention_units"] = [int(u) for u in att]
+    if out["attention_normalization"] not in ("softmax", "none"):
+        raise ValueError(f"params.attention_normalization must be 'softmax' or 'none', got {out['attention_normalization']!r}")
+    if not isinstance(out["position_embedding"], bool):
+        raise ValueError(f"params.position_embedding must be true or false, got {out['position_embedding']!r}")
+    if not _positive_int(out["num_heads"]):
+        raise ValueError(f"params.num_heads must be a positive int, got {out['num_heads']!r}")
+    if out["ff_units"] is not None and not _positive_int(out["ff_units"]):
+        raise ValueError(f"params.ff_units must be None or a positive int, got {out['ff_units']!r}")
     seed = out["seed"]
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"params.seed must be None or an int, got {seed!r}")

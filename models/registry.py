@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from models import dcn, dcn_v2, deepfm, emb_mlp, wide_deep
+from models import dcn, dcn_v2, deepfm, dfn, din, emb_mlp, wide_deep
 from models.ctr_model import CTRModel
 
 
@@ -28,6 +28,8 @@ MODELS: dict[str, RegisteredModel] = {
     "deepfm": RegisteredModel(deepfm.graph),
     "dcn": RegisteredModel(dcn.graph),
     "dcn_v2": RegisteredModel(dcn_v2.graph),
+    "din": RegisteredModel(din.graph),
+    "dfn": RegisteredModel(dfn.graph, dfn.DFNModel),
 }
 MODEL_NAMES = tuple(MODELS)
 

@@ -70,11 +70,17 @@ class WideDeepModel(CTRModel):
     ``wide_variables`` / ``deep_variables`` partition ``trainable_variables``.
     """
 
-    def __init__(self, spec: dict, params: dict | None = None, model_name: str = "wide_deep", name: str | None = None,
+    # The registry name this class builds; a subclass (dfn) names its own graph, whose
+    # FTRL-trained part is the layer named WIDE_LAYER.
+    registry_name = "wide_deep"
+
+    def __init__(self, spec: dict, params: dict | None = None, model_name: str | None = None, name: str | None = None,
                  **kwargs):
-        if model_name != "wide_deep":
-            raise ValueError(f"WideDeepModel builds model 'wide_deep', got {model_name!r}")
-        super().__init__(spec, params, model_name="wide_deep", name=name, **kwargs)
+        expected = type(self).registry_name
+        model_name = expected if model_name is None else model_name
+        if model_name != expected:
+            raise ValueError(f"{type(self).__name__} builds model {expected!r}, got {model_name!r}")
+        super().__init__(spec, params, model_name=expected, name=name, **kwargs)
         self.wide_optimizer = None
 
     def default_optimizers(self, p: dict) -> dict:
@@ -119,7 +125,7 @@ class WideDeepModel(CTRModel):
     # -- training --------------------------------------------------------
     def train_step(self, data):
         if self.wide_optimizer is None:
-            raise ValueError("WideDeepModel: call compile() (models.compile_model) before training")
+            raise ValueError(f"{type(self).__name__}: call compile() (models.compile_model) before training")
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         wide_vars = self.wide_variables
         deep_vars = self.deep_variables

@@ -1,4 +1,4 @@
-"""The five CTR models on a small hand-made spec: fit, predict, save/load, SavedModel export,
+"""Every registered CTR model on a small hand-made spec: fit, predict, save/load, SavedModel export,
 embedding tables, and the wide & deep two-optimizer split."""
 import numpy as np
 import pytest
@@ -174,7 +174,7 @@ def test_save_load_keras(trained, tmp_path):
     # still compiled, with the same optimizer state (wide_deep: both optimizers)
     assert loaded.compiled and type(loaded.optimizer) is type(model.optimizer)
     optimizers = [(model.optimizer, loaded.optimizer)]
-    if name == "wide_deep":
+    if name in ("wide_deep", "dfn"):  # the models trained by wide_deep's two-optimizer step
         assert isinstance(loaded.wide_optimizer, keras.optimizers.Ftrl)
         optimizers.append((model.wide_optimizer, loaded.wide_optimizer))
     for original, restored in optimizers:
