@@ -31,13 +31,20 @@ import sys
 from benchmarks.measure import emit, jvm_pid, timed
 
 HIST_LEN, TOP_GENRES, MAX_GENRES = 20, 3, 4
-NUMERICS = ["hist_click_len", "hist_skip_len", "user_impressions", "user_clicks", "item_impressions",
-            "item_clicks", "item_ctr", "item_impressions_recent", "item_clicks_recent", "item_ctr_recent",
-            "release_year"]
-CATEGORICALS = ["user_idx", "item_idx", "position_idx", "item_primary_genre", "item_ctr_bucket",
-                "item_impressions_bucket", "release_year_bucket", "label"]
-SEQUENCES = {"hist_click_items": HIST_LEN, "hist_skip_items": HIST_LEN, "user_top_genres": TOP_GENRES,
-             "item_genres": MAX_GENRES}
+BUCKETIZED = ["item_ctr", "item_impressions", "release_year"]  # conf/build_samples.yaml's default
+
+
+def _declared():
+    """The model inputs the feature steps declare, as build_samples would write them with these sizes."""
+    from features import history, items, vocab
+
+    return [*vocab.id_features(vocab.ID_INDICES), *history.user_history_features(HIST_LEN, TOP_GENRES),
+            *history.ITEM_STATISTICS_FEATURES, *items.item_features(MAX_GENRES, [])]
+
+
+NUMERICS = [d.name for d in _declared() if d.kind == "numeric"]
+CATEGORICALS = [d.name for d in _declared() if d.kind == "categorical"] + [f"{c}_bucket" for c in BUCKETIZED] + ["label"]
+SEQUENCES = {d.name: d.length for d in _declared() if d.length is not None}
 FEATURES = ([(c, "int64") for c in CATEGORICALS] + [(s, "int64") for s in SEQUENCES]
             + [(n, "float32") for n in NUMERICS]
             + [("user_id", "string"), ("item_id", "string"), ("ts", "int64"), ("p_click", "float32")])

@@ -46,6 +46,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from features import declared
+from features.declared import Declared
+
 CHUNK_ROWS = 1 << 16  # rows handed to numpy at once (at least): bounds the wide rows a task holds
 OUT_BATCH_ROWS = 1 << 14  # Arrow batches handed back to the JVM
 _CLICK, _GENRES = "_history_click", "_history_genres"  # internal columns of the unioned stream
@@ -260,16 +263,35 @@ def _with_features(impressions: DataFrame, clicks: DataFrame, key: str, click_co
 
 
 # ---------------------------------------------------------------- the feature steps
-USER_HISTORY_FIELDS = [
-    T.StructField("hist_click_items", T.ArrayType(T.LongType())),
-    T.StructField("hist_skip_items", T.ArrayType(T.LongType())),
-    T.StructField("hist_click_len", T.LongType()),
-    T.StructField("hist_skip_len", T.LongType()),
-    T.StructField("user_top_genres", T.ArrayType(T.LongType())),
-    T.StructField("user_impressions", T.LongType()),
-    T.StructField("user_clicks", T.LongType()),
+def user_history_features(max_len: int, top_genres: int) -> list[Declared]:
+    """The model inputs `user_history` adds, in the order of its output columns."""
+    return [
+        declared.sequence("hist_click_items", "item_id", max_len),
+        declared.sequence("hist_skip_items", "item_id", max_len),
+        declared.numeric("hist_click_len", count=True),
+        declared.numeric("hist_skip_len", count=True),
+        declared.multi_categorical("user_top_genres", "genre", top_genres),
+        declared.numeric("user_impressions", count=True),
+        declared.numeric("user_clicks", count=True),
+    ]
+
+
+# The smoothed CTRs come from the counts and the train label rate, once it is fitted (`with_smoothed_ctr`).
+SMOOTHED_CTR = {"item_ctr": ("item_clicks", "item_impressions"),
+                "item_ctr_recent": ("item_clicks_recent", "item_impressions_recent")}
+ITEM_STATISTICS_FEATURES = [
+    declared.numeric("item_impressions", count=True),
+    declared.numeric("item_clicks", count=True),
+    declared.numeric("item_ctr"),
+    declared.numeric("item_impressions_recent", count=True),
+    declared.numeric("item_clicks_recent", count=True),
+    declared.numeric("item_ctr_recent"),
 ]
-ITEM_STATISTICS = ["item_impressions", "item_clicks", "item_impressions_recent", "item_clicks_recent"]
+ITEM_STATISTICS = [d.name for d in ITEM_STATISTICS_FEATURES if d.name not in SMOOTHED_CTR]  # what the pass counts
+
+
+def _spark_field(feature: Declared) -> T.StructField:
+    return T.StructField(feature.name, T.ArrayType(T.LongType()) if feature.length is not None else T.LongType())
 
 
 def user_history(
@@ -288,15 +310,18 @@ def user_history(
     Adds: hist_click_items [max_len], hist_skip_items [max_len], hist_click_len,
     hist_skip_len, user_top_genres [top_genres], user_impressions, user_clicks.
     """
+    added = [_spark_field(f) for f in user_history_features(max_len, top_genres)]
+
     def compute(events: pa.Table, segment: np.ndarray, query: np.ndarray) -> Features:
-        return _user_features(events, segment, query, window_seconds, lookback_seconds, max_len, top_genres,
-                              genre_history_len)
+        features = _user_features(events, segment, query, window_seconds, lookback_seconds, max_len, top_genres,
+                                  genre_history_len)
+        return {field.name: features[field.name] for field in added}  # Arrow columns go back by position
 
     click_columns = {"user_id": F.col("user_id"), "item_idx": F.col("item_idx"), "ts": F.col("ts"),
                      _GENRES: F.col("genre_idxs").cast("array<bigint>")}
     # Sorted by item within a second: ties in the click and skip lists put the larger item first.
     return _with_features(impressions, clicks, "user_id", click_columns, ["user_id", "ts", "item_idx"],
-                          ["user_id", "ts", "item_idx", "label", _CLICK, _GENRES], USER_HISTORY_FIELDS,
+                          ["user_id", "ts", "item_idx", "label", _CLICK, _GENRES], added,
                           lookback_seconds, compute)
 
 
@@ -323,3 +348,10 @@ def item_statistics(
 def smoothed_ctr(clicks: str, impressions: str, prior: float, smoothing: float) -> Column:
     """(clicks + smoothing * prior) / (impressions + smoothing): the prior when nothing was seen."""
     return ((F.col(clicks) + smoothing * prior) / (F.col(impressions) + smoothing)).cast("double")
+
+
+def with_smoothed_ctr(df: DataFrame, prior: float, smoothing: float) -> DataFrame:
+    """Add item_ctr and item_ctr_recent from the item statistics and the train label rate `prior`."""
+    for name, (clicks, impressions) in SMOOTHED_CTR.items():
+        df = df.withColumn(name, smoothed_ctr(clicks, impressions, prior, smoothing))
+    return df

@@ -8,10 +8,20 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from features import declared
+from features.declared import Declared
 from features.history import pad_array
 from features.vocab import PADDING_INDEX, index_tokens
 
 UNKNOWN_GENRE = "unknown"
+
+
+def item_features(max_genres: int, numeric_columns: list[str]) -> list[Declared]:
+    """The model inputs `genre_features` and `join_item_attributes` add."""
+    return [declared.categorical("item_primary_genre", "genre"),
+            declared.multi_categorical("item_genres", "genre", max_genres),
+            declared.numeric("release_year"),
+            *[declared.numeric(column) for column in numeric_columns]]
 
 
 def join_item_attributes(df: DataFrame, items: DataFrame, numeric_columns: list[str]) -> DataFrame:

@@ -30,6 +30,8 @@ TS_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.FloatType, T
             T.DecimalType, T.TimestampType, T.TimestampNTZType, T.DateType)
 REJECT_COLUMNS = ("source", "reason", "user_id", "item_id", "ts_raw", "row_json")
 RAW = "_raw"  # the input row, untouched
+# The event's identity, kept in every sample as metadata (never a model input).
+IDENTITY_COLUMNS = (("user_id", "string"), ("item_id", "string"), ("ts", "int64"))
 
 
 class SchemaError(ValueError):

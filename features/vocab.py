@@ -10,9 +10,41 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from features import declared
+from features.declared import Declared
+
 PADDING_INDEX = 0
 OOV_INDEX = 1
 FIRST_TOKEN_INDEX = 2
+
+
+# Vocabulary name -> the id column it indexes and the model input it becomes.
+ID_INDICES = {"user_id": ("user_id", "user_idx"), "item_id": ("item_id", "item_idx"),
+              "position": ("position", "position_idx")}
+
+
+def vocabulary_tokens(df: DataFrame) -> DataFrame:
+    """Rows `name, token` of every vocabulary: the ids present in `df`, and the genres."""
+    columns = {name: F.col(column).cast("string") for name, (column, _) in ID_INDICES.items() if column in df.columns}
+    columns["genre"] = F.explode("genres")
+    parts = [df.select(F.lit(name).alias("name"), column.alias("token")) for name, column in columns.items()]
+    tokens = parts[0]
+    for part in parts[1:]:
+        tokens = tokens.unionByName(part)
+    return tokens
+
+
+def id_features(vocabulary_names) -> list[Declared]:
+    """The model inputs `index_ids` adds, for the vocabularies fitted."""
+    return [declared.categorical(index, name) for name, (_, index) in ID_INDICES.items() if name in vocabulary_names]
+
+
+def index_ids(df: DataFrame, vocabularies: dict[str, DataFrame]) -> DataFrame:
+    """Add user_idx, item_idx (and position_idx) through the fitted vocabularies."""
+    for name, (column, index) in ID_INDICES.items():
+        if name in vocabularies:
+            df = apply_vocabulary(df, column, vocabularies[name], index)
+    return df
 
 
 def fit_vocabulary(tokens: DataFrame, min_count: int = 1) -> DataFrame:

@@ -32,7 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="data", help="where raw/, samples/ and runs/ go (default: data)")
-    parser.add_argument("--model", default=None, help="emb_mlp | wide_deep | deepfm | dcn | dcn_v2 "
+    # The names are jobs.train's choices (models.registry); importing it here would load TensorFlow.
+    parser.add_argument("--model", default=None, help="a model name, as `python -m jobs.train --help` lists them "
                                                       "(default: conf/train.yaml `model`)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: conf/train.yaml)")
     parser.add_argument("--impressions", type=int, default=None, help="synthetic impressions (default: the "

@@ -5,19 +5,22 @@ reading RAW, writing to a staging directory, and swapping it into place (pipelin
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import posixpath
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features import history, items as item_features, labels, normalize, split, validate, vocab
-from spec import FORMAT_VERSION, SPEC_FILE, compute_spec_hash
+import spec as fs
+from features import history, items as item_features, labels, split, validate, vocab
+from pipelines import fitting, publish
 from pipelines.publish import StagedOutput
 from pipelines.raw_input import InputError, read_raw, type_csv_columns
 from pipelines.spark import spark_settings
@@ -25,12 +28,8 @@ from pipelines.tfrecord import compression_options, write_tfrecords
 
 log = logging.getLogger("build_samples")
 
-NUMERIC_FEATURES = ["hist_click_len", "hist_skip_len", "user_impressions", "user_clicks",
-                    "item_impressions", "item_clicks", "item_ctr",
-                    "item_impressions_recent", "item_clicks_recent", "item_ctr_recent", "release_year"]
-METADATA = [("user_id", "string"), ("item_id", "string"), ("ts", "int64")]
 # Files that prove a folder is an earlier SAMPLES output (which a rerun may replace).
-SAMPLES_MARKERS = [("_SUCCESS", SPEC_FILE)]
+SAMPLES_MARKERS = [("_SUCCESS", fs.SPEC_FILE)]
 
 
 class RejectFractionError(RuntimeError):
@@ -58,72 +57,12 @@ class Timings:
         log.info("step %s done in %.1fs", name, self.seconds[name])
 
 
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
 def _count_by_reason(df: DataFrame) -> tuple[int, dict[str, int]]:
     """(rows read, rejects by reason) in one aggregation."""
     rows = df.groupBy("reject_reason").count().collect()
     total = sum(int(row["count"]) for row in rows)
     rejected = {row["reject_reason"]: int(row["count"]) for row in rows if row["reject_reason"] is not None}
     return total, dict(sorted(rejected.items()))
-
-
-def _feature(name, role, kind, dtype, shape, **extra):
-    return {"name": name, "role": role, "kind": kind, "dtype": dtype, "shape": shape, **extra}
-
-
-def build_spec(config: dict, vocab_sizes: dict, vocab_tokens: dict, numeric_stats: dict,
-               boundaries: dict, has_position: bool, passthrough: list[tuple[str, str]]) -> dict:
-    h, it = config["history"], config["items"]
-    features = [
-        _feature("user_idx", "model_input", "categorical", "int64", [], vocabulary="user_id",
-                 embedding_table="user_id", vocab_size=vocab_sizes["user_id"]),
-        _feature("item_idx", "model_input", "categorical", "int64", [], vocabulary="item_id",
-                 embedding_table="item_id", vocab_size=vocab_sizes["item_id"]),
-    ]
-    if has_position:
-        features.append(_feature("position_idx", "model_input", "categorical", "int64", [], vocabulary="position",
-                                 embedding_table="position", vocab_size=vocab_sizes["position"]))
-    features += [
-        _feature("item_primary_genre", "model_input", "categorical", "int64", [], vocabulary="genre",
-                 embedding_table="genre", vocab_size=vocab_sizes["genre"]),
-        _feature("hist_click_items", "model_input", "sequence", "int64", [h["max_len"]], vocabulary="item_id",
-                 embedding_table="item_id", vocab_size=vocab_sizes["item_id"]),
-        _feature("hist_skip_items", "model_input", "sequence", "int64", [h["max_len"]], vocabulary="item_id",
-                 embedding_table="item_id", vocab_size=vocab_sizes["item_id"]),
-        _feature("user_top_genres", "model_input", "multi_categorical", "int64", [h["top_genres"]],
-                 vocabulary="genre", embedding_table="genre", vocab_size=vocab_sizes["genre"]),
-        _feature("item_genres", "model_input", "multi_categorical", "int64", [it["max_genres"]],
-                 vocabulary="genre", embedding_table="genre", vocab_size=vocab_sizes["genre"]),
-    ]
-    for column, bounds in boundaries.items():
-        name = f"{column}_bucket"
-        features.append(_feature(name, "model_input", "categorical", "int64", [], embedding_table=name,
-                                 vocab_size=len(bounds) + 2,
-                                 bucketization={"source": column, "boundaries": bounds}))
-    for column, stats in numeric_stats.items():
-        features.append(_feature(column, "model_input", "numeric", "float32", [], normalization=stats))
-    features.append(_feature("label", "label", "label", "int64", []))
-    for name, dtype in METADATA + passthrough:
-        features.append(_feature(name, "metadata", "metadata", dtype, [], default=None))
-    vocabularies = {
-        name: {"size": vocab_sizes[name], "num_tokens": vocab_tokens[name], "padding_index": vocab.PADDING_INDEX,
-               "oov_index": vocab.OOV_INDEX, "min_count": int(config["vocab"]["min_count"]),
-               "path": f"vocab/{name}"}
-        for name in sorted(vocab_sizes)
-    }
-    spec = {"format_version": FORMAT_VERSION, "compression": compression_options(config["tfrecord"]["compression"]).tf_type,
-            "label": "label",
-            "features": features, "vocabularies": vocabularies}
-    rows_per_record = int(config["tfrecord"]["rows_per_record"])
-    if rows_per_record != 1:  # absent means one Example per record, so earlier specs keep their hash
-        spec["rows_per_record"] = rows_per_record
-    spec["spec_hash"] = compute_spec_hash(spec)
-    return spec
 
 
 def _spark_type_to_spec(dtype) -> str:
@@ -169,187 +108,187 @@ def _iso(seconds) -> str:
     return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) -> dict:
-    """Run the whole job; return the report. Output appears atomically at `output`."""
-    timings = Timings()
-    started = time.perf_counter()
-    fmt = config["input"]["format"]
-    compression = compression_options(config["tfrecord"]["compression"])  # a bad name fails before any work
-    rows_per_record = int(config["tfrecord"]["rows_per_record"])
-    vconf = config["validation"]
-    window = int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
-    lookback = int(round(float(config["history"]["lookback_days"]) * 86400))
-    recent = int(round(float(config["item_stats"]["recent_days"]) * 86400))
-    numeric_columns = list(config["items"]["numeric_columns"] or [])
-    persisted: list[DataFrame] = []
+class _Persisted:
+    """The frames a run persists, released when it ends."""
 
-    def persist(df: DataFrame) -> DataFrame:
-        persisted.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+    def __init__(self):
+        self.frames: list[DataFrame] = []
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        self.frames.append(df.persist(StorageLevel.MEMORY_AND_DISK))
         return df
 
+    def release(self) -> None:
+        for df in self.frames:
+            df.unpersist()
+
+
+@dataclass
+class _Validated:
+    impressions: DataFrame
+    clicks: DataFrame
+    items: DataFrame
+    rows_read: dict
+    rejects: dict
+    passthrough: list[tuple[str, str]]
+
+
+def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging: str) -> _Validated:
+    """Read RAW, quarantine bad rows into `staging/rejects`, fail past the reject threshold."""
+    fmt, vconf = config["input"]["format"], config["validation"]
+    numeric_columns = list(config["items"]["numeric_columns"] or [])
+    raw_imps = read_raw(spark, raw_dir, "impressions", fmt)
+    if fmt == "csv":
+        raw_imps = type_csv_columns(raw_imps, list(config.get("passthrough") or []))
+    passthrough = [c for c in (config.get("passthrough") or []) if c in raw_imps.columns]
+    checked = {"impressions": persist(validate.validate_events(raw_imps, "impressions", vconf["ts_min"], vconf["ts_max"])),
+               "clicks": persist(validate.validate_events(read_raw(spark, raw_dir, "clicks", fmt), "clicks",
+                                                          vconf["ts_min"], vconf["ts_max"])),
+               "items": persist(validate.normalize_items(read_raw(spark, raw_dir, "items", fmt), numeric_columns))}
+    counted = {name: _count_by_reason(df) for name, df in checked.items()}
+    rows_read = {name: total for name, (total, _) in counted.items()}
+    rejects = {name: by_reason for name, (_, by_reason) in counted.items()}
+    rejected_events = sum(rejects["impressions"].values()) + sum(rejects["clicks"].values())
+    events_read = rows_read["impressions"] + rows_read["clicks"]
+    fraction = rejected_events / events_read if events_read else 0.0
+    log.info("read %s; rejected %s", rows_read, rejects)
+    if fraction > float(vconf["max_reject_fraction"]):
+        raise RejectFractionError(
+            f"{rejected_events} of {events_read} impression and click rows were rejected "
+            f"({fraction:.2%} > validation.max_reject_fraction={vconf['max_reject_fraction']}); "
+            f"by reason: {rejects}. Fix the input or raise the threshold (--set validation.max_reject_fraction=...)")
+    all_rejects = functools.reduce(DataFrame.unionByName, [validate.rejects_of(df, name) for name, df in checked.items()])
+    all_rejects.coalesce(1).write.mode("overwrite").parquet(posixpath.join(staging, "rejects"))
+    keep = ["user_id", "item_id", "ts", "impression_id"] + (["position"] if "position" in raw_imps.columns else [])
+    imps = validate.valid_rows(checked["impressions"]).select(*dict.fromkeys(keep + passthrough))
+    clicks = validate.valid_rows(checked["clicks"]).select("user_id", "item_id", "ts", "impression_id")
+    metadata_names = dict(validate.IDENTITY_COLUMNS)
+    typed = [(c, _spark_type_to_spec(raw_imps.schema[c].dataType)) for c in passthrough if c not in metadata_names]
+    return _Validated(imps, clicks, validate.valid_rows(checked["items"]), rows_read, rejects, typed)
+
+
+def _point_in_time_features(imps: DataFrame, attributed: DataFrame, items: DataFrame, vocabularies,
+                            config: dict) -> DataFrame:
+    """Index ids and genres, then the user history and item statistics of every impression."""
+    h, max_genres = config["history"], config["items"]["max_genres"]
+    window = int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
+    lookback = int(round(float(h["lookback_days"]) * 86400))
+    recent = int(round(float(config["item_stats"]["recent_days"]) * 86400))
+    imps = imps.transform(lambda d: vocab.index_ids(d, vocabularies.frames)) \
+        .transform(lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres))
+    click_events = attributed.select("user_id", "item_id", "ts") \
+        .transform(lambda d: item_features.join_item_attributes(d, items, [])) \
+        .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabularies.frames["item_id"], "item_idx")) \
+        .transform(lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres))
+    return imps.transform(lambda d: history.user_history(
+        d, click_events, window, lookback, int(h["max_len"]), int(h["top_genres"]), int(h["genre_history_len"]))) \
+        .transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
+
+
+def _declared_features(vocabularies, config: dict) -> list:
+    """Every model input, as its step declares it, in the order of the steps."""
+    h, it = config["history"], config["items"]
+    return [*vocab.id_features(vocabularies.frames), *history.user_history_features(h["max_len"], h["top_genres"]),
+            *history.ITEM_STATISTICS_FEATURES, *item_features.item_features(it["max_genres"],
+                                                                            list(it["numeric_columns"] or []))]
+
+
+def _per_split(shards: list) -> dict:
+    per_split = {name: {"rows": 0, "positives": 0, "shards": 0} for name in split.SPLITS}
+    for shard in shards:
+        entry = per_split[shard["split"]]
+        entry["rows"] += shard["rows"]
+        entry["positives"] += shard["positives"]
+        entry["shards"] += 1
+    return per_split
+
+
+def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) -> dict:
+    """Run the whole job; return the report. Output appears atomically at `output`."""
+    timings, started = Timings(), time.perf_counter()
+    compression = compression_options(config["tfrecord"]["compression"])  # a bad name fails before any work
+    window = int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
+    persist = _Persisted()
     # Refuses an output that overlaps RAW or holds something else than earlier samples.
     stage = StagedOutput(output, inputs=[raw_dir], markers=SAMPLES_MARKERS)
-    final, staging = stage.final, stage.path
-    gfile = _gfile()
     try:
         with timings.step("validate"):
-            raw_imps = read_raw(spark, raw_dir, "impressions", fmt)
-            if fmt == "csv":
-                raw_imps = type_csv_columns(raw_imps, list(config.get("passthrough") or []))
-            raw_clicks = read_raw(spark, raw_dir, "clicks", fmt)
-            raw_items = read_raw(spark, raw_dir, "items", fmt)
-            has_position = "position" in raw_imps.columns
-            passthrough_names = [c for c in (config.get("passthrough") or []) if c in raw_imps.columns]
-            passthrough = [(c, _spark_type_to_spec(raw_imps.schema[c].dataType)) for c in passthrough_names
-                           if c not in dict(METADATA)]
-            imp_checked = persist(validate.validate_events(raw_imps, "impressions", vconf["ts_min"], vconf["ts_max"]))
-            clk_checked = persist(validate.validate_events(raw_clicks, "clicks", vconf["ts_min"], vconf["ts_max"]))
-            item_checked = persist(validate.normalize_items(raw_items, numeric_columns))
-            counted = {"impressions": _count_by_reason(imp_checked), "clicks": _count_by_reason(clk_checked),
-                       "items": _count_by_reason(item_checked)}
-            rows_read = {name: total for name, (total, _) in counted.items()}
-            rejects = {name: by_reason for name, (_, by_reason) in counted.items()}
-            rejected_events = sum(rejects["impressions"].values()) + sum(rejects["clicks"].values())
-            events_read = rows_read["impressions"] + rows_read["clicks"]
-            fraction = rejected_events / events_read if events_read else 0.0
-            log.info("read %s; rejected %s", rows_read, rejects)
-            if fraction > float(vconf["max_reject_fraction"]):
-                raise RejectFractionError(
-                    f"{rejected_events} of {events_read} impression and click rows were rejected "
-                    f"({fraction:.2%} > validation.max_reject_fraction={vconf['max_reject_fraction']}); "
-                    f"by reason: {rejects}. Fix the input or raise the threshold (--set validation.max_reject_fraction=...)")
-            all_rejects = validate.rejects_of(imp_checked, "impressions").unionByName(
-                validate.rejects_of(clk_checked, "clicks")).unionByName(validate.rejects_of(item_checked, "items"))
-            all_rejects.coalesce(1).write.mode("overwrite").parquet(posixpath.join(staging, "rejects"))
-
-        keep_imp = list(dict.fromkeys(["user_id", "item_id", "ts", "impression_id"]
-                                      + (["position"] if has_position else []) + passthrough_names))
-        imps = validate.valid_rows(imp_checked).select(*keep_imp)
-        clicks = validate.valid_rows(clk_checked).select("user_id", "item_id", "ts", "impression_id")
-        items = validate.valid_rows(item_checked)
-
+            raw = _validate(spark, raw_dir, config, persist, stage.path)
         with timings.step("labels"):
-            keyed = labels.with_impression_key(imps)
+            keyed = labels.with_impression_key(raw.impressions)
             # The as-of branch shuffles every impression: only worth it when some click lacks an id.
-            without_id = clicks.where(F.col("impression_id").isNull()).limit(1).count() > 0
-            attributed = persist(labels.attribute_clicks(clicks, keyed, window, match_without_id=without_id))
-            labelled = labels.label_impressions(keyed, attributed)
+            without_id = raw.clicks.where(F.col("impression_id").isNull()).limit(1).count() > 0
+            attributed = persist(labels.attribute_clicks(raw.clicks, keyed, window, match_without_id=without_id))
             orphan_clicks = attributed.where(F.col("credited_key").isNull()).count()
-
         with timings.step("split"):
-            # Boundaries need only `ts`: taken from the unlabelled rows, so the labels are computed
-            # once, into the persisted split below.
-            valid_start, test_start = split.split_boundaries(imps, config["split"])
-            imps = persist(split.assign_split(labelled, valid_start, test_start).transform(
-                lambda d: item_features.join_item_attributes(d, items, numeric_columns)))
+            # Boundaries need only `ts`: taken from the unlabelled rows, so the labels are computed once.
+            valid_start, test_start = split.split_boundaries(raw.impressions, config["split"])
+            numeric_columns = list(config["items"]["numeric_columns"] or [])
+            imps = persist(split.assign_split(labels.label_impressions(keyed, attributed), valid_start, test_start)
+                           .transform(lambda d: item_features.join_item_attributes(d, raw.items, numeric_columns)))
             _check_splits_not_empty(imps, valid_start, test_start)
-
         with timings.step("fit_vocabularies"):
-            train = imps.where(F.col("split") == "train")
-            columns = {"user_id": F.col("user_id"), "item_id": F.col("item_id"), "genre": F.explode("genres")}
-            if has_position:
-                columns["position"] = F.col("position").cast("string")
-            tokens = None
-            for name, column in columns.items():
-                part = train.select(F.lit(name).alias("name"), column.alias("token"))
-                tokens = part if tokens is None else tokens.unionByName(part)
-            fitted, counted_tokens = vocab.fit_vocabularies(tokens, config["vocab"]["min_count"])
-            vocabs, vocab_tokens = {}, {}
-            for name in columns:
-                vocabs[name] = fitted.where(F.col("name") == name).drop("name")
-                vocabs[name].coalesce(1).write.mode("overwrite").parquet(posixpath.join(staging, "vocab", name))
-                vocab_tokens[name] = int(counted_tokens.get(name, 0))
-            vocab_sizes = {name: n + vocab.FIRST_TOKEN_INDEX for name, n in vocab_tokens.items()}
-            genre_index = vocab.small_vocabulary_map(vocabs["genre"])
-
+            vocabularies = fitting.fit_vocabularies(imps.where(F.col("split") == "train"), config["vocab"]["min_count"])
+            for name, frame in vocabularies.frames.items():
+                frame.coalesce(1).write.mode("overwrite").parquet(posixpath.join(stage.path, "vocab", name))
         with timings.step("features"):
-            imps = imps.transform(lambda d: vocab.apply_vocabulary(d, "user_id", vocabs["user_id"], "user_idx")) \
-                .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabs["item_id"], "item_idx")) \
-                .transform(lambda d: item_features.genre_features(d, genre_index, config["items"]["max_genres"]))
-            if has_position:
-                imps = vocab.apply_vocabulary(imps, "position", vocabs["position"], "position_idx")
-            click_events = persist(attributed.select("user_id", "item_id", "ts")
-                                   .transform(lambda d: item_features.join_item_attributes(d, items, []))
-                                   .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabs["item_id"],
-                                                                               "item_idx"))
-                                   .transform(lambda d: item_features.genre_features(
-                                       d, genre_index, config["items"]["max_genres"])))
-            h = config["history"]
-            samples = imps.transform(lambda d: history.user_history(
-                d, click_events, window, lookback, int(h["max_len"]), int(h["top_genres"]),
-                int(h["genre_history_len"]))) \
-                .transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
-            samples = persist(samples)
-            train = samples.where(F.col("split") == "train")
-            prior = train.agg(F.avg("label").alias("rate")).collect()[0]["rate"] or 0.0
-            smoothing = float(config["item_stats"]["smoothing"])
-            samples = samples.withColumn("item_ctr", history.smoothed_ctr(
-                "item_clicks", "item_impressions", prior, smoothing)).withColumn(
-                "item_ctr_recent", history.smoothed_ctr("item_clicks_recent", "item_impressions_recent",
-                                                        prior, smoothing))
-
+            samples = persist(_point_in_time_features(imps, attributed, raw.items, vocabularies, config))
         with timings.step("fit_transform"):
-            numeric = NUMERIC_FEATURES + numeric_columns
-            train = samples.where(F.col("split") == "train")
-            bucketized = [c for c in (config["bucketize"]["features"] or []) if c in samples.columns]
-            boundaries = normalize.fit_bucket_boundaries(train, bucketized, int(config["bucketize"]["num_buckets"]))
-            stats = normalize.fit_normalization(train, numeric, list(config["normalize"]["log1p"] or []))
-            samples = samples.transform(lambda d: normalize.apply_buckets(d, boundaries)) \
-                .transform(lambda d: normalize.apply_normalization(d, stats))
-
-        spec = build_spec(config, vocab_sizes, vocab_tokens, stats, boundaries, has_position, passthrough)
+            declared = _declared_features(vocabularies, config)
+            fitted = fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
+            samples = fitted.transform(samples)
+        spec = fs.new_spec(fitted.spec_features(declared, list(validate.IDENTITY_COLUMNS) + raw.passthrough),
+                           vocabularies.spec_entries(), compression=compression.tf_type,
+                           rows_per_record=int(config["tfrecord"]["rows_per_record"]))
         with timings.step("write_tfrecords"):
-            for name in split.SPLITS:
-                gfile.makedirs(posixpath.join(staging, name))
-            features = [(f["name"], f["dtype"]) for f in spec["features"]]
-            samples = _shard_layout(samples, config)
-            shards = write_tfrecords(samples, features, staging, compression=config["tfrecord"]["compression"],
-                                     rows_per_record=rows_per_record).collect()
-
-        per_split = {name: {"rows": 0, "positives": 0, "shards": 0} for name in split.SPLITS}
-        for shard in shards:
-            entry = per_split[shard["split"]]
-            entry["rows"] += shard["rows"]
-            entry["positives"] += shard["positives"]
-            entry["shards"] += 1
-        spec["splits"] = {
-            name: {"pattern": f"{name}/part-*{compression.extension}", "num_examples": e["rows"],
-                   "label_rate": (e["positives"] / e["rows"]) if e["rows"] else None}
-            for name, e in per_split.items()
-        }
-        samples_written = sum(e["rows"] for e in per_split.values())
-        imp_rejected = sum(rejects["impressions"].values())
-        if samples_written + imp_rejected != rows_read["impressions"]:
-            raise RuntimeError(f"accounting mismatch: {rows_read['impressions']} impressions read, "
-                               f"{samples_written} samples + {imp_rejected} rejects written")
-        report = {
-            "spark": spark_settings(spark),
-            "input": raw_dir,
-            "output": final,
-            "rows_read": rows_read,
-            "rejected": rejects,
-            "rejected_total": {k: sum(v.values()) for k, v in rejects.items()},
-            "clicks": {"valid": rows_read["clicks"] - sum(rejects["clicks"].values()),
-                       "attributed": rows_read["clicks"] - sum(rejects["clicks"].values()) - orphan_clicks,
-                       "orphan": orphan_clicks},
-            "samples": {name: {"rows": e["rows"], "label_rate": spec["splits"][name]["label_rate"],
-                               "shards": e["shards"]} for name, e in per_split.items()},
-            "split_boundaries": {"valid_start": valid_start, "test_start": test_start},
-            "vocabulary_sizes": vocab_sizes,
-            "train_label_rate": prior,
-            "spec_hash": spec["spec_hash"],
-            "step_seconds": timings.seconds,
-            "total_seconds": round(time.perf_counter() - started, 3),
-        }
-        with gfile.GFile(posixpath.join(staging, SPEC_FILE), "w") as fh:
-            fh.write(json.dumps(spec, indent=2, sort_keys=False))
-        with gfile.GFile(posixpath.join(staging, "report.json"), "w") as fh:
-            fh.write(json.dumps(report, indent=2))
-        with gfile.GFile(posixpath.join(staging, "_SUCCESS"), "w") as fh:
-            fh.write("")
+            shards = _write_shards(samples, spec, stage.path, config)
+        per_split = _per_split(shards)
+        spec["splits"] = {name: fs.split(pattern=f"{name}/part-*{compression.extension}", num_examples=e["rows"],
+                                         label_rate=(e["positives"] / e["rows"]) if e["rows"] else None)
+                          for name, e in per_split.items()}
+        report = _report(spark, raw_dir, stage.final, raw, orphan_clicks, per_split, spec, (valid_start, test_start),
+                         fitted, timings, started)
+        publish.write_text(posixpath.join(stage.path, fs.SPEC_FILE), fs.to_json(spec))
+        publish.write_text(posixpath.join(stage.path, "report.json"), json.dumps(report, indent=2))
+        publish.write_text(posixpath.join(stage.path, "_SUCCESS"), "")
         stage.publish()
         return report
     finally:
-        for df in persisted:
-            df.unpersist()
+        persist.release()
         stage.close()
+
+
+def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict) -> list:
+    for name in split.SPLITS:
+        publish.makedirs(posixpath.join(staging, name))
+    features = [(f["name"], f["dtype"]) for f in spec["features"]]
+    return write_tfrecords(_shard_layout(samples, config), features, staging,
+                           compression=config["tfrecord"]["compression"],
+                           rows_per_record=int(config["tfrecord"]["rows_per_record"])).collect()
+
+
+def _report(spark, raw_dir: str, final: str, raw: _Validated, orphan_clicks: int, per_split: dict, spec: dict,
+            boundaries: tuple, fitted, timings: Timings, started: float) -> dict:
+    samples_written = sum(e["rows"] for e in per_split.values())
+    imp_rejected = sum(raw.rejects["impressions"].values())
+    if samples_written + imp_rejected != raw.rows_read["impressions"]:
+        raise RuntimeError(f"accounting mismatch: {raw.rows_read['impressions']} impressions read, "
+                           f"{samples_written} samples + {imp_rejected} rejects written")
+    valid_clicks = raw.rows_read["clicks"] - sum(raw.rejects["clicks"].values())
+    return {
+        "spark": spark_settings(spark),
+        "input": raw_dir,
+        "output": final,
+        "rows_read": raw.rows_read,
+        "rejected": raw.rejects,
+        "rejected_total": {k: sum(v.values()) for k, v in raw.rejects.items()},
+        "clicks": {"valid": valid_clicks, "attributed": valid_clicks - orphan_clicks, "orphan": orphan_clicks},
+        "samples": {name: {"rows": e["rows"], "label_rate": spec["splits"][name]["label_rate"], "shards": e["shards"]}
+                    for name, e in per_split.items()},
+        "split_boundaries": {"valid_start": boundaries[0], "test_start": boundaries[1]},
+        "vocabulary_sizes": fitted.vocabularies.sizes,
+        "train_label_rate": fitted.prior,
+        "spec_hash": spec["spec_hash"],
+        "step_seconds": timings.seconds,
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }

@@ -204,6 +204,12 @@ def write_text(path, text: str) -> None:
     _fs(path).write_text(path, text)
 
 
+def makedirs(path) -> None:
+    """Create a folder and its parents on any file system."""
+    path = normalize(path)
+    _fs(path).makedirs(path)
+
+
 def replace_file(path: str, write) -> None:
     """Replace the local file `path` in one rename: `write(tmp)` writes the new content to a hidden
     sibling (its name ends like `path`'s, e.g. `.weights.h5`), so readers see the old file or the new one."""

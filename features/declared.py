@@ -1,0 +1,49 @@
+"""What a feature step declares about each model input it adds, next to the code that adds it.
+
+A declaration holds what is known before fitting: the name, the kind, the vocabulary the indices
+come from, the length of a list, and whether a numeric feature is a count (normalized after log1p).
+Once the train split is fitted, `pipelines.fitting.Fitted.spec_features` turns the declarations into
+the spec's entries (vocabulary sizes, normalization, bucket boundaries), so a feature is named in one
+place: the step that makes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INDEX_KINDS = ("categorical", "sequence", "multi_categorical")
+KINDS = INDEX_KINDS + ("numeric",)
+
+
+@dataclass(frozen=True)
+class Declared:
+    name: str
+    kind: str  # one of KINDS
+    vocabulary: str | None = None  # index kinds: the vocabulary of the indices
+    length: int | None = None  # sequence / multi_categorical: the fixed list length
+    count: bool = False  # numeric: a count, normalized as log1p(x) by default
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"feature '{self.name}': kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind in INDEX_KINDS and not self.vocabulary:
+            raise ValueError(f"feature '{self.name}': a {self.kind} feature needs its vocabulary")
+        if (self.kind in ("sequence", "multi_categorical")) != (self.length is not None):
+            raise ValueError(f"feature '{self.name}': a length is needed by list kinds, and only by them")
+        if self.count and self.kind != "numeric":
+            raise ValueError(f"feature '{self.name}': only a numeric feature can be a count")
+
+
+def categorical(name: str, vocabulary: str) -> Declared:
+    return Declared(name, "categorical", vocabulary=vocabulary)
+
+
+def sequence(name: str, vocabulary: str, length: int) -> Declared:
+    return Declared(name, "sequence", vocabulary=vocabulary, length=int(length))
+
+
+def multi_categorical(name: str, vocabulary: str, length: int) -> Declared:
+    return Declared(name, "multi_categorical", vocabulary=vocabulary, length=int(length))
+
+
+def numeric(name: str, count: bool = False) -> Declared:
+    return Declared(name, "numeric", count=count)
