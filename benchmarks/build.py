@@ -13,6 +13,7 @@ RSS, and the JVM's peak used heap: in local mode the JVM also runs the executor
 tasks, so its heap is bounded by `spark.driver.memory`, not by the data), and the
 JVM process's peak RSS.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -21,6 +21,7 @@ contender runs `--repeats` times and keeps its best wall time and, apart, its le
 `ours` and `naive` in `rows_per_second` are the default compression and the naive gzip
 writer (today's contract), as `benchmarks.run` reports them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,16 +39,25 @@ def _declared():
     """The model inputs the feature steps declare, as build_samples would write them with these sizes."""
     from features import history, items, vocab
 
-    return [*vocab.id_features(vocab.ID_INDICES), *history.user_history_features(HIST_LEN, TOP_GENRES),
-            *history.ITEM_STATISTICS_FEATURES, *items.item_features(MAX_GENRES, [])]
+    return [
+        *vocab.id_features(vocab.ID_INDICES),
+        *history.user_history_features(HIST_LEN, TOP_GENRES),
+        *history.ITEM_STATISTICS_FEATURES,
+        *items.item_features(MAX_GENRES, []),
+    ]
 
 
 NUMERICS = [d.name for d in _declared() if d.kind == "numeric"]
-CATEGORICALS = [d.name for d in _declared() if d.kind == "categorical"] + [f"{c}_bucket" for c in BUCKETIZED] + ["label"]
+CATEGORICALS = (
+    [d.name for d in _declared() if d.kind == "categorical"] + [f"{c}_bucket" for c in BUCKETIZED] + ["label"]
+)
 SEQUENCES = {d.name: d.length for d in _declared() if d.length is not None}
-FEATURES = ([(c, "int64") for c in CATEGORICALS] + [(s, "int64") for s in SEQUENCES]
-            + [(n, "float32") for n in NUMERICS]
-            + [("user_id", "string"), ("item_id", "string"), ("ts", "int64"), ("p_click", "float32")])
+FEATURES = (
+    [(c, "int64") for c in CATEGORICALS]
+    + [(s, "int64") for s in SEQUENCES]
+    + [(n, "float32") for n in NUMERICS]
+    + [("user_id", "string"), ("item_id", "string"), ("ts", "int64"), ("p_click", "float32")]
+)
 
 
 def _padded_ids(n, salt: int):
@@ -56,6 +66,7 @@ def _padded_ids(n, salt: int):
 
     def element(k):
         return F.when(k < n, F.abs(F.xxhash64(F.col("id"), k, F.lit(salt))) % 5000 + 2).otherwise(F.lit(0)).cast("long")
+
     return element
 
 
@@ -69,24 +80,31 @@ def sample_frame(spark, rows: int, partitions: int):
     cols.append(h(99, 2).alias("label"))
     for j, (name, length) in enumerate(SEQUENCES.items()):
         # A variable-length prefix of real ids, padded with 0 like the pipeline's sequences.
-        cols.append(F.transform(F.sequence(F.lit(0), F.lit(length - 1)), _padded_ids(h(100 + j, length + 1), j))
-                    .alias(name))
+        cols.append(
+            F.transform(F.sequence(F.lit(0), F.lit(length - 1)), _padded_ids(h(100 + j, length + 1), j)).alias(name)
+        )
     for k, name in enumerate(NUMERICS):
         cols.append(((h(200 + k, 100_000) / 50_000.0) - 1.0).cast("float").alias(name))
-    cols += [F.concat(F.lit("u"), h(300, 10_000).cast("string")).alias("user_id"),
-             F.concat(F.lit("i"), h(301, 5_000).cast("string")).alias("item_id"),
-             (F.lit(1_767_225_600) + h(302, 2_000_000)).alias("ts"),
-             (h(303, 1000) / 1000.0).cast("float").alias("p_click"),
-             F.when(h(304, 10) < 8, "train").when(h(304, 10) < 9, "valid").otherwise("test").alias("split")]
+    cols += [
+        F.concat(F.lit("u"), h(300, 10_000).cast("string")).alias("user_id"),
+        F.concat(F.lit("i"), h(301, 5_000).cast("string")).alias("item_id"),
+        (F.lit(1_767_225_600) + h(302, 2_000_000)).alias("ts"),
+        (h(303, 1000) / 1000.0).cast("float").alias("p_click"),
+        F.when(h(304, 10) < 8, "train").when(h(304, 10) < 9, "valid").otherwise("test").alias("split"),
+    ]
     return df.select(*cols)
 
 
-NAIVE_OPTIONS = {"none": {"compression_type": ""}, "gzip": {"compression_type": "GZIP", "compression_level": 6},
-                 "gzip_fast": {"compression_type": "GZIP", "compression_level": 1}}
+NAIVE_OPTIONS = {
+    "none": {"compression_type": ""},
+    "gzip": {"compression_type": "GZIP", "compression_level": 6},
+    "gzip_fast": {"compression_type": "GZIP", "compression_level": 1},
+}
 
 
 def naive_writer(features, output_dir, compression: str):
     """mapInArrow body: one tf.train.Example per row, built value by value."""
+
     def run(batches):
         import pyarrow as pa
         import tensorflow as tf
@@ -110,26 +128,34 @@ def naive_writer(features, output_dir, compression: str):
                             feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
                         else:
                             feature[name] = tf.train.Feature(
-                                bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
+                                bytes_list=tf.train.BytesList(value=[v.encode() for v in values])
+                            )
                     split = row["split"]
                     if split not in writers:
                         os.makedirs(os.path.join(output_dir, split), exist_ok=True)
                         writers[split] = tf.io.TFRecordWriter(
-                            os.path.join(output_dir, split, f"part-{part:05d}.tfrecord"), options)
+                            os.path.join(output_dir, split, f"part-{part:05d}.tfrecord"), options
+                        )
                         counts[split] = 0
-                    writers[split].write(tf.train.Example(features=tf.train.Features(feature=feature))
-                                         .SerializeToString())
+                    writers[split].write(
+                        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+                    )
                     counts[split] += 1
         finally:
             for writer in writers.values():
                 writer.close()
         yield pa.RecordBatch.from_pydict({"split": list(counts), "rows": list(counts.values())})
+
     return run
 
 
 def folder_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
-               if not f.startswith((".", "_")))
+    return sum(
+        os.path.getsize(os.path.join(root, f))
+        for root, _, files in os.walk(path)
+        for f in files
+        if not f.startswith((".", "_"))
+    )
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -200,13 +226,18 @@ def main(argv=None) -> int:
         def write(output):
             shards = write_tfrecords(spark.read.parquet(src), FEATURES, output, compression=compression).collect()
             assert sum(s["rows"] for s in shards) == args.rows
+
         return write
 
     def naive(compression):
         def write(output):
-            shards = spark.read.parquet(naive_src).mapInArrow(naive_writer(FEATURES, output, compression),
-                                                              "split string, rows long").collect()
+            shards = (
+                spark.read.parquet(naive_src)
+                .mapInArrow(naive_writer(FEATURES, output, compression), "split string, rows long")
+                .collect()
+            )
             assert sum(s["rows"] for s in shards) == naive_rows
+
         return write
 
     def parquet(output):
@@ -216,8 +247,9 @@ def main(argv=None) -> int:
     warm = os.path.join(args.workdir, "warm")
     spark.read.parquet(src).limit(1000).write.parquet(os.path.join(warm, "parquet"))
     for compression in COMPRESSIONS:
-        write_tfrecords(spark.read.parquet(src).limit(1000), FEATURES, os.path.join(warm, compression),
-                        compression=compression).collect()
+        write_tfrecords(
+            spark.read.parquet(src).limit(1000), FEATURES, os.path.join(warm, compression), compression=compression
+        ).collect()
     contenders = {"parquet": (parquet, args.rows)}
     for compression in COMPRESSIONS:
         contenders[f"ours_{compression}"] = (ours(compression), args.rows)
@@ -226,18 +258,32 @@ def main(argv=None) -> int:
     rates = {name: rows / seconds[name] for name, (_, rows) in contenders.items()}
     cpu_per_row = {name: cpu[name] / rows for name, (_, rows) in contenders.items()}
     bytes_per_row = {name: size[name] / rows for name, (_, rows) in contenders.items()}
-    options = {c: {"vs_naive": rates[f"ours_{c}"] / rates[f"naive_{c}"],
-                   "time_vs_parquet": rates["parquet"] / rates[f"ours_{c}"],
-                   "cpu_vs_naive": cpu_per_row[f"naive_{c}"] / cpu_per_row[f"ours_{c}"],
-                   "cpu_vs_parquet": cpu_per_row[f"ours_{c}"] / cpu_per_row["parquet"],
-                   "bytes_per_row": bytes_per_row[f"ours_{c}"]} for c in COMPRESSIONS}
+    options = {
+        c: {
+            "vs_naive": rates[f"ours_{c}"] / rates[f"naive_{c}"],
+            "time_vs_parquet": rates["parquet"] / rates[f"ours_{c}"],
+            "cpu_vs_naive": cpu_per_row[f"naive_{c}"] / cpu_per_row[f"ours_{c}"],
+            "cpu_vs_parquet": cpu_per_row[f"ours_{c}"] / cpu_per_row["parquet"],
+            "bytes_per_row": bytes_per_row[f"ours_{c}"],
+        }
+        for c in COMPRESSIONS
+    }
     rates.update(ours=rates[f"ours_{DEFAULT_COMPRESSION}"], naive=rates["naive_gzip"])
-    emit({"rows": args.rows, "naive_rows": naive_rows, "repeats": args.repeats,
-          "default_compression": DEFAULT_COMPRESSION, "seconds": seconds, "rows_per_second": rates,
-          "cpu_us_per_row": {name: 1e6 * value for name, value in cpu_per_row.items()},
-          "bytes_per_row": bytes_per_row, "options": options,
-          "ours_vs_naive": options[DEFAULT_COMPRESSION]["vs_naive"],
-          "ours_time_vs_parquet_time": options[DEFAULT_COMPRESSION]["time_vs_parquet"]})
+    emit(
+        {
+            "rows": args.rows,
+            "naive_rows": naive_rows,
+            "repeats": args.repeats,
+            "default_compression": DEFAULT_COMPRESSION,
+            "seconds": seconds,
+            "rows_per_second": rates,
+            "cpu_us_per_row": {name: 1e6 * value for name, value in cpu_per_row.items()},
+            "bytes_per_row": bytes_per_row,
+            "options": options,
+            "ours_vs_naive": options[DEFAULT_COMPRESSION]["vs_naive"],
+            "ours_time_vs_parquet_time": options[DEFAULT_COMPRESSION]["time_vs_parquet"],
+        }
+    )
     spark.stop()
     shutil.rmtree(args.workdir, ignore_errors=True)
     return 0

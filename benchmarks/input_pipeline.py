@@ -17,6 +17,7 @@
 Starvation ratio = read+parse rate / step rate: above 1 the model never waits for input
 (both share the same CPU cores here, so this is the rate each could reach alone).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,7 @@ PARAMS = {"embedding_dim": 16, "hidden_units": [256, 128, 64]}
 def read_parse_rate(samples: str, spec: dict, batch_size: int, steps: int) -> float:
     from pipelines.tf_input import make_dataset
 
-    ds = make_dataset(samples, spec, "train", batch_size, training=True, shuffle_buffer=100_000, seed=1,
-                      repeat=True)
+    ds = make_dataset(samples, spec, "train", batch_size, training=True, shuffle_buffer=100_000, seed=1, repeat=True)
     it = iter(ds)
     for _ in range(20):  # warm-up: fills the shuffle buffer partly, autotunes
         next(it)
@@ -75,9 +75,9 @@ def relayout(samples: str, spec: dict, output: str, rows_per_record: int, compre
     import json
     import shutil
 
-    from spec import SPEC_FILE, compute_spec_hash
     from pipelines.tf_input import record_parser, split_files
     from pipelines.tfrecord import compression_options, write_partition_shards
+    from spec import SPEC_FILE, compute_spec_hash
 
     options = compression_options(compression)
     features = [(entry["name"], entry["dtype"]) for entry in spec["features"]]
@@ -87,8 +87,15 @@ def relayout(samples: str, spec: dict, output: str, rows_per_record: int, compre
     for k, path in enumerate(split_files(samples, spec, "train")):
         # Outside Spark every shard is part-00000: write each alone, then give it its number.
         staging = os.path.join(output, f"shard{k}")
-        written = list(write_partition_shards(iter([_shard_table(path, spec, parse)]), features, staging,
-                                              compression=compression, rows_per_record=rows_per_record))
+        written = list(
+            write_partition_shards(
+                iter([_shard_table(path, spec, parse)]),
+                features,
+                staging,
+                compression=compression,
+                rows_per_record=rows_per_record,
+            )
+        )
         final = os.path.join(output, "train", f"part-{k:05d}{options.extension}")
         os.rename(written[0].column("path")[0].as_py(), final)
         shutil.rmtree(staging)
@@ -113,8 +120,22 @@ def step_rate(name: str, samples: str, spec: dict, batch_size: int, steps: int) 
     model = build_model(name, spec, PARAMS)
     compile_model(model, PARAMS)
     batches = min(steps, 50)
-    cached = make_dataset(samples, spec, "train", batch_size, training=True, shuffle_buffer=0, seed=1,
-                          repeat=True, drop_remainder=True).take(batches).cache().repeat()
+    cached = (
+        make_dataset(
+            samples,
+            spec,
+            "train",
+            batch_size,
+            training=True,
+            shuffle_buffer=0,
+            seed=1,
+            repeat=True,
+            drop_remainder=True,
+        )
+        .take(batches)
+        .cache()
+        .repeat()
+    )
     model.fit(cached, steps_per_epoch=batches, epochs=1, verbose=0)  # warm-up: tracing, cache fill
     start = time.perf_counter()
     model.fit(cached, steps_per_epoch=steps, epochs=1, verbose=0)
@@ -135,9 +156,12 @@ def main(argv=None) -> int:
     from spec import load_spec
 
     spec = load_spec(args.samples)
-    result = {"batch_size": args.batch_size, "steps": args.steps,
-              "read_parse_examples_per_second": read_parse_rate(args.samples, spec, args.batch_size, args.steps),
-              "train_step_examples_per_second": {}}
+    result = {
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "read_parse_examples_per_second": read_parse_rate(args.samples, spec, args.batch_size, args.steps),
+        "train_step_examples_per_second": {},
+    }
     if args.rows_per_record:
         result["read_parse_by_rows_per_record"] = {}
         for n in [int(v) for v in args.rows_per_record.split(",")]:
@@ -147,14 +171,16 @@ def main(argv=None) -> int:
     from models import MODEL_NAMES
 
     for name in args.models.split(",") if args.models else MODEL_NAMES:
-        result["train_step_examples_per_second"][name] = step_rate(name, args.samples, spec, args.batch_size,
-                                                                   args.steps)
+        result["train_step_examples_per_second"][name] = step_rate(
+            name, args.samples, spec, args.batch_size, args.steps
+        )
     steps = result["train_step_examples_per_second"]
     result["input_over_step"] = {name: result["read_parse_examples_per_second"] / rate for name, rate in steps.items()}
     if args.rows_per_record:
         result["input_over_step_by_rows_per_record"] = {
             n: {name: rate / step for name, step in steps.items()}
-            for n, rate in result["read_parse_by_rows_per_record"].items()}
+            for n, rate in result["read_parse_by_rows_per_record"].items()
+        }
     emit(result)
     return 0
 

@@ -1,4 +1,5 @@
 """Small measuring helpers shared by the benchmarks: wall time and peak memory of processes."""
+
 from __future__ import annotations
 
 import json
@@ -72,5 +73,4 @@ def read_result(stdout: str) -> dict:
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
         raise RuntimeError("benchmark subprocess printed no RESULT line")
-    return json.loads(lines[-1][len("RESULT "):])
-
+    return json.loads(lines[-1][len("RESULT ") :])

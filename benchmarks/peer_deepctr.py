@@ -25,6 +25,7 @@ Install (benchmark only; TensorFlow stays at the project's 2.17.1):
 
     .venv/bin/pip install "deepctr==0.9.4" "tf_keras==2.17.*" "tensorflow==2.17.1"
 """
+
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported anywhere
@@ -42,15 +43,15 @@ import requests  # noqa: E402
 # print to stdout: answer it locally, so runs stay offline, quiet and exit promptly.
 requests.get = lambda *args, **kwargs: types.SimpleNamespace(status_code=None)
 
-import tensorflow as tf  # noqa: E402
 import deepctr  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from deepctr.feature_column import DenseFeat, SparseFeat, VarLenSparseFeat  # noqa: E402
 from deepctr.models import DCN, WDL, DeepFM  # noqa: E402
 
 from benchmarks.measure import emit  # noqa: E402
-from spec import load_spec, model_inputs  # noqa: E402
 from pipelines.metrics import auc  # noqa: E402
 from pipelines.tf_input import make_dataset  # noqa: E402
+from spec import load_spec, model_inputs  # noqa: E402
 
 LOAD_BATCH = 8192
 
@@ -62,8 +63,13 @@ def feature_columns(spec: dict, embedding_dim: int) -> list:
         if kind == "numeric":
             columns.append(DenseFeat(name, 1))
             continue
-        sparse = SparseFeat(name, int(entry["vocab_size"]), embedding_dim, dtype="int64",
-                            embedding_name=entry.get("embedding_table", name))
+        sparse = SparseFeat(
+            name,
+            int(entry["vocab_size"]),
+            embedding_dim,
+            dtype="int64",
+            embedding_name=entry.get("embedding_table", name),
+        )
         if kind == "categorical":
             columns.append(sparse)
         elif kind in ("sequence", "multi_categorical"):

@@ -14,6 +14,7 @@ every figure is reported beside a baseline measured in the same run:
 
 `--only encoding,build,input,peer` runs a subset (the report then holds only those sections).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,16 @@ def run_module(module: str, *args: str, env: dict | None = None, parse: bool = T
 
 def world_size(impressions: int) -> list[str]:
     """Users and items grow with the impressions (about 100 impressions per user, 200 per item)."""
-    return ["--impressions", str(impressions), "--users", str(max(2000, impressions // 100)),
-            "--items", str(max(1000, impressions // 200)), "--days", "28"]
+    return [
+        "--impressions",
+        str(impressions),
+        "--users",
+        str(max(2000, impressions // 100)),
+        "--items",
+        str(max(1000, impressions // 200)),
+        "--days",
+        "28",
+    ]
 
 
 def raw_for(scale: int, workdir: str) -> str:
@@ -63,11 +72,19 @@ def raw_for(scale: int, workdir: str) -> str:
 def bench_build(scale: int, workdir: str, results: dict) -> None:
     raw = raw_for(scale, workdir)
     parts = str(max(8, scale // 250_000))
-    sets = ["--set", f"spark.shuffle_partitions={parts}", "--set", f"spark.output_partitions={max(4, scale // 1_000_000)}"]
+    sets = [
+        "--set",
+        f"spark.shuffle_partitions={parts}",
+        "--set",
+        f"spark.output_partitions={max(4, scale // 1_000_000)}",
+    ]
     out = os.path.join(workdir, f"scale_{scale}")
-    entry = {"bare": run_module("benchmarks.build", "--raw", raw, "--workdir", out, "--job", "bare", *sets),
-             "build_samples": run_module("benchmarks.build", "--raw", raw, "--workdir", out,
-                                         "--job", "build_samples", "--keep", *sets)}
+    entry = {
+        "bare": run_module("benchmarks.build", "--raw", raw, "--workdir", out, "--job", "bare", *sets),
+        "build_samples": run_module(
+            "benchmarks.build", "--raw", raw, "--workdir", out, "--job", "build_samples", "--keep", *sets
+        ),
+    }
     entry["ratio"] = entry["build_samples"]["seconds"] / entry["bare"]["seconds"]
     entry["shuffle_partitions"] = int(parts)
     results.setdefault("build", {})[str(scale)] = entry
@@ -80,17 +97,44 @@ def samples_for(raw: str, out: str) -> str:
 
 
 def our_training(samples: str, model: str, run_dir: str, epochs: int) -> dict:
-    args = ["--samples", samples, "--model", model, "--output", run_dir, "--epochs", str(epochs),
-            "--set", "resume=false", "--set", "verbose=0", "--set", "batch_size=1024",
-            "--set", "params.embedding_dim=16", "--set", "params.hidden_units=[256,128,64]",
-            "--set", "params.learning_rate=0.001", "--set", "params.deep_optimizer=adam",
-            "--set", "params.cross_layers=3", "--set", f"early_stopping.patience={epochs}",
-            "--set", "outputs.embeddings=false"]
+    args = [
+        "--samples",
+        samples,
+        "--model",
+        model,
+        "--output",
+        run_dir,
+        "--epochs",
+        str(epochs),
+        "--set",
+        "resume=false",
+        "--set",
+        "verbose=0",
+        "--set",
+        "batch_size=1024",
+        "--set",
+        "params.embedding_dim=16",
+        "--set",
+        "params.hidden_units=[256,128,64]",
+        "--set",
+        "params.learning_rate=0.001",
+        "--set",
+        "params.deep_optimizer=adam",
+        "--set",
+        "params.cross_layers=3",
+        "--set",
+        f"early_stopping.patience={epochs}",
+        "--set",
+        "outputs.embeddings=false",
+    ]
     run_module("jobs.train", *args, parse=False)
     with open(os.path.join(run_dir, "run.json")) as fh:
         summary = json.load(fh)
-    return {"examples_per_second": summary["train_examples_per_second"], "test_auc": summary["metrics"]["test"]["auc"],
-            "best_epoch": summary["best_epoch"]}
+    return {
+        "examples_per_second": summary["train_examples_per_second"],
+        "test_auc": summary["metrics"]["test"]["auc"],
+        "best_epoch": summary["best_epoch"],
+    }
 
 
 def bench_peer(movielens: str, workdir: str, epochs: int, results: dict) -> None:
@@ -101,12 +145,31 @@ def bench_peer(movielens: str, workdir: str, epochs: int, results: dict) -> None
     peer = {}
     for model in PEER_MODELS:
         ours = our_training(samples, model, os.path.join(workdir, "runs", f"movielens_{model}"), epochs)
-        theirs = run_module("benchmarks.peer_deepctr", "--samples", samples, "--model", model,
-                            "--embedding-dim", "16", "--hidden-units", "256,128,64", "--batch-size", "1024",
-                            "--epochs", str(epochs), "--cross-layers", "3", "--learning-rate", "0.001")
-        peer[model] = {"ours": ours, "deepctr": theirs,
-                       "speed_ratio": ours["examples_per_second"] / theirs["examples_per_second"],
-                       "auc_difference": ours["test_auc"] - theirs["test_auc"]}
+        theirs = run_module(
+            "benchmarks.peer_deepctr",
+            "--samples",
+            samples,
+            "--model",
+            model,
+            "--embedding-dim",
+            "16",
+            "--hidden-units",
+            "256,128,64",
+            "--batch-size",
+            "1024",
+            "--epochs",
+            str(epochs),
+            "--cross-layers",
+            "3",
+            "--learning-rate",
+            "0.001",
+        )
+        peer[model] = {
+            "ours": ours,
+            "deepctr": theirs,
+            "speed_ratio": ours["examples_per_second"] / theirs["examples_per_second"],
+            "auc_difference": ours["test_auc"] - theirs["test_auc"],
+        }
     results["peer"] = {"epochs": epochs, "samples": samples, "models": peer}
 
 
@@ -115,65 +178,110 @@ def _fmt(x, digits=0):
 
 
 def report(results: dict, command: str) -> str:
-    lines = ["# Benchmarks", "",
-             f"One run of `{command}` on {results['machine']} ({results['started']}), Spark in local mode with "
-             f"spark.driver.memory {results.get('driver_memory', '2g')}.",
-             "Every figure sits beside a baseline measured in the same run; the machine is shared, so compare "
-             "the ratios, not the absolute rates, with other runs.", ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"One run of `{command}` on {results['machine']} ({results['started']}), Spark in local mode with "
+        f"spark.driver.memory {results.get('driver_memory', '2g')}.",
+        "Every figure sits beside a baseline measured in the same run; the machine is shared, so compare "
+        "the ratios, not the absolute rates, with other runs.",
+        "",
+    ]
     if "encoding" in results:
-        lines += ["## 1. TFRecord encoding", "",
-                  "Read the same sample-shaped Parquet and write it out again (Spark, same partitions).", "",
-                  "| scale | writer | rows | rows/s | vs naive | time vs Parquet write |", "|---|---|---:|---:|---:|---:|"]
+        lines += [
+            "## 1. TFRecord encoding",
+            "",
+            "Read the same sample-shaped Parquet and write it out again (Spark, same partitions).",
+            "",
+            "| scale | writer | rows | rows/s | vs naive | time vs Parquet write |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for scale, e in results["encoding"].items():
             r, s = e["rows_per_second"], e
-            for name, label in (("parquet", "Spark Parquet write (baseline)"), ("ours", "ours (vectorized, default compression)"),
-                                ("naive", "naive per-row tf.train.Example")):
+            for name, label in (
+                ("parquet", "Spark Parquet write (baseline)"),
+                ("ours", "ours (vectorized, default compression)"),
+                ("naive", "naive per-row tf.train.Example"),
+            ):
                 rows = s["naive_rows"] if name == "naive" else s["rows"]
-                lines.append(f"| {int(scale):,} | {label} | {rows:,} | {_fmt(r[name])} | {r[name] / r['naive']:.1f}x "
-                             f"| {r['parquet'] / r[name]:.2f}x |")
-        lines += ["", "Targets (issue 8): ours at least 10x the naive encoder, and at most 1.5x the time of the Parquet write.", ""]
+                lines.append(
+                    f"| {int(scale):,} | {label} | {rows:,} | {_fmt(r[name])} | {r[name] / r['naive']:.1f}x "
+                    f"| {r['parquet'] / r[name]:.2f}x |"
+                )
+        lines += [
+            "",
+            "Targets (issue 8): ours at least 10x the naive encoder, and at most 1.5x the time of the Parquet write.",
+            "",
+        ]
     if "build" in results:
-        lines += ["## 2. build_samples end to end", "",
-                  "| impressions | bare Spark job (s) | build_samples (s) | ratio | driver Python peak RSS (MiB) "
-                  "| JVM peak heap used (MiB) | JVM peak RSS (MiB) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "## 2. build_samples end to end",
+            "",
+            "| impressions | bare Spark job (s) | build_samples (s) | ratio | driver Python peak RSS (MiB) "
+            "| JVM peak heap used (MiB) | JVM peak RSS (MiB) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         scales = sorted(results["build"], key=int)
         for scale in scales:
             e = results["build"][scale]
             b = e["build_samples"]
-            lines.append(f"| {int(scale):,} | {e['bare']['seconds']:.1f} | {b['seconds']:.1f} | {e['ratio']:.2f}x | "
-                         f"{_fmt(b['driver_python_peak_rss_mib'])} | {_fmt(b['jvm_peak_heap_used_mib'])} | "
-                         f"{_fmt(b['jvm_peak_rss_mib'])} |")
+            lines.append(
+                f"| {int(scale):,} | {e['bare']['seconds']:.1f} | {b['seconds']:.1f} | {e['ratio']:.2f}x | "
+                f"{_fmt(b['driver_python_peak_rss_mib'])} | {_fmt(b['jvm_peak_heap_used_mib'])} | "
+                f"{_fmt(b['jvm_peak_rss_mib'])} |"
+            )
         if len(scales) >= 2:
             lo, hi = results["build"][scales[0]], results["build"][scales[-1]]
             factor = int(scales[-1]) / int(scales[0])
-            lines += ["", f"From {int(scales[0]):,} to {int(scales[-1]):,} impressions ({factor:.0f}x): build_samples "
-                          f"time grows {hi['build_samples']['seconds'] / lo['build_samples']['seconds']:.1f}x, "
-                          f"the bare job {hi['bare']['seconds'] / lo['bare']['seconds']:.1f}x."]
+            lines += [
+                "",
+                f"From {int(scales[0]):,} to {int(scales[-1]):,} impressions ({factor:.0f}x): build_samples "
+                f"time grows {hi['build_samples']['seconds'] / lo['build_samples']['seconds']:.1f}x, "
+                f"the bare job {hi['bare']['seconds'] / lo['bare']['seconds']:.1f}x.",
+            ]
         last = results["build"][scales[-1]]["build_samples"].get("step_seconds") or {}
-        lines += ["", f"Step seconds at {int(scales[-1]):,}: " + ", ".join(f"{k} {v:.0f}" for k, v in last.items()),
-                  "", "Targets (issue 8): at most 5x the bare job at 10M impressions and 8x at 1M; at most 10x the "
-                  "time from 1M to 10M; flat driver memory.", ""]
+        lines += [
+            "",
+            f"Step seconds at {int(scales[-1]):,}: " + ", ".join(f"{k} {v:.0f}" for k, v in last.items()),
+            "",
+            "Targets (issue 8): at most 5x the bare job at 10M impressions and 8x at 1M; at most 10x the "
+            "time from 1M to 10M; flat driver memory.",
+            "",
+        ]
     if "input" in results:
         e = results["input"]
-        lines += ["## 3. Input pipeline against the train step", "",
-                  f"Samples: {e['samples']}; batch size {e['batch_size']}.", "",
-                  f"read+parse alone: **{_fmt(e['read_parse_examples_per_second'])} examples/s**", "",
-                  "| model | train step examples/s (input in memory) | read+parse / step |", "|---|---:|---:|"]
+        lines += [
+            "## 3. Input pipeline against the train step",
+            "",
+            f"Samples: {e['samples']}; batch size {e['batch_size']}.",
+            "",
+            f"read+parse alone: **{_fmt(e['read_parse_examples_per_second'])} examples/s**",
+            "",
+            "| model | train step examples/s (input in memory) | read+parse / step |",
+            "|---|---:|---:|",
+        ]
         for name, rate in e["train_step_examples_per_second"].items():
             lines.append(f"| {name} | {_fmt(rate)} | {e['input_over_step'][name]:.2f}x |")
         lines += ["", "Target: read+parse at least 3x the step rate of every model on CPU.", ""]
     if "peer" in results:
         p = results["peer"]
-        lines += ["## 4. Training against deepctr", "",
-                  f"MovieLens samples ({p['samples']}), {p['epochs']} epochs, embedding 16, hidden [256, 128, 64], "
-                  "batch 1024, Adam 1e-3. Ours streams TFRecord through tf.data (Keras 3); deepctr "
-                  "trains on in-memory NumPy arrays (tf_keras).", "",
-                  "| model | ours examples/s | deepctr examples/s | speed ratio | ours test AUC | deepctr test AUC "
-                  "| AUC difference |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "## 4. Training against deepctr",
+            "",
+            f"MovieLens samples ({p['samples']}), {p['epochs']} epochs, embedding 16, hidden [256, 128, 64], "
+            "batch 1024, Adam 1e-3. Ours streams TFRecord through tf.data (Keras 3); deepctr "
+            "trains on in-memory NumPy arrays (tf_keras).",
+            "",
+            "| model | ours examples/s | deepctr examples/s | speed ratio | ours test AUC | deepctr test AUC "
+            "| AUC difference |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, e in p["models"].items():
-            lines.append(f"| {name} | {_fmt(e['ours']['examples_per_second'])} | "
-                         f"{_fmt(e['deepctr']['examples_per_second'])} | {e['speed_ratio']:.2f}x | "
-                         f"{e['ours']['test_auc']:.4f} | {e['deepctr']['test_auc']:.4f} | {e['auc_difference']:+.4f} |")
+            lines.append(
+                f"| {name} | {_fmt(e['ours']['examples_per_second'])} | "
+                f"{_fmt(e['deepctr']['examples_per_second'])} | {e['speed_ratio']:.2f}x | "
+                f"{e['ours']['test_auc']:.4f} | {e['deepctr']['test_auc']:.4f} | {e['auc_difference']:+.4f} |"
+            )
         lines += ["", "Targets: at least deepctr's examples/s, and test AUC no lower than deepctr's - 0.002.", ""]
     return "\n".join(lines) + "\n"
 
@@ -203,8 +311,9 @@ def plots(results: dict, folder: str) -> list[str]:
         scales = sorted(results["build"], key=int)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for job in ("bare", "build_samples"):
-            ax.plot([int(s) for s in scales], [results["build"][s][job]["seconds"] for s in scales], marker="o",
-                    label=job)
+            ax.plot(
+                [int(s) for s in scales], [results["build"][s][job]["seconds"] for s in scales], marker="o", label=job
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("impressions")
@@ -234,13 +343,19 @@ def main(argv=None) -> int:
     parser.add_argument("--plots", default="benchmarks/plots", help="folder for the PNG plots")
     parser.add_argument("--results", default="benchmarks/results.json", help="every figure, as JSON")
     parser.add_argument("--only", default=",".join(SECTIONS))
-    parser.add_argument("--report-only", action="store_true",
-                        help="run nothing: rewrite --out and the plots from the figures in --results")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rewrite --out and the plots from the figures in --results",
+    )
     parser.add_argument("--movielens", default=os.path.join(os.path.dirname(ROOT), "shared", "data", "movielens-small"))
     parser.add_argument("--peer-epochs", type=int, default=3)
     parser.add_argument("--encoding-rows", type=int, default=None, help="default: the largest scale")
-    parser.add_argument("--driver-memory", default="8g",
-                        help="spark.driver.memory of every Spark job (local mode: the driver JVM also runs the tasks)")
+    parser.add_argument(
+        "--driver-memory",
+        default="8g",
+        help="spark.driver.memory of every Spark job (local mode: the driver JVM also runs the tasks)",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         with open(args.results) as fh:
@@ -254,20 +369,29 @@ def main(argv=None) -> int:
     scales = sorted(int(s) for s in args.scales.split(","))
     os.makedirs(args.workdir, exist_ok=True)
     command = "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv)
-    results = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "driver_memory": args.driver_memory,
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-               "command": command}
+    results = {
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "driver_memory": args.driver_memory,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "command": command,
+    }
     if "build" in only:
         for scale in scales:
             bench_build(scale, args.workdir, results)
     if "encoding" in only:
         rows = args.encoding_rows or scales[-1]
-        results["encoding"] = {str(rows): run_module("benchmarks.encoding", "--rows", str(rows), "--workdir",
-                                                     os.path.join(args.workdir, "encoding"))}
+        results["encoding"] = {
+            str(rows): run_module(
+                "benchmarks.encoding", "--rows", str(rows), "--workdir", os.path.join(args.workdir, "encoding")
+            )
+        }
     if "input" in only:
         kept = os.path.join(args.workdir, f"scale_{scales[0]}", "build_samples")  # written by the build benchmark
-        samples = kept if os.path.exists(os.path.join(kept, "_SUCCESS")) else \
-            samples_for(raw_for(scales[0], args.workdir), os.path.join(args.workdir, f"samples_{scales[0]}"))
+        samples = (
+            kept
+            if os.path.exists(os.path.join(kept, "_SUCCESS"))
+            else samples_for(raw_for(scales[0], args.workdir), os.path.join(args.workdir, f"samples_{scales[0]}"))
+        )
         results["input"] = {**run_module("benchmarks.input_pipeline", "--samples", samples), "samples": samples}
     if "peer" in only:
         if not os.path.exists(os.path.join(args.movielens, "ratings.csv")):

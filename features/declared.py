@@ -6,6 +6,7 @@ Once the train split is fitted, `pipelines.fitting.Fitted.spec_features` turns t
 the spec's entries (vocabulary sizes, normalization, bucket boundaries), so a feature is named in one
 place: the step that makes it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -35,6 +35,7 @@ last lookback (older ones can no longer count) into the next chunk, so memory is
 bounded by a chunk of rows plus one key's lookback of narrow events, never by a
 key's whole history.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterator
@@ -78,7 +79,7 @@ def _timeline(segment: np.ndarray, ts: np.ndarray, reach: int) -> Callable[[np.n
     key becomes a range of positions, found for all rows at once by `searchsorted`."""
     base = int(ts.min()) - reach - 1
     span = int(ts.max()) - base + 1
-    if (int(segment.max()) + 1) * span >= 2 ** 63:
+    if (int(segment.max()) + 1) * span >= 2**63:
         raise OverflowError(f"time span {span} s times {int(segment.max()) + 1} keys does not fit in int64")
     return lambda seg, t: seg * span + (t - base)
 
@@ -156,8 +157,16 @@ def _column(table: pa.Table, name: str, null=None) -> np.ndarray:
     return values.combine_chunks().to_numpy(zero_copy_only=False)
 
 
-def _user_features(events: pa.Table, seg: np.ndarray, query: np.ndarray, window: int, lookback: int,
-                   max_len: int, top_genres: int, genre_history_len: int) -> Features:
+def _user_features(
+    events: pa.Table,
+    seg: np.ndarray,
+    query: np.ndarray,
+    window: int,
+    lookback: int,
+    max_len: int,
+    top_genres: int,
+    genre_history_len: int,
+) -> Features:
     """History of the `query` rows of user-sorted events (impressions and clicks); `seg` numbers the users."""
     ts, item = _column(events, "ts"), _column(events, "item_idx", null=0)  # a missing item is padding
     click = _column(events, _CLICK).astype(bool)
@@ -216,9 +225,15 @@ def _chunks(batches: Iterator[pa.RecordBatch], min_rows: int) -> Iterator[pa.Tab
         yield pa.Table.from_batches(pending)
 
 
-def _sorted_pass(batches: Iterator[pa.RecordBatch], key: str, horizon: int, event_columns: list[str],
-                 output_columns: list[str], compute: Callable[[pa.Table, np.ndarray, np.ndarray], Features],
-                 chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def _sorted_pass(
+    batches: Iterator[pa.RecordBatch],
+    key: str,
+    horizon: int,
+    event_columns: list[str],
+    output_columns: list[str],
+    compute: Callable[[pa.Table, np.ndarray, np.ndarray], Features],
+    chunk_rows: int,
+) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: `batches` are impression and click rows sorted by (key, ts, ...). Yields the
     impressions (`output_columns`) with the features `compute(events, segment, query)` gives them.
 
@@ -245,21 +260,36 @@ def _sorted_pass(batches: Iterator[pa.RecordBatch], key: str, horizon: int, even
         carried = events.filter(pa.array(tail))
 
 
-def _with_features(impressions: DataFrame, clicks: DataFrame, key: str, click_columns: dict[str, Column],
-                   sort: list[str], event_columns: list[str], added: list[T.StructField], horizon: int,
-                   compute: Callable[[pa.Table, np.ndarray, np.ndarray], Features]) -> DataFrame:
+def _with_features(
+    impressions: DataFrame,
+    clicks: DataFrame,
+    key: str,
+    click_columns: dict[str, Column],
+    sort: list[str],
+    event_columns: list[str],
+    added: list[T.StructField],
+    horizon: int,
+    compute: Callable[[pa.Table, np.ndarray, np.ndarray], Features],
+) -> DataFrame:
     """`impressions` with the `added` features of one pass by `key`: impressions and the click columns
     the pass needs in one stream, shuffled by `key` and sorted by `sort` within partitions; every
     impression column is carried through."""
     flagged = impressions.withColumn(_CLICK, F.lit(False))
-    click_rows = clicks.select(*[column.cast(impressions.schema[name].dataType).alias(name)
-                                 if name in impressions.columns else column.alias(name)
-                                 for name, column in click_columns.items()], F.lit(True).alias(_CLICK))
+    click_rows = clicks.select(
+        *[
+            column.cast(impressions.schema[name].dataType).alias(name)
+            if name in impressions.columns
+            else column.alias(name)
+            for name, column in click_columns.items()
+        ],
+        F.lit(True).alias(_CLICK),
+    )
     stream = flagged.unionByName(click_rows, allowMissingColumns=True).repartition(key).sortWithinPartitions(*sort)
     output, chunk_rows = list(impressions.columns), CHUNK_ROWS
     schema = T.StructType(list(impressions.schema.fields) + added)
     return stream.mapInArrow(
-        lambda batches: _sorted_pass(batches, key, horizon, event_columns, output, compute, chunk_rows), schema)
+        lambda batches: _sorted_pass(batches, key, horizon, event_columns, output, compute, chunk_rows), schema
+    )
 
 
 # ---------------------------------------------------------------- the feature steps
@@ -277,8 +307,10 @@ def user_history_features(max_len: int, top_genres: int) -> list[Declared]:
 
 
 # The smoothed CTRs come from the counts and the train label rate, once it is fitted (`with_smoothed_ctr`).
-SMOOTHED_CTR = {"item_ctr": ("item_clicks", "item_impressions"),
-                "item_ctr_recent": ("item_clicks_recent", "item_impressions_recent")}
+SMOOTHED_CTR = {
+    "item_ctr": ("item_clicks", "item_impressions"),
+    "item_ctr_recent": ("item_clicks_recent", "item_impressions_recent"),
+}
 ITEM_STATISTICS_FEATURES = [
     declared.numeric("item_impressions", count=True),
     declared.numeric("item_clicks", count=True),
@@ -313,16 +345,29 @@ def user_history(
     added = [_spark_field(f) for f in user_history_features(max_len, top_genres)]
 
     def compute(events: pa.Table, segment: np.ndarray, query: np.ndarray) -> Features:
-        features = _user_features(events, segment, query, window_seconds, lookback_seconds, max_len, top_genres,
-                                  genre_history_len)
+        features = _user_features(
+            events, segment, query, window_seconds, lookback_seconds, max_len, top_genres, genre_history_len
+        )
         return {field.name: features[field.name] for field in added}  # Arrow columns go back by position
 
-    click_columns = {"user_id": F.col("user_id"), "item_idx": F.col("item_idx"), "ts": F.col("ts"),
-                     _GENRES: F.col("genre_idxs").cast("array<bigint>")}
+    click_columns = {
+        "user_id": F.col("user_id"),
+        "item_idx": F.col("item_idx"),
+        "ts": F.col("ts"),
+        _GENRES: F.col("genre_idxs").cast("array<bigint>"),
+    }
     # Sorted by item within a second: ties in the click and skip lists put the larger item first.
-    return _with_features(impressions, clicks, "user_id", click_columns, ["user_id", "ts", "item_idx"],
-                          ["user_id", "ts", "item_idx", "label", _CLICK, _GENRES], added,
-                          lookback_seconds, compute)
+    return _with_features(
+        impressions,
+        clicks,
+        "user_id",
+        click_columns,
+        ["user_id", "ts", "item_idx"],
+        ["user_id", "ts", "item_idx", "label", _CLICK, _GENRES],
+        added,
+        lookback_seconds,
+        compute,
+    )
 
 
 def item_statistics(
@@ -336,13 +381,21 @@ def item_statistics(
     `impressions`: item_id, ts (plus any other columns, kept). `clicks`: item_id, ts.
     Adds item_impressions, item_clicks, item_impressions_recent, item_clicks_recent.
     """
+
     def compute(events: pa.Table, segment: np.ndarray, query: np.ndarray) -> Features:
         return _item_counts(events, segment, query, lookback_seconds, recent_seconds)
 
-    return _with_features(impressions, clicks, "item_id", {"item_id": F.col("item_id"), "ts": F.col("ts")},
-                          ["item_id", "ts"], ["item_id", "ts", _CLICK],
-                          [T.StructField(name, T.LongType()) for name in ITEM_STATISTICS],
-                          max(lookback_seconds, recent_seconds), compute)
+    return _with_features(
+        impressions,
+        clicks,
+        "item_id",
+        {"item_id": F.col("item_id"), "ts": F.col("ts")},
+        ["item_id", "ts"],
+        ["item_id", "ts", _CLICK],
+        [T.StructField(name, T.LongType()) for name in ITEM_STATISTICS],
+        max(lookback_seconds, recent_seconds),
+        compute,
+    )
 
 
 def smoothed_ctr(clicks: str, impressions: str, prior: float, smoothing: float) -> Column:

@@ -3,6 +3,7 @@
 Items missing from RAW/items are not rejects: their genres are ["unknown"] and
 their other attributes null.
 """
+
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
@@ -18,10 +19,12 @@ UNKNOWN_GENRE = "unknown"
 
 def item_features(max_genres: int, numeric_columns: list[str]) -> list[Declared]:
     """The model inputs `genre_features` and `join_item_attributes` add."""
-    return [declared.categorical("item_primary_genre", "genre"),
-            declared.multi_categorical("item_genres", "genre", max_genres),
-            declared.numeric("release_year"),
-            *[declared.numeric(column) for column in numeric_columns]]
+    return [
+        declared.categorical("item_primary_genre", "genre"),
+        declared.multi_categorical("item_genres", "genre", max_genres),
+        declared.numeric("release_year"),
+        *[declared.numeric(column) for column in numeric_columns],
+    ]
 
 
 def join_item_attributes(df: DataFrame, items: DataFrame, numeric_columns: list[str]) -> DataFrame:
@@ -37,4 +40,6 @@ def genre_features(df: DataFrame, genre_index: dict[str, int], max_genres: int) 
     """Add genre_idxs (all genres, indexed), item_genres [max_genres] and item_primary_genre."""
     indexed = df.withColumn("genre_idxs", index_tokens(F.col("genres"), genre_index))
     return indexed.withColumn("item_genres", pad_array(F.col("genre_idxs"), max_genres)).withColumn(
-        "item_primary_genre", F.coalesce(F.try_element_at(F.col("genre_idxs"), F.lit(1)), F.lit(PADDING_INDEX)).cast("long"))
+        "item_primary_genre",
+        F.coalesce(F.try_element_at(F.col("genre_idxs"), F.lit(1)), F.lit(PADDING_INDEX)).cast("long"),
+    )

@@ -9,6 +9,7 @@ click without an id credits the latest impression of the same user and item at
 or before it. Each click credits at most one impression; a click that credits
 none is an orphan (still a user-history event).
 """
+
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, Window
@@ -22,8 +23,9 @@ def with_impression_key(impressions: DataFrame) -> DataFrame:
     return impressions.withColumn("impression_key", impression_identity(impressions))
 
 
-def attribute_clicks(clicks: DataFrame, impressions: DataFrame, window_seconds: int,
-                     match_without_id: bool = True) -> DataFrame:
+def attribute_clicks(
+    clicks: DataFrame, impressions: DataFrame, window_seconds: int, match_without_id: bool = True
+) -> DataFrame:
     """Clicks with `credited_key`: the impression_key of the impression they credit, null for orphans.
 
     `impressions` must carry `impression_key` (see `with_impression_key`). `match_without_id=False`
@@ -51,17 +53,31 @@ def attribute_clicks(clicks: DataFrame, impressions: DataFrame, window_seconds: 
 
     # Clicks without an id: as-of match on (user, item). Impressions sort before clicks
     # at the same second, so a click at the impression's own second still credits it.
-    events = without_id.select(*clicks.columns, F.lit(1).alias("_kind"),
-                               F.lit(None).cast("string").alias("_key"), F.lit(None).cast("long").alias("_imp_ts"))
+    events = without_id.select(
+        *clicks.columns,
+        F.lit(1).alias("_kind"),
+        F.lit(None).cast("string").alias("_key"),
+        F.lit(None).cast("long").alias("_imp_ts"),
+    )
     events = events.unionByName(
-        impressions.select("user_id", "item_id", "ts", F.lit(0).alias("_kind"),
-                           F.col("impression_key").alias("_key"), F.col("ts").alias("_imp_ts")),
+        impressions.select(
+            "user_id",
+            "item_id",
+            "ts",
+            F.lit(0).alias("_kind"),
+            F.col("impression_key").alias("_key"),
+            F.col("ts").alias("_imp_ts"),
+        ),
         allowMissingColumns=True,
     )
-    order = Window.partitionBy("user_id", "item_id").orderBy("ts", "_kind", "_key").rowsBetween(
-        Window.unboundedPreceding, Window.currentRow)
+    order = (
+        Window.partitionBy("user_id", "item_id")
+        .orderBy("ts", "_kind", "_key")
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
     events = events.withColumn("_last_key", F.last("_key", ignorenulls=True).over(order)).withColumn(
-        "_last_ts", F.last("_imp_ts", ignorenulls=True).over(order))
+        "_last_ts", F.last("_imp_ts", ignorenulls=True).over(order)
+    )
     by_asof = events.where(F.col("_kind") == 1).select(
         *clicks.columns,
         F.when(F.col("ts") - F.col("_last_ts") <= window_seconds, F.col("_last_key")).alias("credited_key"),
@@ -71,7 +87,14 @@ def attribute_clicks(clicks: DataFrame, impressions: DataFrame, window_seconds: 
 
 def label_impressions(impressions: DataFrame, attributed_clicks: DataFrame) -> DataFrame:
     """Impressions with `label` (1 when at least one click credits them, else 0)."""
-    credited = attributed_clicks.where(F.col("credited_key").isNotNull()).select(
-        F.col("credited_key").alias("impression_key")).distinct().withColumn("_credited", F.lit(1))
-    return impressions.join(credited, on="impression_key", how="left").withColumn(
-        "label", F.coalesce(F.col("_credited"), F.lit(0)).cast("long")).drop("_credited")
+    credited = (
+        attributed_clicks.where(F.col("credited_key").isNotNull())
+        .select(F.col("credited_key").alias("impression_key"))
+        .distinct()
+        .withColumn("_credited", F.lit(1))
+    )
+    return (
+        impressions.join(credited, on="impression_key", how="left")
+        .withColumn("label", F.coalesce(F.col("_credited"), F.lit(0)).cast("long"))
+        .drop("_credited")
+    )

@@ -9,6 +9,7 @@ becomes 0, the train mean. Bucket index: 0 for null, else
 Both fits are independent of how Spark partitions the train split (exact decimal sums,
 exact quantiles of a histogram), so a build's spec hash is too.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,11 @@ def _exact_moments(train: DataFrame, values: list[Column]) -> list[tuple]:
     """(count, sum, sum of squares) per value; the sums are Decimals, or None on decimal overflow."""
     aggs = []
     for i, value in enumerate(values):
-        aggs += [F.count(value).alias(f"n{i}"), F.try_sum(value.try_cast(_EXACT)).alias(f"s{i}"),
-                 F.try_sum((value * value).try_cast(_EXACT)).alias(f"q{i}")]
+        aggs += [
+            F.count(value).alias(f"n{i}"),
+            F.try_sum(value.try_cast(_EXACT)).alias(f"s{i}"),
+            F.try_sum((value * value).try_cast(_EXACT)).alias(f"q{i}"),
+        ]
     row = train.agg(*aggs).collect()[0]
     return [(row[f"n{i}"], row[f"s{i}"], row[f"q{i}"]) for i in range(len(values))]
 
@@ -77,8 +81,13 @@ def fit_normalization(train: DataFrame, columns: list[str], log1p_columns: list[
             mean, std = 0.0, 1.0
         elif total is None or squares is None:
             mean, std = _rounded_mean_std(train, _transformed(column, column in log1p_columns))
-            log.warning("normalize: '%s' is too large to sum exactly in %s; its mean and std are rounded "
-                        "to %d significant digits instead", column, _EXACT, _FALLBACK_DIGITS)
+            log.warning(
+                "normalize: '%s' is too large to sum exactly in %s; its mean and std are rounded "
+                "to %d significant digits instead",
+                column,
+                _EXACT,
+                _FALLBACK_DIGITS,
+            )
         else:
             mean, std = _mean_std(count, total, squares)
         stats[column] = {"log1p": column in log1p_columns, "mean": mean, "std": 1.0 if std < 1e-12 else std}
@@ -93,8 +102,9 @@ def apply_normalization(df: DataFrame, stats: dict[str, dict]) -> DataFrame:
     return df
 
 
-def fit_bucket_boundaries(train: DataFrame, columns: list[str], num_buckets: int,
-                          significant_digits: int = 4) -> dict[str, list[float]]:
+def fit_bucket_boundaries(
+    train: DataFrame, columns: list[str], num_buckets: int, significant_digits: int = 4
+) -> dict[str, list[float]]:
     """Quantile boundaries (deduplicated, ascending) per column, from the train split.
 
     Exact quantiles of the values rounded to `significant_digits` (integers below 10^digits stay
@@ -108,10 +118,17 @@ def fit_bucket_boundaries(train: DataFrame, columns: list[str], num_buckets: int
         raise ValueError(f"bucketize.num_buckets must be at least 2, got {num_buckets}")
     pattern = f"%.{int(significant_digits)}g"
     rounded = [F.format_string(pattern, _finite(c)).try_cast("double") for c in columns]
-    values = F.explode(F.array(*[F.struct(F.lit(i).alias("column"), value.alias("value"))
-                                 for i, value in enumerate(rounded)])).alias("v")
-    histogram = train.select(values).select("v.column", "v.value") \
-        .where(F.col("value").isNotNull()).groupBy("column", "value").count().collect()
+    values = F.explode(
+        F.array(*[F.struct(F.lit(i).alias("column"), value.alias("value")) for i, value in enumerate(rounded)])
+    ).alias("v")
+    histogram = (
+        train.select(values)
+        .select("v.column", "v.value")
+        .where(F.col("value").isNotNull())
+        .groupBy("column", "value")
+        .count()
+        .collect()
+    )
     by_column: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(columns))}
     for row in histogram:
         by_column[row["column"]].append((float(row["value"]), int(row["count"])))
@@ -132,8 +149,12 @@ def histogram_quantiles(histogram: list[tuple[float, int]], fractions: list[floa
 
 def bucket_index(column: str, boundaries: list[float]) -> Column:
     value = F.col(column).cast("double")
-    below = F.size(F.filter(F.array(*[F.lit(float(b)) for b in boundaries]) if boundaries
-                            else F.array().cast("array<double>"), lambda b: b <= value))
+    below = F.size(
+        F.filter(
+            F.array(*[F.lit(float(b)) for b in boundaries]) if boundaries else F.array().cast("array<double>"),
+            lambda b: b <= value,
+        )
+    )
     return F.when(value.isNull() | F.isnan(value), F.lit(0)).otherwise(below + 1).cast("long")
 
 

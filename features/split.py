@@ -5,6 +5,7 @@ impressions, cut at exact time quantiles (to the second while the impressions sp
 less than 100,000 s, else to the nearest step of span / 100,000). A sample belongs to `train` when
 `ts < valid_start`, to `valid` when `valid_start <= ts < test_start`, else `test`.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -41,8 +42,10 @@ def split_boundaries(impressions: DataFrame, split_conf: dict) -> tuple[int, int
         valid_fraction = float(split_conf["valid_fraction"])
         test_fraction = float(split_conf["test_fraction"])
         if not (0 <= valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
-            raise ValueError(f"split fractions must satisfy 0 <= valid, 0 < test, valid + test < 1; "
-                             f"got valid={valid_fraction}, test={test_fraction}")
+            raise ValueError(
+                f"split fractions must satisfy 0 <= valid, 0 < test, valid + test < 1; "
+                f"got valid={valid_fraction}, test={test_fraction}"
+            )
         q = [1 - valid_fraction - test_fraction, 1 - test_fraction]
         quantiles = time_quantiles(impressions, q)
         if not quantiles:
@@ -66,8 +69,9 @@ def time_quantiles(impressions: DataFrame, fractions: list[float], max_steps: in
         return []
     step = max(1, -(-(int(span["last"]) - int(span["first"]) + 1) // max_steps))
     start = F.col("ts") - F.pmod(F.col("ts") - F.lit(int(span["first"])), F.lit(step))
-    histogram = [(int(r["start"]), int(r["count"])) for r in
-                 impressions.groupBy(start.alias("start")).count().collect()]
+    histogram = [
+        (int(r["start"]), int(r["count"])) for r in impressions.groupBy(start.alias("start")).count().collect()
+    ]
     return [(int(v), step) for v in histogram_quantiles(histogram, fractions)]
 
 

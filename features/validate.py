@@ -14,6 +14,7 @@ naming it. Row-level problems never fail the job by themselves: the row gets a
 - `duplicate_click`: an exact repeat of a click (same user, item, ts and impression id).
 - `duplicate_item`: a repeat of an `item_id`; the first row in file order is kept.
 """
+
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
@@ -26,8 +27,18 @@ REQUIRED = {
     "items": ("item_id", "genres"),
 }
 ID_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType)
-TS_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.FloatType, T.DoubleType,
-            T.DecimalType, T.TimestampType, T.TimestampNTZType, T.DateType)
+TS_TYPES = (
+    T.StringType,
+    T.IntegerType,
+    T.LongType,
+    T.ShortType,
+    T.FloatType,
+    T.DoubleType,
+    T.DecimalType,
+    T.TimestampType,
+    T.TimestampNTZType,
+    T.DateType,
+)
 REJECT_COLUMNS = ("source", "reason", "user_id", "item_id", "ts_raw", "row_json")
 RAW = "_raw"  # the input row, untouched
 # The event's identity, kept in every sample as metadata (never a model input).
@@ -48,14 +59,18 @@ def check_schema(df: DataFrame, dataset: str) -> None:
         if column in fields and not isinstance(fields[column], ID_TYPES):
             raise SchemaError(f"{dataset}: column '{column}' has type {fields[column].simpleString()}, expected string")
     if "ts" in fields and not isinstance(fields["ts"], TS_TYPES):
-        raise SchemaError(f"{dataset}: column 'ts' has type {fields['ts'].simpleString()}, "
-                          "expected epoch seconds or a timestamp")
-    if "position" in fields and not isinstance(fields["position"], (T.IntegerType, T.LongType, T.ShortType,
-                                                                     T.ByteType, T.StringType)):
+        raise SchemaError(
+            f"{dataset}: column 'ts' has type {fields['ts'].simpleString()}, expected epoch seconds or a timestamp"
+        )
+    if "position" in fields and not isinstance(
+        fields["position"], (T.IntegerType, T.LongType, T.ShortType, T.ByteType, T.StringType)
+    ):
         raise SchemaError(f"{dataset}: column 'position' has type {fields['position'].simpleString()}, expected int")
     if "genres" in fields and not isinstance(fields["genres"], (T.StringType, T.ArrayType)):
-        raise SchemaError(f"{dataset}: column 'genres' has type {fields['genres'].simpleString()}, "
-                          "expected a '|'-separated string or an array of strings")
+        raise SchemaError(
+            f"{dataset}: column 'genres' has type {fields['genres'].simpleString()}, "
+            "expected a '|'-separated string or an array of strings"
+        )
 
 
 def _clean_id(column: str) -> Column:
@@ -140,8 +155,13 @@ def _event_identity(df: DataFrame, dataset: str) -> Column:
     if dataset == "clicks":
         # A click log may legitimately repeat an impression_id (several clicks on one impression):
         # only an exact repeat of the same event is a duplicate.
-        return F.concat_ws("\u0001", F.col("user_id"), F.col("item_id"), F.col("ts").cast("string"),
-                           F.coalesce(F.col("impression_id"), F.lit("")))
+        return F.concat_ws(
+            "\u0001",
+            F.col("user_id"),
+            F.col("item_id"),
+            F.col("ts").cast("string"),
+            F.coalesce(F.col("impression_id"), F.lit("")),
+        )
     return impression_identity(df)
 
 
@@ -177,8 +197,13 @@ def flag_duplicates(df: DataFrame, dataset: str, broadcast_limit: int = BROADCAS
     """
     valid = F.col("reject_reason").isNull()
     hashed = df.withColumn(_CANDIDATE, F.when(valid, F.xxhash64(_event_identity(df, dataset))))
-    candidates = hashed.where(F.col(_CANDIDATE).isNotNull()).groupBy(_CANDIDATE).count() \
-        .where(F.col("count") > 1).select(_CANDIDATE, F.lit(True).alias("_repeated"))
+    candidates = (
+        hashed.where(F.col(_CANDIDATE).isNotNull())
+        .groupBy(_CANDIDATE)
+        .count()
+        .where(F.col("count") > 1)
+        .select(_CANDIDATE, F.lit(True).alias("_repeated"))
+    )
     if candidates.count() > broadcast_limit:
         return _rank_copies(df, dataset)
     marked = hashed.join(F.broadcast(candidates), on=_CANDIDATE, how="left")
@@ -188,10 +213,12 @@ def flag_duplicates(df: DataFrame, dataset: str, broadcast_limit: int = BROADCAS
     return single.unionByName(ranked).drop(_CANDIDATE, "_repeated")
 
 
-def validate_events(df: DataFrame, dataset: str, ts_min: str, ts_max: str,
-                    broadcast_limit: int = BROADCAST_CANDIDATES) -> DataFrame:
+def validate_events(
+    df: DataFrame, dataset: str, ts_min: str, ts_max: str, broadcast_limit: int = BROADCAST_CANDIDATES
+) -> DataFrame:
     return normalize_events(df, dataset, ts_min, ts_max).transform(
-        lambda d: flag_duplicates(d, dataset, broadcast_limit))
+        lambda d: flag_duplicates(d, dataset, broadcast_limit)
+    )
 
 
 def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
@@ -205,8 +232,12 @@ def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
             raise SchemaError(f"items: column '{column}' has type {fields[column].simpleString()}, expected a number")
     # File order, taken before any shuffle: path, then the row's place in it (a file's splits are
     # numbered in offset order, so the monotonic id grows along the file).
-    out = df.withColumn(RAW, _raw_row(df)).withColumn("item_id", _clean_id("item_id")) \
-        .withColumn("_file", F.input_file_name()).withColumn("_row", F.monotonically_increasing_id())
+    out = (
+        df.withColumn(RAW, _raw_row(df))
+        .withColumn("item_id", _clean_id("item_id"))
+        .withColumn("_file", F.input_file_name())
+        .withColumn("_row", F.monotonically_increasing_id())
+    )
     genres = F.col("genres") if isinstance(fields["genres"], T.ArrayType) else F.split(F.col("genres"), r"\|")
     genres = F.filter(F.transform(genres, lambda g: F.trim(g)), lambda g: g.isNotNull() & (g != ""))
     out = out.withColumn("genres", F.coalesce(genres, F.array().cast("array<string>")))

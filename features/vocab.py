@@ -5,6 +5,7 @@ vocabulary, tokens from 2 in order of decreasing train count (ties by token).
 A vocabulary is a DataFrame `index, token, count`; it is written out by Spark
 and applied with a join, so it never has to fit in driver memory.
 """
+
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
@@ -19,8 +20,11 @@ FIRST_TOKEN_INDEX = 2
 
 
 # Vocabulary name -> the id column it indexes and the model input it becomes.
-ID_INDICES = {"user_id": ("user_id", "user_idx"), "item_id": ("item_id", "item_idx"),
-              "position": ("position", "position_idx")}
+ID_INDICES = {
+    "user_id": ("user_id", "user_idx"),
+    "item_id": ("item_id", "item_idx"),
+    "position": ("position", "position_idx"),
+}
 
 
 def vocabulary_tokens(df: DataFrame) -> DataFrame:
@@ -60,7 +64,8 @@ def fit_vocabularies(tokens: DataFrame, min_count: int = 1) -> tuple[DataFrame, 
     """
     counts = (
         tokens.where(F.col("token").isNotNull() & (F.col("token") != ""))
-        .groupBy("name", "token").agg(F.count(F.lit(1)).alias("count"))
+        .groupBy("name", "token")
+        .agg(F.count(F.lit(1)).alias("count"))
         .where(F.col("count") >= min_count)
     )
     # A global sort range-partitions the tokens; each partition is then numbered locally and
@@ -78,8 +83,10 @@ def fit_vocabularies(tokens: DataFrame, min_count: int = 1) -> tuple[DataFrame, 
         totals[row["name"]] = totals.get(row["name"], 0) + row["n"]
     key = F.concat_ws("\u0001", F.col("name"), F.col("_part").cast("string"))
     if offsets:
-        offset = F.element_at(F.create_map(*[x for (name, part), o in offsets.items()
-                                             for x in (F.lit(f"{name}\u0001{part}"), F.lit(o))]), key)
+        offset = F.element_at(
+            F.create_map(*[x for (name, part), o in offsets.items() for x in (F.lit(f"{name}\u0001{part}"), F.lit(o))]),
+            key,
+        )
     else:
         offset = F.lit(0)
     fitted = ranked.select(
@@ -95,8 +102,11 @@ def apply_vocabulary(df: DataFrame, column: str, vocab: DataFrame, out_column: s
     """Add `out_column`: the index of `column`'s token, OOV when unseen, padding when null."""
     lookup = vocab.select(F.col("token").alias("_token"), F.col("index").alias("_index"))
     joined = df.join(lookup, on=F.col(column).cast("string") == F.col("_token"), how="left")
-    index = (F.when(F.col(column).isNull(), F.lit(PADDING_INDEX))
-             .otherwise(F.coalesce(F.col("_index"), F.lit(OOV_INDEX))).cast("long"))
+    index = (
+        F.when(F.col(column).isNull(), F.lit(PADDING_INDEX))
+        .otherwise(F.coalesce(F.col("_index"), F.lit(OOV_INDEX)))
+        .cast("long")
+    )
     return joined.withColumn(out_column, index).drop("_token", "_index")
 
 

@@ -6,6 +6,7 @@
 Writes SAMPLES/{train,valid,test}/part-*.tfrecord.gz (.tfrecord with tfrecord.compression=none),
 feature_spec.json, report.json, vocab/, rejects/ and _SUCCESS, atomically.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,14 +26,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--input", required=True, help="raw data directory with impressions/, clicks/, items/")
     parser.add_argument("--output", required=True, help="samples directory to (re)create")
     parser.add_argument("--conf", help="YAML file merged over conf/build_samples.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. --set split.valid_start=2026-01-22 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set split.valid_start=2026-01-22 (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     args = parse_args(argv)
     try:
         config = load_config("build_samples", args.conf, args.overrides)
@@ -56,24 +64,31 @@ def main(argv=None) -> int:
     try:
         check_output(args.output, [args.input], SAMPLES_MARKERS)  # refuse before Spark starts; checked again
         # The YAML's settings fill in only what spark-submit (--master, --conf, spark-defaults.conf) left unset.
-        spark = get_spark(config["spark"]["app_name"],
-                          {"spark.sql.shuffle.partitions": str(config["spark"]["shuffle_partitions"])})
+        spark = get_spark(
+            config["spark"]["app_name"], {"spark.sql.shuffle.partitions": str(config["spark"]["shuffle_partitions"])}
+        )
         report = build_samples(spark, args.input, args.output, config)
     except (OutputRefused, *INPUT_ERRORS) as exc:  # e.g. SAMPLES overlaps RAW; an empty split
         logging.getLogger("jobs.build_samples").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     samples = report["samples"]
-    print(json.dumps({
-        "output": report["output"],
-        "samples": {k: v["rows"] for k, v in samples.items()},
-        "label_rate": {k: (round(v["label_rate"], 4) if v["label_rate"] is not None else None)
-                       for k, v in samples.items()},
-        "rejected": report["rejected_total"],
-        "orphan_clicks": report["clicks"]["orphan"],
-        "spark": report["spark"],
-        "seconds": report["total_seconds"],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "output": report["output"],
+                "samples": {k: v["rows"] for k, v in samples.items()},
+                "label_rate": {
+                    k: (round(v["label_rate"], 4) if v["label_rate"] is not None else None) for k, v in samples.items()
+                },
+                "rejected": report["rejected_total"],
+                "orphan_clicks": report["clicks"]["orphan"],
+                "spark": report["spark"],
+                "seconds": report["total_seconds"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ unless --force. At the end it prints the test metrics and, because the synthetic
 impressions carry their true click probability, the AUC that `p_click` itself
 reaches on the same test rows: the best any model can do.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +34,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="data", help="where raw/, samples/ and runs/ go (default: data)")
     # The names are jobs.train's choices (models.registry); importing it here would load TensorFlow.
-    parser.add_argument("--model", default=None, help="a model name, as `python -m jobs.train --help` lists them "
-                                                      "(default: conf/train.yaml `model`)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a model name, as `python -m jobs.train --help` lists them (default: conf/train.yaml `model`)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: conf/train.yaml)")
-    parser.add_argument("--impressions", type=int, default=None, help="synthetic impressions (default: the "
-                                                                       "generator's default)")
+    parser.add_argument(
+        "--impressions", type=int, default=None, help="synthetic impressions (default: the generator's default)"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--force", action="store_true", help="regenerate and rebuild even when outputs exist")
     return parser.parse_args(argv)
@@ -105,14 +110,14 @@ def main(argv=None) -> int:
     print(f"\n=== done: {model}, best epoch {summary['best_epoch']}")
     print("test   " + "  ".join(f"{k} {v:.4f}" for k, v in test.items() if v is not None))
     if oracle is not None and test.get("auc") is not None:
-        print(f"true p_click AUC on the same test rows {oracle:.4f}; the model reaches "
-              f"{test['auc'] / oracle:.3f} of it")
+        print(
+            f"true p_click AUC on the same test rows {oracle:.4f}; the model reaches {test['auc'] / oracle:.3f} of it"
+        )
     print("seconds " + "  ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     print(f"outputs: samples {samples}")
     for name, path in summary["outputs"].items():
         print(f"         {name:<16} {path}")
-    print("open them with pandas.read_parquet, e.g. "
-          f"pd.read_parquet('{os.path.join(run_dir, 'metrics.parquet')}')")
+    print(f"open them with pandas.read_parquet, e.g. pd.read_parquet('{os.path.join(run_dir, 'metrics.parquet')}')")
     return 0
 
 

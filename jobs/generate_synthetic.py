@@ -10,6 +10,7 @@ An existing RAW is replaced only when it is an earlier output of this generator
 The same arguments give byte-identical files. Each impression carries `p_click`,
 the true probability its click was drawn with.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,18 @@ if not __package__:  # run as a script: python jobs/generate_synthetic.py
 from pipelines.publish import OutputRefused  # noqa: E402
 from sources.synthetic import DEFAULTS, MIN_ITEMS, generate  # noqa: E402
 
-PRINTED = ("output", "impressions", "clicks", "click_rate", "mean_p_click", "late_clicks", "orphan_clicks",
-           "items", "part_files", "seconds")
+PRINTED = (
+    "output",
+    "impressions",
+    "clicks",
+    "click_rate",
+    "mean_p_click",
+    "late_clicks",
+    "orphan_clicks",
+    "items",
+    "part_files",
+    "seconds",
+)
 
 
 def _positive_int(text: str) -> int:
@@ -39,27 +50,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="raw data directory to (re)create")
     parser.add_argument("--users", type=_positive_int, default=DEFAULTS["users"])
-    parser.add_argument("--items", type=_positive_int, default=DEFAULTS["items"],
-                        help=f"catalog size (>= {MIN_ITEMS})")
+    parser.add_argument("--items", type=_positive_int, default=DEFAULTS["items"], help=f"catalog size (>= {MIN_ITEMS})")
     parser.add_argument("--days", type=_positive_int, default=DEFAULTS["days"])
     parser.add_argument("--impressions", type=_positive_int, default=DEFAULTS["impressions"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    parser.add_argument("--chunk-rows", type=_positive_int, default=None,
-                        help="impressions per part file (default: a tenth of --impressions, within 10k-250k)")
+    parser.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=None,
+        help="impressions per part file (default: a tenth of --impressions, within 10k-250k)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     args = parse_args(argv)
     if args.items < MIN_ITEMS:
-        print(f"--items must be at least {MIN_ITEMS} (a slate shows up to {MIN_ITEMS} distinct items)",
-              file=sys.stderr)
+        print(f"--items must be at least {MIN_ITEMS} (a slate shows up to {MIN_ITEMS} distinct items)", file=sys.stderr)
         return 2
     try:
-        summary = generate(args.output, args.users, args.items, args.days, args.impressions, args.seed,
-                           args.chunk_rows)
+        summary = generate(args.output, args.users, args.items, args.days, args.impressions, args.seed, args.chunk_rows)
     except OutputRefused as exc:  # RAW holds something else than earlier generated data
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ output of this job. An existing RAW is replaced only when it holds both (or is
 empty); otherwise, or when RAW overlaps --source, the job refuses (exit code 2).
 RAW and --source without a scheme are on Spark's default file system.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="MovieLens directory with ratings.csv, movies.csv, tags.csv")
     parser.add_argument("--output", required=True, help="raw data directory to (re)create")
-    parser.add_argument("--click-threshold", type=float, default=3.5,
-                        help="a rating at or above this is a click (default 3.5)")
+    parser.add_argument(
+        "--click-threshold", type=float, default=3.5, help="a rating at or above this is a click (default 3.5)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     args = parse_args(argv)
     spark = get_spark("ctr-import-movielens")
     try:

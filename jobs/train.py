@@ -10,6 +10,7 @@ checkpoint; samples with another feature spec hash than RUN was trained on are r
 is refused (exit code 2).
 Defaults: conf/train.yaml; model parameters: models/params.py (the yaml holds only overrides).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,23 @@ from pipelines.config import ConfigError, load_config  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", required=True, help="samples directory (feature_spec.json, train/, valid/, test/, vocab/)")
-    parser.add_argument("--model", choices=MODEL_NAMES, metavar="NAME",
-                        help=f"{' | '.join(MODEL_NAMES)} (default: config `model`)")
+    parser.add_argument(
+        "--samples", required=True, help="samples directory (feature_spec.json, train/, valid/, test/, vocab/)"
+    )
+    parser.add_argument(
+        "--model", choices=MODEL_NAMES, metavar="NAME", help=f"{' | '.join(MODEL_NAMES)} (default: config `model`)"
+    )
     parser.add_argument("--output", required=True, help="run directory (created; an existing one is resumed)")
     parser.add_argument("--epochs", type=int, help="total number of epochs (default: config `epochs`)")
     parser.add_argument("--conf", help="YAML file merged over conf/train.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. --set params.embedding_dim=32 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set params.embedding_dim=32 (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -53,8 +63,9 @@ def config_error(config: dict) -> str | None:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     args = parse_args(argv)
     try:
         config = load_config("train", args.conf, args.overrides)
@@ -87,15 +98,20 @@ def main(argv=None) -> int:
     except SimulatedCrash as exc:  # debug.crash_after_epoch
         logging.getLogger("jobs.train").error("%s", exc)
         return 4
-    print(json.dumps({
-        "run_id": summary["run_id"],
-        "model": summary["model"],
-        "best_epoch": summary["best_epoch"],
-        "test": {k: (round(v, 4) if v is not None else None) for k, v in summary["metrics"]["test"].items()},
-        "valid": {k: (round(v, 4) if v is not None else None) for k, v in summary["metrics"]["valid"].items()},
-        "outputs": summary["outputs"],
-        "seconds": round(summary["timings"]["total"], 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "run_id": summary["run_id"],
+                "model": summary["model"],
+                "best_epoch": summary["best_epoch"],
+                "test": {k: (round(v, 4) if v is not None else None) for k, v in summary["metrics"]["test"].items()},
+                "valid": {k: (round(v, 4) if v is not None else None) for k, v in summary["metrics"]["valid"].items()},
+                "outputs": summary["outputs"],
+                "seconds": round(summary["timings"]["total"], 1),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -17,6 +17,7 @@ the click probability ``[batch, 1]`` (float32, sigmoid of the layer named
     <name>.py      one model each: emb_mlp, wide_deep, deepfm, dcn, dcn_v2
     layers/        one Keras layer per module
 """
+
 from __future__ import annotations
 
 import keras
@@ -50,8 +51,12 @@ def compile_model(model: CTRModel, params: dict | None = None) -> None:
     (``model.default_optimizers``): Adam(learning_rate, default 1e-3), except wide_deep's
     FTRL + deep pair. ``params`` are merged over the params the model was built with."""
     p = resolve_params({**model.ctr_params, **(params or {})})
-    model.compile(**model.default_optimizers(p), loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.AUC(name="auc")], jit_compile=bool(p["jit_compile"]))
+    model.compile(
+        **model.default_optimizers(p),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc")],
+        jit_compile=bool(p["jit_compile"]),
+    )
 
 
 def _feature_embedding(model: keras.Model) -> FeatureEmbedding:

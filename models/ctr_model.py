@@ -1,4 +1,5 @@
 """The Keras model class every CTR model is (or extends)."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ class CTRModel(keras.Model):
     shift the features silently.  A missing feature raises ValueError.
     """
 
-    def __init__(self, spec: dict, params: dict | None = None, model_name: str = "emb_mlp", name: str | None = None,
-                 **kwargs):
+    def __init__(
+        self, spec: dict, params: dict | None = None, model_name: str = "emb_mlp", name: str | None = None, **kwargs
+    ):
         from models.registry import model_entry  # the registry imports this module
 
         graph = model_entry(model_name).graph
@@ -67,8 +69,12 @@ class CTRModel(keras.Model):
         return super().__call__(*args, **kwargs)
 
     def get_config(self):
-        return {"spec": json.loads(self._spec_json), "params": json.loads(self._params_json),
-                "model_name": self._model_name, "name": self.name}
+        return {
+            "spec": json.loads(self._spec_json),
+            "params": json.loads(self._params_json),
+            "model_name": self._model_name,
+            "name": self.name,
+        }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -1,10 +1,11 @@
 """DCN-v2 (Wang et al. 2021), parallel structure.
 
-    x0    = concat(field embeddings, numerics)
-    cross : x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l, W_l full rank or U_l V_lᵀ (projection_dim)
-    deep  : MLP(x0)
-    logit = w . concat(x_L, deep) + b
+x0    = concat(field embeddings, numerics)
+cross : x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l, W_l full rank or U_l V_lᵀ (projection_dim)
+deep  : MLP(x0)
+logit = w . concat(x_L, deep) + b
 """
+
 from __future__ import annotations
 
 import keras
@@ -18,7 +19,11 @@ from models.layers.mlp import MLP
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""
     b = build_inputs(spec, p)
-    cross = CrossNetworkV2(p["cross_layers"], projection_dim=p["projection_dim"], l2=p["l2"], seed=p["seed"], name="cross_v2")(b.flat)
-    deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn")(b.flat)
+    cross = CrossNetworkV2(
+        p["cross_layers"], projection_dim=p["projection_dim"], l2=p["l2"], seed=p["seed"], name="cross_v2"
+    )(b.flat)
+    deep = MLP(
+        p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn"
+    )(b.flat)
     stacked = keras.layers.Concatenate(name="cross_deep")([cross, deep])
     return b.inputs, probability(logit_head(stacked, p["seed"]))

@@ -1,4 +1,5 @@
 """Embedding + MLP (Deep Crossing style): concat(fields, numerics) -> MLP -> logit."""
+
 from __future__ import annotations
 
 from models.heads import logit_head, probability
@@ -9,6 +10,14 @@ from models.layers.mlp import MLP
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""
     bundle = build_inputs(spec, p)
-    deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], residual=p["residual"], seed=p["seed"], name="dnn")(bundle.flat)
+    deep = MLP(
+        p["hidden_units"],
+        activation=p["activation"],
+        dropout=p["dropout"],
+        l2=p["l2"],
+        residual=p["residual"],
+        seed=p["seed"],
+        name="dnn",
+    )(bundle.flat)
     logit = logit_head(deep, p["seed"])
     return bundle.inputs, probability(logit)

@@ -1,4 +1,5 @@
 """The output heads every model shares: a one-unit logit and the click probability."""
+
 from __future__ import annotations
 
 import keras

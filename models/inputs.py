@@ -8,6 +8,7 @@
   (``[batch, n_numeric]``), and returns an ``InputBundle`` with them, the flat
   concatenation (fields + numerics) and the sparse index inputs for the linear / wide parts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -53,7 +54,11 @@ def build_inputs(spec: dict, params: dict) -> InputBundle:
     if not sparse_fields:
         raise ValueError("the feature spec has no categorical / sequence / multi_categorical model inputs")
     embedding = FeatureEmbedding(
-        sparse_fields, embedding_dim=params["embedding_dim"], l2=params["l2"], seed=params["seed"], name="feature_embedding"
+        sparse_fields,
+        embedding_dim=params["embedding_dim"],
+        l2=params["l2"],
+        seed=params["seed"],
+        name="feature_embedding",
     )
     sparse = {f["name"]: inputs[f["name"]] for f in sparse_fields}
     fields = embedding(sparse)

@@ -3,6 +3,7 @@
 Composition of the pure feature steps in `features/`, plus the I/O around them:
 reading RAW, writing to a staging directory, and swapping it into place (pipelines/publish.py).
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import spec as fs
-from features import history, items as item_features, labels, split, validate, vocab
+from features import history, labels, split, validate, vocab
+from features import items as item_features
 from pipelines import fitting, publish
 from pipelines.publish import StagedOutput
 from pipelines.raw_input import InputError, read_raw, type_csv_columns
@@ -81,15 +83,20 @@ def _shard_layout(samples: DataFrame, config: dict) -> DataFrame:
     if int(config["tfrecord"]["rows_per_record"]) > 1:
         # A block keeps its rows together in every epoch, and after the per-user pass a partition is
         # grouped by user and time: each shard must be a random sample of rows, in random order.
-        partitions = int(partitions) if partitions else int(samples.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+        partitions = (
+            int(partitions) if partitions else int(samples.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+        )
         return samples.repartition(partitions).sortWithinPartitions(F.rand(int(config["tfrecord"]["shuffle_seed"])))
     return samples.repartition(int(partitions)) if partitions else samples
 
 
 def _check_splits_not_empty(imps: DataFrame, valid_start: int, test_start: int) -> None:
     """Fail now, naming the split and the boundaries, rather than leave training an empty split."""
-    rows = imps.groupBy("split").agg(F.count(F.lit(1)).alias("n"), F.min("ts").alias("first"),
-                                     F.max("ts").alias("last")).collect()
+    rows = (
+        imps.groupBy("split")
+        .agg(F.count(F.lit(1)).alias("n"), F.min("ts").alias("first"), F.max("ts").alias("last"))
+        .collect()
+    )
     counts = {row["split"]: row["n"] for row in rows}
     empty = [name for name in split.SPLITS if not counts.get(name)]
     if empty:
@@ -99,7 +106,8 @@ def _check_splits_not_empty(imps: DataFrame, valid_start: int, test_start: int) 
             f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty: train is ts < "
             f"{_iso(valid_start)}, valid is [{_iso(valid_start)}, {_iso(test_start)}), test is ts >= "
             f"{_iso(test_start)}, and the valid impressions span {_iso(first)} .. {_iso(last)}. "
-            "Set split.valid_start and split.test_start (or the fractions) inside that span")
+            "Set split.valid_start and split.test_start (or the fractions) inside that span"
+        )
 
 
 def _iso(seconds) -> str:
@@ -141,10 +149,15 @@ def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging:
     if fmt == "csv":
         raw_imps = type_csv_columns(raw_imps, list(config.get("passthrough") or []))
     passthrough = [c for c in (config.get("passthrough") or []) if c in raw_imps.columns]
-    checked = {"impressions": persist(validate.validate_events(raw_imps, "impressions", vconf["ts_min"], vconf["ts_max"])),
-               "clicks": persist(validate.validate_events(read_raw(spark, raw_dir, "clicks", fmt), "clicks",
-                                                          vconf["ts_min"], vconf["ts_max"])),
-               "items": persist(validate.normalize_items(read_raw(spark, raw_dir, "items", fmt), numeric_columns))}
+    checked = {
+        "impressions": persist(validate.validate_events(raw_imps, "impressions", vconf["ts_min"], vconf["ts_max"])),
+        "clicks": persist(
+            validate.validate_events(
+                read_raw(spark, raw_dir, "clicks", fmt), "clicks", vconf["ts_min"], vconf["ts_max"]
+            )
+        ),
+        "items": persist(validate.normalize_items(read_raw(spark, raw_dir, "items", fmt), numeric_columns)),
+    }
     counted = {name: _count_by_reason(df) for name, df in checked.items()}
     rows_read = {name: total for name, (total, _) in counted.items()}
     rejects = {name: by_reason for name, (_, by_reason) in counted.items()}
@@ -156,8 +169,11 @@ def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging:
         raise RejectFractionError(
             f"{rejected_events} of {events_read} impression and click rows were rejected "
             f"({fraction:.2%} > validation.max_reject_fraction={vconf['max_reject_fraction']}); "
-            f"by reason: {rejects}. Fix the input or raise the threshold (--set validation.max_reject_fraction=...)")
-    all_rejects = functools.reduce(DataFrame.unionByName, [validate.rejects_of(df, name) for name, df in checked.items()])
+            f"by reason: {rejects}. Fix the input or raise the threshold (--set validation.max_reject_fraction=...)"
+        )
+    all_rejects = functools.reduce(
+        DataFrame.unionByName, [validate.rejects_of(df, name) for name, df in checked.items()]
+    )
     all_rejects.coalesce(1).write.mode("overwrite").parquet(posixpath.join(staging, "rejects"))
     keep = ["user_id", "item_id", "ts", "impression_id"] + (["position"] if "position" in raw_imps.columns else [])
     imps = validate.valid_rows(checked["impressions"]).select(*dict.fromkeys(keep + passthrough))
@@ -167,30 +183,39 @@ def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging:
     return _Validated(imps, clicks, validate.valid_rows(checked["items"]), rows_read, rejects, typed)
 
 
-def _point_in_time_features(imps: DataFrame, attributed: DataFrame, items: DataFrame, vocabularies,
-                            config: dict) -> DataFrame:
+def _point_in_time_features(
+    imps: DataFrame, attributed: DataFrame, items: DataFrame, vocabularies, config: dict
+) -> DataFrame:
     """Index ids and genres, then the user history and item statistics of every impression."""
     h, max_genres = config["history"], config["items"]["max_genres"]
     window = int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
     lookback = int(round(float(h["lookback_days"]) * 86400))
     recent = int(round(float(config["item_stats"]["recent_days"]) * 86400))
-    imps = imps.transform(lambda d: vocab.index_ids(d, vocabularies.frames)) \
+    imps = imps.transform(lambda d: vocab.index_ids(d, vocabularies.frames)).transform(
+        lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres)
+    )
+    click_events = (
+        attributed.select("user_id", "item_id", "ts")
+        .transform(lambda d: item_features.join_item_attributes(d, items, []))
+        .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabularies.frames["item_id"], "item_idx"))
         .transform(lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres))
-    click_events = attributed.select("user_id", "item_id", "ts") \
-        .transform(lambda d: item_features.join_item_attributes(d, items, [])) \
-        .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabularies.frames["item_id"], "item_idx")) \
-        .transform(lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres))
-    return imps.transform(lambda d: history.user_history(
-        d, click_events, window, lookback, int(h["max_len"]), int(h["top_genres"]), int(h["genre_history_len"]))) \
-        .transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
+    )
+    return imps.transform(
+        lambda d: history.user_history(
+            d, click_events, window, lookback, int(h["max_len"]), int(h["top_genres"]), int(h["genre_history_len"])
+        )
+    ).transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
 
 
 def _declared_features(vocabularies, config: dict) -> list:
     """Every model input, as its step declares it, in the order of the steps."""
     h, it = config["history"], config["items"]
-    return [*vocab.id_features(vocabularies.frames), *history.user_history_features(h["max_len"], h["top_genres"]),
-            *history.ITEM_STATISTICS_FEATURES, *item_features.item_features(it["max_genres"],
-                                                                            list(it["numeric_columns"] or []))]
+    return [
+        *vocab.id_features(vocabularies.frames),
+        *history.user_history_features(h["max_len"], h["top_genres"]),
+        *history.ITEM_STATISTICS_FEATURES,
+        *item_features.item_features(it["max_genres"], list(it["numeric_columns"] or [])),
+    ]
 
 
 def _per_split(shards: list) -> dict:
@@ -224,8 +249,11 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             # Boundaries need only `ts`: taken from the unlabelled rows, so the labels are computed once.
             valid_start, test_start = split.split_boundaries(raw.impressions, config["split"])
             numeric_columns = list(config["items"]["numeric_columns"] or [])
-            imps = persist(split.assign_split(labels.label_impressions(keyed, attributed), valid_start, test_start)
-                           .transform(lambda d: item_features.join_item_attributes(d, raw.items, numeric_columns)))
+            imps = persist(
+                split.assign_split(labels.label_impressions(keyed, attributed), valid_start, test_start).transform(
+                    lambda d: item_features.join_item_attributes(d, raw.items, numeric_columns)
+                )
+            )
             _check_splits_not_empty(imps, valid_start, test_start)
         with timings.step("fit_vocabularies"):
             vocabularies = fitting.fit_vocabularies(imps.where(F.col("split") == "train"), config["vocab"]["min_count"])
@@ -237,17 +265,36 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             declared = _declared_features(vocabularies, config)
             fitted = fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
             samples = fitted.transform(samples)
-        spec = fs.new_spec(fitted.spec_features(declared, list(validate.IDENTITY_COLUMNS) + raw.passthrough),
-                           vocabularies.spec_entries(), compression=compression.tf_type,
-                           rows_per_record=int(config["tfrecord"]["rows_per_record"]))
+        spec = fs.new_spec(
+            fitted.spec_features(declared, list(validate.IDENTITY_COLUMNS) + raw.passthrough),
+            vocabularies.spec_entries(),
+            compression=compression.tf_type,
+            rows_per_record=int(config["tfrecord"]["rows_per_record"]),
+        )
         with timings.step("write_tfrecords"):
             shards = _write_shards(samples, spec, stage.path, config)
         per_split = _per_split(shards)
-        spec["splits"] = {name: fs.split(pattern=f"{name}/part-*{compression.extension}", num_examples=e["rows"],
-                                         label_rate=(e["positives"] / e["rows"]) if e["rows"] else None)
-                          for name, e in per_split.items()}
-        report = _report(spark, raw_dir, stage.final, raw, orphan_clicks, per_split, spec, (valid_start, test_start),
-                         fitted, timings, started)
+        spec["splits"] = {
+            name: fs.split(
+                pattern=f"{name}/part-*{compression.extension}",
+                num_examples=e["rows"],
+                label_rate=(e["positives"] / e["rows"]) if e["rows"] else None,
+            )
+            for name, e in per_split.items()
+        }
+        report = _report(
+            spark,
+            raw_dir,
+            stage.final,
+            raw,
+            orphan_clicks,
+            per_split,
+            spec,
+            (valid_start, test_start),
+            fitted,
+            timings,
+            started,
+        )
         publish.write_text(posixpath.join(stage.path, fs.SPEC_FILE), fs.to_json(spec))
         publish.write_text(posixpath.join(stage.path, "report.json"), json.dumps(report, indent=2))
         publish.write_text(posixpath.join(stage.path, "_SUCCESS"), "")
@@ -262,18 +309,35 @@ def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict) ->
     for name in split.SPLITS:
         publish.makedirs(posixpath.join(staging, name))
     features = [(f["name"], f["dtype"]) for f in spec["features"]]
-    return write_tfrecords(_shard_layout(samples, config), features, staging,
-                           compression=config["tfrecord"]["compression"],
-                           rows_per_record=int(config["tfrecord"]["rows_per_record"])).collect()
+    return write_tfrecords(
+        _shard_layout(samples, config),
+        features,
+        staging,
+        compression=config["tfrecord"]["compression"],
+        rows_per_record=int(config["tfrecord"]["rows_per_record"]),
+    ).collect()
 
 
-def _report(spark, raw_dir: str, final: str, raw: _Validated, orphan_clicks: int, per_split: dict, spec: dict,
-            boundaries: tuple, fitted, timings: Timings, started: float) -> dict:
+def _report(
+    spark,
+    raw_dir: str,
+    final: str,
+    raw: _Validated,
+    orphan_clicks: int,
+    per_split: dict,
+    spec: dict,
+    boundaries: tuple,
+    fitted,
+    timings: Timings,
+    started: float,
+) -> dict:
     samples_written = sum(e["rows"] for e in per_split.values())
     imp_rejected = sum(raw.rejects["impressions"].values())
     if samples_written + imp_rejected != raw.rows_read["impressions"]:
-        raise RuntimeError(f"accounting mismatch: {raw.rows_read['impressions']} impressions read, "
-                           f"{samples_written} samples + {imp_rejected} rejects written")
+        raise RuntimeError(
+            f"accounting mismatch: {raw.rows_read['impressions']} impressions read, "
+            f"{samples_written} samples + {imp_rejected} rejects written"
+        )
     valid_clicks = raw.rows_read["clicks"] - sum(raw.rejects["clicks"].values())
     return {
         "spark": spark_settings(spark),
@@ -283,8 +347,10 @@ def _report(spark, raw_dir: str, final: str, raw: _Validated, orphan_clicks: int
         "rejected": raw.rejects,
         "rejected_total": {k: sum(v.values()) for k, v in raw.rejects.items()},
         "clicks": {"valid": valid_clicks, "attributed": valid_clicks - orphan_clicks, "orphan": orphan_clicks},
-        "samples": {name: {"rows": e["rows"], "label_rate": spec["splits"][name]["label_rate"], "shards": e["shards"]}
-                    for name, e in per_split.items()},
+        "samples": {
+            name: {"rows": e["rows"], "label_rate": spec["splits"][name]["label_rate"], "shards": e["shards"]}
+            for name, e in per_split.items()
+        },
         "split_boundaries": {"valid_start": boundaries[0], "test_start": boundaries[1]},
         "vocabulary_sizes": fitted.vocabularies.sizes,
         "train_label_rate": fitted.prior,

@@ -5,6 +5,7 @@ then every `--set a.b.c=value` (value parsed as YAML, so `3`, `0.5`, `true`,
 `null`, `[a, b]` work). Unknown keys are an error, so a typo never goes unnoticed; a mapping
 left empty in the defaults (`params: {}`) is open: its keys are checked by the code that reads it.
 """
+
 from __future__ import annotations
 
 import copy

@@ -29,6 +29,7 @@ TFRecord framing (what `tf.io.TFRecordWriter` writes) is laid out in the same ma
 
     uint64le len | uint32le masked_crc32c(len) | data | uint32le masked_crc32c(data)
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -37,8 +38,8 @@ import google_crc32c
 import numpy as np
 import pyarrow as pa
 
-from spec import NULL_VALUES
 from pipelines.tfrecord import _varint
+from spec import NULL_VALUES
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -59,6 +60,7 @@ class Slot(NamedTuple):
     `keep` (rows, width) marks the bytes each row has (None: all of them); `present`
     (rows,) the rows that have the field at all (None: every row).
     """
+
     data: np.ndarray | bytes
     keep: np.ndarray | None = None
     present: np.ndarray | None = None
@@ -144,12 +146,16 @@ def _strings(array: pa.Array, mask: np.ndarray | None) -> tuple[Slot, np.ndarray
     if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
         raise ValueError("string lists are not supported by the batch encoder")
     kind = array.type
-    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_string(kind)
-            or pa.types.is_large_string(kind)):
+    if not (
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+    ):
         array = array.cast(pa.string())
     array = array.cast(pa.large_binary())
     _, offset_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offset_buffer, dtype=np.int64)[array.offset:array.offset + len(array) + 1]
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
     lengths = np.diff(offsets)
     if mask is not None:
         lengths = np.where(mask, lengths, 0)  # a null's slot in the buffer is empty
@@ -198,8 +204,9 @@ def _fold(slots: list[Slot], rows: int, rows_per_record: int) -> Slot:
 NUMPY_DTYPES = {"int64": np.int64, "float32": np.float32}
 
 
-def feature_slots(array: pa.Array, dtype: str,
-                  rows_per_record: int = 1) -> tuple[list[Slot], object, np.ndarray | None]:
+def feature_slots(
+    array: pa.Array, dtype: str, rows_per_record: int = 1
+) -> tuple[list[Slot], object, np.ndarray | None]:
     """The encoded `Feature` message of every record, its length, and the records that have a value.
 
     A record is one row, or with `rows_per_record` n > 1 a block of n consecutive rows
@@ -230,8 +237,9 @@ def _records(batch: pa.RecordBatch | pa.Table, rows_per_record: int) -> int:
     return batch.num_rows // rows_per_record
 
 
-def example_slots(batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]],
-                  rows_per_record: int = 1) -> tuple[list[Slot], object]:
+def example_slots(
+    batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]], rows_per_record: int = 1
+) -> tuple[list[Slot], object]:
     """The slots of every record's serialized Example, and each record's Example length."""
     slots, features_length = [], np.zeros(_records(batch, rows_per_record), dtype=np.int64)
     for name, dtype in features:
@@ -279,8 +287,9 @@ def _layout(slots: list[Slot], rows: int) -> tuple[np.ndarray, np.ndarray]:
     widths = [_width(slot) for slot in slots]
     bounds = np.cumsum([0] + widths).tolist()
     # Constants are written once into a template row, which then fills the whole matrix.
-    template = b"".join(slot.data if isinstance(slot.data, bytes) else bytes(width)
-                        for slot, width in zip(slots, widths))
+    template = b"".join(
+        slot.data if isinstance(slot.data, bytes) else bytes(width) for slot, width in zip(slots, widths)
+    )
     matrix = np.empty((rows, len(template)), dtype=np.uint8)
     matrix[:] = np.frombuffer(template, dtype=np.uint8)
     keep = np.ones(matrix.shape, dtype=bool)
@@ -300,8 +309,7 @@ def compact(slots: list[Slot], rows: int) -> np.ndarray:
     return matrix[keep]
 
 
-def encode_batch(batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]],
-                 rows_per_record: int = 1) -> Ragged:
+def encode_batch(batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]], rows_per_record: int = 1) -> Ragged:
     """Serialized Examples of `batch`, one per row or per block of `rows_per_record` rows, as a Ragged."""
     slots, lengths = example_slots(batch, features, rows_per_record)
     return Ragged(compact(slots, _records(batch, rows_per_record)), lengths)
@@ -347,8 +355,7 @@ def _le_bytes(values: np.ndarray, dtype: str) -> Slot:
     return Slot(raw.reshape(len(values), np.dtype(dtype).itemsize))
 
 
-def frame_batch(batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]],
-                rows_per_record: int = 1) -> Ragged:
+def frame_batch(batch: pa.RecordBatch | pa.Table, features: list[tuple[str, str]], rows_per_record: int = 1) -> Ragged:
     """Every row (or block of `rows_per_record` rows) of `batch` as a TFRecord-framed serialized
     Example (what TFRecordWriter writes).
 

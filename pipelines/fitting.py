@@ -10,6 +10,7 @@ Two phases, because the point-in-time features need item indices before they can
 `Fitted` holds the vocabularies (sizes and token counts), the CTR prior (train label rate), the
 normalization statistics and the bucket boundaries; nothing fitted lives anywhere else.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,9 +35,12 @@ class Vocabularies:
         return {name: n + vocab.FIRST_TOKEN_INDEX for name, n in self.num_tokens.items()}
 
     def spec_entries(self) -> dict[str, dict]:
-        return {name: fs.vocabulary(size=self.sizes[name], num_tokens=self.num_tokens[name],
-                                    min_count=self.min_count, path=f"vocab/{name}")
-                for name in sorted(self.num_tokens)}
+        return {
+            name: fs.vocabulary(
+                size=self.sizes[name], num_tokens=self.num_tokens[name], min_count=self.min_count, path=f"vocab/{name}"
+            )
+            for name in sorted(self.num_tokens)
+        }
 
 
 def fit_vocabularies(train: DataFrame, min_count: int) -> Vocabularies:
@@ -44,8 +48,12 @@ def fit_vocabularies(train: DataFrame, min_count: int) -> Vocabularies:
     fitted, counted = vocab.fit_vocabularies(vocab.vocabulary_tokens(train), int(min_count))
     names = [name for name, (column, _) in vocab.ID_INDICES.items() if column in train.columns] + ["genre"]
     frames = {name: fitted.where(F.col("name") == name).drop("name") for name in names}
-    return Vocabularies(frames=frames, num_tokens={name: int(counted.get(name, 0)) for name in names},
-                        min_count=int(min_count), genre_index=vocab.small_vocabulary_map(frames["genre"]))
+    return Vocabularies(
+        frames=frames,
+        num_tokens={name: int(counted.get(name, 0)) for name in names},
+        min_count=int(min_count),
+        genre_index=vocab.small_vocabulary_map(frames["genre"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,11 @@ class Fitted:
 
     def transform(self, samples: DataFrame) -> DataFrame:
         """Smoothed CTRs, bucket indices, then normalized numerics (the raw values are replaced)."""
-        return samples.transform(lambda d: history.with_smoothed_ctr(d, self.prior, self.smoothing)) \
-            .transform(lambda d: normalize.apply_buckets(d, self.boundaries)) \
+        return (
+            samples.transform(lambda d: history.with_smoothed_ctr(d, self.prior, self.smoothing))
+            .transform(lambda d: normalize.apply_buckets(d, self.boundaries))
             .transform(lambda d: normalize.apply_normalization(d, self.normalization))
+        )
 
     def spec_features(self, declared: list[Declared], metadata: list[tuple[str, str]]) -> list[dict]:
         """The spec's feature entries: indices by kind, then buckets, numerics, the label, the metadata.
@@ -69,16 +79,25 @@ class Fitted:
         way in every build (their order is part of the spec hash and of the models' field order).
         """
         sizes = self.vocabularies.sizes
-        by_kind = {kind: [d for d in declared if d.kind == kind] for kind in ("categorical", "sequence",
-                                                                               "multi_categorical")}
-        features = [fs.categorical(d.name, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
-                    for d in by_kind["categorical"]]
-        features += [fs.sequence(d.name, length=d.length, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
-                     for d in by_kind["sequence"]]
-        features += [fs.multi_categorical(d.name, length=d.length, vocabulary=d.vocabulary,
-                                          vocab_size=sizes[d.vocabulary]) for d in by_kind["multi_categorical"]]
-        features += [fs.bucketized(f"{source}_bucket", source=source, boundaries=bounds)
-                     for source, bounds in self.boundaries.items()]
+        by_kind = {
+            kind: [d for d in declared if d.kind == kind] for kind in ("categorical", "sequence", "multi_categorical")
+        }
+        features = [
+            fs.categorical(d.name, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
+            for d in by_kind["categorical"]
+        ]
+        features += [
+            fs.sequence(d.name, length=d.length, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
+            for d in by_kind["sequence"]
+        ]
+        features += [
+            fs.multi_categorical(d.name, length=d.length, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
+            for d in by_kind["multi_categorical"]
+        ]
+        features += [
+            fs.bucketized(f"{source}_bucket", source=source, boundaries=bounds)
+            for source, bounds in self.boundaries.items()
+        ]
         features += [fs.numeric(name, normalization=stats) for name, stats in self.normalization.items()]
         features.append(fs.label())
         features += [fs.metadata(name, dtype) for name, dtype in metadata]
@@ -99,5 +118,6 @@ def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], 
     bucketized = [c for c in (config["bucketize"]["features"] or []) if c in train.columns]
     boundaries = normalize.fit_bucket_boundaries(train, bucketized, int(config["bucketize"]["num_buckets"]))
     stats = normalize.fit_normalization(train, [d.name for d in numeric], log1p)
-    return Fitted(vocabularies=vocabularies, prior=prior, smoothing=smoothing, normalization=stats,
-                  boundaries=boundaries)
+    return Fitted(
+        vocabularies=vocabularies, prior=prior, smoothing=smoothing, normalization=stats, boundaries=boundaries
+    )

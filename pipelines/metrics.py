@@ -16,6 +16,7 @@ Degenerate inputs (one class only, no data) give NaN rather than an error.
 * ``calibration``: mean score / mean label (1.0 = calibrated on average; the ratio of
   He et al. 2014, "Practical Lessons from Predicting Clicks on Ads at Facebook").
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -31,6 +31,7 @@ same output that carry `_STAGING.json`, started before this run, and are not loc
 lock can be taken without waiting) or, on `scheme://` paths where there are no locks, started more
 than STALE_AFTER_SECONDS ago. A folder without the marker is never deleted, whatever its name.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -63,14 +64,15 @@ class OutputRefused(Exception):
 
 # ---------------------------------------------------------------- paths
 
+
 def normalize(path) -> str:
     """Absolute local path, or `scheme://authority/path` with a normalized path; `file:` URIs are local."""
     path = os.fspath(path)
     if path.startswith("file:"):
-        path = path[len("file:"):]
+        path = path[len("file:") :]
         if path.startswith("//"):  # file:///x or file://host/x
             path = path[2:]
-            path = path[path.find("/"):] if not path.startswith("/") and "/" in path else path
+            path = path[path.find("/") :] if not path.startswith("/") and "/" in path else path
     if "://" not in path:
         return os.path.abspath(path)
     scheme, rest = path.split("://", 1)
@@ -111,6 +113,7 @@ def relation(output, input) -> str | None:
 
 # ---------------------------------------------------------------- file systems
 
+
 class _LocalFs:
     local = True
     exists = staticmethod(os.path.lexists)
@@ -143,6 +146,7 @@ class _LocalFs:
 
 class _GFileFs:
     """hdfs://, s3://, gs://, ... through tf.io.gfile (TensorFlow is imported only when needed)."""
+
     local = False
 
     def __init__(self):
@@ -226,6 +230,7 @@ def replace_file(path: str, write) -> None:
 
 # ---------------------------------------------------------------- refusals
 
+
 def _describe(markers: Markers) -> str:
     return " or ".join("+".join([m] if isinstance(m, str) else m) for m in markers) or "marker"
 
@@ -233,8 +238,9 @@ def _describe(markers: Markers) -> str:
 def is_earlier_output(path: str, markers: Markers) -> bool:
     """True when `path` holds all the files of at least one entry of `markers`."""
     fs = _fs(path)
-    return any(all(fs.exists(posixpath.join(path, name)) for name in ([m] if isinstance(m, str) else m))
-               for m in markers)
+    return any(
+        all(fs.exists(posixpath.join(path, name)) for name in ([m] if isinstance(m, str) else m)) for m in markers
+    )
 
 
 def check_output(output, inputs: Iterable = (), markers: Markers = ()) -> str:
@@ -248,19 +254,24 @@ def check_output(output, inputs: Iterable = (), markers: Markers = ()) -> str:
             continue
         how = relation(final, source)
         if how:
-            raise OutputRefused(f"output {final} {how} the input {normalize(source)}: "
-                                f"writing there would change the input; choose another output")
+            raise OutputRefused(
+                f"output {final} {how} the input {normalize(source)}: "
+                f"writing there would change the input; choose another output"
+            )
     fs = _fs(final)
     if fs.exists(final):
         if not fs.isdir(final):
             raise OutputRefused(f"output {final} exists and is not a directory; choose another output")
         if fs.listdir(final) and not is_earlier_output(final, markers):
-            raise OutputRefused(f"output {final} is not empty and has no {_describe(markers)}, so it is not "
-                                f"an earlier output of this job; choose another output, or empty it first")
+            raise OutputRefused(
+                f"output {final} is not empty and has no {_describe(markers)}, so it is not "
+                f"an earlier output of this job; choose another output, or empty it first"
+            )
     return final
 
 
 # ---------------------------------------------------------------- publishing
+
 
 def _load_renameat2():
     if not sys.platform.startswith("linux"):
@@ -309,6 +320,7 @@ def swap_into_place(new: str, final: str) -> None:
 
 
 # ---------------------------------------------------------------- staging
+
 
 def _lock(path: str, wait: bool) -> int | None:
     """An fd holding an exclusive flock on the file at `path` (created if absent); None if another holds it."""
@@ -392,8 +404,13 @@ def remove_stale_stagings(parent: str, prefix: str, started: float) -> list[str]
                 _restore_previous(fs, staging, marker.get("output"))
                 _remove_staging(fs, staging)
                 removed.append(staging)
-                log.info("removed the stale staging %s (pid %s on %s, started %s)", staging, marker.get("pid"),
-                         marker.get("host"), marker.get("started_at"))
+                log.info(
+                    "removed the stale staging %s (pid %s on %s, started %s)",
+                    staging,
+                    marker.get("pid"),
+                    marker.get("host"),
+                    marker.get("started_at"),
+                )
         except Exception as exc:  # e.g. a concurrent cleanup: never fail the job over it
             log.warning("could not remove the stale staging %s: %s", staging, exc)
         finally:
@@ -416,10 +433,19 @@ class Staging:
         try:
             self.fs.mkdir(self.path)
             self._created = True
-            self.fs.write_text(posixpath.join(self.path, STAGING_MARKER), json.dumps({
-                "output": output, "pid": os.getpid(), "host": socket.gethostname(), "started": self.started,
-                "started_at": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
-            }, indent=2))
+            self.fs.write_text(
+                posixpath.join(self.path, STAGING_MARKER),
+                json.dumps(
+                    {
+                        "output": output,
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                        "started": self.started,
+                        "started_at": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+                    },
+                    indent=2,
+                ),
+            )
         except BaseException:
             self.close()
             raise

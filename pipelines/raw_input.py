@@ -10,6 +10,7 @@ stays a number.
 An empty `clicks/` or `items/` folder means no clicks or no item metadata. An empty
 `impressions/` folder, or a missing folder, is an `InputError` naming the data set.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -23,8 +24,14 @@ EMPTY_SCHEMAS = {
     "clicks": "user_id string, item_id string, ts long, impression_id string",
     "items": "item_id string, genres string",
 }
-CSV_OPTIONS = {"header": "true", "inferSchema": "false", "multiLine": "true", "quote": '"', "escape": '"',
-               "mode": "PERMISSIVE"}
+CSV_OPTIONS = {
+    "header": "true",
+    "inferSchema": "false",
+    "multiLine": "true",
+    "quote": '"',
+    "escape": '"',
+    "mode": "PERMISSIVE",
+}
 
 
 class InputError(ValueError):
@@ -45,8 +52,9 @@ def read_raw(spark: SparkSession, raw_dir: str, dataset: str, fmt: str) -> DataF
                 return spark.createDataFrame([], EMPTY_SCHEMAS[dataset])
             raise InputError(f"{dataset}: no {fmt} data files in {path}") from None
         if condition == "PATH_NOT_FOUND":
-            raise InputError(f"{dataset}: {path} does not exist (RAW must hold impressions/, clicks/, items/)") \
-                from None
+            raise InputError(
+                f"{dataset}: {path} does not exist (RAW must hold impressions/, clicks/, items/)"
+            ) from None
         raise
     if fmt == "csv" and not df.columns:
         if dataset in EMPTY_SCHEMAS:
@@ -65,8 +73,10 @@ def type_csv_columns(df: DataFrame, columns: list[str]) -> DataFrame:
     for i, column in enumerate(columns):
         value = F.trim(F.col(column))
         present = value.isNotNull() & (value != "")
-        checks += [F.sum(F.when(present & value.try_cast("double").isNull(), 1).otherwise(0)).alias(f"n{i}"),
-                   F.sum(F.when(present & value.try_cast("long").isNull(), 1).otherwise(0)).alias(f"i{i}")]
+        checks += [
+            F.sum(F.when(present & value.try_cast("double").isNull(), 1).otherwise(0)).alias(f"n{i}"),
+            F.sum(F.when(present & value.try_cast("long").isNull(), 1).otherwise(0)).alias(f"i{i}"),
+        ]
     row = df.agg(*checks).collect()[0]
     for i, column in enumerate(columns):
         value = F.trim(F.col(column))

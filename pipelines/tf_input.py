@@ -24,6 +24,7 @@ Spec hash guard: a run directory remembers the spec hash of the samples it was
 trained on (`run.json`, `checkpoints/state.json`, `model/assets.extra/spec_hash`).
 `check_run_spec_hash` refuses samples whose hash differs, naming both hashes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,12 +34,27 @@ import re
 
 import tensorflow as tf
 
-from spec import (SpecError, compression_type, label_name, load_spec, metadata_entries, model_inputs, num_examples,
-                  parse_block_features, parse_features, rows_per_record, spec_hash, split_pattern)
+from spec import (
+    SpecError,
+    compression_type,
+    label_name,
+    load_spec,
+    metadata_entries,
+    model_inputs,
+    num_examples,
+    parse_block_features,
+    parse_features,
+    rows_per_record,
+    spec_hash,
+    split_pattern,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
-SPEC_HASH_FILES = ("run.json", os.path.join("checkpoints", "state.json"),
-                   os.path.join("model", "assets.extra", "spec_hash"))
+SPEC_HASH_FILES = (
+    "run.json",
+    os.path.join("checkpoints", "state.json"),
+    os.path.join("model", "assets.extra", "spec_hash"),
+)
 
 
 class SpecHashMismatch(SpecError):
@@ -78,8 +94,10 @@ def naming_corrupt_shards(samples_dir: str, spec: dict, splits: tuple[str, ...])
         if not bad:
             raise
         listed = "; ".join(f"{path}: {reason}" for path, reason in bad.items())
-        raise CorruptShardError(f"{len(bad)} corrupt or truncated TFRecord shard(s) in {samples_dir}: {listed}. "
-                                "Rebuild the samples (jobs.build_samples) or restore these files") from exc
+        raise CorruptShardError(
+            f"{len(bad)} corrupt or truncated TFRecord shard(s) in {samples_dir}: {listed}. "
+            "Rebuild the samples (jobs.build_samples) or restore these files"
+        ) from exc
 
 
 def split_files(samples_dir: str, spec: dict, split: str) -> list[str]:
@@ -132,10 +150,21 @@ def _permuted(rows: dict, seed):
     return {name: tf.gather(values, order) for name, values in rows.items()}
 
 
-def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, training: bool = False,
-                 shuffle_buffer: int = 0, seed: int | None = None, with_metadata: bool = False,
-                 repeat: bool = False, cycle_length: int | None = None, deterministic: bool | None = None,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+def make_dataset(
+    samples_dir: str,
+    spec: dict,
+    split: str,
+    batch_size: int,
+    *,
+    training: bool = False,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+    with_metadata: bool = False,
+    repeat: bool = False,
+    cycle_length: int | None = None,
+    deterministic: bool | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
     """Batched, parsed dataset of one split.
 
     Elements: `(features, label)`, or `(features, label, metadata)` when `with_metadata`
@@ -173,27 +202,28 @@ def make_dataset(samples_dir: str, spec: dict, split: str, batch_size: int, *, t
     parse, element = record_parser(spec, with_metadata), _element_fn(spec, with_metadata)
     size = None if repeat else num_examples(spec, split)
     if block == 1:
-        ds = _with_cardinality(ds.batch(int(batch_size), drop_remainder=drop_remainder), size, batch_size,
-                               drop_remainder)
-        ds = ds.map(lambda serialized: element(parse(serialized)), num_parallel_calls=AUTOTUNE,
-                    deterministic=deterministic)
+        ds = _with_cardinality(
+            ds.batch(int(batch_size), drop_remainder=drop_remainder), size, batch_size, drop_remainder
+        )
+        ds = ds.map(
+            lambda serialized: element(parse(serialized)), num_parallel_calls=AUTOTUNE, deterministic=deterministic
+        )
         return ds.prefetch(AUTOTUNE)
     # Enough blocks for one batch, parsed at once; rebatch then cuts exact batches across blocks.
     ds = ds.batch(-(-int(batch_size) // block))
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    ds = _with_cardinality(ds.rebatch(int(batch_size), drop_remainder=drop_remainder), size, batch_size,
-                           drop_remainder)
+    ds = _with_cardinality(ds.rebatch(int(batch_size), drop_remainder=drop_remainder), size, batch_size, drop_remainder)
     if training:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds).map(lambda rows, s: element(_permuted(rows, s)),
-                                                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda rows, s: element(_permuted(rows, s)), num_parallel_calls=AUTOTUNE, deterministic=deterministic
+        )
     else:
         ds = ds.map(element, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(AUTOTUNE)
 
 
-def _with_cardinality(ds: tf.data.Dataset, size: int | None, batch_size: int,
-                      drop_remainder: bool) -> tf.data.Dataset:
+def _with_cardinality(ds: tf.data.Dataset, size: int | None, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
     """The spec knows the split's size: Keras then knows the steps per epoch (progress bar
     totals, no "ran out of data" warning); a wrong count fails loudly at the end of a pass."""
     if size is None:
@@ -231,7 +261,8 @@ def check_run_spec_hash(run_dir: str, spec_hash: str, samples_dir: str = "SAMPLE
                 f"feature spec hash mismatch: samples {samples_dir} have spec hash {spec_hash}, "
                 f"but {os.path.join(str(run_dir), rel)} was trained on spec hash {recorded}. "
                 f"The samples changed under this run; train into a new --output directory "
-                f"(or delete {run_dir}) instead of resuming or overwriting it.")
+                f"(or delete {run_dir}) instead of resuming or overwriting it."
+            )
 
 
 def open_samples(samples_dir: str, run_dir: str | None = None) -> dict:

@@ -18,6 +18,7 @@ each (COMPRESSIONS). With `rows_per_record` n > 1 a record is a block of n
 samples (docs/feature_spec.md, "Record layout"): each shard's rows are shuffled
 (seeded by the task's partition) and cut into blocks, only its last block shorter.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -94,6 +95,7 @@ class ExampleEncoder:
 class Compression(NamedTuple):
     """How shards are compressed: the file extension, TFRecordDataset's `compression_type`,
     and a factory of a compressor object (`compress`, `flush`), None for no compression."""
+
     extension: str
     tf_type: str
     compressor: Callable | None
@@ -108,6 +110,7 @@ def _isal_gzip(level: int) -> Callable:
         from isal import isal_zlib  # only where the option is used
 
         return isal_zlib.compressobj(level, isal_zlib.DEFLATED, 16 + isal_zlib.MAX_WBITS)
+
     return make
 
 
@@ -222,9 +225,9 @@ def write_partition_shards(
     """
     import pyarrow as pa
     import pyarrow.compute as pc
+    from pyspark import TaskContext
 
     from pipelines.example_batch import frame_batch
-    from pyspark import TaskContext
 
     options = compression_options(compression)
     context = TaskContext.get()
@@ -252,7 +255,7 @@ def write_partition_shards(
                     cutters[split] = BlockCutter(rows_per_record, rng)
                 shard = shards[split]
                 if rows_per_record == 1:
-                    shard.write(records.data[offsets[first]:offsets[end]])
+                    shard.write(records.data[offsets[first] : offsets[end]])
                 else:  # blocks never mix splits
                     write_blocks(split, cutters[split].whole_blocks(batch.slice(first, end - first)))
                 shard.rows += end - first
@@ -268,19 +271,26 @@ def write_partition_shards(
     for shard in shards.values():
         shard.commit()
     if shards:
-        yield pa.RecordBatch.from_pydict({
-            "split": list(shards),
-            "path": [s.final for s in shards.values()],
-            "rows": [s.rows for s in shards.values()],
-            "positives": [s.positives for s in shards.values()],
-        })
+        yield pa.RecordBatch.from_pydict(
+            {
+                "split": list(shards),
+                "path": [s.final for s in shards.values()],
+                "rows": [s.rows for s in shards.values()],
+                "positives": [s.positives for s in shards.values()],
+            }
+        )
 
 
 SHARD_SCHEMA = "split string, path string, rows long, positives long"
 
 
-def write_tfrecords(df, features: list[tuple[str, str]], output_dir: str, compression: str = DEFAULT_COMPRESSION,
-                    rows_per_record: int = 1):
+def write_tfrecords(
+    df,
+    features: list[tuple[str, str]],
+    output_dir: str,
+    compression: str = DEFAULT_COMPRESSION,
+    rows_per_record: int = 1,
+):
     """Write every row of `df` (which has a `split` column) as TFRecord shards.
 
     `compression` is a key of COMPRESSIONS ("none", "gzip", "gzip_fast"); it decides the
@@ -299,7 +309,8 @@ def write_tfrecords(df, features: list[tuple[str, str]], output_dir: str, compre
     selected = df.select(*dict.fromkeys(columns + ["split"]))
 
     def run(batches):
-        return write_partition_shards(batches, features, output_dir, compression=compression,
-                                      rows_per_record=rows_per_record)
+        return write_partition_shards(
+            batches, features, output_dir, compression=compression, rows_per_record=rows_per_record
+        )
 
     return selected.mapInArrow(run, SHARD_SCHEMA)

@@ -16,6 +16,7 @@ or the run.json / checkpoints/state.json of runs made before that marker existed
     pipelines/run_outputs.py   metrics.parquet, predictions/, embeddings/, model/, run.json
     RUN/tensorboard/           Keras TensorBoard logs
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,10 +29,30 @@ import keras
 
 from models import build_model, compile_model, embedding_tables, resolve_params
 from pipelines import publish
-from pipelines.run_outputs import (StagedRunOutputs, export_model, metric_rows, predict_final_splits, run_summary,
-                                   serving_function, write_embeddings, write_metrics)
-from pipelines.run_state import (RUN_MARKERS, Checkpoint, Checkpoints, EarlyStoppingWithState, EpochLog, Progress,
-                                 RunMismatch, SimulatedCrash, build_optimizers, jsonable, mark_run, write_json)
+from pipelines.run_outputs import (
+    StagedRunOutputs,
+    export_model,
+    metric_rows,
+    predict_final_splits,
+    run_summary,
+    serving_function,
+    write_embeddings,
+    write_metrics,
+)
+from pipelines.run_state import (
+    RUN_MARKERS,
+    Checkpoint,
+    Checkpoints,
+    EarlyStoppingWithState,
+    EpochLog,
+    Progress,
+    RunMismatch,
+    SimulatedCrash,
+    build_optimizers,
+    jsonable,
+    mark_run,
+    write_json,
+)
 from pipelines.tf_input import make_dataset, naming_corrupt_shards, open_samples
 from spec import num_examples, spec_hash
 
@@ -80,8 +101,9 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
     mark_run(run_dir, run_id)
     publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
     params = resolve_params(model_params(config))
-    checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"), config["checkpoints"]["keep"], model_name,
-                              params, spec_hash(spec))
+    checkpoints = Checkpoints(
+        os.path.join(run_dir, "checkpoints"), config["checkpoints"]["keep"], model_name, params, spec_hash(spec)
+    )
     state = checkpoints.previous(resume=config.get("resume", True))
 
     keras.utils.set_random_seed(int(config["seed"]))
@@ -91,9 +113,14 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
     progress = checkpoints.restore(model, state)
     resumed_from = progress.epoch
     if state is not None:
-        log.info("resuming %s from the checkpoint of epoch %d (best %s %.4f at epoch %s)", run_dir, resumed_from,
-                 monitor, progress.early.best if progress.early.best is not None else float("nan"),
-                 progress.early.best_epoch)
+        log.info(
+            "resuming %s from the checkpoint of epoch %d (best %s %.4f at epoch %s)",
+            run_dir,
+            resumed_from,
+            monitor,
+            progress.early.best if progress.early.best is not None else float("nan"),
+            progress.early.best_epoch,
+        )
     clock.since_start("setup")
     with clock.step("train"):
         new_epochs = fit(model, samples_dir, spec, config, progress, checkpoints, run_dir)
@@ -103,30 +130,58 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
     with StagedRunOutputs(run_dir, STAGING_PREFIX, started) as out:
         serve = serving_function(model, spec)
         with clock.step("evaluate"):
-            final = predict_final_splits(serve, samples_dir, spec, eval_batch_size,
-                                         out.file("predictions") if outputs.get("predictions", True) else None)
+            final = predict_final_splits(
+                serve,
+                samples_dir,
+                spec,
+                eval_batch_size,
+                out.file("predictions") if outputs.get("predictions", True) else None,
+            )
         with clock.step("embeddings"):
-            embeddings = write_embeddings(embedding_tables(model), samples_dir, spec, out.file("embeddings"),
-                                          int(outputs.get("embeddings_chunk_rows") or 65536)) \
-                if outputs.get("embeddings", True) else {}
+            embeddings = (
+                write_embeddings(
+                    embedding_tables(model),
+                    samples_dir,
+                    spec,
+                    out.file("embeddings"),
+                    int(outputs.get("embeddings_chunk_rows") or 65536),
+                )
+                if outputs.get("embeddings", True)
+                else {}
+            )
         with clock.step("export"):
             export_model(model, serve, spec, out.file("model"))
         write_metrics(metric_rows(run_id, model_name, progress.history, final, best_epoch), out.file("metrics.parquet"))
         clock.since_start("total")
         summary = run_summary(
-            run_id=run_id, model_name=model_name, samples_dir=samples_dir, run_dir=run_dir, spec_hash=spec_hash(spec),
-            config=config, params=params, history=progress.history, new_epochs=new_epochs,
-            resumed_from_epoch=resumed_from, stopped_early=progress.early.stopped, best_epoch=best_epoch,
-            monitor=monitor, best_value=progress.early.best, timings=clock.seconds, final=final,
-            embeddings=embeddings, predictions=outputs.get("predictions", True))
+            run_id=run_id,
+            model_name=model_name,
+            samples_dir=samples_dir,
+            run_dir=run_dir,
+            spec_hash=spec_hash(spec),
+            config=config,
+            params=params,
+            history=progress.history,
+            new_epochs=new_epochs,
+            resumed_from_epoch=resumed_from,
+            stopped_early=progress.early.stopped,
+            best_epoch=best_epoch,
+            monitor=monitor,
+            best_value=progress.early.best,
+            timings=clock.seconds,
+            final=final,
+            embeddings=embeddings,
+            predictions=outputs.get("predictions", True),
+        )
         write_json(out.file("run.json"), summary)
         out.publish()
     log.info("test %s", " ".join(f"{k} {v:.4f}" for k, v in final["test"]["metrics"].items()))
     return jsonable(summary)
 
 
-def fit(model, samples_dir: str, spec: dict, config: dict, progress: Progress, checkpoints: Checkpoints,
-        run_dir: str) -> list:
+def fit(
+    model, samples_dir: str, spec: dict, config: dict, progress: Progress, checkpoints: Checkpoints, run_dir: str
+) -> list:
     """Keras fit from epoch progress.epoch + 1 to config.epochs, unless the run already ended;
     returns the history entries of the epochs trained now."""
     epochs, batch_size, seed = int(config["epochs"]), int(config["batch_size"]), int(config["seed"])
@@ -138,25 +193,53 @@ def fit(model, samples_dir: str, spec: dict, config: dict, progress: Progress, c
         return []
     steps = config.get("max_steps_per_epoch")
     input_conf, es = config.get("input") or {}, config["early_stopping"]
-    train_ds = make_dataset(samples_dir, spec, "train", batch_size, training=True,
-                            shuffle_buffer=int(config["shuffle_buffer"] or 0), seed=seed, repeat=bool(steps),
-                            cycle_length=input_conf.get("cycle_length"),
-                            deterministic=bool(input_conf.get("deterministic")) or None)
-    valid_ds = make_dataset(samples_dir, spec, "valid", int(config.get("eval_batch_size") or batch_size),
-                            cycle_length=input_conf.get("cycle_length"))
+    train_ds = make_dataset(
+        samples_dir,
+        spec,
+        "train",
+        batch_size,
+        training=True,
+        shuffle_buffer=int(config["shuffle_buffer"] or 0),
+        seed=seed,
+        repeat=bool(steps),
+        cycle_length=input_conf.get("cycle_length"),
+        deterministic=bool(input_conf.get("deterministic")) or None,
+    )
+    valid_ds = make_dataset(
+        samples_dir,
+        spec,
+        "valid",
+        int(config.get("eval_batch_size") or batch_size),
+        cycle_length=input_conf.get("cycle_length"),
+    )
     callbacks = [
         EpochLog(progress, epochs, batch_size, max_examples=None if steps else num_examples(spec, "train")),
         EarlyStoppingWithState(progress, checkpoints, es["monitor"], es["mode"], es["patience"], es["min_delta"]),
         Checkpoint(progress, checkpoints, (config.get("debug") or {}).get("crash_after_epoch")),
-        keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard"), update_freq="epoch",
-                                    profile_batch=0, write_graph=False),
+        keras.callbacks.TensorBoard(
+            log_dir=os.path.join(run_dir, "tensorboard"), update_freq="epoch", profile_batch=0, write_graph=False
+        ),
     ]
-    log.info("training %s on %s: epochs %d..%d, batch size %d, spec hash %s", config["model"], samples_dir,
-             progress.epoch + 1, epochs, batch_size, spec_hash(spec)[:12])
+    log.info(
+        "training %s on %s: epochs %d..%d, batch size %d, spec hash %s",
+        config["model"],
+        samples_dir,
+        progress.epoch + 1,
+        epochs,
+        batch_size,
+        spec_hash(spec)[:12],
+    )
     before = len(progress.history)
     with naming_corrupt_shards(samples_dir, spec, ("train", "valid")):
-        model.fit(train_ds, validation_data=valid_ds, epochs=epochs, initial_epoch=progress.epoch,
-                  steps_per_epoch=int(steps) if steps else None,
-                  validation_steps=config.get("max_validation_steps") or None,
-                  callbacks=callbacks, verbose=int(config.get("verbose", 2)), shuffle=False)
+        model.fit(
+            train_ds,
+            validation_data=valid_ds,
+            epochs=epochs,
+            initial_epoch=progress.epoch,
+            steps_per_epoch=int(steps) if steps else None,
+            validation_steps=config.get("max_validation_steps") or None,
+            callbacks=callbacks,
+            verbose=int(config.get("verbose", 2)),
+            shuffle=False,
+        )
     return progress.history[before:]

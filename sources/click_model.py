@@ -52,6 +52,7 @@ orphan clicks (0.5 % of all clicks) with a uniformly random user, item and time 
 the step and no impression at all are added, with null `impression_id`; they
 also update the user's recent-click state.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,8 +60,21 @@ from dataclasses import dataclass
 import numpy as np
 
 GENRES = (
-    "Drama", "Comedy", "Action", "Thriller", "Romance", "Adventure", "Crime", "Sci-Fi",
-    "Horror", "Fantasy", "Animation", "Mystery", "Documentary", "Family", "Western",
+    "Drama",
+    "Comedy",
+    "Action",
+    "Thriller",
+    "Romance",
+    "Adventure",
+    "Crime",
+    "Sci-Fi",
+    "Horror",
+    "Fantasy",
+    "Animation",
+    "Mystery",
+    "Documentary",
+    "Family",
+    "Western",
 )
 START_TS = 1767225600  # 2026-01-01T00:00:00Z
 STEP_SECONDS = 3600
@@ -153,8 +167,9 @@ class World:
         self.duration_min = np.round(np.clip(rng.normal(105.0, 20.0, size=n_items), 60.0, 200.0), 1)
 
     def item_genre_names(self) -> list[str]:
-        return ["|".join(GENRES[g] for g in self.item_genre_idx[i, : self.item_n_genres[i]])
-                for i in range(self.n_items)]
+        return [
+            "|".join(GENRES[g] for g in self.item_genre_idx[i, : self.item_n_genres[i]]) for i in range(self.n_items)
+        ]
 
 
 def step_counts(n_impressions: int, n_steps: int, start_ts: int = START_TS) -> np.ndarray:
@@ -196,8 +211,7 @@ class StepEvents:
 class Simulator:
     """Steps through time; state is the users' recent-click vectors and the not-yet-applied clicks."""
 
-    def __init__(self, world: World, rng: np.random.Generator, days: int, n_impressions: int,
-                 start_ts: int = START_TS):
+    def __init__(self, world: World, rng: np.random.Generator, days: int, n_impressions: int, start_ts: int = START_TS):
         self.world, self.rng, self.m = world, rng, world.model
         self.start_ts = start_ts
         self.n_steps = int(days) * 24
@@ -270,11 +284,14 @@ class Simulator:
         item = slate_items[shown]
         position = np.broadcast_to(np.arange(1, MAX_POSITION + 1), shown.shape)[shown]
 
-        logit = (m.bias + w.item_quality[item]
-                 + np.einsum("nd,nd->n", w.user_vec[user], w.item_vec[item])
-                 + np.einsum("ng,ng->n", w.user_affinity[user], w.item_genre_w[item])
-                 + m.recency_coef * np.einsum("nd,nd->n", self.recent[user], w.item_vec[item])
-                 - m.position_coef * np.log(position))
+        logit = (
+            m.bias
+            + w.item_quality[item]
+            + np.einsum("nd,nd->n", w.user_vec[user], w.item_vec[item])
+            + np.einsum("ng,ng->n", w.user_affinity[user], w.item_genre_w[item])
+            + m.recency_coef * np.einsum("nd,nd->n", self.recent[user], w.item_vec[item])
+            - m.position_coef * np.log(position)
+        )
         p_click = sigmoid(logit)
         clicked = np.flatnonzero(rng.random(n) < p_click)
 
@@ -296,7 +313,21 @@ class Simulator:
         click_has_id = np.concatenate([has_id, np.zeros(n_orphans, dtype=bool)])
         click_late = np.concatenate([late, np.zeros(n_orphans, dtype=bool)])
         pu, pi, pt = self._pending
-        self._pending = (np.concatenate([pu, click_user]), np.concatenate([pi, click_item]),
-                         np.concatenate([pt, click_ts]))
-        return StepEvents(user, item, ts, position.astype(np.int32), p_click,
-                          click_user, click_item, click_ts, click_imp, click_has_id, click_late)
+        self._pending = (
+            np.concatenate([pu, click_user]),
+            np.concatenate([pi, click_item]),
+            np.concatenate([pt, click_ts]),
+        )
+        return StepEvents(
+            user,
+            item,
+            ts,
+            position.astype(np.int32),
+            p_click,
+            click_user,
+            click_item,
+            click_ts,
+            click_imp,
+            click_has_id,
+            click_late,
+        )

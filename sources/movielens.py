@@ -24,6 +24,7 @@ holds both (or is empty); otherwise, or when RAW overlaps the source,
 `import_movielens` raises OutputRefused. RAW and the source without a scheme are on
 Spark's default file system.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,14 @@ RAW_MARKERS = [("_SUCCESS", SOURCE_FILE)]  # an earlier output of the converter,
 
 def _read_csv(spark, path: str, schema: str):
     # RFC 4180 quoting ("" inside quotes); a malformed row fails the job rather than becoming nulls.
-    return (spark.read.option("header", True).option("quote", '"').option("escape", '"')
-            .option("mode", "FAILFAST").schema(schema).csv(path))
+    return (
+        spark.read.option("header", True)
+        .option("quote", '"')
+        .option("escape", '"')
+        .option("mode", "FAILFAST")
+        .schema(schema)
+        .csv(path)
+    )
 
 
 def to_impressions(ratings):
@@ -58,8 +65,9 @@ def to_impressions(ratings):
         F.col("userId").cast("string").alias("user_id"),
         F.col("movieId").cast("string").alias("item_id"),
         F.col("timestamp").cast("long").alias("ts"),
-        F.concat_ws("-", F.col("userId").cast("string"), F.col("movieId").cast("string"),
-                    F.col("timestamp").cast("string")).alias("impression_id"),
+        F.concat_ws(
+            "-", F.col("userId").cast("string"), F.col("movieId").cast("string"), F.col("timestamp").cast("string")
+        ).alias("impression_id"),
         F.lit(None).cast("int").alias("position"),
     )
 
@@ -123,7 +131,8 @@ def import_movielens(spark, source: str, output: str, click_threshold: float = 3
     ratings = items = None
     try:
         ratings = _read_csv(spark, posixpath.join(source, "ratings.csv"), RATINGS_SCHEMA).persist(
-            StorageLevel.MEMORY_AND_DISK)  # read three times: impressions, clicks, counts
+            StorageLevel.MEMORY_AND_DISK
+        )  # read three times: impressions, clicks, counts
         movies = _read_csv(spark, posixpath.join(source, "movies.csv"), MOVIES_SCHEMA)
         tags_path = posixpath.join(source, "tags.csv")
         tags = None
@@ -142,17 +151,25 @@ def import_movielens(spark, source: str, output: str, click_threshold: float = 3
         key = ratings.groupBy("userId", "movieId", "timestamp").agg(
             F.count(F.lit(1)).alias("n"),
             F.sum(F.when(F.col("rating") >= F.lit(float(click_threshold)), 1).otherwise(0)).alias("clicks"),
-            F.sum(F.when(F.col("rating").isNull(), 1).otherwise(0)).alias("null_rating"))
+            F.sum(F.when(F.col("rating").isNull(), 1).otherwise(0)).alias("null_rating"),
+        )
         counts = key.agg(
             F.coalesce(F.sum("n"), F.lit(0)).alias("ratings"),
             F.coalesce(F.sum("clicks"), F.lit(0)).alias("clicks"),
             F.coalesce(F.sum(F.col("n") - 1), F.lit(0)).alias("repeated"),
             F.coalesce(F.sum(F.when(F.col("timestamp") <= 0, F.col("n")).otherwise(0)), F.lit(0)).alias(
-                "non_positive_ts"),
-            F.coalesce(F.sum(F.when(F.col("userId").isNull() | F.col("movieId").isNull()
-                                    | F.col("timestamp").isNull(), F.col("n")).otherwise(F.col("null_rating"))),
-                       F.lit(0)).alias("null_fields"),
-            F.min("timestamp").alias("ts_min"), F.max("timestamp").alias("ts_max"),
+                "non_positive_ts"
+            ),
+            F.coalesce(
+                F.sum(
+                    F.when(
+                        F.col("userId").isNull() | F.col("movieId").isNull() | F.col("timestamp").isNull(), F.col("n")
+                    ).otherwise(F.col("null_rating"))
+                ),
+                F.lit(0),
+            ).alias("null_fields"),
+            F.min("timestamp").alias("ts_min"),
+            F.max("timestamp").alias("ts_max"),
         ).first()
         repeated = int(counts["repeated"])
         item_counts = items.agg(
@@ -160,9 +177,19 @@ def import_movielens(spark, source: str, output: str, click_threshold: float = 3
             F.sum(F.when(F.col("release_year").isNull(), 1).otherwise(0)).alias("no_year"),
             F.sum(F.when(F.col("genres") == "", 1).otherwise(0)).alias("no_genres"),
         ).first()
-        write_text(posixpath.join(stage.path, SOURCE_FILE), json.dumps({
-            "source": source_uri, "click_threshold": click_threshold, "ratings": int(counts["ratings"]),
-            "clicks": int(counts["clicks"]), "items": int(item_counts["items"])}, indent=2))
+        write_text(
+            posixpath.join(stage.path, SOURCE_FILE),
+            json.dumps(
+                {
+                    "source": source_uri,
+                    "click_threshold": click_threshold,
+                    "ratings": int(counts["ratings"]),
+                    "clicks": int(counts["clicks"]),
+                    "items": int(item_counts["items"]),
+                },
+                indent=2,
+            ),
+        )
         write_text(posixpath.join(stage.path, "_SUCCESS"), "")
         stage.publish()
     finally:
@@ -175,11 +202,15 @@ def import_movielens(spark, source: str, output: str, click_threshold: float = 3
     n_ratings, n_clicks = int(counts["ratings"]), int(counts["clicks"])
     warnings = []
     if counts["non_positive_ts"]:
-        warnings.append(f"{counts['non_positive_ts']} ratings have timestamp <= 0 (kept; build_samples rejects "
-                        "them as ts_out_of_range)")
+        warnings.append(
+            f"{counts['non_positive_ts']} ratings have timestamp <= 0 (kept; build_samples rejects "
+            "them as ts_out_of_range)"
+        )
     if repeated:
-        warnings.append(f"{repeated} ratings repeat an earlier (userId, movieId, timestamp) (kept; same "
-                        "impression_id, build_samples rejects the repeats as duplicates)")
+        warnings.append(
+            f"{repeated} ratings repeat an earlier (userId, movieId, timestamp) (kept; same "
+            "impression_id, build_samples rejects the repeats as duplicates)"
+        )
     if counts["null_fields"]:
         warnings.append(f"{counts['null_fields']} ratings have an empty field (kept as nulls)")
     for text in warnings:

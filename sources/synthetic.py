@@ -14,6 +14,7 @@ OutputRefused. The same arguments give byte-identical files.
 
 Each impression carries `p_click`, the true probability its click was drawn with.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,17 +36,33 @@ DEFAULTS = {"users": 2000, "items": 1000, "days": 28, "impressions": 200_000, "s
 MIN_ITEMS = MAX_POSITION  # a slate shows up to MAX_POSITION distinct items
 MANIFEST = "_generator.json"  # also what marks RAW as an earlier output of the generator
 
-IMPRESSIONS_SCHEMA = pa.schema([
-    ("user_id", pa.string()), ("item_id", pa.string()), ("ts", pa.int64()),
-    ("impression_id", pa.string()), ("position", pa.int32()), ("p_click", pa.float64()),
-])
-CLICKS_SCHEMA = pa.schema([
-    ("user_id", pa.string()), ("item_id", pa.string()), ("ts", pa.int64()), ("impression_id", pa.string()),
-])
-ITEMS_SCHEMA = pa.schema([
-    ("item_id", pa.string()), ("genres", pa.string()), ("title", pa.string()),
-    ("release_year", pa.int32()), ("duration_min", pa.float64()),
-])
+IMPRESSIONS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("ts", pa.int64()),
+        ("impression_id", pa.string()),
+        ("position", pa.int32()),
+        ("p_click", pa.float64()),
+    ]
+)
+CLICKS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("ts", pa.int64()),
+        ("impression_id", pa.string()),
+    ]
+)
+ITEMS_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("genres", pa.string()),
+        ("title", pa.string()),
+        ("release_year", pa.int32()),
+        ("duration_min", pa.float64()),
+    ]
+)
 
 
 def _ids(prefix: str, n: int, width: int) -> pa.Array:
@@ -73,11 +90,25 @@ class ChunkWriter:
     def add(self, ev, first_index: int) -> None:
         """Buffer one step; `first_index` is the global number of its first impression."""
         n = ev.n_impressions
-        self.imps.append({"user": ev.imp_user, "item": ev.imp_item, "ts": ev.imp_ts, "position": ev.imp_position,
-                          "p_click": ev.imp_p_click, "index": np.arange(first_index, first_index + n)})
+        self.imps.append(
+            {
+                "user": ev.imp_user,
+                "item": ev.imp_item,
+                "ts": ev.imp_ts,
+                "position": ev.imp_position,
+                "p_click": ev.imp_p_click,
+                "index": np.arange(first_index, first_index + n),
+            }
+        )
         global_imp = np.where(ev.click_imp >= 0, ev.click_imp + first_index, -1)
-        self.clicks.append({"user": ev.click_user, "item": ev.click_item, "ts": ev.click_ts,
-                            "index": np.where(ev.click_has_id, global_imp, -1)})
+        self.clicks.append(
+            {
+                "user": ev.click_user,
+                "item": ev.click_item,
+                "ts": ev.click_ts,
+                "index": np.where(ev.click_has_id, global_imp, -1),
+            }
+        )
         self.buffered += n
         if self.buffered >= self.chunk_rows:
             self.flush()
@@ -97,16 +128,26 @@ class ChunkWriter:
         order = np.argsort(clk["ts"], kind="stable")
         clk = {k: v[order] for k, v in clk.items()}
         name = f"part-{self.parts:05d}.parquet"
-        imp_table = pa.Table.from_arrays([
-            self.user_ids.take(pa.array(imp["user"])), self.item_ids.take(pa.array(imp["item"])),
-            pa.array(imp["ts"], pa.int64()), self._impression_ids(imp["index"]),
-            pa.array(imp["position"], pa.int32()), pa.array(imp["p_click"], pa.float64()),
-        ], schema=IMPRESSIONS_SCHEMA)
-        click_table = pa.Table.from_arrays([
-            self.user_ids.take(pa.array(clk["user"])), self.item_ids.take(pa.array(clk["item"])),
-            pa.array(clk["ts"], pa.int64()),
-            self._impression_ids(np.maximum(clk["index"], 0), clk["index"] >= 0),
-        ], schema=CLICKS_SCHEMA)
+        imp_table = pa.Table.from_arrays(
+            [
+                self.user_ids.take(pa.array(imp["user"])),
+                self.item_ids.take(pa.array(imp["item"])),
+                pa.array(imp["ts"], pa.int64()),
+                self._impression_ids(imp["index"]),
+                pa.array(imp["position"], pa.int32()),
+                pa.array(imp["p_click"], pa.float64()),
+            ],
+            schema=IMPRESSIONS_SCHEMA,
+        )
+        click_table = pa.Table.from_arrays(
+            [
+                self.user_ids.take(pa.array(clk["user"])),
+                self.item_ids.take(pa.array(clk["item"])),
+                pa.array(clk["ts"], pa.int64()),
+                self._impression_ids(np.maximum(clk["index"], 0), clk["index"] >= 0),
+            ],
+            schema=CLICKS_SCHEMA,
+        )
         pq.write_table(imp_table, os.path.join(self.root, "impressions", name))
         pq.write_table(click_table, os.path.join(self.root, "clicks", name))
         self.parts += 1
@@ -119,15 +160,29 @@ def write_items(root: str, world: World, item_ids: pa.Array) -> int:
     n = world.n_items
     years = pa.array(world.release_year.astype(np.int32), pa.int32(), mask=world.release_year_null)
     titles = pc.binary_join_element_wise("Item ", pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), "")
-    table = pa.Table.from_arrays([item_ids, pa.array(world.item_genre_names(), pa.string()), titles, years,
-                                  pa.array(world.duration_min, pa.float64())], schema=ITEMS_SCHEMA)
+    table = pa.Table.from_arrays(
+        [
+            item_ids,
+            pa.array(world.item_genre_names(), pa.string()),
+            titles,
+            years,
+            pa.array(world.duration_min, pa.float64()),
+        ],
+        schema=ITEMS_SCHEMA,
+    )
     pq.write_table(table, os.path.join(root, "items", "part-00000.parquet"))
     return n
 
 
-def generate(output: str, users: int = DEFAULTS["users"], items: int = DEFAULTS["items"],
-             days: int = DEFAULTS["days"], impressions: int = DEFAULTS["impressions"],
-             seed: int = DEFAULTS["seed"], chunk_rows: int | None = None) -> dict:
+def generate(
+    output: str,
+    users: int = DEFAULTS["users"],
+    items: int = DEFAULTS["items"],
+    days: int = DEFAULTS["days"],
+    impressions: int = DEFAULTS["impressions"],
+    seed: int = DEFAULTS["seed"],
+    chunk_rows: int | None = None,
+) -> dict:
     """Write RAW at `output` (atomically); return a summary."""
     started = time.perf_counter()
     if chunk_rows is None:
@@ -153,12 +208,22 @@ def generate(output: str, users: int = DEFAULTS["users"], items: int = DEFAULTS[
             stats["late"] += int(ev.click_late.sum())
             stats["with_id"] += int(ev.click_has_id.sum())
             while next_decile < 10 and generated * 10 >= next_decile * impressions:
-                log.info("%3d%%: %d of %d impressions simulated, %d written in %d part files",
-                         next_decile * 10, generated, impressions, writer.impressions_written, writer.parts)
+                log.info(
+                    "%3d%%: %d of %d impressions simulated, %d written in %d part files",
+                    next_decile * 10,
+                    generated,
+                    impressions,
+                    writer.impressions_written,
+                    writer.parts,
+                )
                 next_decile += 1
         writer.flush()
-        log.info("100%%: %d impressions and %d clicks written in %d part files",
-                 writer.impressions_written, writer.clicks_written, writer.parts)
+        log.info(
+            "100%%: %d impressions and %d clicks written in %d part files",
+            writer.impressions_written,
+            writer.clicks_written,
+            writer.parts,
+        )
         n_items = write_items(staging, world, item_ids)
         summary = {
             "output": stage.final,

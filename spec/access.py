@@ -2,6 +2,7 @@
 
 These are the only functions that know where things live inside feature_spec.json.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -9,8 +10,8 @@ import posixpath
 from spec.format import EMBEDDED_KINDS, NUMERIC_KIND, OOV_INDEX, PADDING_INDEX, SpecError
 from spec.validate import check_entry, rows_per_record  # noqa: F401 - rows_per_record is an accessor too
 
-
 # ---------------------------------------------------------------- entries
+
 
 def features_by_role(spec: dict, role: str) -> list[dict]:
     return [entry for entry in spec["features"] if entry["role"] == role]
@@ -51,8 +52,16 @@ def checked_model_inputs(spec: dict) -> list[dict]:
 
 def embedded_fields(spec: dict) -> list[dict]:
     """`name`, `kind`, `vocab_size`, `embedding_table` of the embedded model inputs, in spec order."""
-    return [{"name": e["name"], "kind": e["kind"], "vocab_size": int(e["vocab_size"]), "embedding_table": embedding_table(e)}
-            for e in checked_model_inputs(spec) if e["kind"] in EMBEDDED_KINDS]
+    return [
+        {
+            "name": e["name"],
+            "kind": e["kind"],
+            "vocab_size": int(e["vocab_size"]),
+            "embedding_table": embedding_table(e),
+        }
+        for e in checked_model_inputs(spec)
+        if e["kind"] in EMBEDDED_KINDS
+    ]
 
 
 def numeric_names(spec: dict) -> list[str]:
@@ -64,6 +73,7 @@ def is_bucketized_table(spec: dict, table: str) -> bool:
 
 
 # ---------------------------------------------------------------- splits and layout
+
 
 def split_names(spec: dict) -> list[str]:
     return list(spec.get("splits") or {})
@@ -93,6 +103,7 @@ def spec_hash(spec: dict) -> str:
 
 
 # ---------------------------------------------------------------- vocabularies
+
 
 def get_vocabulary(spec: dict, name: str) -> dict | None:
     return (spec.get("vocabularies") or {}).get(name)

@@ -3,6 +3,7 @@
 TensorFlow and pyarrow are imported only when a conversion is asked for, so the Spark
 side can build specs without them.
 """
+
 from __future__ import annotations
 
 # spec dtype: (tf.dtypes name, pyarrow type alias)

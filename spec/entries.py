@@ -6,6 +6,7 @@ of the file (docs/feature_spec.md), and checks the entry it builds.
     spec.bucketized("item_ctr_bucket", source="item_ctr", boundaries=[0.01, 0.05])
     spec.new_spec(features, vocabularies, compression="GZIP", rows_per_record=64)
 """
+
 from __future__ import annotations
 
 from spec.format import FORMAT_VERSION, LABEL_NAME, OOV_INDEX, PADDING_INDEX, compute_spec_hash
@@ -16,23 +17,48 @@ def _entry(name: str, role: str, kind: str, dtype: str, shape: list, **extra) ->
     return check_entry({"name": name, "role": role, "kind": kind, "dtype": dtype, "shape": shape, **extra})
 
 
-def categorical(name: str, *, vocab_size: int, vocabulary: str | None = None,
-                embedding_table: str | None = None) -> dict:
+def categorical(
+    name: str, *, vocab_size: int, vocabulary: str | None = None, embedding_table: str | None = None
+) -> dict:
     """int64 scalar index; the embedding table defaults to the vocabulary's name, else the feature's."""
     extra = {"vocabulary": vocabulary} if vocabulary is not None else {}
-    return _entry(name, "model_input", "categorical", "int64", [], **extra,
-                  embedding_table=embedding_table or vocabulary or name, vocab_size=int(vocab_size))
+    return _entry(
+        name,
+        "model_input",
+        "categorical",
+        "int64",
+        [],
+        **extra,
+        embedding_table=embedding_table or vocabulary or name,
+        vocab_size=int(vocab_size),
+    )
 
 
 def bucketized(name: str, *, source: str, boundaries: list) -> dict:
     """Categorical bucket index of the numeric `source`: 0 = null, 1 + bisect_right(boundaries, raw)."""
-    return _entry(name, "model_input", "categorical", "int64", [], embedding_table=name,
-                  vocab_size=len(boundaries) + 2, bucketization={"source": source, "boundaries": list(boundaries)})
+    return _entry(
+        name,
+        "model_input",
+        "categorical",
+        "int64",
+        [],
+        embedding_table=name,
+        vocab_size=len(boundaries) + 2,
+        bucketization={"source": source, "boundaries": list(boundaries)},
+    )
 
 
 def _indices(kind: str, name: str, length: int, vocabulary: str, vocab_size: int, embedding_table: str | None) -> dict:
-    return _entry(name, "model_input", kind, "int64", [int(length)], vocabulary=vocabulary,
-                  embedding_table=embedding_table or vocabulary, vocab_size=int(vocab_size))
+    return _entry(
+        name,
+        "model_input",
+        kind,
+        "int64",
+        [int(length)],
+        vocabulary=vocabulary,
+        embedding_table=embedding_table or vocabulary,
+        vocab_size=int(vocab_size),
+    )
 
 
 def sequence(name: str, *, length: int, vocabulary: str, vocab_size: int, embedding_table: str | None = None) -> dict:
@@ -40,8 +66,9 @@ def sequence(name: str, *, length: int, vocabulary: str, vocab_size: int, embedd
     return _indices("sequence", name, length, vocabulary, vocab_size, embedding_table)
 
 
-def multi_categorical(name: str, *, length: int, vocabulary: str, vocab_size: int,
-                      embedding_table: str | None = None) -> dict:
+def multi_categorical(
+    name: str, *, length: int, vocabulary: str, vocab_size: int, embedding_table: str | None = None
+) -> dict:
     """int64 [length], a set of indices padded with 0."""
     return _indices("multi_categorical", name, length, vocabulary, vocab_size, embedding_table)
 
@@ -62,8 +89,14 @@ def metadata(name: str, dtype: str, default=None) -> dict:
 
 def vocabulary(*, size: int, num_tokens: int, min_count: int, path: str) -> dict:
     """An entry of `vocabularies`: index 0 = padding, 1 = out-of-vocabulary, tokens from 2."""
-    return {"size": int(size), "num_tokens": int(num_tokens), "padding_index": PADDING_INDEX,
-            "oov_index": OOV_INDEX, "min_count": int(min_count), "path": path}
+    return {
+        "size": int(size),
+        "num_tokens": int(num_tokens),
+        "padding_index": PADDING_INDEX,
+        "oov_index": OOV_INDEX,
+        "min_count": int(min_count),
+        "path": path,
+    }
 
 
 def split(*, pattern: str, num_examples: int, label_rate: float | None) -> dict:
@@ -71,11 +104,22 @@ def split(*, pattern: str, num_examples: int, label_rate: float | None) -> dict:
     return {"pattern": pattern, "num_examples": int(num_examples), "label_rate": label_rate}
 
 
-def new_spec(features: list[dict], vocabularies: dict, *, compression: str, rows_per_record: int = 1,
-             label_name: str = LABEL_NAME) -> dict:
+def new_spec(
+    features: list[dict],
+    vocabularies: dict,
+    *,
+    compression: str,
+    rows_per_record: int = 1,
+    label_name: str = LABEL_NAME,
+) -> dict:
     """The spec with its hash (splits are added once the shards are written; they are not hashed)."""
-    spec = {"format_version": FORMAT_VERSION, "compression": compression, "label": label_name,
-            "features": list(features), "vocabularies": dict(vocabularies)}
+    spec = {
+        "format_version": FORMAT_VERSION,
+        "compression": compression,
+        "label": label_name,
+        "features": list(features),
+        "vocabularies": dict(vocabularies),
+    }
     if int(rows_per_record) != 1:  # absent means one Example per record, so earlier specs keep their hash
         spec["rows_per_record"] = int(rows_per_record)
     spec["spec_hash"] = compute_spec_hash(spec)

@@ -1,4 +1,5 @@
 """Reading feature_spec.json from a SAMPLES directory (local or any tf.io.gfile path)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The constants of the `feature_spec.json` format (docs/feature_spec.md) and its hash."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,11 @@ class SpecError(ValueError):
 
 def compute_spec_hash(spec: dict) -> str:
     """sha256 of the canonical JSON of the parts that define the samples' meaning."""
-    payload = {key: spec.get(key) for key in HASHED_KEYS
-               if key not in HASH_DEFAULTS or spec.get(key, HASH_DEFAULTS[key]) != HASH_DEFAULTS[key]}
+    payload = {
+        key: spec.get(key)
+        for key in HASHED_KEYS
+        if key not in HASH_DEFAULTS or spec.get(key, HASH_DEFAULTS[key]) != HASH_DEFAULTS[key]
+    }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

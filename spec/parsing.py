@@ -2,6 +2,7 @@
 
 These are the only places that turn spec entries into TensorFlow parsing specs.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,10 @@ def parse_block_features(spec: dict, include_metadata: bool = True) -> dict[str,
     list per record (reshape the flat values to `[-1] + shape`)."""
     import tensorflow as tf
 
-    return {entry["name"]: tf.io.RaggedFeature(tf_dtype(entry["dtype"]), row_splits_dtype=tf.int64)
-            for entry in _parsed_entries(spec, include_metadata)}
+    return {
+        entry["name"]: tf.io.RaggedFeature(tf_dtype(entry["dtype"]), row_splits_dtype=tf.int64)
+        for entry in _parsed_entries(spec, include_metadata)
+    }
 
 
 def parse_features(spec: dict, include_metadata: bool = True) -> dict[str, Any]:
@@ -46,5 +49,7 @@ def input_signature(spec: dict) -> dict[str, Any]:
     """{name: tf.TensorSpec([None] + shape)} of the model inputs: what a served model takes."""
     import tensorflow as tf
 
-    return {e["name"]: tf.TensorSpec([None, *[int(n) for n in e["shape"]]], tf_dtype(e["dtype"]), name=e["name"])
-            for e in model_inputs(spec)}
+    return {
+        e["name"]: tf.TensorSpec([None, *[int(n) for n in e["shape"]]], tf_dtype(e["dtype"]), name=e["name"])
+        for e in model_inputs(spec)
+    }

@@ -2,11 +2,22 @@
 
 Every check raises SpecError (a ValueError) naming the feature and what is wrong.
 """
+
 from __future__ import annotations
 
 from spec.dtypes import DTYPES
-from spec.format import (EMBEDDED_KINDS, FORMAT_VERSION, HASH_DEFAULTS, INPUT_KINDS, KIND_OF_ROLE, MULTI_KINDS,
-                         NUMERIC_KIND, ROLES, SpecError, compute_spec_hash)
+from spec.format import (
+    EMBEDDED_KINDS,
+    FORMAT_VERSION,
+    HASH_DEFAULTS,
+    INPUT_KINDS,
+    KIND_OF_ROLE,
+    MULTI_KINDS,
+    NUMERIC_KIND,
+    ROLES,
+    SpecError,
+    compute_spec_hash,
+)
 
 REQUIRED_KEYS = ("name", "role", "kind", "dtype", "shape")
 NORMALIZATION_KEYS = ("log1p", "mean", "std")
@@ -34,16 +45,21 @@ def _check_embedded(entry: dict) -> None:
     buckets = entry.get("bucketization")
     if buckets is not None:
         if not isinstance(buckets, dict) or "source" not in buckets or not isinstance(buckets.get("boundaries"), list):
-            raise SpecError(f"feature '{name}': bucketization must be {{'source', 'boundaries': [...]}}, got {buckets!r}")
+            raise SpecError(
+                f"feature '{name}': bucketization must be {{'source', 'boundaries': [...]}}, got {buckets!r}"
+            )
         if entry["vocab_size"] != len(buckets["boundaries"]) + 2:
-            raise SpecError(f"bucketized feature '{name}' has vocab_size {entry['vocab_size']}, "
-                            f"expected len(boundaries) + 2 = {len(buckets['boundaries']) + 2}")
+            raise SpecError(
+                f"bucketized feature '{name}' has vocab_size {entry['vocab_size']}, "
+                f"expected len(boundaries) + 2 = {len(buckets['boundaries']) + 2}"
+            )
 
 
 def _check_scalar(entry: dict, dtype: str) -> None:
     if entry["dtype"] != dtype or entry["shape"] != []:
-        raise SpecError(f"{entry['kind']} feature '{entry['name']}' must be a {dtype} scalar, "
-                        f"got {entry['dtype']} {entry['shape']}")
+        raise SpecError(
+            f"{entry['kind']} feature '{entry['name']}' must be a {dtype} scalar, got {entry['dtype']} {entry['shape']}"
+        )
 
 
 def check_entry(entry: dict) -> dict:
@@ -90,8 +106,14 @@ def check_embedded_fields(fields, owner: str) -> list[dict]:
         vocab = f["vocab_size"]
         if isinstance(vocab, bool) or int(vocab) != vocab or int(vocab) < 2:
             raise ValueError(f"{owner}: field '{f['name']}' needs an integer vocab_size >= 2, got {vocab!r}")
-        out.append({"name": str(f["name"]), "kind": f["kind"], "vocab_size": int(vocab),
-                    "embedding_table": str(f.get("embedding_table") or f["name"])})
+        out.append(
+            {
+                "name": str(f["name"]),
+                "kind": f["kind"],
+                "vocab_size": int(vocab),
+                "embedding_table": str(f.get("embedding_table") or f["name"]),
+            }
+        )
     return out
 
 
@@ -106,7 +128,9 @@ def rows_per_record(spec: dict) -> int:
 def validate_spec(spec: dict) -> dict:
     """The spec itself if it is a whole, valid spec whose hash matches its content."""
     if spec.get("format_version") != FORMAT_VERSION:
-        raise SpecError(f"unsupported feature spec format_version {spec.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise SpecError(
+            f"unsupported feature spec format_version {spec.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
     names = set()
     for entry in spec.get("features", []):
         check_entry(entry)
@@ -119,8 +143,10 @@ def validate_spec(spec: dict) -> dict:
         # A block holds every feature of every row: nulls are written as NULL_VALUES, so no other default can apply.
         for entry in spec.get("features", []):
             if entry.get("default") is not None:
-                raise SpecError(f"feature '{entry['name']}' has default {entry['default']!r}, but with "
-                                "rows_per_record > 1 a null is stored as NaN / \"\" / -1: its default must be null")
+                raise SpecError(
+                    f"feature '{entry['name']}' has default {entry['default']!r}, but with "
+                    'rows_per_record > 1 a null is stored as NaN / "" / -1: its default must be null'
+                )
     expected = compute_spec_hash(spec)
     if spec.get("spec_hash") != expected:
         raise SpecError(f"feature spec hash mismatch: file says {spec.get('spec_hash')}, content hashes to {expected}")

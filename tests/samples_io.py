@@ -1,4 +1,5 @@
 """Test helpers: read a SAMPLES directory back into pandas (small data only)."""
+
 import glob
 import json
 import os
@@ -7,8 +8,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from spec import load_spec
 from pipelines.tf_input import record_parser
+from spec import load_spec
 
 
 def read_split(samples_dir: str, split: str) -> pd.DataFrame:

@@ -5,6 +5,7 @@
 of the time range. Not to be confused with the `calibration` metric of `pipelines.metrics`
 (mean score / mean label).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,15 @@ def realized_labels(impressions: pd.DataFrame, clicks: pd.DataFrame, max_delay_s
     clicked_ids = set(clicks.loc[with_id, "impression_id"])
     anonymous = clicks.loc[~with_id, ["user_id", "item_id", "ts"]].sort_values("ts")
     imps = impressions[["user_id", "item_id", "ts", "impression_id"]].sort_values("ts")
-    matched = pd.merge_asof(anonymous, imps, on="ts", by=["user_id", "item_id"], direction="backward",
-                            tolerance=max_delay_s, allow_exact_matches=True)
+    matched = pd.merge_asof(
+        anonymous,
+        imps,
+        on="ts",
+        by=["user_id", "item_id"],
+        direction="backward",
+        tolerance=max_delay_s,
+        allow_exact_matches=True,
+    )
     clicked_ids.update(matched["impression_id"].dropna())
     return impressions["impression_id"].isin(clicked_ids).to_numpy()
 
@@ -30,8 +38,9 @@ def realized_labels(impressions: pd.DataFrame, clicks: pd.DataFrame, max_delay_s
 def oracle_vs_popularity(raw_dir: str, train_fraction: float = 0.7) -> dict:
     """Oracle (`p_click`) AUC vs popularity AUC on the impressions after the first `train_fraction`
     of the impressions' time range; an item's popularity score is its clicks before that cut."""
-    imps = pq.read_table(f"{raw_dir}/impressions", columns=["user_id", "item_id", "ts", "impression_id", "p_click"]
-                         ).to_pandas()
+    imps = pq.read_table(
+        f"{raw_dir}/impressions", columns=["user_id", "item_id", "ts", "impression_id", "p_click"]
+    ).to_pandas()
     clicks = pq.read_table(f"{raw_dir}/clicks", columns=["user_id", "item_id", "ts", "impression_id"]).to_pandas()
     labels = realized_labels(imps, clicks)
     t_min, t_max = int(imps["ts"].min()), int(imps["ts"].max())

@@ -1,4 +1,5 @@
 """build_samples end to end on small synthetic data (CSV input with injected bad rows)."""
+
 import glob
 import os
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 from pipelines.build_samples import RejectFractionError, build_samples
 from pipelines.config import load_config
 from spec import load_spec, model_inputs
-from tests.samples_io import raw_value, read_all, report
+from tests.samples_io import raw_value, read_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1767225600  # generator start, 2026-01-01
@@ -21,15 +22,39 @@ LOOKBACK_DAYS = 5
 VALID_START, TEST_START = "2026-01-08", "2026-01-10"
 CUT = T0 + 11 * DAY + DAY // 2  # events at or after this are removed for the point-in-time build
 
-INJECTED_IMPRESSION_REJECTS = {"null_user_id": 2, "null_item_id": 2, "unparsable_ts": 2,
-                               "ts_out_of_range": 2, "duplicate_impression": 2}
+INJECTED_IMPRESSION_REJECTS = {
+    "null_user_id": 2,
+    "null_item_id": 2,
+    "unparsable_ts": 2,
+    "ts_out_of_range": 2,
+    "duplicate_impression": 2,
+}
 INJECTED_CLICK_REJECTS = {"unparsable_ts": 2, "duplicate_click": 2}
 
 
 def _generate(out_dir):
-    subprocess.run([sys.executable, "-m", "jobs.generate_synthetic", "--output", str(out_dir), "--users", "150",
-                    "--items", "120", "--days", "12", "--impressions", "5000", "--seed", "7"],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.generate_synthetic",
+            "--output",
+            str(out_dir),
+            "--users",
+            "150",
+            "--items",
+            "120",
+            "--days",
+            "12",
+            "--impressions",
+            "5000",
+            "--seed",
+            "7",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return {name: pd.read_parquet(os.path.join(out_dir, name)) for name in ("impressions", "clicks", "items")}
 
 
@@ -48,22 +73,28 @@ def raw(tmp_path_factory):
     clicks = tables["clicks"].astype({"ts": "string"})
     items = tables["items"]
     first = imps.iloc[0]
-    bad_imps = pd.DataFrame([
-        {**first, "user_id": "", "impression_id": "bad-1"},
-        {**first, "user_id": None, "impression_id": "bad-2"},
-        {**first, "item_id": "   ", "impression_id": "bad-3"},
-        {**first, "item_id": None, "impression_id": "bad-4"},
-        {**first, "ts": "not-a-time", "impression_id": "bad-5"},
-        {**first, "ts": "", "impression_id": "bad-6"},
-        {**first, "ts": str(T0 * 1000), "impression_id": "bad-7"},
-        {**first, "ts": str(T0 * 1000 + 5), "impression_id": "bad-8"},
-        dict(first),                                              # repeats impression_id of row 0
-        {**imps.iloc[1]},
-    ])
-    bad_clicks = pd.DataFrame([
-        {**clicks.iloc[0], "ts": "garbage"}, {**clicks.iloc[1], "ts": "12:00"},
-        dict(clicks.iloc[2]), dict(clicks.iloc[3]),
-    ])
+    bad_imps = pd.DataFrame(
+        [
+            {**first, "user_id": "", "impression_id": "bad-1"},
+            {**first, "user_id": None, "impression_id": "bad-2"},
+            {**first, "item_id": "   ", "impression_id": "bad-3"},
+            {**first, "item_id": None, "impression_id": "bad-4"},
+            {**first, "ts": "not-a-time", "impression_id": "bad-5"},
+            {**first, "ts": "", "impression_id": "bad-6"},
+            {**first, "ts": str(T0 * 1000), "impression_id": "bad-7"},
+            {**first, "ts": str(T0 * 1000 + 5), "impression_id": "bad-8"},
+            dict(first),  # repeats impression_id of row 0
+            {**imps.iloc[1]},
+        ]
+    )
+    bad_clicks = pd.DataFrame(
+        [
+            {**clicks.iloc[0], "ts": "garbage"},
+            {**clicks.iloc[1], "ts": "12:00"},
+            dict(clicks.iloc[2]),
+            dict(clicks.iloc[3]),
+        ]
+    )
     dropped_items = set(items["item_id"].iloc[:3])
     raw_tables = {
         "impressions": pd.concat([imps, bad_imps], ignore_index=True),
@@ -74,10 +105,18 @@ def raw(tmp_path_factory):
 
 
 def _config(**overrides):
-    sets = [f"{k}={v}" for k, v in {
-        "input.format": "csv", "split.valid_start": VALID_START, "split.test_start": TEST_START,
-        "history.lookback_days": LOOKBACK_DAYS, "passthrough": "[p_click, impression_id]",
-        "spark.output_partitions": 2, **overrides}.items()]
+    sets = [
+        f"{k}={v}"
+        for k, v in {
+            "input.format": "csv",
+            "split.valid_start": VALID_START,
+            "split.test_start": TEST_START,
+            "history.lookback_days": LOOKBACK_DAYS,
+            "passthrough": "[p_click, impression_id]",
+            "spark.output_partitions": 2,
+            **overrides,
+        }.items()
+    ]
     return load_config("build_samples", None, sets)
 
 
@@ -102,14 +141,20 @@ def test_layout_spec_and_report(built):
     assert roles["label"] == "label"
     for name in ("user_id", "item_id", "ts", "p_click", "impression_id"):
         assert roles[name] == "metadata", name
-    assert {"hist_click_items", "hist_skip_items", "user_top_genres", "item_genres", "item_ctr",
-            "item_ctr_bucket", "position_idx"} <= {f["name"] for f in model_inputs(spec)}
+    assert {
+        "hist_click_items",
+        "hist_skip_items",
+        "user_top_genres",
+        "item_genres",
+        "item_ctr",
+        "item_ctr_bucket",
+        "position_idx",
+    } <= {f["name"] for f in model_inputs(spec)}
     # Vocabulary files hold exactly size - 2 tokens, indexed from 2.
     item_vocab = pd.read_parquet(os.path.join(out, "vocab", "item_id"))
     assert sorted(item_vocab["index"]) == list(range(2, spec["vocabularies"]["item_id"]["size"]))
     rep = built["report"]
-    assert {k: v["rows"] for k, v in rep["samples"].items()} == \
-        built["samples"].groupby("split").size().to_dict()
+    assert {k: v["rows"] for k, v in rep["samples"].items()} == built["samples"].groupby("split").size().to_dict()
     assert set(rep["step_seconds"]) >= {"validate", "labels", "features", "write_tfrecords"}
 
 
@@ -138,14 +183,17 @@ def _pandas_labels(imps: pd.DataFrame, clicks: pd.DataFrame) -> pd.Series:
     imps = imps.assign(ts=imps["ts"].astype("int64"), key="id:" + imps["impression_id"])
     clicks = clicks.assign(ts=clicks["ts"].astype("int64"))
     with_id = clicks[clicks["impression_id"].notna()].merge(
-        imps[["impression_id", "ts"]], on="impression_id", how="inner", suffixes=("", "_imp"))
+        imps[["impression_id", "ts"]], on="impression_id", how="inner", suffixes=("", "_imp")
+    )
     ok = (with_id["ts"] >= with_id["ts_imp"]) & (with_id["ts"] - with_id["ts_imp"] <= WINDOW)
     credited = set(with_id.loc[ok, "impression_id"])
     without = clicks[clicks["impression_id"].isna()].sort_values("ts")
     right = imps.sort_values(["ts", "key"])[["user_id", "item_id", "ts", "impression_id"]].rename(
-        columns={"impression_id": "matched", "ts": "ts_imp"})
-    asof = pd.merge_asof(without, right, left_on="ts", right_on="ts_imp", by=["user_id", "item_id"],
-                         direction="backward")
+        columns={"impression_id": "matched", "ts": "ts_imp"}
+    )
+    asof = pd.merge_asof(
+        without, right, left_on="ts", right_on="ts_imp", by=["user_id", "item_id"], direction="backward"
+    )
     ok = asof["matched"].notna() & (asof["ts"] - asof["ts_imp"] <= WINDOW)
     credited |= set(asof.loc[ok, "matched"])
     return imps.set_index("impression_id")["ts"].index.to_series().isin(credited).astype(int)
@@ -190,6 +238,7 @@ def test_missing_items_get_the_unknown_genre(built, raw):
 
 def test_features_before_a_cut_do_not_change_when_later_events_are_removed(spark, built, raw, tmp_path):
     """Point-in-time: drop every event at or after CUT; samples before CUT keep identical features."""
+
     def before_cut(df):
         ts = pd.to_numeric(df["ts"], errors="coerce")
         return df[ts.isna() | (ts < CUT)]
@@ -227,14 +276,19 @@ def test_too_many_rejects_fail_clearly_and_leave_no_output(spark, raw, tmp_path)
         (out / name).write_text("kept")
     with pytest.raises(RejectFractionError, match=r"max_reject_fraction.*unparsable_ts"):
         build_samples(spark, raw_dir, str(out), _config(**{"validation.max_reject_fraction": 0.0001}))
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "feature_spec.json", "previous-output"], \
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "feature_spec.json", "previous-output"], (
         "a failed run leaves the previous output untouched"
+    )
     assert not [p for p in os.listdir(tmp_path) if "staging" in p], "no staging directory is left behind"
 
 
 def test_job_cli_rejects_unknown_config_keys():
     """A typo in --set fails at once and names the key."""
-    result = subprocess.run([sys.executable, "-m", "jobs.build_samples", "--input", "x", "--output", "y",
-                             "--set", "history.max_lenn=3"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.build_samples", "--input", "x", "--output", "y", "--set", "history.max_lenn=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "unknown config key 'history.max_lenn'" in result.stderr

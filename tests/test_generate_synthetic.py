@@ -1,4 +1,5 @@
 """sources/synthetic.py and its job: contract, determinism, click-log consistency and signal, on real files."""
+
 from __future__ import annotations
 
 import json
@@ -53,6 +54,7 @@ def test_step_counts_sum_exactly_and_follow_a_daily_pattern():
 
 # -- contract -----------------------------------------------------------------------------------
 
+
 def test_schema_matches_the_raw_contract(default_raw):
     raw, _ = default_raw
     imp = pq.read_schema(next((raw / "impressions").glob("*.parquet")))
@@ -63,8 +65,12 @@ def test_schema_matches_the_raw_contract(default_raw):
     assert imp.field("position").type in (pa.int32(), pa.int64())
     assert imp.field("p_click").type == pa.float64()
     clk = pq.read_schema(next((raw / "clicks").glob("*.parquet")))
-    assert [(f.name, f.type) for f in clk] == [("user_id", pa.string()), ("item_id", pa.string()),
-                                               ("ts", pa.int64()), ("impression_id", pa.string())]
+    assert [(f.name, f.type) for f in clk] == [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("ts", pa.int64()),
+        ("impression_id", pa.string()),
+    ]
     items = pq.read_schema(next((raw / "items").glob("*.parquet")))
     assert items.field("item_id").type == pa.string()
     assert items.field("genres").type == pa.string()
@@ -149,9 +155,15 @@ def test_every_click_credits_a_real_impression_or_is_late_or_orphan(default_data
 
     # Clicks without an id: the latest impression of the same user and item at most 2 h before, else orphan.
     anonymous = clicks[clicks["impression_id"].isna()].drop(columns="impression_id").sort_values("ts")
-    matched = pd.merge_asof(anonymous, imps[["user_id", "item_id", "ts", "impression_id"]].rename(
-        columns={"ts": "imp_ts"}).sort_values("imp_ts"), left_on="ts", right_on="imp_ts",
-        by=["user_id", "item_id"], direction="backward", tolerance=7200)
+    matched = pd.merge_asof(
+        anonymous,
+        imps[["user_id", "item_id", "ts", "impression_id"]].rename(columns={"ts": "imp_ts"}).sort_values("imp_ts"),
+        left_on="ts",
+        right_on="imp_ts",
+        by=["user_id", "item_id"],
+        direction="backward",
+        tolerance=7200,
+    )
     orphans = matched["impression_id"].isna()
     delay_anonymous = (matched.loc[~orphans, "ts"] - matched.loc[~orphans, "imp_ts"]).to_numpy()
     delays = np.concatenate([delay_with_id, delay_anonymous])
@@ -169,6 +181,7 @@ def test_every_click_credits_a_real_impression_or_is_late_or_orphan(default_data
 
 
 # -- determinism, atomic output, bounded memory ----------------------------------------------------
+
 
 def test_same_seed_identical_files_different_seed_different(tmp_path):
     args = dict(users=300, items=200, days=3, impressions=12_000, chunk_rows=4_000)
@@ -210,18 +223,53 @@ def test_rerun_replaces_output_and_failure_leaves_it_untouched(tmp_path):
 
 
 def test_main_prints_a_summary(tmp_path, capsys):
-    assert main(["--output", str(tmp_path / "raw"), "--users", "100", "--items", "50", "--days", "2",
-                 "--impressions", "2000", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "--output",
+                str(tmp_path / "raw"),
+                "--users",
+                "100",
+                "--items",
+                "50",
+                "--days",
+                "2",
+                "--impressions",
+                "2000",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["impressions"] == 2000 and summary["output"] == str(tmp_path / "raw")
     assert 0 < summary["click_rate"] < 1
 
 
 def test_runs_as_a_module(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "jobs.generate_synthetic", "--output", str(tmp_path / "raw"),
-                          "--users", "50", "--items", "30", "--days", "1", "--impressions", "300"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.generate_synthetic",
+            "--output",
+            str(tmp_path / "raw"),
+            "--users",
+            "50",
+            "--items",
+            "30",
+            "--days",
+            "1",
+            "--impressions",
+            "300",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["impressions"] == 300
     assert "100%" in out.stderr  # progress logged

@@ -5,6 +5,7 @@ the rules in features/history.py's docstring. The generated data is tie-heavy (m
 many at the same second), has users without any prior event, users with a single event, and puts events
 exactly on the lookback, attribution-window and recent-days edges of queries.
 """
+
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -46,22 +47,48 @@ def generate(seed=0, n_users=25, n_items=12, n_impressions=2500, n_clicks=700):
         return [f"oov{o}" if i == 1 else f"i{i:02d}" for i, o in zip(idx, oov)], idx
 
     ids, idx = item_ids(n_impressions)
-    imps = pd.DataFrame({"user_id": rng.choice(users, n_impressions, p=weights), "item_id": ids,
-                         "item_idx": idx, "ts": times(n_impressions),
-                         "label": (rng.random(n_impressions) < 0.3).astype(int)})
+    imps = pd.DataFrame(
+        {
+            "user_id": rng.choice(users, n_impressions, p=weights),
+            "item_id": ids,
+            "item_idx": idx,
+            "ts": times(n_impressions),
+            "label": (rng.random(n_impressions) < 0.3).astype(int),
+        }
+    )
     ids, idx = item_ids(n_clicks)
-    clicks = pd.DataFrame({"user_id": rng.choice(users, n_clicks, p=weights), "item_id": ids, "item_idx": idx,
-                           "ts": times(n_clicks)})
+    clicks = pd.DataFrame(
+        {"user_id": rng.choice(users, n_clicks, p=weights), "item_id": ids, "item_idx": idx, "ts": times(n_clicks)}
+    )
     # Zero-length and single-event histories: users with one impression only, with a click only, with one of each.
-    edge_users = pd.DataFrame({"user_id": ["u_one_impression", "u_one_each"], "item_id": ["i03", "i04"],
-                               "item_idx": [3, 4], "ts": [T0 + 50, T0 + 60], "label": [0, 1]})
+    edge_users = pd.DataFrame(
+        {
+            "user_id": ["u_one_impression", "u_one_each"],
+            "item_id": ["i03", "i04"],
+            "item_idx": [3, 4],
+            "ts": [T0 + 50, T0 + 60],
+            "label": [0, 1],
+        }
+    )
     imps = pd.concat([imps, edge_users, _edges_of(T0 + 1000)], ignore_index=True)
-    clicks = pd.concat([clicks, pd.DataFrame({"user_id": ["u_click_only", "u_one_each"], "item_id": ["i05", "i04"],
-                                              "item_idx": [5, 4], "ts": [T0 + 70, T0 + 55]}),
-                        _edge_clicks(T0 + 1000)], ignore_index=True)
+    clicks = pd.concat(
+        [
+            clicks,
+            pd.DataFrame(
+                {
+                    "user_id": ["u_click_only", "u_one_each"],
+                    "item_id": ["i05", "i04"],
+                    "item_idx": [5, 4],
+                    "ts": [T0 + 70, T0 + 55],
+                }
+            ),
+            _edge_clicks(T0 + 1000),
+        ],
+        ignore_index=True,
+    )
     clicks["genre_idxs"] = [genres[i] for i in clicks["item_idx"]]
     imps["impression_id"] = [f"imp{i:05d}" for i in range(len(imps))]
-    imps["p_click"] = rng.random(len(imps))      # passthrough columns must come back unchanged
+    imps["p_click"] = rng.random(len(imps))  # passthrough columns must come back unchanged
     imps["tags"] = [["a", "b"][: i % 3] for i in range(len(imps))]
     return imps, clicks
 
@@ -69,8 +96,9 @@ def generate(seed=0, n_users=25, n_items=12, n_impressions=2500, n_clicks=700):
 def _edges_of(t):
     """A query of user u_edges and item i_edges at t, and impressions exactly on and just past each edge."""
     at = [t - WINDOW, t - WINDOW - 1, t - LOOKBACK, t - LOOKBACK - 1, t - RECENT, t - RECENT - 1, t, t]
-    return pd.DataFrame({"user_id": "u_edges", "item_id": "i_edges", "item_idx": range(2, 2 + len(at)),
-                         "ts": at, "label": 0})
+    return pd.DataFrame(
+        {"user_id": "u_edges", "item_id": "i_edges", "item_idx": range(2, 2 + len(at)), "ts": at, "label": 0}
+    )
 
 
 def _edge_clicks(t):
@@ -93,13 +121,20 @@ def reference_user_history(imps, clicks, window, lookback, max_len, top_genres, 
     out = {}
     for imp in imps.itertuples():
         t = imp.ts
-        prior_clicks = sorted((c for c in user_clicks[imp.user_id] if t - lookback <= c[0] < t),
-                              key=lambda c: (c[0], c[1]))
+        prior_clicks = sorted(
+            (c for c in user_clicks[imp.user_id] if t - lookback <= c[0] < t), key=lambda c: (c[0], c[1])
+        )
         newest_clicks = prior_clicks[::-1]
-        skips = sorted(((ts, item) for ts, item, label in user_imps[imp.user_id]
-                        if label == 0 and ts + window < t and ts >= t - lookback))[::-1]
-        counts = Counter(g for _, _, genres in newest_clicks[:genre_history_len] for g in (genres or [])
-                         if g is not None and g > 0)
+        skips = sorted(
+            (
+                (ts, item)
+                for ts, item, label in user_imps[imp.user_id]
+                if label == 0 and ts + window < t and ts >= t - lookback
+            )
+        )[::-1]
+        counts = Counter(
+            g for _, _, genres in newest_clicks[:genre_history_len] for g in (genres or []) if g is not None and g > 0
+        )
         top = [g for g, _ in sorted(counts.items(), key=lambda gc: (-gc[1], gc[0]))]
         out[imp.impression_id] = {
             "hist_click_items": _pad([item for _, item, _ in newest_clicks], max_len),
@@ -123,7 +158,7 @@ def reference_item_statistics(imps, clicks, lookback, recent):
     for imp in imps.itertuples():
         t = imp.ts
 
-        def within(times, span):
+        def within(times, span, t=t):
             return sum(t - span <= ts < t for ts in times)
 
         out[imp.impression_id] = {
@@ -136,11 +171,20 @@ def reference_item_statistics(imps, clicks, lookback, recent):
 
 
 # ---------------------------------------------------------------- comparison
-IMPRESSIONS_SCHEMA = ("user_id string, item_id string, item_idx long, ts long, label int, impression_id string, "
-                      "p_click double, tags array<string>")
+IMPRESSIONS_SCHEMA = (
+    "user_id string, item_id string, item_idx long, ts long, label int, impression_id string, "
+    "p_click double, tags array<string>"
+)
 CLICKS_SCHEMA = "user_id string, item_id string, item_idx long, ts long, genre_idxs array<long>"
-USER_FEATURES = ["hist_click_items", "hist_skip_items", "hist_click_len", "hist_skip_len", "user_top_genres",
-                 "user_impressions", "user_clicks"]
+USER_FEATURES = [
+    "hist_click_items",
+    "hist_skip_items",
+    "hist_click_len",
+    "hist_skip_len",
+    "user_top_genres",
+    "user_impressions",
+    "user_clicks",
+]
 ITEM_FEATURES = ["item_impressions", "item_clicks", "item_impressions_recent", "item_clicks_recent"]
 
 
@@ -152,9 +196,11 @@ def compare(spark, module, imps, clicks, max_len, top_genres, genre_history_len,
     """Run `module`'s user_history and item_statistics on the frames; assert every column equals the reference."""
     imps_df = spark.createDataFrame(imps[[c.split()[0] for c in IMPRESSIONS_SCHEMA.split(", ")]], IMPRESSIONS_SCHEMA)
     clicks_df = spark.createDataFrame(clicks[[c.split()[0] for c in CLICKS_SCHEMA.split(", ")]], CLICKS_SCHEMA)
-    out = module.user_history(imps_df, clicks_df, WINDOW, lookback, max_len, top_genres, genre_history_len) \
-        .transform(lambda d: module.item_statistics(d, clicks_df, lookback, RECENT)) \
+    out = (
+        module.user_history(imps_df, clicks_df, WINDOW, lookback, max_len, top_genres, genre_history_len)
+        .transform(lambda d: module.item_statistics(d, clicks_df, lookback, RECENT))
         .withColumn("item_ctr", module.smoothed_ctr("item_clicks", "item_impressions", 0.2, 5.0))
+    )
     assert out.columns == imps_df.columns + USER_FEATURES + ITEM_FEATURES + ["item_ctr"]
     types = dict(out.dtypes)
     assert {types[c] for c in USER_FEATURES + ITEM_FEATURES} == {"array<bigint>", "bigint"}
@@ -183,8 +229,12 @@ def generated():
     imps, clicks = generate()
     # The data must exercise what it is meant to: ties, empty histories, and events on every edge.
     assert imps.duplicated(["user_id", "ts"]).sum() > 500
-    for key, span, events in (("user_id", LOOKBACK, clicks), ("user_id", WINDOW, imps[imps.label == 0]),
-                              ("item_id", LOOKBACK, imps), ("item_id", RECENT, clicks)):
+    for key, span, events in (
+        ("user_id", LOOKBACK, clicks),
+        ("user_id", WINDOW, imps[imps.label == 0]),
+        ("item_id", LOOKBACK, imps),
+        ("item_id", RECENT, clicks),
+    ):
         queries = imps[[key, "ts"]].drop_duplicates()
         on_edge = queries.assign(ts=queries.ts - span).merge(events[[key, "ts"]])
         assert len(on_edge) > 20, (key, span)
@@ -194,8 +244,11 @@ def generated():
 def test_history_and_item_statistics_equal_the_reference(spark, generated):
     imps, clicks = generated
     got = compare(spark, history, imps, clicks, max_len=3, top_genres=2, genre_history_len=4)
-    edges = {name: _as_python(value) for name, value in got[got.user_id == "u_edges"].iloc[-1].items()
-             if name in USER_FEATURES + ITEM_FEATURES}
+    edges = {
+        name: _as_python(value)
+        for name, value in got[got.user_id == "u_edges"].iloc[-1].items()
+        if name in USER_FEATURES + ITEM_FEATURES
+    }
     # Worked out by hand (see _edges_of): at t, events at t - lookback count, those at t do not; the
     # impressions at t - window are not skips yet, the one at t - lookback is.
     assert (edges["user_clicks"], edges["user_impressions"], edges["hist_skip_items"]) == (4, 5, [3, 6, 7])

@@ -1,4 +1,5 @@
 """sources/movielens.py and its job on hand-written CSVs (exact output) and on the real MovieLens directory."""
+
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from jobs.import_movielens import main
 from sources.movielens import import_movielens
@@ -25,20 +25,15 @@ RATINGS = [  # userId, movieId, rating, timestamp
     (3, 50, "3.49", 1_000_000_500),
 ]
 MOVIES = (
-    'movieId,title,genres\r\n'
-    '10,Toy Story (1995),Adventure|Animation|Children\r\n'
+    "movieId,title,genres\r\n"
+    "10,Toy Story (1995),Adventure|Animation|Children\r\n"
     '20,"American President, The (1995)",Comedy|Drama|Romance\r\n'
-    '30,Hyena Road,(no genres listed)\r\n'
-    '40,Rocky VI (1986) ,Comedy\r\n'
+    "30,Hyena Road,(no genres listed)\r\n"
+    "40,Rocky VI (1986) ,Comedy\r\n"
     '50,"""Great Performances"" Cats (1998)",Musical\r\n'
-    '60,Fawlty Towers (1975-1979),Comedy\r\n'
+    "60,Fawlty Towers (1975-1979),Comedy\r\n"
 )
-TAGS = (
-    "userId,movieId,tag,timestamp\n"
-    "1,10,pixar,1000000001\n"
-    "2,10,\"funny, smart\",1000000002\n"
-    "3,30,war,1000000003\n"
-)
+TAGS = 'userId,movieId,tag,timestamp\n1,10,pixar,1000000001\n2,10,"funny, smart",1000000002\n3,30,war,1000000003\n'
 
 
 def write_tiny(source: Path) -> None:
@@ -64,11 +59,20 @@ def test_tiny_csvs_give_exact_impressions_clicks_and_items(spark, tmp_path):
     summary = import_movielens(spark, str(source), str(raw), 3.5)
 
     imp_types, imp_rows = rows(raw / "impressions", "impression_id")
-    assert imp_types == {"user_id": "string", "item_id": "string", "ts": "int64",
-                         "impression_id": "string", "position": "int32"}
+    assert imp_types == {
+        "user_id": "string",
+        "item_id": "string",
+        "ts": "int64",
+        "impression_id": "string",
+        "position": "int32",
+    }
     assert imp_rows == sorted(
-        [{"user_id": str(u), "item_id": str(m), "ts": t, "impression_id": f"{u}-{m}-{t}", "position": None}
-         for u, m, _, t in RATINGS], key=lambda r: r["impression_id"])
+        [
+            {"user_id": str(u), "item_id": str(m), "ts": t, "impression_id": f"{u}-{m}-{t}", "position": None}
+            for u, m, _, t in RATINGS
+        ],
+        key=lambda r: r["impression_id"],
+    )
 
     click_types, click_rows = rows(raw / "clicks", "impression_id")
     assert click_types == {"user_id": "string", "item_id": "string", "ts": "int64", "impression_id": "string"}
@@ -79,19 +83,44 @@ def test_tiny_csvs_give_exact_impressions_clicks_and_items(spark, tmp_path):
     ]
 
     item_types, item_rows = rows(raw / "items", "item_id")
-    assert item_types == {"item_id": "string", "genres": "string", "title": "string",
-                          "release_year": "int32", "num_tags": "int64"}
+    assert item_types == {
+        "item_id": "string",
+        "genres": "string",
+        "title": "string",
+        "release_year": "int32",
+        "num_tags": "int64",
+    }
     assert item_rows == [
-        {"item_id": "10", "genres": "Adventure|Animation|Children", "title": "Toy Story (1995)",
-         "release_year": 1995, "num_tags": 2},
-        {"item_id": "20", "genres": "Comedy|Drama|Romance", "title": "American President, The (1995)",
-         "release_year": 1995, "num_tags": 0},
+        {
+            "item_id": "10",
+            "genres": "Adventure|Animation|Children",
+            "title": "Toy Story (1995)",
+            "release_year": 1995,
+            "num_tags": 2,
+        },
+        {
+            "item_id": "20",
+            "genres": "Comedy|Drama|Romance",
+            "title": "American President, The (1995)",
+            "release_year": 1995,
+            "num_tags": 0,
+        },
         {"item_id": "30", "genres": "", "title": "Hyena Road", "release_year": None, "num_tags": 1},
         {"item_id": "40", "genres": "Comedy", "title": "Rocky VI (1986)", "release_year": 1986, "num_tags": 0},
-        {"item_id": "50", "genres": "Musical", "title": '"Great Performances" Cats (1998)',
-         "release_year": 1998, "num_tags": 0},
-        {"item_id": "60", "genres": "Comedy", "title": "Fawlty Towers (1975-1979)", "release_year": 1975,
-         "num_tags": 0},
+        {
+            "item_id": "50",
+            "genres": "Musical",
+            "title": '"Great Performances" Cats (1998)',
+            "release_year": 1998,
+            "num_tags": 0,
+        },
+        {
+            "item_id": "60",
+            "genres": "Comedy",
+            "title": "Fawlty Towers (1975-1979)",
+            "release_year": 1975,
+            "num_tags": 0,
+        },
     ]
     assert summary["impressions"] == 6 and summary["clicks"] == 3 and summary["items"] == 6
     assert summary["items_without_year"] == 1 and summary["items_without_genres"] == 1
@@ -115,8 +144,14 @@ def test_threshold_and_rerun_replace_the_output_atomically(spark, tmp_path, caps
 
 
 def test_runs_as_a_script_for_spark_submit():
-    out = subprocess.run([sys.executable, str(ROOT / "jobs" / "import_movielens.py"), "--help"], cwd="/",
-                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "import_movielens.py"), "--help"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert out.returncode == 0, out.stderr
     assert "--click-threshold" in out.stdout
 

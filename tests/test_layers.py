@@ -1,11 +1,21 @@
 """Layers against values worked out by hand (see the comments), config round trips, bad arguments."""
+
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
 
-from models.layers import (MLP, CrossNetwork, CrossNetworkV2, FeatureEmbedding, FieldSlice, FMInteraction,  # noqa: E402
-                           MaskedMeanPooling, NumericFeatures, SparseLinear)
+from models.layers import (  # noqa: E402
+    MLP,
+    CrossNetwork,
+    CrossNetworkV2,
+    FeatureEmbedding,
+    FieldSlice,
+    FMInteraction,
+    MaskedMeanPooling,
+    NumericFeatures,
+    SparseLinear,
+)
 
 X0 = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 2.0]], dtype="float32")
 
@@ -128,7 +138,12 @@ def test_cross_v2_two_layers_match_numpy():
     x = X0.astype("float64")
     for k in range(2):  # x_{l+1} = x0 * (W_l x_l + b_l) + x_l, element by element
         W, bias = weights[2 * k].T, weights[2 * k + 1]
-        x = np.array([[X0[r, i] * (sum(W[i, j] * x[r, j] for j in range(3)) + bias[i]) + x[r, i] for i in range(3)] for r in range(2)])
+        x = np.array(
+            [
+                [X0[r, i] * (sum(W[i, j] * x[r, j] for j in range(3)) + bias[i]) + x[r, i] for i in range(3)]
+                for r in range(2)
+            ]
+        )
     np.testing.assert_allclose(layer(X0).numpy(), x, rtol=1e-5)
 
 
@@ -179,7 +194,10 @@ def test_masked_mean_pooling_config_and_bad_args():
 
 def test_sparse_linear_by_hand():
     layer = SparseLinear(
-        fields=[{"name": "item", "kind": "categorical", "vocab_size": 4}, {"name": "hist", "kind": "sequence", "vocab_size": 4}],
+        fields=[
+            {"name": "item", "kind": "categorical", "vocab_size": 4},
+            {"name": "hist", "kind": "sequence", "vocab_size": 4},
+        ],
         numeric=["ctr"],
     )
     layer.build()
@@ -210,7 +228,12 @@ def test_sparse_linear_cross_hashing():
 
 
 def test_sparse_linear_config_and_bad_args():
-    layer = SparseLinear(fields=[{"name": "item", "kind": "categorical", "vocab_size": 4}], crosses=[["a", "b"]], hash_buckets=11, numeric=["x"])
+    layer = SparseLinear(
+        fields=[{"name": "item", "kind": "categorical", "vocab_size": 4}],
+        crosses=[["a", "b"]],
+        hash_buckets=11,
+        numeric=["x"],
+    )
     clone = roundtrip(layer)
     assert clone.crosses == [["a", "b"]] and clone.hash_buckets == 11
     with pytest.raises(ValueError, match="at least one"):
@@ -257,9 +280,11 @@ def test_mlp_residual_unit_by_hand():
 
 
 def test_feature_embedding_by_hand():
-    fields = [{"name": "item", "kind": "categorical", "vocab_size": 4, "embedding_table": "item_id"},
-              {"name": "hist", "kind": "sequence", "vocab_size": 4, "embedding_table": "item_id"},
-              {"name": "genres", "kind": "multi_categorical", "vocab_size": 3}]
+    fields = [
+        {"name": "item", "kind": "categorical", "vocab_size": 4, "embedding_table": "item_id"},
+        {"name": "hist", "kind": "sequence", "vocab_size": 4, "embedding_table": "item_id"},
+        {"name": "genres", "kind": "multi_categorical", "vocab_size": 3},
+    ]
     layer = FeatureEmbedding(fields, embedding_dim=2)
     layer.build()
     assert layer.table_sizes == {"item_id": 4, "genres": 3}  # the two item features share one table
@@ -267,8 +292,12 @@ def test_feature_embedding_by_hand():
     genres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype="float32")
     layer.tables["item_id"].embeddings.assign(items)
     layer.tables["genres"].embeddings.assign(genres)
-    feats = {"item": np.array([3, 1], dtype="int64"), "hist": np.array([[1, 2, 0], [0, 0, 0]], dtype="int64"),
-             "genres": np.array([[1, 2], [2, 0]], dtype="int64"), "other": np.zeros(2, dtype="int64")}
+    feats = {
+        "item": np.array([3, 1], dtype="int64"),
+        "hist": np.array([[1, 2, 0], [0, 0, 0]], dtype="int64"),
+        "genres": np.array([[1, 2], [2, 0]], dtype="int64"),
+        "other": np.zeros(2, dtype="int64"),
+    }
     out = layer(feats).numpy()
     # row 1: item 3 -> [5, 6]; hist mean of rows 1, 2 -> [2, 3]; genres mean of 1, 2 -> [5, 5]
     # row 2: item 1 -> [1, 2]; empty hist -> [0, 0]; genres only 2 -> [0, 10]
@@ -286,8 +315,12 @@ def test_feature_embedding_config_and_bad_args():
     with pytest.raises(ValueError, match="kind 'numeric'"):
         FeatureEmbedding([{"name": "x", "kind": "numeric", "vocab_size": 4}])
     with pytest.raises(ValueError, match="disagree on vocab_size"):
-        FeatureEmbedding([{"name": "a", "kind": "categorical", "vocab_size": 4, "embedding_table": "t"},
-                          {"name": "b", "kind": "categorical", "vocab_size": 5, "embedding_table": "t"}])
+        FeatureEmbedding(
+            [
+                {"name": "a", "kind": "categorical", "vocab_size": 4, "embedding_table": "t"},
+                {"name": "b", "kind": "categorical", "vocab_size": 5, "embedding_table": "t"},
+            ]
+        )
 
 
 def test_numeric_features_and_field_slice_by_hand():

@@ -1,4 +1,5 @@
 """pipelines.metrics on hand-made arrays, values computed by hand in the comments."""
+
 import math
 
 import numpy as np
@@ -28,7 +29,6 @@ def test_auc_matches_pair_counting_on_random_ties():
     assert metrics.auc(y, s) == pytest.approx(pairs / (len(pos) * len(neg)), abs=1e-12)
 
 
-
 # Moved from test_generate_synthetic.py with the generator's own AUC, which this one replaced
 # (same assertions, in this module's (labels, scores) argument order).
 def test_auc_matches_pairwise_definition_with_ties():
@@ -37,11 +37,13 @@ def test_auc_matches_pairwise_definition_with_ties():
     labels = rng.random(200) < 0.3
     pos, neg = scores[labels], scores[~labels]
     pairwise = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (
-        len(pos) * len(neg))
+        len(pos) * len(neg)
+    )
     assert metrics.auc(labels, scores) == pytest.approx(pairwise, abs=1e-12)
     assert metrics.auc([0, 1], [0.1, 0.9]) == 1.0
     assert metrics.auc([0, 1], [0.9, 0.1]) == 0.0
     assert metrics.auc([0, 1, 1], [0.5, 0.5, 0.5]) == 0.5
+
 
 def test_gauc_weights_by_impressions_and_skips_single_class_users():
     users = ["a", "a", "a", "b", "b", "c", "c", "d", "e", "e"]

@@ -1,5 +1,6 @@
 """pipelines/publish.py and the four jobs that use it: no job destroys what it did not write,
 readers always find a complete output, and abandoned stagings are cleaned up. Real files only."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,9 @@ time.sleep(600)
 @contextmanager
 def run_in_progress(where: Path, kind: str = "output"):
     """(process, staging path) of a run writing `where`; kind 'output' (whole output) or 'run' (inside RUN)."""
-    proc = subprocess.Popen([sys.executable, "-c", RUN_IN_PROGRESS, str(ROOT), str(where), kind],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_IN_PROGRESS, str(ROOT), str(where), kind], stdout=subprocess.PIPE, text=True
+    )
     try:
         yield proc, Path(proc.stdout.readline().strip())
     finally:
@@ -68,6 +70,7 @@ def killed_run(where: Path, kind: str = "output") -> Path:
 
 
 # ---------------------------------------------------------------- the rules, on paths
+
 
 def test_relation_compares_whole_path_components(tmp_path):
     assert relation(tmp_path / "raw", f"{tmp_path}/./raw/") == "is"
@@ -126,8 +129,7 @@ def test_a_reader_never_finds_the_output_missing_while_it_is_replaced(tmp_path):
     two-rename fallback forced, the same poller counted about 1,800 misses in 300 publishes.)"""
     final, stop = tmp_path / "out", tmp_path / "stop"
     publish_once(final)
-    poller = subprocess.Popen([sys.executable, "-c", POLLER, str(final), str(stop)], stdout=subprocess.PIPE,
-                              text=True)
+    poller = subprocess.Popen([sys.executable, "-c", POLLER, str(final), str(stop)], stdout=subprocess.PIPE, text=True)
     assert poller.stdout.readline().strip() == "polling"
     for i in range(150):
         publish_once(final, f"part-{i}")
@@ -184,6 +186,7 @@ def test_a_run_killed_between_the_two_renames_gets_its_old_output_restored(tmp_p
 
 # ---------------------------------------------------------------- stale stagings
 
+
 def test_stale_staging_of_a_killed_run_is_removed_foreign_and_live_ones_are_kept(tmp_path):
     final = tmp_path / "out"
     publish_once(final)
@@ -218,6 +221,7 @@ def test_a_staging_locked_by_another_descriptor_is_kept(tmp_path):
 
 
 # ---------------------------------------------------------------- build_samples
+
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
@@ -275,8 +279,22 @@ def test_build_samples_rerun_replaces_an_earlier_output(spark, raw, tmp_path):
 
 # ---------------------------------------------------------------- train
 
-TRAIN_FAST = ["--model", "emb_mlp", "--epochs", "1", "--set", "batch_size=64", "--set", "params.hidden_units=[8]",
-              "--set", "params.embedding_dim=4", "--set", "verbose=0", "--set", "outputs.embeddings=false"]
+TRAIN_FAST = [
+    "--model",
+    "emb_mlp",
+    "--epochs",
+    "1",
+    "--set",
+    "batch_size=64",
+    "--set",
+    "params.hidden_units=[8]",
+    "--set",
+    "params.embedding_dim=4",
+    "--set",
+    "verbose=0",
+    "--set",
+    "outputs.embeddings=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -319,14 +337,14 @@ def test_train_marks_its_run_and_removes_stale_stagings_in_it(samples, tmp_path)
     foreign.mkdir()
     assert train_main(samples, run) == 0
     assert not killed.exists() and foreign.exists()
-    assert sorted(p for p in os.listdir(run) if p.startswith((".staging", "_RUN"))) == [".staging-by-hand",
-                                                                                      "_RUN.json"]
+    assert sorted(p for p in os.listdir(run) if p.startswith((".staging", "_RUN"))) == [".staging-by-hand", "_RUN.json"]
     fresh = tmp_path / "fresh"
     assert train_main(samples, fresh) == 0
     assert json.loads((fresh / "_RUN.json").read_text())["run_id"] == "fresh"
 
 
 # ---------------------------------------------------------------- generate_synthetic and import_movielens
+
 
 def test_generate_synthetic_refuses_an_output_with_unrelated_files(tmp_path, capsys):
     from jobs.generate_synthetic import main

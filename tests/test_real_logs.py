@@ -1,6 +1,7 @@
 """Real-log robustness (issue 7): out-of-range timestamps, slate impression ids, spark-submit
 settings, standard CSV, a partitioning-independent spec hash, empty inputs and splits,
 file-order item dedup, bad configs."""
+
 import json
 import os
 import shutil
@@ -29,8 +30,9 @@ WINDOW = 1800
 
 def _write_parquet(table: pd.DataFrame, folder, schema: pa.Schema | None = None) -> None:
     os.makedirs(folder, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(table, schema=schema, preserve_index=False),
-                   os.path.join(folder, "part-0.parquet"))
+    pq.write_table(
+        pa.Table.from_pandas(table, schema=schema, preserve_index=False), os.path.join(folder, "part-0.parquet")
+    )
 
 
 def _write_raw(raw_dir, impressions: pd.DataFrame, clicks: pd.DataFrame, items: pd.DataFrame) -> str:
@@ -45,25 +47,41 @@ def _reasons(df) -> list:
 
 # ---------------------------------------------------------------- timestamps beyond a long
 BAD_TS_DOUBLES = [float(T0), float("inf"), float("-inf"), float("nan"), 9.3e18, 1.2345678901234567e19, -9.3e18]
-BAD_TS_TEXT = [str(T0), "Infinity", "-Infinity", "NaN", "9300000000000000000", "12345678901234567890",
-               "-9300000000000000000"]
-EXPECTED_TS_REASONS = [None, "ts_out_of_range", "ts_out_of_range", "unparsable_ts", "ts_out_of_range",
-                       "ts_out_of_range", "ts_out_of_range"]
+BAD_TS_TEXT = [
+    str(T0),
+    "Infinity",
+    "-Infinity",
+    "NaN",
+    "9300000000000000000",
+    "12345678901234567890",
+    "-9300000000000000000",
+]
+EXPECTED_TS_REASONS = [
+    None,
+    "ts_out_of_range",
+    "ts_out_of_range",
+    "unparsable_ts",
+    "ts_out_of_range",
+    "ts_out_of_range",
+    "ts_out_of_range",
+]
 
 
 def _events(ts_values, ts_type: pa.DataType) -> tuple[pd.DataFrame, pa.Schema]:
     n = len(ts_values)
-    table = pd.DataFrame({"n": range(n), "user_id": [f"u{i}" for i in range(n)], "item_id": ["a"] * n,
-                          "ts": ts_values})
+    table = pd.DataFrame({"n": range(n), "user_id": [f"u{i}" for i in range(n)], "item_id": ["a"] * n, "ts": ts_values})
     schema = pa.schema([("n", pa.int64()), ("user_id", pa.string()), ("item_id", pa.string()), ("ts", ts_type)])
     return table, schema
 
 
-@pytest.mark.parametrize("fmt,ts_type,values", [
-    ("parquet", pa.float64(), BAD_TS_DOUBLES),
-    ("parquet", pa.string(), BAD_TS_TEXT),
-    ("csv", pa.string(), BAD_TS_TEXT),
-])
+@pytest.mark.parametrize(
+    "fmt,ts_type,values",
+    [
+        ("parquet", pa.float64(), BAD_TS_DOUBLES),
+        ("parquet", pa.string(), BAD_TS_TEXT),
+        ("csv", pa.string(), BAD_TS_TEXT),
+    ],
+)
 def test_a_timestamp_beyond_a_long_is_a_counted_reject_not_a_failed_job(spark, tmp_path, fmt, ts_type, values):
     table, schema = _events(values, ts_type)
     folder = tmp_path / "raw" / "impressions"
@@ -91,11 +109,14 @@ CLICK_SCHEMA = "user_id string, item_id string, ts long, impression_id string"
 
 def _labelled(spark, impressions: list, clicks: list):
     """Validate both logs, attribute the clicks; (labels by (user, item, id), rejects, orphan count)."""
-    imps = validate.validate_events(spark.createDataFrame(impressions, IMP_SCHEMA), "impressions",
-                                    "1990-01-01", "2100-01-01")
+    imps = validate.validate_events(
+        spark.createDataFrame(impressions, IMP_SCHEMA), "impressions", "1990-01-01", "2100-01-01"
+    )
     clks = validate.validate_events(spark.createDataFrame(clicks, CLICK_SCHEMA), "clicks", "1990-01-01", "2100-01-01")
-    rejects = [(r["source"], r["reason"]) for r in
-               validate.rejects_of(imps, "impressions").unionByName(validate.rejects_of(clks, "clicks")).collect()]
+    rejects = [
+        (r["source"], r["reason"])
+        for r in validate.rejects_of(imps, "impressions").unionByName(validate.rejects_of(clks, "clicks")).collect()
+    ]
     keyed = labels.with_impression_key(validate.valid_rows(imps))
     attributed = labels.attribute_clicks(validate.valid_rows(clks), keyed, WINDOW)
     labelled = labels.label_impressions(keyed, attributed)
@@ -143,10 +164,11 @@ def test_csv_with_quoted_newlines_commas_and_quotes_is_read_whole_and_typed(spar
     folder = tmp_path / "raw" / "impressions"
     os.makedirs(folder)
     (folder / "part-0.csv").write_text(
-        'user_id,item_id,ts,note,p_click,slot\n'
+        "user_id,item_id,ts,note,p_click,slot\n"
         f'u1,a,{T0},"first line\nsecond line",0.25,1\n'
         f'u2,b,{T0 + 1},"a comma, and ""quotes""",0.5,2\n'
-        f'u3,c,{T0 + 2},plain,,3\n')
+        f"u3,c,{T0 + 2},plain,,3\n"
+    )
     raw = read_raw(spark, str(tmp_path / "raw"), "impressions", "csv")
     typed = type_csv_columns(raw, ["p_click", "slot", "note"])
     rows = typed.orderBy("user_id").collect()
@@ -185,22 +207,33 @@ def _small_world(seed: int = 11, users: int = 60, items: int = 40, days: int = 6
     """Impressions with ids and positions, clicks on some of them, items with genres."""
     rng = np.random.default_rng(seed)
     n = days * per_day
-    imps = pd.DataFrame({
-        "user_id": [f"u{k}" for k in rng.integers(0, users, n)],
-        "item_id": [f"i{k}" for k in rng.integers(0, items, n)],
-        "ts": np.sort(T0 + rng.integers(0, days * DAY, n)),
-        "impression_id": [f"imp-{k}" for k in range(n)],
-        "position": rng.integers(0, 5, n).astype("int32"),
-        "p_click": rng.uniform(0.01, 0.4, n),
-    })
+    imps = pd.DataFrame(
+        {
+            "user_id": [f"u{k}" for k in rng.integers(0, users, n)],
+            "item_id": [f"i{k}" for k in rng.integers(0, items, n)],
+            "ts": np.sort(T0 + rng.integers(0, days * DAY, n)),
+            "impression_id": [f"imp-{k}" for k in range(n)],
+            "position": rng.integers(0, 5, n).astype("int32"),
+            "p_click": rng.uniform(0.01, 0.4, n),
+        }
+    )
     clicked = imps[rng.uniform(size=n) < imps["p_click"]]
-    clicks = pd.DataFrame({"user_id": clicked["user_id"], "item_id": clicked["item_id"],
-                           "ts": clicked["ts"] + rng.integers(0, 600, len(clicked)),
-                           "impression_id": clicked["impression_id"]})
+    clicks = pd.DataFrame(
+        {
+            "user_id": clicked["user_id"],
+            "item_id": clicked["item_id"],
+            "ts": clicked["ts"] + rng.integers(0, 600, len(clicked)),
+            "impression_id": clicked["impression_id"],
+        }
+    )
     genres = ["Action", "Comedy", "Drama", "Horror"]
-    catalog = pd.DataFrame({"item_id": [f"i{k}" for k in range(items)],
-                            "genres": ["|".join(rng.choice(genres, 2, replace=False)) for _ in range(items)],
-                            "release_year": rng.integers(1980, 2025, items).astype("int32")})
+    catalog = pd.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(items)],
+            "genres": ["|".join(rng.choice(genres, 2, replace=False)) for _ in range(items)],
+            "release_year": rng.integers(1980, 2025, items).astype("int32"),
+        }
+    )
     return imps, clicks, catalog
 
 
@@ -210,8 +243,17 @@ def small_raw(tmp_path_factory):
 
 
 def _small_config(*sets: str) -> dict:
-    return load_config("build_samples", None, ["split.valid_start=2026-01-05", "split.test_start=2026-01-06",
-                                               "history.lookback_days=3", "spark.output_partitions=2", *sets])
+    return load_config(
+        "build_samples",
+        None,
+        [
+            "split.valid_start=2026-01-05",
+            "split.test_start=2026-01-06",
+            "history.lookback_days=3",
+            "spark.output_partitions=2",
+            *sets,
+        ],
+    )
 
 
 def test_spec_hash_and_samples_do_not_depend_on_shuffle_partitions(spark, small_raw, tmp_path):
@@ -246,15 +288,38 @@ def test_spark_submit_master_and_conf_win_over_the_yaml(small_raw, tmp_path):
     submit = os.path.join(bin_dir, "spark-submit")
     if not os.path.exists(submit):
         submit = shutil.which("spark-submit")
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
     out = tmp_path / "samples"
     result = subprocess.run(
-        [submit, "--master", "local[1]", "--conf", "spark.sql.shuffle.partitions=3",
-         os.path.join(ROOT, "jobs", "build_samples.py"), "--input", small_raw, "--output", str(out),
-         "--set", "split.valid_start=2026-01-05", "--set", "split.test_start=2026-01-06",
-         "--set", "spark.shuffle_partitions=17"],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+        [
+            submit,
+            "--master",
+            "local[1]",
+            "--conf",
+            "spark.sql.shuffle.partitions=3",
+            os.path.join(ROOT, "jobs", "build_samples.py"),
+            "--input",
+            small_raw,
+            "--output",
+            str(out),
+            "--set",
+            "split.valid_start=2026-01-05",
+            "--set",
+            "split.test_start=2026-01-06",
+            "--set",
+            "spark.shuffle_partitions=17",
+        ],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "report.json") as fh:
         settings = json.load(fh)["spark"]

@@ -1,5 +1,6 @@
 """Sequence layers (DIN / DFN building blocks): values worked out by hand or step by step in numpy,
 padding invariance, empty histories, batch independence, config and .keras round trips, bad arguments."""
+
 import numpy as np
 import pytest
 
@@ -143,7 +144,9 @@ def test_padding_invariance(layer):
     np.testing.assert_array_equal(call(layer, lookup(TABLE, IDS), IDS != 0), base)
 
 
-@pytest.mark.parametrize("layer", attention_layers(), ids=lambda l: f"{type(l).__name__}-{l.normalization}-{getattr(l, 'project_query', '')}")
+@pytest.mark.parametrize(
+    "layer", attention_layers(), ids=lambda l: f"{type(l).__name__}-{l.normalization}-{getattr(l, 'project_query', '')}"
+)
 def test_attention_empty_history_is_exactly_zero(layer):
     empty = np.zeros((2, 3), dtype="int64")
     keys = np.full((2, 3, D), 7.0, dtype="float32")
@@ -306,7 +309,9 @@ def test_feedback_transformer_uniform_attention_by_hand():
     z3, z, eye, one = np.zeros((3, 3)), np.zeros(3), np.eye(3), np.ones(3)
     # Q = K = 0: uniform attention over the 2 valid tokens; V and the output map are the identity;
     # the feed-forward part is 0.
-    layer.set_weights([z3, z, z3, z, eye, z, eye, z, one, z, np.zeros((3, 2)), np.zeros(2), np.zeros((2, 3)), z, one, z])
+    layer.set_weights(
+        [z3, z, z3, z, eye, z, eye, z, one, z, np.zeros((3, 2)), np.zeros(2), np.zeros((2, 3)), z, one, z]
+    )
     # mean of the valid tokens [3,0,0], [0,3,0] = [1.5, 1.5, 0]; X + mean = [4.5, 1.5, 0], [1.5, 4.5, 0]
     # LN_1: mean 2, deviations [2.5, -0.5, -2] and [-0.5, 2.5, -2], variance 10.5 / 3 = 3.5
     # LN_2 of an already normalized vector changes nothing; pooled mean = [1, 1, -2] / sqrt(3.5)
@@ -382,7 +387,9 @@ def test_position_embedding_by_hand():
     expected = [[[11.0, 21.0], [32.0, 42.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]]
     np.testing.assert_array_equal(layer([values, ids]).numpy(), expected)
     # the same instance on a shorter sequence uses the first rows of the table
-    np.testing.assert_array_equal(layer([values[:, :2], ids[:, :2]]).numpy(), [[[11.0, 21.0], [32.0, 42.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    np.testing.assert_array_equal(
+        layer([values[:, :2], ids[:, :2]]).numpy(), [[[11.0, 21.0], [32.0, 42.0]], [[0.0, 0.0], [0.0, 0.0]]]
+    )
 
 
 def test_position_embedding_padding_empty_and_batch():

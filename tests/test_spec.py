@@ -1,4 +1,5 @@
 """spec/: entry constructors give exactly the file's dicts, per-kind validation, the dtype map, accessors."""
+
 import hashlib
 import json
 import math
@@ -15,25 +16,77 @@ import spec as fs
 def _hand_spec():
     """A small spec as written by hand in the file's layout (docs/feature_spec.md)."""
     return {
-        "format_version": 1, "compression": "GZIP", "label": "label",
+        "format_version": 1,
+        "compression": "GZIP",
+        "label": "label",
         "features": [
-            {"name": "user_idx", "role": "model_input", "kind": "categorical", "dtype": "int64", "shape": [],
-             "vocabulary": "user_id", "embedding_table": "user_id", "vocab_size": 5},
-            {"name": "hist_click_items", "role": "model_input", "kind": "sequence", "dtype": "int64", "shape": [3],
-             "vocabulary": "item_id", "embedding_table": "item_id", "vocab_size": 7},
-            {"name": "item_genres", "role": "model_input", "kind": "multi_categorical", "dtype": "int64",
-             "shape": [2], "vocabulary": "genre", "embedding_table": "genre", "vocab_size": 4},
-            {"name": "item_ctr_bucket", "role": "model_input", "kind": "categorical", "dtype": "int64", "shape": [],
-             "embedding_table": "item_ctr_bucket", "vocab_size": 4,
-             "bucketization": {"source": "item_ctr", "boundaries": [0.1, 0.5]}},
-            {"name": "item_ctr", "role": "model_input", "kind": "numeric", "dtype": "float32", "shape": [],
-             "normalization": {"log1p": False, "mean": 0.25, "std": 0.5}},
+            {
+                "name": "user_idx",
+                "role": "model_input",
+                "kind": "categorical",
+                "dtype": "int64",
+                "shape": [],
+                "vocabulary": "user_id",
+                "embedding_table": "user_id",
+                "vocab_size": 5,
+            },
+            {
+                "name": "hist_click_items",
+                "role": "model_input",
+                "kind": "sequence",
+                "dtype": "int64",
+                "shape": [3],
+                "vocabulary": "item_id",
+                "embedding_table": "item_id",
+                "vocab_size": 7,
+            },
+            {
+                "name": "item_genres",
+                "role": "model_input",
+                "kind": "multi_categorical",
+                "dtype": "int64",
+                "shape": [2],
+                "vocabulary": "genre",
+                "embedding_table": "genre",
+                "vocab_size": 4,
+            },
+            {
+                "name": "item_ctr_bucket",
+                "role": "model_input",
+                "kind": "categorical",
+                "dtype": "int64",
+                "shape": [],
+                "embedding_table": "item_ctr_bucket",
+                "vocab_size": 4,
+                "bucketization": {"source": "item_ctr", "boundaries": [0.1, 0.5]},
+            },
+            {
+                "name": "item_ctr",
+                "role": "model_input",
+                "kind": "numeric",
+                "dtype": "float32",
+                "shape": [],
+                "normalization": {"log1p": False, "mean": 0.25, "std": 0.5},
+            },
             {"name": "label", "role": "label", "kind": "label", "dtype": "int64", "shape": []},
-            {"name": "user_id", "role": "metadata", "kind": "metadata", "dtype": "string", "shape": [], "default": None},
+            {
+                "name": "user_id",
+                "role": "metadata",
+                "kind": "metadata",
+                "dtype": "string",
+                "shape": [],
+                "default": None,
+            },
         ],
         "vocabularies": {
-            "genre": {"size": 4, "num_tokens": 2, "padding_index": 0, "oov_index": 1, "min_count": 2,
-                      "path": "vocab/genre"},
+            "genre": {
+                "size": 4,
+                "num_tokens": 2,
+                "padding_index": 0,
+                "oov_index": 1,
+                "min_count": 2,
+                "path": "vocab/genre",
+            },
         },
         "rows_per_record": 8,
     }
@@ -68,8 +121,9 @@ def test_rows_per_record_1_is_left_out_so_old_hashes_hold():
     features = [fs.categorical("user_idx", vocabulary="user_id", vocab_size=5), fs.label()]
     spec = fs.new_spec(features, {}, compression="", rows_per_record=1)
     assert "rows_per_record" not in spec and fs.rows_per_record(spec) == 1
-    text = json.dumps({"features": features, "vocabularies": {}, "compression": ""}, sort_keys=True,
-                      separators=(",", ":"))
+    text = json.dumps(
+        {"features": features, "vocabularies": {}, "compression": ""}, sort_keys=True, separators=(",", ":")
+    )
     assert spec["spec_hash"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
     assert fs.compression_type(spec) == ""
 
@@ -81,29 +135,81 @@ def test_embedding_table_defaults_to_the_vocabulary_then_the_name():
     assert fs.sequence("s", length=2, vocabulary="v", vocab_size=3, embedding_table="t")["embedding_table"] == "t"
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: fs.categorical("user_idx", vocab_size=1), "'user_idx'.*vocab_size >= 2"),
-    (lambda: fs.sequence("hist", length=0, vocabulary="v", vocab_size=3), "'hist' has shape"),
-    (lambda: fs.metadata("ts", "int32"), "'ts' has unknown dtype 'int32'"),
-    (lambda: fs.numeric("ctr", normalization={"mean": 0.0}), "'ctr' needs normalization"),
-    (lambda: fs.check_entry({"name": "x", "role": "model_input", "kind": "categorical", "dtype": "float32",
-                             "shape": [], "vocab_size": 3}), "'x' .*must be int64"),
-    (lambda: fs.check_entry({"name": "x", "role": "model_input", "kind": "categorical", "dtype": "int64",
-                             "shape": [2], "vocab_size": 3}), "categorical feature 'x' must have shape \\[\\]"),
-    (lambda: fs.check_entry({"name": "x", "role": "model_input", "kind": "sequence", "dtype": "int64",
-                             "shape": [], "vocab_size": 3}), "sequence feature 'x' must have shape \\[n\\]"),
-    (lambda: fs.check_entry({"name": "x", "role": "label", "kind": "categorical", "dtype": "int64",
-                             "shape": []}), "label feature 'x' has unsupported kind"),
-    (lambda: fs.check_entry({"name": "x", "role": "model_input", "kind": "metadata", "dtype": "int64",
-                             "shape": []}), "model_input feature 'x' has unsupported kind"),
-    (lambda: fs.check_entry({"name": "x", "role": "label", "kind": "label", "dtype": "float32",
-                             "shape": []}), "label feature 'x' must be a int64 scalar"),
-    (lambda: fs.check_entry({"name": "x", "role": "model_input", "kind": "categorical", "dtype": "int64",
-                             "shape": [], "vocab_size": 3, "bucketization": {"source": "y", "boundaries": [1.0, 2.0]}}),
-     "'x' has vocab_size 3, expected len\\(boundaries\\) \\+ 2 = 4"),
-    (lambda: fs.check_entry({"name": "x", "role": "model_input", "kind": "numeric", "dtype": "float32"}),
-     "lacks 'shape'"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: fs.categorical("user_idx", vocab_size=1), "'user_idx'.*vocab_size >= 2"),
+        (lambda: fs.sequence("hist", length=0, vocabulary="v", vocab_size=3), "'hist' has shape"),
+        (lambda: fs.metadata("ts", "int32"), "'ts' has unknown dtype 'int32'"),
+        (lambda: fs.numeric("ctr", normalization={"mean": 0.0}), "'ctr' needs normalization"),
+        (
+            lambda: fs.check_entry(
+                {
+                    "name": "x",
+                    "role": "model_input",
+                    "kind": "categorical",
+                    "dtype": "float32",
+                    "shape": [],
+                    "vocab_size": 3,
+                }
+            ),
+            "'x' .*must be int64",
+        ),
+        (
+            lambda: fs.check_entry(
+                {
+                    "name": "x",
+                    "role": "model_input",
+                    "kind": "categorical",
+                    "dtype": "int64",
+                    "shape": [2],
+                    "vocab_size": 3,
+                }
+            ),
+            "categorical feature 'x' must have shape \\[\\]",
+        ),
+        (
+            lambda: fs.check_entry(
+                {"name": "x", "role": "model_input", "kind": "sequence", "dtype": "int64", "shape": [], "vocab_size": 3}
+            ),
+            "sequence feature 'x' must have shape \\[n\\]",
+        ),
+        (
+            lambda: fs.check_entry(
+                {"name": "x", "role": "label", "kind": "categorical", "dtype": "int64", "shape": []}
+            ),
+            "label feature 'x' has unsupported kind",
+        ),
+        (
+            lambda: fs.check_entry(
+                {"name": "x", "role": "model_input", "kind": "metadata", "dtype": "int64", "shape": []}
+            ),
+            "model_input feature 'x' has unsupported kind",
+        ),
+        (
+            lambda: fs.check_entry({"name": "x", "role": "label", "kind": "label", "dtype": "float32", "shape": []}),
+            "label feature 'x' must be a int64 scalar",
+        ),
+        (
+            lambda: fs.check_entry(
+                {
+                    "name": "x",
+                    "role": "model_input",
+                    "kind": "categorical",
+                    "dtype": "int64",
+                    "shape": [],
+                    "vocab_size": 3,
+                    "bucketization": {"source": "y", "boundaries": [1.0, 2.0]},
+                }
+            ),
+            "'x' has vocab_size 3, expected len\\(boundaries\\) \\+ 2 = 4",
+        ),
+        (
+            lambda: fs.check_entry({"name": "x", "role": "model_input", "kind": "numeric", "dtype": "float32"}),
+            "lacks 'shape'",
+        ),
+    ],
+)
 def test_each_kind_rule_names_the_feature(make, message):
     with pytest.raises(fs.SpecError, match=message):
         make()
@@ -146,25 +252,42 @@ def test_parse_maps_and_serving_signature():
 
 
 def test_accessors(tmp_path):
-    spec = dict(_built_spec(), splits={"train": fs.split(pattern="train/part-*.tfrecord.gz", num_examples=10,
-                                                           label_rate=0.3)})
+    spec = dict(
+        _built_spec(), splits={"train": fs.split(pattern="train/part-*.tfrecord.gz", num_examples=10, label_rate=0.3)}
+    )
     assert fs.split_pattern("/s/", spec, "train") == "/s/train/part-*.tfrecord.gz"
     assert fs.num_examples(spec, "train") == 10 and fs.num_examples(spec, "valid") is None
     with pytest.raises(fs.SpecError, match="split 'test' is not in the feature spec of /s .*has: train"):
         fs.split_pattern("/s", spec, "test")
-    assert [f["name"] for f in fs.embedded_fields(spec)] == ["user_idx", "hist_click_items", "item_genres",
-                                                             "item_ctr_bucket"]
-    assert [f["embedding_table"] for f in fs.embedded_fields(spec)] == ["user_id", "item_id", "genre",
-                                                                        "item_ctr_bucket"]
+    assert [f["name"] for f in fs.embedded_fields(spec)] == [
+        "user_idx",
+        "hist_click_items",
+        "item_genres",
+        "item_ctr_bucket",
+    ]
+    assert [f["embedding_table"] for f in fs.embedded_fields(spec)] == [
+        "user_id",
+        "item_id",
+        "genre",
+        "item_ctr_bucket",
+    ]
     assert fs.numeric_names(spec) == ["item_ctr"] and fs.label_name(spec) == "label"
     assert [e["name"] for e in fs.metadata_entries(spec)] == ["user_id"]
     # vocabulary rows in any order; indices 0 and 1 are padding and OOV
     (tmp_path / "vocab" / "genre").mkdir(parents=True)
-    pq.write_table(pa.table({"index": pa.array([3, 2], pa.int64()), "token": ["Drama", "Action"],
-                             "count": pa.array([1, 5], pa.int64())}), tmp_path / "vocab" / "genre" / "part-0.parquet")
+    pq.write_table(
+        pa.table(
+            {"index": pa.array([3, 2], pa.int64()), "token": ["Drama", "Action"], "count": pa.array([1, 5], pa.int64())}
+        ),
+        tmp_path / "vocab" / "genre" / "part-0.parquet",
+    )
     assert fs.vocabulary_tokens(str(tmp_path), spec, "genre", 4) == ["<PAD>", "<OOV>", "Action", "Drama"]
-    assert fs.vocabulary_tokens(str(tmp_path), spec, "item_ctr_bucket", 4) == ["<PAD>", "bucket_1", "bucket_2",
-                                                                               "bucket_3"]
+    assert fs.vocabulary_tokens(str(tmp_path), spec, "item_ctr_bucket", 4) == [
+        "<PAD>",
+        "bucket_1",
+        "bucket_2",
+        "bucket_3",
+    ]
     assert fs.vocabulary_tokens(str(tmp_path), spec, "user_id", 3) == ["<PAD>", "index_1", "index_2"]
 
 

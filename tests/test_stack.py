@@ -1,4 +1,5 @@
 """The pinned stack really works together."""
+
 import sys
 
 

@@ -1,4 +1,5 @@
 """pipelines.tf_input on a tiny SAMPLES dir written by tests/tf_samples.py."""
+
 import json
 import math
 import os
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spec import load_spec, model_inputs
 from pipelines.tf_input import SpecHashMismatch, check_run_spec_hash, make_dataset, open_samples, split_files
+from spec import load_spec, model_inputs
 from tests.tf_samples import write_samples
 
 
@@ -30,8 +31,10 @@ def _collect(ds):
 def test_spec_loads_and_files_are_listed(samples):
     path, spec, _ = samples
     assert load_spec(path)["spec_hash"] == spec["spec_hash"]
-    assert [os.path.basename(f) for f in split_files(path, spec, "train")] == \
-        ["part-00000.tfrecord.gz", "part-00001.tfrecord.gz"]
+    assert [os.path.basename(f) for f in split_files(path, spec, "train")] == [
+        "part-00000.tfrecord.gz",
+        "part-00001.tfrecord.gz",
+    ]
 
 
 @pytest.mark.parametrize("split", ["valid", "test"])
@@ -81,8 +84,9 @@ def test_training_shuffle_is_seeded_when_deterministic(samples):
     path, spec, rows = samples
 
     def users(seed):
-        ds = make_dataset(path, spec, "train", batch_size=50, training=True, shuffle_buffer=50, seed=seed,
-                          deterministic=True)
+        ds = make_dataset(
+            path, spec, "train", batch_size=50, training=True, shuffle_buffer=50, seed=seed, deterministic=True
+        )
         return np.concatenate([f["user_idx"].numpy() for f, _ in ds]).tolist()
 
     first = users(5)
@@ -172,8 +176,7 @@ def test_block_drop_remainder_gives_only_full_batches(block_samples):
 
 def test_block_training_sees_every_row_once_per_epoch_in_a_new_order(block_samples):
     path, spec, rows = block_samples
-    ds = make_dataset(path, spec, "train", batch_size=7, training=True, shuffle_buffer=24, seed=4,
-                      with_metadata=True)
+    ds = make_dataset(path, spec, "train", batch_size=7, training=True, shuffle_buffer=24, seed=4, with_metadata=True)
     epochs = [_collect(ds)["ts"].tolist() for _ in range(2)]
     file_order = rows["train"]["ts"].tolist()
     for epoch in epochs:
@@ -187,8 +190,7 @@ def test_block_training_permutes_rows_inside_each_batch(block_samples):
     """Without any block shuffle the rows of a block must still not stay neighbours."""
     path, spec, rows = block_samples
     block_of = {ts: k // BLOCK for k, ts in enumerate(rows["train"]["ts"])}  # every shard holds 25 rows
-    ds = make_dataset(path, spec, "train", batch_size=50, training=True, shuffle_buffer=0, seed=2,
-                      with_metadata=True)
+    ds = make_dataset(path, spec, "train", batch_size=50, training=True, shuffle_buffer=0, seed=2, with_metadata=True)
     blocks = [block_of[ts] for ts in _collect(ds)["ts"].tolist()]
     neighbours = sum(a == b for a, b in zip(blocks, blocks[1:]))
     assert neighbours < (BLOCK - 1) * len(set(blocks)) / 2  # kept together, they would be ~43 of 49
@@ -198,8 +200,17 @@ def test_block_training_shuffle_is_seeded_when_deterministic(block_samples):
     path, spec, _ = block_samples
 
     def ts(seed):
-        ds = make_dataset(path, spec, "train", batch_size=16, training=True, shuffle_buffer=32, seed=seed,
-                          deterministic=True, with_metadata=True)
+        ds = make_dataset(
+            path,
+            spec,
+            "train",
+            batch_size=16,
+            training=True,
+            shuffle_buffer=32,
+            seed=seed,
+            deterministic=True,
+            with_metadata=True,
+        )
         return _collect(ds)["ts"].tolist()
 
     assert ts(5) == ts(5) != ts(6)

@@ -1,4 +1,5 @@
 """The project's Example encoder against TensorFlow's own tf.train.Example."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,8 +11,15 @@ from pipelines.tfrecord import ExampleEncoder
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 FLOAT32 = st.floats(width=32, allow_nan=False)
 TEXT = st.text(max_size=12)
-FEATURES = [("i_scalar", "int64"), ("i_list", "int64"), ("f_scalar", "float32"), ("f_list", "float32"),
-            ("s_scalar", "string"), ("s_list", "string"), ("maybe_null", "float32")]
+FEATURES = [
+    ("i_scalar", "int64"),
+    ("i_list", "int64"),
+    ("f_scalar", "float32"),
+    ("f_list", "float32"),
+    ("s_scalar", "string"),
+    ("s_list", "string"),
+    ("maybe_null", "float32"),
+]
 
 
 def naive_example(row: dict) -> bytes:
@@ -31,15 +39,17 @@ def naive_example(row: dict) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-rows = st.fixed_dictionaries({
-    "i_scalar": INT64,
-    "i_list": st.lists(INT64, max_size=6),
-    "f_scalar": FLOAT32,
-    "f_list": st.lists(FLOAT32, max_size=6),
-    "s_scalar": TEXT,
-    "s_list": st.lists(TEXT, max_size=4),
-    "maybe_null": st.one_of(st.none(), FLOAT32),
-})
+rows = st.fixed_dictionaries(
+    {
+        "i_scalar": INT64,
+        "i_list": st.lists(INT64, max_size=6),
+        "f_scalar": FLOAT32,
+        "f_list": st.lists(FLOAT32, max_size=6),
+        "s_scalar": TEXT,
+        "s_list": st.lists(TEXT, max_size=4),
+        "maybe_null": st.one_of(st.none(), FLOAT32),
+    }
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -71,9 +81,14 @@ def test_encoded_bytes_parse_to_the_same_values_as_tf_train_example(row):
 def test_numpy_arrays_and_fixed_shapes_parse_exactly():
     encoder = ExampleEncoder([("seq", "int64"), ("x", "float32"), ("id", "string")])
     data = encoder.encode({"seq": np.array([3, 0, 0], dtype=np.int64), "x": np.float32(0.25), "id": "u1"})
-    parsed = tf.io.parse_example(tf.constant([data]), {
-        "seq": tf.io.FixedLenFeature([3], tf.int64), "x": tf.io.FixedLenFeature([], tf.float32),
-        "id": tf.io.FixedLenFeature([], tf.string)})
+    parsed = tf.io.parse_example(
+        tf.constant([data]),
+        {
+            "seq": tf.io.FixedLenFeature([3], tf.int64),
+            "x": tf.io.FixedLenFeature([], tf.float32),
+            "id": tf.io.FixedLenFeature([], tf.string),
+        },
+    )
     assert parsed["seq"].numpy().tolist() == [[3, 0, 0]]
     assert parsed["x"].numpy().tolist() == [0.25]
     assert parsed["id"].numpy().tolist() == [b"u1"]
@@ -92,38 +107,49 @@ def batches(draw):
     width = draw(st.integers(min_value=0, max_value=5))
     rows = []
     for _ in range(n_rows):
-        rows.append({
-            "i_scalar": draw(INT64),
-            "i_list": draw(st.lists(INT64, min_size=width, max_size=width)),
-            "f_scalar": draw(FLOAT32),
-            "f_list": draw(st.lists(FLOAT32, min_size=width, max_size=width)),
-            "s_scalar": draw(TEXT),
-            "s_list": None,
-            "maybe_null": draw(st.one_of(st.none(), FLOAT32)),
-            "maybe_null_int": draw(st.one_of(st.none(), INT64)),
-            "maybe_null_text": draw(st.one_of(st.none(), TEXT)),
-        })
+        rows.append(
+            {
+                "i_scalar": draw(INT64),
+                "i_list": draw(st.lists(INT64, min_size=width, max_size=width)),
+                "f_scalar": draw(FLOAT32),
+                "f_list": draw(st.lists(FLOAT32, min_size=width, max_size=width)),
+                "s_scalar": draw(TEXT),
+                "s_list": None,
+                "maybe_null": draw(st.one_of(st.none(), FLOAT32)),
+                "maybe_null_int": draw(st.one_of(st.none(), INT64)),
+                "maybe_null_text": draw(st.one_of(st.none(), TEXT)),
+            }
+        )
     return rows
 
 
-BATCH_FEATURES = [("i_scalar", "int64"), ("i_list", "int64"), ("f_scalar", "float32"), ("f_list", "float32"),
-                  ("s_scalar", "string"), ("maybe_null", "float32"), ("maybe_null_int", "int64"),
-                  ("maybe_null_text", "string")]
+BATCH_FEATURES = [
+    ("i_scalar", "int64"),
+    ("i_list", "int64"),
+    ("f_scalar", "float32"),
+    ("f_list", "float32"),
+    ("s_scalar", "string"),
+    ("maybe_null", "float32"),
+    ("maybe_null_int", "int64"),
+    ("maybe_null_text", "string"),
+]
 
 
 def _batch_table(rows):
     import pyarrow as pa
 
-    return pa.table({
-        "i_scalar": pa.array([r["i_scalar"] for r in rows], pa.int64()),
-        "i_list": pa.array([r["i_list"] for r in rows], pa.list_(pa.int64())),
-        "f_scalar": pa.array([r["f_scalar"] for r in rows], pa.float32()),
-        "f_list": pa.array([r["f_list"] for r in rows], pa.list_(pa.float32())),
-        "s_scalar": pa.array([r["s_scalar"] for r in rows], pa.string()),
-        "maybe_null": pa.array([r["maybe_null"] for r in rows], pa.float64()),
-        "maybe_null_int": pa.array([r["maybe_null_int"] for r in rows], pa.int64()),
-        "maybe_null_text": pa.array([r["maybe_null_text"] for r in rows], pa.string()),
-    })
+    return pa.table(
+        {
+            "i_scalar": pa.array([r["i_scalar"] for r in rows], pa.int64()),
+            "i_list": pa.array([r["i_list"] for r in rows], pa.list_(pa.int64())),
+            "f_scalar": pa.array([r["f_scalar"] for r in rows], pa.float32()),
+            "f_list": pa.array([r["f_list"] for r in rows], pa.list_(pa.float32())),
+            "s_scalar": pa.array([r["s_scalar"] for r in rows], pa.string()),
+            "maybe_null": pa.array([r["maybe_null"] for r in rows], pa.float64()),
+            "maybe_null_int": pa.array([r["maybe_null_int"] for r in rows], pa.int64()),
+            "maybe_null_text": pa.array([r["maybe_null_text"] for r in rows], pa.string()),
+        }
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -153,6 +179,7 @@ def _framed(record: bytes) -> bytes:
     def masked_crc(data):
         crc = google_crc32c.value(data)
         return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
     length = struct.pack("<Q", len(record))
     return length + masked_crc(length) + record + masked_crc(record)
 
@@ -185,8 +212,9 @@ def test_varints_at_width_boundaries_match_tf_train_example_byte_for_byte(values
     assert got == [ExampleEncoder(features).encode({"v": v, "seq": [v, 0, v]}) for v in values]
     for v, data in zip(values, iter_records(encode_batch(table.select(["v"]), features[:1]))):
         # One feature, so TensorFlow's map order cannot differ: the bytes must be identical.
-        example = tf.train.Example(features=tf.train.Features(
-            feature={"v": tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))}))
+        example = tf.train.Example(
+            features=tf.train.Features(feature={"v": tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))})
+        )
         assert data == example.SerializeToString()
 
 
@@ -200,14 +228,17 @@ def _shard_batches():
 
     def batch(start, n):
         ids = [start + i * 997 for i in range(n)]
-        return pa.RecordBatch.from_pydict({
-            "id": pa.array(ids, pa.int64()),
-            "seq": pa.array([[i % 300, 0, -i] for i in ids], pa.list_(pa.int64())),
-            "x": pa.array([i / 7 for i in ids], pa.float32()),
-            "name": pa.array([None if i % 5 == 0 else f"n{i}" * (i % 4) for i in ids], pa.string()),
-            "label": pa.array([i % 2 for i in ids], pa.int64()),
-            "split": pa.array(["train" if i % 3 else "test" for i in ids], pa.string()),
-        })
+        return pa.RecordBatch.from_pydict(
+            {
+                "id": pa.array(ids, pa.int64()),
+                "seq": pa.array([[i % 300, 0, -i] for i in ids], pa.list_(pa.int64())),
+                "x": pa.array([i / 7 for i in ids], pa.float32()),
+                "name": pa.array([None if i % 5 == 0 else f"n{i}" * (i % 4) for i in ids], pa.string()),
+                "label": pa.array([i % 2 for i in ids], pa.int64()),
+                "split": pa.array(["train" if i % 3 else "test" for i in ids], pa.string()),
+            }
+        )
+
     return [batch(0, 40), batch(10**9, 25)]
 
 
@@ -219,8 +250,7 @@ def _expected_records(split):
 def _write_shards(output_dir, compression):
     from pipelines.tfrecord import write_partition_shards
 
-    out = list(write_partition_shards(iter(_shard_batches()), SHARD_FEATURES, str(output_dir),
-                                      compression=compression))
+    out = list(write_partition_shards(iter(_shard_batches()), SHARD_FEATURES, str(output_dir), compression=compression))
     return {row["split"]: row for batch in out for row in batch.to_pylist()}
 
 
@@ -234,8 +264,10 @@ def test_framed_shards_read_back_through_tfrecorddataset_with_its_crc_checks(tmp
     for split, shard in shards.items():
         expected = _expected_records(split)
         assert shard["path"].endswith(f"/{split}/part-00000{options.extension}")
-        assert (shard["rows"], shard["positives"]) == (len(expected), sum(
-            r["label"] for b in _shard_batches() for r in b.to_pylist() if r["split"] == split))
+        assert (shard["rows"], shard["positives"]) == (
+            len(expected),
+            sum(r["label"] for b in _shard_batches() for r in b.to_pylist() if r["split"] == split),
+        )
         records = [r.numpy() for r in tf.data.TFRecordDataset(shard["path"], compression_type=options.tf_type)]
         assert records == expected
     assert not list(tmp_path.rglob("*.tmp"))
@@ -310,9 +342,12 @@ def test_blocks_are_the_row_encoder_record_of_their_rows_concatenated(rows, data
     n = data.draw(st.sampled_from([d for d in range(1, len(rows) + 1) if len(rows) % d == 0]), label="rows_per_record")
     table = _batch_table(rows)
     encoder = ExampleEncoder(BATCH_FEATURES)
-    blocks = [rows[k:k + n] for k in range(0, len(rows), n)]
-    expected = [encoder.encode(_block_row(block, BATCH_FEATURES)) for block in blocks] if n > 1 else \
-        [encoder.encode(row) for row in rows]
+    blocks = [rows[k : k + n] for k in range(0, len(rows), n)]
+    expected = (
+        [encoder.encode(_block_row(block, BATCH_FEATURES)) for block in blocks]
+        if n > 1
+        else [encoder.encode(row) for row in rows]
+    )
     assert list(iter_records(encode_batch(table, BATCH_FEATURES, n))) == expected
     assert frame_batch(table, BATCH_FEATURES, n).data.tobytes() == b"".join(_framed(e) for e in expected)
 
@@ -321,9 +356,26 @@ def test_blocks_need_whole_blocks_of_rows():
     from pipelines.example_batch import encode_batch
 
     with pytest.raises(ValueError, match="whole records of 4 rows"):
-        encode_batch(_batch_table([{"i_scalar": 1, "i_list": [], "f_scalar": 0.0, "f_list": [], "s_scalar": "",
-                                    "s_list": None, "maybe_null": None, "maybe_null_int": None,
-                                    "maybe_null_text": None}] * 6), BATCH_FEATURES, 4)
+        encode_batch(
+            _batch_table(
+                [
+                    {
+                        "i_scalar": 1,
+                        "i_list": [],
+                        "f_scalar": 0.0,
+                        "f_list": [],
+                        "s_scalar": "",
+                        "s_list": None,
+                        "maybe_null": None,
+                        "maybe_null_int": None,
+                        "maybe_null_text": None,
+                    }
+                ]
+                * 6
+            ),
+            BATCH_FEATURES,
+            4,
+        )
 
 
 def _parsed_blocks(path, tf_type):
@@ -346,8 +398,11 @@ def test_block_shards_hold_every_row_once_in_whole_shuffled_blocks(tmp_path, row
     shard's last block is shorter), count samples, and hold the rows in a shuffled order."""
     from pipelines.tfrecord import write_partition_shards
 
-    out = list(write_partition_shards(iter(_shard_batches()), SHARD_FEATURES, str(tmp_path), compression="gzip",
-                                      rows_per_record=rows_per_record))
+    out = list(
+        write_partition_shards(
+            iter(_shard_batches()), SHARD_FEATURES, str(tmp_path), compression="gzip", rows_per_record=rows_per_record
+        )
+    )
     shards = {row["split"]: row for batch in out for row in batch.to_pylist()}
     one_per_record = _write_shards(tmp_path / "one", "gzip")
     assert set(shards) == set(one_per_record) == {"train", "test"}

@@ -1,4 +1,5 @@
 """The candidate-hash dedup of validation against the plain window over every row (its reference)."""
+
 import random
 
 from pyspark.sql import functions as F
@@ -14,16 +15,23 @@ def _generated_impressions(seed: int, n: int) -> list[tuple]:
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        rows.append((rng.choice(["u1", "u2", " u3 ", None, ""]), rng.choice(["i1", "i2", "i3"]),
-                     rng.choice([str(T0), str(T0 + 1), str(T0 + 2), "x", str(T0 * 1000)]),
-                     rng.choice([None, None, "a", "b", " a"]), rng.choice([None, 1, 2]),
-                     rng.choice(["p", "q", "r"])))
+        rows.append(
+            (
+                rng.choice(["u1", "u2", " u3 ", None, ""]),
+                rng.choice(["i1", "i2", "i3"]),
+                rng.choice([str(T0), str(T0 + 1), str(T0 + 2), "x", str(T0 * 1000)]),
+                rng.choice([None, None, "a", "b", " a"]),
+                rng.choice([None, 1, 2]),
+                rng.choice(["p", "q", "r"]),
+            )
+        )
     return rows
 
 
 def _outcome(df) -> list[tuple]:
-    return sorted((r[0] or "", r[1]) for r in df.select(
-        "reject_reason", F.to_json(validate.RAW).alias("raw")).collect())
+    return sorted(
+        (r[0] or "", r[1]) for r in df.select("reject_reason", F.to_json(validate.RAW).alias("raw")).collect()
+    )
 
 
 def test_candidate_dedup_matches_the_window_over_every_row(spark):
@@ -43,12 +51,24 @@ def test_candidate_dedup_matches_the_window_over_every_row(spark):
 
 
 def test_a_row_seen_once_is_never_a_duplicate_even_beside_repeats(spark):
-    rows = [("u1", "i1", str(T0), None, 1, "a"), ("u1", "i1", str(T0), None, 1, "b"),  # same identity
-            ("u1", "i1", str(T0), None, 2, "c"),  # other position: another impression
-            ("u1", "i1", str(T0 + 1), "s1", None, "d"), ("u1", "i2", str(T0 + 5), "s1", None, "e"),  # one slate
-            ("u1", "i1", str(T0 + 9), "s1", None, "f")]  # repeats s1's i1, later
+    rows = [
+        ("u1", "i1", str(T0), None, 1, "a"),
+        ("u1", "i1", str(T0), None, 1, "b"),  # same identity
+        ("u1", "i1", str(T0), None, 2, "c"),  # other position: another impression
+        ("u1", "i1", str(T0 + 1), "s1", None, "d"),
+        ("u1", "i2", str(T0 + 5), "s1", None, "e"),  # one slate
+        ("u1", "i1", str(T0 + 9), "s1", None, "f"),
+    ]  # repeats s1's i1, later
     df = spark.createDataFrame(rows, IMP_SCHEMA)
     out = validate.validate_events(df, "impressions", "1990-01-01", "2100-01-01")
-    got = sorted((r["extra"], r["reject_reason"]) for r in out.select("reject_reason", f"{validate.RAW}.extra").collect())
-    assert got == [("a", None), ("b", "duplicate_impression"), ("c", None), ("d", None), ("e", None),
-                   ("f", "duplicate_impression")]
+    got = sorted(
+        (r["extra"], r["reject_reason"]) for r in out.select("reject_reason", f"{validate.RAW}.extra").collect()
+    )
+    assert got == [
+        ("a", None),
+        ("b", "duplicate_impression"),
+        ("c", None),
+        ("d", None),
+        ("e", None),
+        ("f", "duplicate_impression"),
+    ]

@@ -13,6 +13,7 @@ n consecutive rows of its shard (in file order, not shuffled), nulls as NaN / ""
 The label has a learnable signal: items with an even number are clicked far more
 often, and the `item_ctr` numeric and its bucket carry the same information.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -49,11 +50,14 @@ def make_spec(num_users: int, num_items: int, extra_feature: bool = False, rows_
     ]
     if extra_feature:
         features.append(fs.numeric("release_year", normalization=dict(identity)))
-    features += [fs.label("label")] + [fs.metadata(name, dtype) for name, dtype in
-                                       (("user_id", "string"), ("item_id", "string"), ("ts", "int64"),
-                                        ("p_click", "float32"))]
-    vocabularies = {name: fs.vocabulary(size=size, num_tokens=size - 2, min_count=1, path=f"vocab/{name}")
-                    for name, size in sorted(sizes.items())}
+    features += [fs.label("label")] + [
+        fs.metadata(name, dtype)
+        for name, dtype in (("user_id", "string"), ("item_id", "string"), ("ts", "int64"), ("p_click", "float32"))
+    ]
+    vocabularies = {
+        name: fs.vocabulary(size=size, num_tokens=size - 2, min_count=1, path=f"vocab/{name}")
+        for name, size in sorted(sizes.items())
+    }
     return fs.new_spec(features, vocabularies, compression="GZIP", rows_per_record=rows_per_record)
 
 
@@ -91,11 +95,12 @@ def _block_example(rows: list[dict], spec: dict) -> bytes:
 def _records(rows: list[dict], spec: dict, rows_per_record: int) -> list[bytes]:
     if rows_per_record == 1:
         return [_example(row, spec) for row in rows]
-    return [_block_example(rows[k:k + rows_per_record], spec) for k in range(0, len(rows), rows_per_record)]
+    return [_block_example(rows[k : k + rows_per_record], spec) for k in range(0, len(rows), rows_per_record)]
 
 
-def make_rows(n: int, num_users: int, num_items: int, rng: np.random.Generator, ts0: int,
-              extra_feature: bool = False) -> pd.DataFrame:
+def make_rows(
+    n: int, num_users: int, num_items: int, rng: np.random.Generator, ts0: int, extra_feature: bool = False
+) -> pd.DataFrame:
     rows = []
     for i in range(n):
         u = int(rng.integers(num_users))
@@ -134,17 +139,26 @@ def write_vocab(samples_dir: str, name: str, tokens: list[str]) -> None:
     os.makedirs(path, exist_ok=True)
     n = len(tokens)
     # written in reverse index order: readers must not rely on row order
-    table = pa.table({
-        "index": pa.array(list(range(n + 1, 1, -1)), pa.int64()),
-        "token": pa.array(tokens[::-1], pa.string()),
-        "count": pa.array([100 - k for k in range(n)][::-1], pa.int64()),
-    })
+    table = pa.table(
+        {
+            "index": pa.array(list(range(n + 1, 1, -1)), pa.int64()),
+            "token": pa.array(tokens[::-1], pa.string()),
+            "count": pa.array([100 - k for k in range(n)][::-1], pa.int64()),
+        }
+    )
     pq.write_table(table, os.path.join(path, "part-00000.parquet"))
 
 
-def write_samples(samples_dir, sizes: dict | None = None, seed: int = 0, num_users: int = 12,
-                  num_items: int = 10, shards: int = 2, extra_feature: bool = False,
-                  rows_per_record: int = 1) -> tuple[dict, dict]:
+def write_samples(
+    samples_dir,
+    sizes: dict | None = None,
+    seed: int = 0,
+    num_users: int = 12,
+    num_items: int = 10,
+    shards: int = 2,
+    extra_feature: bool = False,
+    rows_per_record: int = 1,
+) -> tuple[dict, dict]:
     """Write a SAMPLES dir; returns (spec, {split: DataFrame of the rows written})."""
     samples_dir = str(samples_dir)
     sizes = sizes or {"train": 600, "valid": 200, "test": 200}
@@ -167,8 +181,11 @@ def write_samples(samples_dir, sizes: dict | None = None, seed: int = 0, num_use
         # rows in file order: shard 0's rows, then shard 1's, ...
         order = [k for s in range(shards) for k in range(s, len(records), shards)]
         rows[split] = df.iloc[order].reset_index(drop=True)
-        splits[split] = {"pattern": f"{split}/part-*.tfrecord.gz", "num_examples": len(df),
-                         "label_rate": float(df["label"].mean())}
+        splits[split] = {
+            "pattern": f"{split}/part-*.tfrecord.gz",
+            "num_examples": len(df),
+            "label_rate": float(df["label"].mean()),
+        }
     spec["splits"] = splits
     write_vocab(samples_dir, "user_id", [f"u{k}" for k in range(num_users)])
     write_vocab(samples_dir, "item_id", [f"i{k}" for k in range(num_items)])

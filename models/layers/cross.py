@@ -1,4 +1,5 @@
 """DCN cross network (Wang et al. 2017, "Deep & Cross Network")."""
+
 from __future__ import annotations
 
 import keras
@@ -43,7 +44,11 @@ class CrossNetwork(keras.layers.Layer):
         self.kernels, self.biases = [], []
         for l in range(self.num_layers):
             # glorot on a [D, 1] matrix, stored as a vector
-            self.kernels.append(self.add_weight(name=f"kernel_{l}", shape=(dim,), initializer=_vec_init(self.seed, l, dim), regularizer=reg))
+            self.kernels.append(
+                self.add_weight(
+                    name=f"kernel_{l}", shape=(dim,), initializer=_vec_init(self.seed, l, dim), regularizer=reg
+                )
+            )
             self.biases.append(self.add_weight(name=f"bias_{l}", shape=(dim,), initializer="zeros"))
         self.built = True
 

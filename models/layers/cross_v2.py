@@ -1,4 +1,5 @@
 """DCN-v2 matrix cross network (Wang et al. 2021, "DCN V2")."""
+
 from __future__ import annotations
 
 import keras
@@ -23,10 +24,14 @@ class CrossNetworkV2(keras.layers.Layer):
     low rank ``down_l [D, r], up_l [r, D], bias_l [D]``.
     """
 
-    def __init__(self, num_layers: int = 3, projection_dim: int | None = None, l2: float = 0.0, seed: int | None = None, **kwargs):
+    def __init__(
+        self, num_layers: int = 3, projection_dim: int | None = None, l2: float = 0.0, seed: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         _check_common("CrossNetworkV2", num_layers, l2)
-        if projection_dim is not None and (isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim <= 0):
+        if projection_dim is not None and (
+            isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim <= 0
+        ):
             raise ValueError(f"CrossNetworkV2: projection_dim must be None or a positive int, got {projection_dim!r}")
         self.num_layers = num_layers
         self.projection_dim = projection_dim
@@ -41,11 +46,23 @@ class CrossNetworkV2(keras.layers.Layer):
         self.kernels, self.downs, self.ups, self.biases = [], [], [], []
         for l in range(self.num_layers):
             if self.projection_dim is None:
-                self.kernels.append(self.add_weight(name=f"kernel_{l}", shape=(dim, dim), initializer=_init(self.seed, 2 * l), regularizer=reg))
+                self.kernels.append(
+                    self.add_weight(
+                        name=f"kernel_{l}", shape=(dim, dim), initializer=_init(self.seed, 2 * l), regularizer=reg
+                    )
+                )
             else:
                 r = self.projection_dim
-                self.downs.append(self.add_weight(name=f"down_{l}", shape=(dim, r), initializer=_init(self.seed, 2 * l), regularizer=reg))
-                self.ups.append(self.add_weight(name=f"up_{l}", shape=(r, dim), initializer=_init(self.seed, 2 * l + 1), regularizer=reg))
+                self.downs.append(
+                    self.add_weight(
+                        name=f"down_{l}", shape=(dim, r), initializer=_init(self.seed, 2 * l), regularizer=reg
+                    )
+                )
+                self.ups.append(
+                    self.add_weight(
+                        name=f"up_{l}", shape=(r, dim), initializer=_init(self.seed, 2 * l + 1), regularizer=reg
+                    )
+                )
             self.biases.append(self.add_weight(name=f"bias_{l}", shape=(dim,), initializer="zeros"))
         self.built = True
 
@@ -65,5 +82,7 @@ class CrossNetworkV2(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_layers": self.num_layers, "projection_dim": self.projection_dim, "l2": self.l2, "seed": self.seed})
+        config.update(
+            {"num_layers": self.num_layers, "projection_dim": self.projection_dim, "l2": self.l2, "seed": self.seed}
+        )
         return config

@@ -1,4 +1,5 @@
 """Embedding of every sparse field, tables shared by name."""
+
 from __future__ import annotations
 
 import keras
@@ -77,5 +78,12 @@ class FeatureEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"fields": [dict(f) for f in self.fields], "embedding_dim": self.embedding_dim, "l2": self.l2, "seed": self.seed})
+        config.update(
+            {
+                "fields": [dict(f) for f in self.fields],
+                "embedding_dim": self.embedding_dim,
+                "l2": self.l2,
+                "seed": self.seed,
+            }
+        )
         return config

@@ -1,4 +1,5 @@
 """DFN external feedback interaction (Xie et al., IJCAI 2020, "Deep Feedback Network")."""
+
 from __future__ import annotations
 
 import keras

@@ -1,4 +1,5 @@
 """DFN internal feedback interaction (Xie et al., IJCAI 2020, "Deep Feedback Network")."""
+
 from __future__ import annotations
 
 import keras
@@ -71,11 +72,20 @@ class FeedbackTransformer(keras.layers.Layer):
         self.seed = check_seed(name, seed)
         self.dropouts = []
         if self.dropout > 0:
-            self.dropouts = [keras.layers.Dropout(self.dropout, seed=None if seed is None else int(seed) + 1000 + k) for k in range(2)]
+            self.dropouts = [
+                keras.layers.Dropout(self.dropout, seed=None if seed is None else int(seed) + 1000 + k)
+                for k in range(2)
+            ]
 
     def build(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 3 or not all(isinstance(s, (list, tuple)) for s in input_shape):
-            raise ValueError("FeedbackTransformer expects inputs [target [batch, d], sequence [batch, L, d], ids or mask [batch, L]]")
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) != 3
+            or not all(isinstance(s, (list, tuple)) for s in input_shape)
+        ):
+            raise ValueError(
+                "FeedbackTransformer expects inputs [target [batch, d], sequence [batch, L, d], ids or mask [batch, L]]"
+            )
         t_shape, e_shape, m_shape = (tuple(s) for s in input_shape)
         if len(t_shape) != 2 or len(e_shape) != 3 or len(m_shape) != 2 or e_shape[-1] is None:
             raise ValueError(
@@ -84,16 +94,22 @@ class FeedbackTransformer(keras.layers.Layer):
             )
         dim = int(e_shape[-1])
         if t_shape[-1] != dim:
-            raise ValueError(f"FeedbackTransformer: target and sequence need the same size d, got {t_shape[-1]} and {dim}")
+            raise ValueError(
+                f"FeedbackTransformer: target and sequence need the same size d, got {t_shape[-1]} and {dim}"
+            )
         if None not in (e_shape[1], m_shape[1]) and e_shape[1] != m_shape[1]:
-            raise ValueError(f"FeedbackTransformer: sequence has length {e_shape[1]} but ids/mask have length {m_shape[1]}")
+            raise ValueError(
+                f"FeedbackTransformer: sequence has length {e_shape[1]} but ids/mask have length {m_shape[1]}"
+            )
         self._dim = dim
         self._head = self.key_dim if self.key_dim is not None else max(1, dim // self.num_heads)
         self._ff = self.ff_units if self.ff_units is not None else 4 * dim
         inner = self.num_heads * self._head
 
         def kernel(name, shape, offset):
-            return self.add_weight(name=name, shape=shape, initializer=seeded(self.kernel_initializer, self.seed, offset))
+            return self.add_weight(
+                name=name, shape=shape, initializer=seeded(self.kernel_initializer, self.seed, offset)
+            )
 
         def vector(name, size, init="zeros"):
             return self.add_weight(name=name, shape=(size,), initializer=init)
@@ -120,7 +136,9 @@ class FeedbackTransformer(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 3:
-            raise ValueError("FeedbackTransformer expects inputs [target [batch, d], sequence [batch, L, d], ids or mask [batch, L]]")
+            raise ValueError(
+                "FeedbackTransformer expects inputs [target [batch, d], sequence [batch, L, d], ids or mask [batch, L]]"
+            )
         target, seq, ids = inputs
         target = tf.convert_to_tensor(target, dtype=self.compute_dtype)
         seq = tf.convert_to_tensor(seq, dtype=self.compute_dtype)
@@ -135,7 +153,9 @@ class FeedbackTransformer(keras.layers.Layer):
         logits = tf.einsum("bhqk,bhsk->bhqs", q, k) / tf.sqrt(tf.cast(self._head, x.dtype))
         attn = masked_softmax(logits, mask[:, None, None, :])  # keys only: padded queries are dropped by the pool
         ctx = tf.einsum("bhqs,bhsk->bhqk", attn, v)
-        ctx = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), tf.concat([tf.shape(x)[:2], [self.num_heads * self._head]], axis=0))
+        ctx = tf.reshape(
+            tf.transpose(ctx, [0, 2, 1, 3]), tf.concat([tf.shape(x)[:2], [self.num_heads * self._head]], axis=0)
+        )
         mha = tf.einsum("bti,id->btd", ctx, self.output_kernel) + self.output_bias
         if self.dropouts:
             mha = self.dropouts[0](mha, training=training)

@@ -1,4 +1,5 @@
 """One field of the stacked field embeddings."""
+
 from __future__ import annotations
 
 import keras
@@ -8,7 +9,7 @@ import keras
 class FieldSlice(keras.layers.Layer):
     """The field ``index`` of a stacked ``[batch, n_fields, d]`` tensor::
 
-        out = inputs[:, index, :]                       out: [batch, d]
+    out = inputs[:, index, :]                       out: [batch, d]
     """
 
     def __init__(self, index: int, **kwargs):

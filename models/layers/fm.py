@@ -1,4 +1,5 @@
 """Factorization-machine second-order interaction (Rendle 2010)."""
+
 from __future__ import annotations
 
 import keras

@@ -1,4 +1,5 @@
 """Linear (logistic-regression) logit over sparse, crossed and numeric features."""
+
 from __future__ import annotations
 
 import keras
@@ -35,7 +36,16 @@ class SparseLinear(keras.layers.Layer):
     (``[1]``), each present only when used.
     """
 
-    def __init__(self, fields=(), crosses=(), hash_buckets: int = 100000, numeric=(), use_bias: bool = True, l2: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        fields=(),
+        crosses=(),
+        hash_buckets: int = 100000,
+        numeric=(),
+        use_bias: bool = True,
+        l2: float = 0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         fields = [dict(f) for f in (fields or [])]
         crosses = [list(c) for c in (crosses or [])]
@@ -70,15 +80,24 @@ class SparseLinear(keras.layers.Layer):
             self.offsets.append(total)
             total += f["vocab_size"]
         self.field_weights = (
-            self.add_weight(name="field_weights", shape=(total, 1), initializer="zeros", regularizer=reg) if self.fields else None
+            self.add_weight(name="field_weights", shape=(total, 1), initializer="zeros", regularizer=reg)
+            if self.fields
+            else None
         )
         self.cross_weights = (
-            self.add_weight(name="cross_weights", shape=(len(self.crosses) * self.hash_buckets, 1), initializer="zeros", regularizer=reg)
+            self.add_weight(
+                name="cross_weights",
+                shape=(len(self.crosses) * self.hash_buckets, 1),
+                initializer="zeros",
+                regularizer=reg,
+            )
             if self.crosses
             else None
         )
         self.numeric_weight = (
-            self.add_weight(name="numeric_weights", shape=(len(self.numeric), 1), initializer="zeros", regularizer=reg) if self.numeric else None
+            self.add_weight(name="numeric_weights", shape=(len(self.numeric), 1), initializer="zeros", regularizer=reg)
+            if self.numeric
+            else None
         )
         self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros") if self.use_bias else None
         self.built = True

@@ -1,4 +1,5 @@
 """Masked mean pooling of a padded bag / sequence of embeddings."""
+
 from __future__ import annotations
 
 import keras

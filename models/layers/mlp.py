@@ -1,4 +1,5 @@
 """Multi-layer perceptron, optionally made of Deep-Crossing residual units."""
+
 from __future__ import annotations
 
 import keras
@@ -76,9 +77,14 @@ class MLP(keras.layers.Layer):
         else:
             for k, h in enumerate(hidden_units):
                 self.denses.append(dense(h, k, act=activation, name=f"dense{k}"))
-        self.dropouts = [
-            keras.layers.Dropout(self.dropout, seed=None if seed is None else int(seed) + 1000 + k) for k in range(len(hidden_units))
-        ] if self.dropout > 0 else []
+        self.dropouts = (
+            [
+                keras.layers.Dropout(self.dropout, seed=None if seed is None else int(seed) + 1000 + k)
+                for k in range(len(hidden_units))
+            ]
+            if self.dropout > 0
+            else []
+        )
 
     def build(self, input_shape):
         shape = tuple(input_shape)

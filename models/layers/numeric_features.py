@@ -1,4 +1,5 @@
 """The scalar numeric features side by side."""
+
 from __future__ import annotations
 
 import keras

@@ -1,4 +1,5 @@
 """Learned recency (position) embedding for left-aligned, most-recent-first sequences."""
+
 from __future__ import annotations
 
 import keras
@@ -26,7 +27,14 @@ class PositionEmbedding(keras.layers.Layer):
     ``seed`` when set).
     """
 
-    def __init__(self, max_len: int, padding_index: int = 0, embeddings_initializer="random_normal", seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        max_len: int,
+        padding_index: int = 0,
+        embeddings_initializer="random_normal",
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.max_len = check_int("PositionEmbedding", "max_len", max_len, minimum=1)
         self.padding_index = check_int("PositionEmbedding", "padding_index", padding_index, minimum=0)
@@ -34,15 +42,23 @@ class PositionEmbedding(keras.layers.Layer):
         self.seed = check_seed("PositionEmbedding", seed)
 
     def _check_shapes(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not all(isinstance(s, (list, tuple)) for s in input_shape):
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) != 2
+            or not all(isinstance(s, (list, tuple)) for s in input_shape)
+        ):
             raise ValueError("PositionEmbedding expects inputs [values [batch, L, d], ids or mask [batch, L]]")
         v_shape, m_shape = (tuple(s) for s in input_shape)
         if len(v_shape) != 3 or len(m_shape) != 2 or v_shape[-1] is None:
-            raise ValueError(f"PositionEmbedding expects values [batch, L, d] with known d and ids/mask [batch, L]; got {v_shape}, {m_shape}")
+            raise ValueError(
+                f"PositionEmbedding expects values [batch, L, d] with known d and ids/mask [batch, L]; got {v_shape}, {m_shape}"
+            )
         if v_shape[1] is not None and v_shape[1] > self.max_len:
             raise ValueError(f"PositionEmbedding: sequence length {v_shape[1]} exceeds max_len={self.max_len}")
         if None not in (v_shape[1], m_shape[1]) and v_shape[1] != m_shape[1]:
-            raise ValueError(f"PositionEmbedding: values have length {v_shape[1]} but ids/mask have length {m_shape[1]}")
+            raise ValueError(
+                f"PositionEmbedding: values have length {v_shape[1]} but ids/mask have length {m_shape[1]}"
+            )
         return int(v_shape[-1])
 
     def build(self, input_shape):
@@ -59,7 +75,9 @@ class PositionEmbedding(keras.layers.Layer):
         # a shared instance sees several lengths: check each call, not only the first build
         self._check_shapes([tuple(values.shape), tuple(tf.convert_to_tensor(ids).shape)])
         if values.shape[-1] != self.embeddings.shape[-1]:
-            raise ValueError(f"PositionEmbedding: built for d={self.embeddings.shape[-1]}, got values of size {values.shape[-1]}")
+            raise ValueError(
+                f"PositionEmbedding: built for d={self.embeddings.shape[-1]}, got values of size {values.shape[-1]}"
+            )
         length = tf.shape(values)[1]
         tf.debugging.assert_less_equal(length, self.max_len, message="PositionEmbedding: sequence longer than max_len")
         mask = valid_mask(ids, self.padding_index, "PositionEmbedding")

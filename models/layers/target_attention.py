@@ -1,4 +1,5 @@
 """DIN target attention (Zhou et al., KDD 2018, "Deep Interest Network")."""
+
 from __future__ import annotations
 
 import keras
@@ -63,7 +64,9 @@ def masked_softmax(scores, mask, axis: int = -1):
     and on a slice with no True position (never NaN, also in the gradient)."""
     zeros = tf.zeros_like(scores)
     scores = tf.where(mask, scores, zeros)
-    peak = tf.stop_gradient(tf.reduce_max(tf.where(mask, scores, tf.fill(tf.shape(scores), scores.dtype.min)), axis=axis, keepdims=True))
+    peak = tf.stop_gradient(
+        tf.reduce_max(tf.where(mask, scores, tf.fill(tf.shape(scores), scores.dtype.min)), axis=axis, keepdims=True)
+    )
     exp = tf.where(mask, tf.exp(tf.where(mask, scores - peak, zeros)), zeros)
     # >= 1 as soon as one position is valid (the peak contributes exp(0) = 1), 0 otherwise
     return exp / tf.maximum(tf.reduce_sum(exp, axis=axis, keepdims=True), tf.ones((), scores.dtype))
@@ -124,7 +127,11 @@ class TargetAttention(keras.layers.Layer):
 
     def _check_shapes(self, input_shape):
         name = type(self).__name__
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 3 or not all(isinstance(s, (list, tuple)) for s in input_shape):
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) != 3
+            or not all(isinstance(s, (list, tuple)) for s in input_shape)
+        ):
             raise ValueError(f"{name} expects inputs [query [batch, d], keys [batch, L, d], ids or mask [batch, L]]")
         q_shape, k_shape, m_shape = (tuple(s) for s in input_shape)
         if len(q_shape) != 2 or len(k_shape) != 3 or len(m_shape) != 2 or k_shape[-1] is None or q_shape[-1] is None:
@@ -160,7 +167,9 @@ class TargetAttention(keras.layers.Layer):
 
     def call(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 3:
-            raise ValueError(f"{type(self).__name__} expects inputs [query [batch, d], keys [batch, L, d], ids or mask [batch, L]]")
+            raise ValueError(
+                f"{type(self).__name__} expects inputs [query [batch, d], keys [batch, L, d], ids or mask [batch, L]]"
+            )
         query, keys, ids = inputs
         keys = tf.convert_to_tensor(keys, dtype=self.compute_dtype)
         query = self._query(tf.convert_to_tensor(query, dtype=self.compute_dtype))
