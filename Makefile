@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= data
 MODEL ?=
 
-.PHONY: venv demo test bench lock clean
+.PHONY: venv demo test lint format bench lock clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -20,8 +20,17 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m jobs.demo --workdir $(DATA) $(if $(MODEL),--model $(MODEL),)
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q tests
+
+# One formatter and linter (ruff, configured in pyproject.toml); `make format` rewrites the code.
+lint: venv
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 # Benchmarks (not in CI): installs the benchmark-only extras, then runs them all at SCALES.
 SCALES ?= 1000000,10000000

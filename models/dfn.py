@@ -17,6 +17,7 @@ skip history, as build_samples writes them (``hist_click_items``, ``hist_skip_it
 Training is WideDeepModel's joint step: the wide layer's gradients go to FTRL, the rest to
 ``deep_optimizer`` (``DFNModel``).
 """
+
 from __future__ import annotations
 
 import keras
@@ -39,38 +40,60 @@ MIN_EMBEDDING_DIM = 3
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""
     if p["embedding_dim"] < MIN_EMBEDDING_DIM:
-        raise ValueError(f"dfn needs params.embedding_dim >= {MIN_EMBEDDING_DIM} (its transformers layer-normalize "
-                         f"over the embedding), got {p['embedding_dim']}")
+        raise ValueError(
+            f"dfn needs params.embedding_dim >= {MIN_EMBEDDING_DIM} (its transformers layer-normalize "
+            f"over the embedding), got {p['embedding_dim']}"
+        )
     b = build_inputs(spec, p)
     beh = behaviour(spec, "dfn")
     if len(beh.sequences) > 2:
-        raise ValueError(f"dfn takes a click and a skip history sharing the table '{beh.table}', got {list(beh.sequences)}")
+        raise ValueError(
+            f"dfn takes a click and a skip history sharing the table '{beh.table}', got {list(beh.sequences)}"
+        )
     query = b.field_list[b.field_names.index(beh.target)]
     position = PositionEmbedding(max(beh.lengths), seed=sequence_seed(p, 0), name="position_embedding")
     seqs = history_embeddings(b, beh, position)
 
     def transformer(name, k):
-        return FeedbackTransformer(num_heads=p["num_heads"], ff_units=p["ff_units"], dropout=p["dropout"],
-                                   activation=p["activation"], seed=sequence_seed(p, 10 * (k + 1)),
-                                   name=f"transformer_{name}")([query, seqs[name], b.inputs[name]])
+        return FeedbackTransformer(
+            num_heads=p["num_heads"],
+            ff_units=p["ff_units"],
+            dropout=p["dropout"],
+            activation=p["activation"],
+            seed=sequence_seed(p, 10 * (k + 1)),
+            name=f"transformer_{name}",
+        )([query, seqs[name], b.inputs[name]])
 
     clicks = beh.sequences[0]
     feedback = [transformer(clicks, 0)]
     if len(beh.sequences) == 2:
         skips = beh.sequences[1]
         feedback.append(transformer(skips, 1))
-        feedback.append(FeedbackAttention(p["attention_units"], activation=p["activation"],
-                                          normalization=p["attention_normalization"], seed=sequence_seed(p, 30),
-                                          name=f"attention_{clicks}_{skips}")([feedback[0], seqs[skips], b.inputs[skips]]))
+        feedback.append(
+            FeedbackAttention(
+                p["attention_units"],
+                activation=p["activation"],
+                normalization=p["attention_normalization"],
+                seed=sequence_seed(p, 30),
+                name=f"attention_{clicks}_{skips}",
+            )([feedback[0], seqs[skips], b.inputs[skips]])
+        )
     fields = other_fields(b, beh) + feedback
 
     crosses = _check_crosses(spec, p["crossed_features"])
     cross_names = sorted({n for c in crosses for n in c})
-    wide = SparseLinear(fields=b.sparse_fields, crosses=crosses, hash_buckets=p["hash_buckets"], numeric=b.numeric_names,
-                        name=WIDE_LAYER)({**b.sparse, **{n: b.inputs[n] for n in cross_names + b.numeric_names}})
+    wide = SparseLinear(
+        fields=b.sparse_fields,
+        crosses=crosses,
+        hash_buckets=p["hash_buckets"],
+        numeric=b.numeric_names,
+        name=WIDE_LAYER,
+    )({**b.sparse, **{n: b.inputs[n] for n in cross_names + b.numeric_names}})
     fm = FMInteraction(name="fm")(fields)
     flat = keras.layers.Concatenate(name="dfn_inputs")(fields + ([b.numeric] if b.numeric is not None else []))
-    deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn")(flat)
+    deep = MLP(
+        p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn"
+    )(flat)
     deep_logit = logit_head(deep, p["seed"], name="deep_logit")
     logit = keras.layers.Add(name="logit")([wide, fm, deep_logit])
     return b.inputs, probability(logit)

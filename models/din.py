@@ -11,6 +11,7 @@ categorical input, the target (``item_idx`` and ``hist_click_items`` / ``hist_sk
 share ``item_id``). They are replaced by their attention pools (not also mean-pooled);
 the position (recency) embedding ``P`` is one table shared by every history.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -86,11 +87,18 @@ def graph(spec: dict, p: dict):
         position = PositionEmbedding(max(beh.lengths), seed=sequence_seed(p, 0), name="position_embedding")
     keys = history_embeddings(b, beh, position)
     pools = [
-        TargetAttention(p["attention_units"], activation=p["activation"], normalization=p["attention_normalization"],
-                        seed=sequence_seed(p, 10 * (k + 1)), name=f"attention_{name}")([query, keys[name], b.inputs[name]])
+        TargetAttention(
+            p["attention_units"],
+            activation=p["activation"],
+            normalization=p["attention_normalization"],
+            seed=sequence_seed(p, 10 * (k + 1)),
+            name=f"attention_{name}",
+        )([query, keys[name], b.inputs[name]])
         for k, name in enumerate(beh.sequences)
     ]
     parts = other_fields(b, beh) + pools + ([b.numeric] if b.numeric is not None else [])
     x = keras.layers.Concatenate(name="din_inputs")(parts)
-    deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn")(x)
+    deep = MLP(
+        p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn"
+    )(x)
     return b.inputs, probability(logit_head(deep, p["seed"]))

@@ -1,7 +1,8 @@
 """Model hyper-parameters: the one place their defaults live (conf/train.yaml holds only overrides).
 
-    p = resolve_params({"embedding_dim": 32})   # DEFAULT_PARAMS with the overrides, checked
+p = resolve_params({"embedding_dim": 32})   # DEFAULT_PARAMS with the overrides, checked
 """
+
 from __future__ import annotations
 
 import copy
@@ -79,7 +80,9 @@ def resolve_params(params: dict | None) -> dict:
         raise ValueError(f"params.attention_units must be a list of positive ints (may be empty), got {att!r}")
     out["attention_units"] = [int(u) for u in att]
     if out["attention_normalization"] not in ("softmax", "none"):
-        raise ValueError(f"params.attention_normalization must be 'softmax' or 'none', got {out['attention_normalization']!r}")
+        raise ValueError(
+            f"params.attention_normalization must be 'softmax' or 'none', got {out['attention_normalization']!r}"
+        )
     if not isinstance(out["position_embedding"], bool):
         raise ValueError(f"params.position_embedding must be true or false, got {out['position_embedding']!r}")
     if not _positive_int(out["num_heads"]):

@@ -7,6 +7,7 @@ Adding a model: a module with ``graph(spec, params)`` (and a CTRModel subclass w
 trains differently, as wide_deep does), then one line here. ``MODEL_NAMES`` and the
 jobs' ``--model`` choices follow.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,13 +11,14 @@ wide gradients to ``wide_optimizer`` and the rest to ``optimizer``.  Both
 optimizers are built in ``compile`` on disjoint variable sets; the model names
 its own pair for the params (``default_optimizers``).
 """
+
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-from models.heads import logit_head, probability
 from models.ctr_model import CTRModel
+from models.heads import logit_head, probability
 from models.inputs import build_inputs
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
@@ -27,8 +28,10 @@ from spec import checked_model_inputs
 try:  # keras 3 internals used by the stock TF train_step
     from keras.src.losses.loss import unscale_loss_for_distribution
 except ImportError:  # pragma: no cover
+
     def unscale_loss_for_distribution(value):
         return value
+
 
 WIDE_LAYER = "wide"
 
@@ -56,7 +59,9 @@ def graph(spec: dict, p: dict):
     wide = SparseLinear(fields=b.sparse_fields, crosses=crosses, hash_buckets=p["hash_buckets"], name=WIDE_LAYER)(
         {**b.sparse, **{n: b.inputs[n] for n in cross_names}}
     )
-    deep = MLP(p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn")(b.flat)
+    deep = MLP(
+        p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn"
+    )(b.flat)
     deep_logit = logit_head(deep, p["seed"], name="deep_logit")
     logit = keras.layers.Add(name="logit")([wide, deep_logit])
     return b.inputs, probability(logit)
@@ -74,8 +79,9 @@ class WideDeepModel(CTRModel):
     # FTRL-trained part is the layer named WIDE_LAYER.
     registry_name = "wide_deep"
 
-    def __init__(self, spec: dict, params: dict | None = None, model_name: str | None = None, name: str | None = None,
-                 **kwargs):
+    def __init__(
+        self, spec: dict, params: dict | None = None, model_name: str | None = None, name: str | None = None, **kwargs
+    ):
         expected = type(self).registry_name
         model_name = expected if model_name is None else model_name
         if model_name != expected:
@@ -90,8 +96,11 @@ class WideDeepModel(CTRModel):
             deep = keras.optimizers.Adam(learning_rate=learning_rate(p, 1e-3))
         else:
             deep = keras.optimizers.Adagrad(learning_rate=learning_rate(p, 0.05))
-        wide = keras.optimizers.Ftrl(learning_rate=p["ftrl_learning_rate"], l1_regularization_strength=p["ftrl_l1"],
-                                     l2_regularization_strength=p["ftrl_l2"])
+        wide = keras.optimizers.Ftrl(
+            learning_rate=p["ftrl_learning_rate"],
+            l1_regularization_strength=p["ftrl_l1"],
+            l2_regularization_strength=p["ftrl_l2"],
+        )
         return {"optimizer": deep, "wide_optimizer": wide}
 
     # -- variables -------------------------------------------------------
@@ -138,5 +147,5 @@ class WideDeepModel(CTRModel):
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, wide_vars + deep_vars)
         self.wide_optimizer.apply(grads[: len(wide_vars)], wide_vars)
-        self.optimizer.apply(grads[len(wide_vars):], deep_vars)
+        self.optimizer.apply(grads[len(wide_vars) :], deep_vars)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

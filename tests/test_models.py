@@ -1,5 +1,6 @@
 """Every registered CTR model on a small hand-made spec: fit, predict, save/load, SavedModel export,
 embedding tables, and the wide & deep two-optimizer split."""
+
 import numpy as np
 import pytest
 
@@ -23,7 +24,15 @@ PARAMS = {
 
 
 def _cat(name, vocab, table, vocabulary=True, **extra):
-    entry = {"name": name, "role": "model_input", "kind": "categorical", "dtype": "int64", "shape": [], "vocab_size": vocab, "embedding_table": table}
+    entry = {
+        "name": name,
+        "role": "model_input",
+        "kind": "categorical",
+        "dtype": "int64",
+        "shape": [],
+        "vocab_size": vocab,
+        "embedding_table": table,
+    }
     if vocabulary:
         entry["vocabulary"] = table
     entry.update(extra)
@@ -31,11 +40,27 @@ def _cat(name, vocab, table, vocabulary=True, **extra):
 
 
 def _multi(name, kind, n, vocab, table):
-    return {"name": name, "role": "model_input", "kind": kind, "dtype": "int64", "shape": [n], "vocab_size": vocab, "vocabulary": table, "embedding_table": table}
+    return {
+        "name": name,
+        "role": "model_input",
+        "kind": kind,
+        "dtype": "int64",
+        "shape": [n],
+        "vocab_size": vocab,
+        "vocabulary": table,
+        "embedding_table": table,
+    }
 
 
 def _num(name):
-    return {"name": name, "role": "model_input", "kind": "numeric", "dtype": "float32", "shape": [], "normalization": {"log1p": False, "mean": 0.0, "std": 1.0}}
+    return {
+        "name": name,
+        "role": "model_input",
+        "kind": "numeric",
+        "dtype": "float32",
+        "shape": [],
+        "normalization": {"log1p": False, "mean": 0.0, "std": 1.0},
+    }
 
 
 def make_spec():
@@ -50,7 +75,13 @@ def make_spec():
         _cat("item_primary_genre", 8, "genre"),
         _num("hist_click_len"),
         _num("item_ctr"),
-        _cat("item_ctr_bucket", 5, "item_ctr_bucket", vocabulary=False, bucketization={"source": "item_ctr", "boundaries": [-1.0, 0.0, 1.0]}),
+        _cat(
+            "item_ctr_bucket",
+            5,
+            "item_ctr_bucket",
+            vocabulary=False,
+            bucketization={"source": "item_ctr", "boundaries": [-1.0, 0.0, 1.0]},
+        ),
         {"name": "label", "role": "label", "kind": "label", "dtype": "int64", "shape": []},
         {"name": "user_id", "role": "metadata", "kind": "metadata", "dtype": "string", "shape": [], "default": None},
         {"name": "ts", "role": "metadata", "kind": "metadata", "dtype": "int64", "shape": [], "default": None},
@@ -288,4 +319,7 @@ def test_variants_build_and_run(extra):
     out = model({k: tf.constant(v[:8]) for k, v in X.items()})
     assert tuple(out.shape) == (8, 1)
     if name == "dcn_v2":
-        assert any(tuple(w.shape) == (3, model.get_layer("cross_v2").weights[1].shape[-1]) for w in model.get_layer("cross_v2").weights)
+        assert any(
+            tuple(w.shape) == (3, model.get_layer("cross_v2").weights[1].shape[-1])
+            for w in model.get_layer("cross_v2").weights
+        )

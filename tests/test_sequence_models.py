@@ -2,6 +2,7 @@
 transformer layers, checked in numpy from the model's own tables and weights; padding rows and the
 item table shared by the click and skip histories; dfn's wide + fm + deep sum and its
 FTRL / deep optimizer split; spec and param errors. (Fit, save/load and export: test_models.)"""
+
 import numpy as np
 import pytest
 
@@ -74,8 +75,9 @@ def test_din_replaces_the_histories_by_their_attention_pools():
     names = [f["name"] for f in layer.fields]
     fields = layer({n: tf.constant(x[n]) for n in names}).numpy()
     others = [fields[:, i] for i, n in enumerate(names) if n not in ("hist_click_items", "hist_skip_items")]
-    concat, click, skip = (t.numpy() for t in sub_model(model, "din_inputs", "attention_hist_click_items",
-                                                        "attention_hist_skip_items")(x))
+    concat, click, skip = (
+        t.numpy() for t in sub_model(model, "din_inputs", "attention_hist_click_items", "attention_hist_skip_items")(x)
+    )
     want = np.concatenate(others + [click, skip] + [x[n][:, None] for n in NUMERICS], axis=1)
     assert concat.shape == (16, (len(names) - 2) * DIM + 2 * DIM + len(NUMERICS))
     np.testing.assert_allclose(concat, want, rtol=1e-6, atol=1e-7)
@@ -105,8 +107,12 @@ def test_dfn_reads_skipped_items_in_the_shared_item_table():
     for key in ("item_idx", "hist_click_items", "hist_skip_items"):
         x[key] = np.where(x[key] == item, 28, x[key])
     x["hist_skip_items"][0] = [item, 0, 0, 0]
-    probe = sub_model(model, "attention_hist_click_items_hist_skip_items", "transformer_hist_skip_items",
-                      "transformer_hist_click_items")
+    probe = sub_model(
+        model,
+        "attention_hist_click_items_hist_skip_items",
+        "transformer_hist_skip_items",
+        "transformer_hist_click_items",
+    )
     before = [t.numpy() for t in probe(x)]
     table = embedding_tables(model)["item_id"]
     values = table.numpy()
@@ -123,9 +129,23 @@ def test_dfn_reads_skipped_items_in_the_shared_item_table():
 def test_dfn_logit_is_wide_plus_fm_plus_deep():
     model = build_model("dfn", SPEC, PARAMS)
     x = rows()
-    field_layers = [f"field_{n}" for n in ("user_idx", "item_idx", "position_idx", "user_top_genres", "item_genres",
-                                           "item_primary_genre", "item_ctr_bucket")]
-    feedback = ["transformer_hist_click_items", "transformer_hist_skip_items", "attention_hist_click_items_hist_skip_items"]
+    field_layers = [
+        f"field_{n}"
+        for n in (
+            "user_idx",
+            "item_idx",
+            "position_idx",
+            "user_top_genres",
+            "item_genres",
+            "item_primary_genre",
+            "item_ctr_bucket",
+        )
+    ]
+    feedback = [
+        "transformer_hist_click_items",
+        "transformer_hist_skip_items",
+        "attention_hist_click_items_hist_skip_items",
+    ]
     outs = [t.numpy() for t in sub_model(model, "wide", "fm", "deep_logit", "logit", *field_layers, *feedback)(x)]
     wide, fm, deep, logit = outs[:4]
     v = np.stack(outs[4:], axis=1)  # [batch, 10 fields, d]
@@ -145,12 +165,18 @@ def test_dfn_trains_the_wide_part_with_ftrl_and_the_rest_with_the_deep_optimizer
     ids = lambda vs: {id(v) for v in vs}  # noqa: E731
     assert ids(wide) == ids(model.get_layer("wide").trainable_variables)
     assert not ids(wide) & ids(deep) and ids(wide) | ids(deep) == ids(model.trainable_variables)
-    for name in ("transformer_hist_click_items", "transformer_hist_skip_items",
-                 "attention_hist_click_items_hist_skip_items", "position_embedding"):
+    for name in (
+        "transformer_hist_click_items",
+        "transformer_hist_skip_items",
+        "attention_hist_click_items_hist_skip_items",
+        "position_embedding",
+    ):
         assert ids(model.get_layer(name).trainable_variables) <= ids(deep), name
     compile_model(model, {"learning_rate": 0.0})  # deep optimizer frozen: only FTRL moves weights
     model.run_eagerly = True
-    assert isinstance(model.wide_optimizer, keras.optimizers.Ftrl) and isinstance(model.optimizer, keras.optimizers.Adagrad)
+    assert isinstance(model.wide_optimizer, keras.optimizers.Ftrl) and isinstance(
+        model.optimizer, keras.optimizers.Adagrad
+    )
     before_w, before_d = _snapshot(wide), _snapshot(deep)
     model.train_on_batch({k: v[:64] for k, v in X.items()}, Y[:64])
     assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before_w, wide))
@@ -184,7 +210,13 @@ def test_spec_and_param_errors():
         build_model("din", two_targets, PARAMS)
     with pytest.raises(ValueError, match="embedding_dim >= 3"):
         build_model("dfn", SPEC, {**PARAMS, "embedding_dim": 2})
-    for bad in ({"attention_units": 16}, {"attention_units": [0]}, {"attention_normalization": "max"},
-                {"position_embedding": "yes"}, {"num_heads": 0}, {"ff_units": -1}):
+    for bad in (
+        {"attention_units": 16},
+        {"attention_units": [0]},
+        {"attention_normalization": "max"},
+        {"position_embedding": "yes"},
+        {"num_heads": 0},
+        {"ff_units": -1},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             build_model("din", SPEC, {**PARAMS, **bad})

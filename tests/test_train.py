@@ -1,4 +1,5 @@
 """jobs/train.py end to end on a tiny SAMPLES dir (tests/tf_samples.py) with a learnable signal."""
+
 import json
 import logging
 import os
@@ -10,15 +11,28 @@ import tensorflow as tf
 
 from jobs.train import main
 from pipelines import metrics as offline_metrics
-from spec import load_spec
 from pipelines.tf_input import make_dataset
+from spec import load_spec
 from tests.tf_samples import write_samples
 
 MODEL = "emb_mlp"
 EMBEDDING_DIM = 8
-FAST = ["--set", "batch_size=64", "--set", "eval_batch_size=128", "--set", "shuffle_buffer=256",
-        "--set", "params.hidden_units=[16]", f"--set", f"params.embedding_dim={EMBEDDING_DIM}",
-        "--set", "params.learning_rate=0.01", "--set", "verbose=0"]
+FAST = [
+    "--set",
+    "batch_size=64",
+    "--set",
+    "eval_batch_size=128",
+    "--set",
+    "shuffle_buffer=256",
+    "--set",
+    "params.hidden_units=[16]",
+    "--set",
+    f"params.embedding_dim={EMBEDDING_DIM}",
+    "--set",
+    "params.learning_rate=0.01",
+    "--set",
+    "verbose=0",
+]
 
 
 def _run(samples, output, *extra):
@@ -61,8 +75,12 @@ def test_all_outputs_exist_with_exact_columns(samples, finished_run):
     assert list(m.columns) == ["run_id", "model", "split", "epoch", "metric", "value"]
     assert not m.duplicated(["split", "epoch", "metric"]).any()
     per_epoch = m[m.metric.isin(["loss", "keras_auc"])]
-    assert sorted(per_epoch.groupby(["split", "epoch"]).size().index.tolist()) == \
-        [("train", 1), ("train", 2), ("valid", 1), ("valid", 2)]
+    assert sorted(per_epoch.groupby(["split", "epoch"]).size().index.tolist()) == [
+        ("train", 1),
+        ("train", 2),
+        ("valid", 1),
+        ("valid", 2),
+    ]
     for split in ("test", "valid"):
         final = m[(m.split == split) & m.metric.isin(offline_metrics.METRIC_NAMES)]
         assert sorted(final.metric) == sorted(offline_metrics.METRIC_NAMES)
@@ -144,8 +162,10 @@ def test_resume_after_a_crash_starts_at_the_next_epoch(samples, tmp_path, caplog
     run = tmp_path / "run"
     caplog.set_level(logging.INFO)
     # epoch 1 is checkpointed, then the job "crashes"
-    assert _run(path, run, "--epochs", "3", "--set", "debug.crash_after_epoch=1",
-                "--set", "early_stopping.patience=5") == 4
+    assert (
+        _run(path, run, "--epochs", "3", "--set", "debug.crash_after_epoch=1", "--set", "early_stopping.patience=5")
+        == 4
+    )
     with open(run / "checkpoints" / "state.json") as fh:
         state = json.load(fh)
     assert state["epoch"] == 1 and [h["epoch"] for h in state["history"]] == [1]
@@ -161,15 +181,20 @@ def test_resume_after_a_crash_starts_at_the_next_epoch(samples, tmp_path, caplog
     assert summary["train_examples"] == 2 * 480  # only epochs 2 and 3 ran now
     m = pd.read_parquet(run / "metrics.parquet")
     assert sorted(m[(m.split == "train") & (m.metric == "loss")].epoch) == [1, 2, 3]
-    assert sorted(os.listdir(run / "checkpoints")) == \
-        ["best.weights.h5", "epoch-0002.weights.h5", "epoch-0003.weights.h5", "state.json"]
+    assert sorted(os.listdir(run / "checkpoints")) == [
+        "best.weights.h5",
+        "epoch-0002.weights.h5",
+        "epoch-0003.weights.h5",
+        "state.json",
+    ]
 
 
 def test_weights_checkpoint_restores_the_optimizer_state(samples, tmp_path):
     import keras
 
     from models import build_model, compile_model
-    from pipelines.run_state import build_optimizers as _build_optimizers, save_weights as _save_weights
+    from pipelines.run_state import build_optimizers as _build_optimizers
+    from pipelines.run_state import save_weights as _save_weights
 
     path, spec, _ = samples
     params = {"hidden_units": [8], "embedding_dim": 4, "seed": 0}
@@ -211,10 +236,20 @@ def test_resume_compares_params_with_their_defaults_filled_in(samples, tmp_path,
     state_path = run / "checkpoints" / "state.json"
     state = json.loads(state_path.read_text())
     # as runs written before conf/train.yaml held only overrides: every default spelled out
-    state["params"] = {"embedding_dim": EMBEDDING_DIM, "hidden_units": [16], "dropout": 0.0, "l2": 0.0,
-                       "learning_rate": 0.01, "deep_optimizer": "adagrad", "ftrl_learning_rate": 0.05,
-                       "residual": False, "cross_layers": 3, "crossed_features": [], "hash_buckets": 100000,
-                       "seed": 42}
+    state["params"] = {
+        "embedding_dim": EMBEDDING_DIM,
+        "hidden_units": [16],
+        "dropout": 0.0,
+        "l2": 0.0,
+        "learning_rate": 0.01,
+        "deep_optimizer": "adagrad",
+        "ftrl_learning_rate": 0.05,
+        "residual": False,
+        "cross_layers": 3,
+        "crossed_features": [],
+        "hash_buckets": 100000,
+        "seed": 42,
+    }
     state_path.write_text(json.dumps(state))
     assert _run(path, run, "--epochs", "2", "--set", "debug.crash_after_epoch=2") == 4  # resumed: epoch 2 ran
     assert json.loads(state_path.read_text())["epoch"] == 2

@@ -1,4 +1,5 @@
 """Small Keras layers for the CTR models (all registered under package "ctr")."""
+
 from models.layers.cross import CrossNetwork
 from models.layers.cross_v2 import CrossNetworkV2
 from models.layers.feature_embedding import FeatureEmbedding
@@ -13,5 +14,18 @@ from models.layers.numeric_features import NumericFeatures
 from models.layers.position_embedding import PositionEmbedding
 from models.layers.target_attention import TargetAttention
 
-__all__ = ["CrossNetwork", "CrossNetworkV2", "FMInteraction", "FeatureEmbedding", "FeedbackAttention", "FeedbackTransformer",
-           "FieldSlice", "MLP", "MaskedMeanPooling", "NumericFeatures", "PositionEmbedding", "SparseLinear", "TargetAttention"]
+__all__ = [
+    "CrossNetwork",
+    "CrossNetworkV2",
+    "FMInteraction",
+    "FeatureEmbedding",
+    "FeedbackAttention",
+    "FeedbackTransformer",
+    "FieldSlice",
+    "MLP",
+    "MaskedMeanPooling",
+    "NumericFeatures",
+    "PositionEmbedding",
+    "SparseLinear",
+    "TargetAttention",
+]
