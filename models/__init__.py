@@ -14,7 +14,7 @@ the click probability ``[batch, 1]`` (float32, sigmoid of the layer named
     params.py      DEFAULT_PARAMS (the only defaults) and resolve_params
     inputs.py      the shared input layer: keras.Input per feature, embeddings, numerics
     heads.py       logit_head, probability
-    <name>.py      one model each: emb_mlp, wide_deep, deepfm, dcn, dcn_v2
+    <name>.py      one model each: emb_mlp, wide_deep, deepfm, dcn, dcn_v2, din, dfn
     layers/        one Keras layer per module
 """
 

@@ -11,6 +11,7 @@ from models.layers.feedback_attention import FeedbackAttention  # noqa: E402
 from models.layers.feedback_transformer import FeedbackTransformer  # noqa: E402
 from models.layers.position_embedding import PositionEmbedding  # noqa: E402
 from models.layers.target_attention import TargetAttention  # noqa: E402
+from tests.test_layers import roundtrip  # noqa: E402
 
 D = 3  # not 2: a layer norm over 2 features keeps only the sign of their difference
 # three rows, L = 3, most recent first, padded with 0 on the right; row 2 has no history
@@ -22,16 +23,6 @@ QUERY = RNG.normal(size=(3, D)).astype("float32")
 
 def lookup(table, ids):
     return tf.gather(tf.constant(table), ids).numpy()
-
-
-def roundtrip(layer):
-    """Serialize through the registered name, rebuild from config."""
-    blob = keras.saving.serialize_keras_object(layer)
-    assert blob["registered_name"].startswith("ctr>")
-    clone = keras.saving.deserialize_keras_object(blob)
-    assert type(clone) is type(layer)
-    assert clone.get_config() == layer.get_config()
-    return clone
 
 
 def relu(x):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from models.layers.target_attention import check_int, check_seed, get_initializer, masked_softmax, seeded, valid_mask
+from models.layers.target_attention import (
+    check_int,
+    check_seed,
+    get_activation,
+    get_initializer,
+    masked_softmax,
+    seeded,
+    valid_mask,
+)
 
 
 @keras.saving.register_keras_serializable(package="ctr")
@@ -62,11 +70,7 @@ class FeedbackTransformer(keras.layers.Layer):
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not float(epsilon) > 0.0:
             raise ValueError(f"{name}: epsilon must be a number > 0, got {epsilon!r}")
         self.epsilon = float(epsilon)
-        try:
-            self._act = keras.activations.get(activation)
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"{name}: unknown activation {activation!r} ({err})") from None
-        self.activation = activation if isinstance(activation, str) else keras.activations.serialize(self._act)
+        self._act, self.activation = get_activation(name, activation)
         self.padding_index = check_int(name, "padding_index", padding_index, minimum=0)
         self.kernel_initializer = get_initializer(name, kernel_initializer)
         self.seed = check_seed(name, seed)

@@ -38,6 +38,15 @@ def get_initializer(cls_name: str, initializer):
         raise ValueError(f"{cls_name}: unknown initializer {initializer!r} ({err})") from None
 
 
+def get_activation(cls_name: str, activation):
+    """(the activation function, what get_config stores for it) from a name or a callable."""
+    try:
+        function = keras.activations.get(activation)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{cls_name}: unknown activation {activation!r} ({err})") from None
+    return function, activation if isinstance(activation, str) else keras.activations.serialize(function)
+
+
 def seeded(initializer, seed, offset: int):
     """``initializer`` re-seeded with ``seed + offset`` when ``seed`` is set (distinct but
     reproducible values per weight); initializers without a seed are returned as they are."""
@@ -116,11 +125,7 @@ class TargetAttention(keras.layers.Layer):
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"{name}: normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         self.normalization = normalization
-        try:
-            self._act = keras.activations.get(activation)
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"{name}: unknown activation {activation!r} ({err})") from None
-        self.activation = activation if isinstance(activation, str) else keras.activations.serialize(self._act)
+        self._act, self.activation = get_activation(name, activation)
         self.padding_index = check_int(name, "padding_index", padding_index, minimum=0)
         self.kernel_initializer = get_initializer(name, kernel_initializer)
         self.seed = check_seed(name, seed)
