@@ -32,7 +32,12 @@ import sys
 from benchmarks.measure import emit, jvm_pid, timed
 
 HIST_LEN, TOP_GENRES, MAX_GENRES = 20, 3, 4
-BUCKETIZED = ["item_ctr", "item_impressions", "release_year"]  # conf/build_samples.yaml's default
+
+
+def _bucketized() -> list[str]:
+    from pipelines.config import load_config
+
+    return list(load_config("build_samples")["bucketize"]["features"])
 
 
 def _declared():
@@ -49,7 +54,7 @@ def _declared():
 
 NUMERICS = [d.name for d in _declared() if d.kind == "numeric"]
 CATEGORICALS = (
-    [d.name for d in _declared() if d.kind == "categorical"] + [f"{c}_bucket" for c in BUCKETIZED] + ["label"]
+    [d.name for d in _declared() if d.kind == "categorical"] + [f"{c}_bucket" for c in _bucketized()] + ["label"]
 )
 SEQUENCES = {d.name: d.length for d in _declared() if d.length is not None}
 FEATURES = (
