@@ -261,6 +261,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
                 frame.coalesce(1).write.mode("overwrite").parquet(posixpath.join(stage.path, "vocab", name))
         with timings.step("features"):
             samples = persist(_point_in_time_features(imps, attributed, raw.items, vocabularies, config))
+            samples.count()  # materialized here, so that the step timings say where the time goes
         with timings.step("fit_transform"):
             declared = _declared_features(vocabularies, config)
             fitted = fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
