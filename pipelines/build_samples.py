@@ -228,6 +228,46 @@ def _per_split(shards: list) -> dict:
     return per_split
 
 
+def _attributed_clicks(raw: _Validated, window: int, persist) -> tuple[DataFrame, DataFrame, int]:
+    """(keyed impressions, clicks with the impression they credit, number of orphan clicks)."""
+    keyed = labels.with_impression_key(raw.impressions)
+    # The as-of branch shuffles every impression: only worth it when some click lacks an id.
+    without_id = raw.clicks.where(F.col("impression_id").isNull()).limit(1).count() > 0
+    attributed = persist(labels.attribute_clicks(raw.clicks, keyed, window, match_without_id=without_id))
+    return keyed, attributed, attributed.where(F.col("credited_key").isNull()).count()
+
+
+def _labelled_splits(raw: _Validated, keyed, attributed, config: dict, persist) -> tuple[DataFrame, tuple]:
+    """Labelled impressions with their split and item attributes; the split boundaries."""
+    # Boundaries need only `ts`: taken from the unlabelled rows, so the labels are computed once.
+    boundaries = split.split_boundaries(raw.impressions, config["split"])
+    numeric_columns = list(config["items"]["numeric_columns"] or [])
+    imps = persist(
+        split.assign_split(labels.label_impressions(keyed, attributed), *boundaries).transform(
+            lambda d: item_features.join_item_attributes(d, raw.items, numeric_columns)
+        )
+    )
+    _check_splits_not_empty(imps, *boundaries)
+    return imps, boundaries
+
+
+def _spec_splits(per_split: dict, extension: str) -> dict:
+    return {
+        name: fs.split(
+            pattern=f"{name}/part-*{extension}",
+            num_examples=e["rows"],
+            label_rate=(e["positives"] / e["rows"]) if e["rows"] else None,
+        )
+        for name, e in per_split.items()
+    }
+
+
+def _write_metadata(staging: str, spec: dict, report: dict) -> None:
+    publish.write_text(posixpath.join(staging, fs.SPEC_FILE), fs.to_json(spec))
+    publish.write_text(posixpath.join(staging, "report.json"), json.dumps(report, indent=2))
+    publish.write_text(posixpath.join(staging, "_SUCCESS"), "")
+
+
 def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) -> dict:
     """Run the whole job; return the report. Output appears atomically at `output`."""
     timings, started = Timings(), time.perf_counter()
@@ -240,21 +280,9 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
         with timings.step("validate"):
             raw = _validate(spark, raw_dir, config, persist, stage.path)
         with timings.step("labels"):
-            keyed = labels.with_impression_key(raw.impressions)
-            # The as-of branch shuffles every impression: only worth it when some click lacks an id.
-            without_id = raw.clicks.where(F.col("impression_id").isNull()).limit(1).count() > 0
-            attributed = persist(labels.attribute_clicks(raw.clicks, keyed, window, match_without_id=without_id))
-            orphan_clicks = attributed.where(F.col("credited_key").isNull()).count()
+            keyed, attributed, orphan_clicks = _attributed_clicks(raw, window, persist)
         with timings.step("split"):
-            # Boundaries need only `ts`: taken from the unlabelled rows, so the labels are computed once.
-            valid_start, test_start = split.split_boundaries(raw.impressions, config["split"])
-            numeric_columns = list(config["items"]["numeric_columns"] or [])
-            imps = persist(
-                split.assign_split(labels.label_impressions(keyed, attributed), valid_start, test_start).transform(
-                    lambda d: item_features.join_item_attributes(d, raw.items, numeric_columns)
-                )
-            )
-            _check_splits_not_empty(imps, valid_start, test_start)
+            imps, boundaries = _labelled_splits(raw, keyed, attributed, config, persist)
         with timings.step("fit_vocabularies"):
             vocabularies = fitting.fit_vocabularies(imps.where(F.col("split") == "train"), config["vocab"]["min_count"])
             for name, frame in vocabularies.frames.items():
@@ -273,32 +301,11 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             rows_per_record=int(config["tfrecord"]["rows_per_record"]),
         )
         with timings.step("write_tfrecords"):
-            shards = _write_shards(samples, spec, stage.path, config)
-        per_split = _per_split(shards)
-        spec["splits"] = {
-            name: fs.split(
-                pattern=f"{name}/part-*{compression.extension}",
-                num_examples=e["rows"],
-                label_rate=(e["positives"] / e["rows"]) if e["rows"] else None,
-            )
-            for name, e in per_split.items()
-        }
-        report = _report(
-            spark,
-            raw_dir,
-            stage.final,
-            raw,
-            orphan_clicks,
-            per_split,
-            spec,
-            (valid_start, test_start),
-            fitted,
-            timings,
-            started,
-        )
-        publish.write_text(posixpath.join(stage.path, fs.SPEC_FILE), fs.to_json(spec))
-        publish.write_text(posixpath.join(stage.path, "report.json"), json.dumps(report, indent=2))
-        publish.write_text(posixpath.join(stage.path, "_SUCCESS"), "")
+            per_split = _per_split(_write_shards(samples, spec, stage.path, config))
+        spec["splits"] = _spec_splits(per_split, compression.extension)
+        where = (raw_dir, stage.final)
+        report = _report(spark, where, raw, orphan_clicks, per_split, spec, boundaries, fitted, timings, started)
+        _write_metadata(stage.path, spec, report)
         stage.publish()
         return report
     finally:
@@ -321,8 +328,7 @@ def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict) ->
 
 def _report(
     spark,
-    raw_dir: str,
-    final: str,
+    where: tuple[str, str],
     raw: _Validated,
     orphan_clicks: int,
     per_split: dict,
@@ -342,8 +348,8 @@ def _report(
     valid_clicks = raw.rows_read["clicks"] - sum(raw.rejects["clicks"].values())
     return {
         "spark": spark_settings(spark),
-        "input": raw_dir,
-        "output": final,
+        "input": where[0],
+        "output": where[1],
         "rows_read": raw.rows_read,
         "rejected": raw.rejects,
         "rejected_total": {k: sum(v.values()) for k, v in raw.rejects.items()},

@@ -93,7 +93,6 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
     if config["early_stopping"]["mode"] not in ("max", "min"):
         raise ValueError(f"early_stopping.mode must be 'max' or 'min', got {config['early_stopping']['mode']!r}")
     run_dir, model_name = os.path.abspath(run_dir), config["model"]
-    eval_batch_size = int(config.get("eval_batch_size") or config["batch_size"])
     run_id = config.get("run_id") or os.path.basename(run_dir.rstrip("/"))
     started = time.time()
     publish.check_output(run_dir, inputs=[samples_dir], markers=RUN_MARKERS)
@@ -126,56 +125,22 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
         new_epochs = fit(model, samples_dir, spec, config, progress, checkpoints, run_dir)
     best_epoch = checkpoints.restore_best(model, progress, monitor)
 
-    outputs = config.get("outputs") or {}
-    with StagedRunOutputs(run_dir, STAGING_PREFIX, started) as out:
-        serve = serving_function(model, spec)
-        with clock.step("evaluate"):
-            final = predict_final_splits(
-                serve,
-                samples_dir,
-                spec,
-                eval_batch_size,
-                out.file("predictions") if outputs.get("predictions", True) else None,
-            )
-        with clock.step("embeddings"):
-            embeddings = (
-                write_embeddings(
-                    embedding_tables(model),
-                    samples_dir,
-                    spec,
-                    out.file("embeddings"),
-                    int(outputs.get("embeddings_chunk_rows") or 65536),
-                )
-                if outputs.get("embeddings", True)
-                else {}
-            )
-        with clock.step("export"):
-            export_model(model, serve, spec, out.file("model"))
-        write_metrics(metric_rows(run_id, model_name, progress.history, final, best_epoch), out.file("metrics.parquet"))
-        clock.since_start("total")
-        summary = run_summary(
-            run_id=run_id,
-            model_name=model_name,
-            samples_dir=samples_dir,
-            run_dir=run_dir,
-            spec_hash=spec_hash(spec),
-            config=config,
-            params=params,
-            history=progress.history,
-            new_epochs=new_epochs,
-            resumed_from_epoch=resumed_from,
-            stopped_early=progress.early.stopped,
-            best_epoch=best_epoch,
-            monitor=monitor,
-            best_value=progress.early.best,
-            timings=clock.seconds,
-            final=final,
-            embeddings=embeddings,
-            predictions=outputs.get("predictions", True),
-        )
-        write_json(out.file("run.json"), summary)
-        out.publish()
-    log.info("test %s", " ".join(f"{k} {v:.4f}" for k, v in final["test"]["metrics"].items()))
+    summary = write_run_outputs(
+        model,
+        spec,
+        samples_dir,
+        run_dir,
+        config,
+        params,
+        progress,
+        started,
+        clock,
+        run_id=run_id,
+        new_epochs=new_epochs,
+        resumed_from=resumed_from,
+        best_epoch=best_epoch,
+    )
+    log.info("test %s", " ".join(f"{k} {v:.4f}" for k, v in summary["metrics"]["test"].items()))
     return jsonable(summary)
 
 
@@ -243,3 +208,73 @@ def fit(
             shuffle=False,
         )
     return progress.history[before:]
+
+
+def write_run_outputs(
+    model,
+    spec,
+    samples_dir,
+    run_dir,
+    config,
+    params,
+    progress,
+    started,
+    clock,
+    *,
+    run_id,
+    new_epochs,
+    resumed_from,
+    best_epoch,
+) -> dict:
+    """Predictions, embeddings, the SavedModel, metrics and run.json, published into RUN/ together."""
+    outputs, monitor = config.get("outputs") or {}, config["early_stopping"]["monitor"]
+    model_name, eval_batch_size = config["model"], int(config.get("eval_batch_size") or config["batch_size"])
+    with StagedRunOutputs(run_dir, STAGING_PREFIX, started) as out:
+        serve = serving_function(model, spec)
+        with clock.step("evaluate"):
+            final = predict_final_splits(
+                serve,
+                samples_dir,
+                spec,
+                eval_batch_size,
+                out.file("predictions") if outputs.get("predictions", True) else None,
+            )
+        with clock.step("embeddings"):
+            embeddings = (
+                write_embeddings(
+                    embedding_tables(model),
+                    samples_dir,
+                    spec,
+                    out.file("embeddings"),
+                    int(outputs.get("embeddings_chunk_rows") or 65536),
+                )
+                if outputs.get("embeddings", True)
+                else {}
+            )
+        with clock.step("export"):
+            export_model(model, serve, spec, out.file("model"))
+        write_metrics(metric_rows(run_id, model_name, progress.history, final, best_epoch), out.file("metrics.parquet"))
+        clock.since_start("total")
+        summary = run_summary(
+            run_id=run_id,
+            model_name=model_name,
+            samples_dir=samples_dir,
+            run_dir=run_dir,
+            spec_hash=spec_hash(spec),
+            config=config,
+            params=params,
+            history=progress.history,
+            new_epochs=new_epochs,
+            resumed_from_epoch=resumed_from,
+            stopped_early=progress.early.stopped,
+            best_epoch=best_epoch,
+            monitor=monitor,
+            best_value=progress.early.best,
+            timings=clock.seconds,
+            final=final,
+            embeddings=embeddings,
+            predictions=outputs.get("predictions", True),
+        )
+        write_json(out.file("run.json"), summary)
+        out.publish()
+    return summary
