@@ -79,9 +79,15 @@ class PositionEmbedding(keras.layers.Layer):
                 f"PositionEmbedding: built for d={self.embeddings.shape[-1]}, got values of size {values.shape[-1]}"
             )
         length = tf.shape(values)[1]
-        tf.debugging.assert_less_equal(length, self.max_len, message="PositionEmbedding: sequence longer than max_len")
+        too_long = tf.debugging.assert_less_equal(
+            length, self.max_len, message="PositionEmbedding: sequence longer than max_len"
+        )
         mask = valid_mask(ids, self.padding_index, "PositionEmbedding")
-        out = values + tf.cast(self.embeddings[:length], values.dtype)[None]
+        # In a graph the check and the add would run in either order: the add waits for the check, so a
+        # too long sequence always fails with the message above, not with a shape error.
+        with tf.control_dependencies([too_long] if too_long is not None else []):
+            positions = tf.identity(self.embeddings[:length])
+        out = values + tf.cast(positions, values.dtype)[None]
         return tf.where(mask[..., None], out, tf.zeros_like(out))
 
     def compute_output_shape(self, input_shape):
