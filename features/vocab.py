@@ -27,9 +27,14 @@ ID_INDICES = {
 }
 
 
+def vocabulary_names(df: DataFrame) -> list[str]:
+    """The vocabularies fitted on `df`: the id columns it has, and the genres."""
+    return [name for name, (column, _) in ID_INDICES.items() if column in df.columns] + ["genre"]
+
+
 def vocabulary_tokens(df: DataFrame) -> DataFrame:
-    """Rows `name, token` of every vocabulary: the ids present in `df`, and the genres."""
-    columns = {name: F.col(column).cast("string") for name, (column, _) in ID_INDICES.items() if column in df.columns}
+    """Rows `name, token` of every vocabulary of `vocabulary_names(df)`."""
+    columns = {name: F.col(ID_INDICES[name][0]).cast("string") for name in vocabulary_names(df) if name in ID_INDICES}
     columns["genre"] = F.explode("genres")
     parts = [df.select(F.lit(name).alias("name"), column.alias("token")) for name, column in columns.items()]
     tokens = parts[0]

@@ -183,12 +183,16 @@ def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging:
     return _Validated(imps, clicks, validate.valid_rows(checked["items"]), rows_read, rejects, typed)
 
 
+def _attribution_window(config: dict) -> int:
+    return int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
+
+
 def _point_in_time_features(
     imps: DataFrame, attributed: DataFrame, items: DataFrame, vocabularies, config: dict
 ) -> DataFrame:
     """Index ids and genres, then the user history and item statistics of every impression."""
     h, max_genres = config["history"], config["items"]["max_genres"]
-    window = int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
+    window = _attribution_window(config)
     lookback = int(round(float(h["lookback_days"]) * 86400))
     recent = int(round(float(config["item_stats"]["recent_days"]) * 86400))
     imps = imps.transform(lambda d: vocab.index_ids(d, vocabularies.frames)).transform(
@@ -272,7 +276,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
     """Run the whole job; return the report. Output appears atomically at `output`."""
     timings, started = Timings(), time.perf_counter()
     compression = compression_options(config["tfrecord"]["compression"])  # a bad name fails before any work
-    window = int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
+    window = _attribution_window(config)
     persist = _Persisted()
     # Refuses an output that overlaps RAW or holds something else than earlier samples.
     stage = StagedOutput(output, inputs=[raw_dir], markers=SAMPLES_MARKERS)

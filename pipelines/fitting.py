@@ -46,7 +46,7 @@ class Vocabularies:
 def fit_vocabularies(train: DataFrame, min_count: int) -> Vocabularies:
     """Every vocabulary (ids present in `train`, genres) in one count and one sort."""
     fitted, counted = vocab.fit_vocabularies(vocab.vocabulary_tokens(train), int(min_count))
-    names = [name for name, (column, _) in vocab.ID_INDICES.items() if column in train.columns] + ["genre"]
+    names = vocab.vocabulary_names(train)
     frames = {name: fitted.where(F.col("name") == name).drop("name") for name in names}
     return Vocabularies(
         frames=frames,
