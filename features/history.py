@@ -18,7 +18,11 @@ recent first (ties at one second: the larger item index first), padded with 0;
 `hist_*_len` their lengths. `user_top_genres` are the `top_genres` most frequent
 genres (padding 0 excluded; ties: the smaller index first) of the last
 `genre_history_len` clicks, padded with 0. `user_impressions` / `user_clicks`
-count all the user's impressions / clicks in `[t - lookback, t)`. Item
+count all the user's impressions / clicks in `[t - lookback, t)`. For each item
+vector column `v` (`items.vector_columns`), `user_v` is the mean of the vectors of
+the clicks in `hist_click_items` (the last `max_len`), over those whose item has a
+vector, and `user_v_len` how many that is; with none, `user_v` is null (written as
+zeros, the train mean, once normalized). Item
 statistics count the item's impressions and clicks in `[t - lookback, t)` and
 in `[t - recent, t)`.
 
@@ -53,6 +57,8 @@ from features.declared import Declared
 CHUNK_ROWS = 1 << 16  # rows handed to numpy at once (at least): bounds the wide rows a task holds
 OUT_BATCH_ROWS = 1 << 14  # Arrow batches handed back to the JVM
 _CLICK, _GENRES = "_history_click", "_history_genres"  # internal columns of the unioned stream
+_VECTOR = "_history_vector_"  # + vector column: the clicked item's vector, on the click rows of the stream
+VECTOR_BLOCK_ROWS = 8192  # query rows whose last-N vectors are summed at once: bounds the temporaries
 
 Features = dict[str, pa.Array]
 
@@ -96,6 +102,58 @@ def _last_n(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> tuple
     index = hi[:, None] - 1 - steps[None, :]
     index[steps[None, :] >= length[:, None]] = len(values)  # past the end: the padding appended below
     return np.append(values, 0).astype(np.int64, copy=False)[index], length
+
+
+def _vector_matrix(lists: pa.Array, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values [rows, length] float32, zeros where null; present [rows]) of a list<float> column
+    whose non-null lists hold `length` values each (validation made sure of it)."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    present = np.asarray(lists.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    sizes = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    if (sizes[present] != length).any():
+        raise ValueError(f"item vectors must all have length {length}, got lengths {sorted(set(sizes[present]))}")
+    values = np.zeros((len(lists), length), dtype=np.float32)
+    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False)
+    values[present] = np.asarray(flat, dtype=np.float32).reshape(-1, length)
+    return values, present
+
+
+def _last_n_mean(
+    values: np.ndarray, present: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the mean of the present rows among values[hi-1], values[hi-2], ... down to
+    max(lo, hi - n) (the rows `_last_n` lists), and how many were present.
+
+    Summed in float64 in that fixed order, most recent first, so a mean does not depend on how the
+    rows were cut into chunks. Zeros where none was present.
+    """
+    width = values.shape[1]
+    values = np.vstack([values, np.zeros((1, width), dtype=values.dtype)])  # row -1: padding
+    present = np.append(present, False)
+    length = np.clip(hi - lo, 0, n)
+    mean = np.zeros((len(hi), width), dtype=np.float32)
+    count = np.zeros(len(hi), dtype=np.int64)
+    for start in range(0, len(hi), VECTOR_BLOCK_ROWS):
+        rows = slice(start, start + VECTOR_BLOCK_ROWS)
+        total = np.zeros((len(hi[rows]), width), dtype=np.float64)
+        seen = np.zeros(len(hi[rows]), dtype=np.int64)
+        for step in range(n):
+            index = np.where(step < length[rows], hi[rows] - 1 - step, -1)
+            use = present[index]
+            total += np.where(use[:, None], values[index], 0.0)
+            seen += use
+        mean[rows] = total / np.maximum(seen, 1)[:, None]
+        count[rows] = seen
+    return mean, count
+
+
+def _float_lists(matrix: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """Rows of a 2-d array as Arrow list<float> (Spark array<float>), null where not `valid`."""
+    rows, width = matrix.shape
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    values = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1), type=pa.float32())
+    return pa.ListArray.from_arrays(offsets, values, mask=pa.array(~np.asarray(valid, dtype=bool)))
 
 
 def _window_tokens(first: np.ndarray, last: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +224,7 @@ def _user_features(
     max_len: int,
     top_genres: int,
     genre_history_len: int,
+    vector_columns: dict[str, int],
 ) -> Features:
     """History of the `query` rows of user-sorted events (impressions and clicks); `seg` numbers the users."""
     ts, item = _column(events, "ts"), _column(events, "item_idx", null=0)  # a missing item is padding
@@ -184,7 +243,7 @@ def _user_features(
 
     offsets, genres = _flat_lists(pc.filter(events.column(_GENRES).combine_chunks(), pa.array(click)))
     genre_start = np.maximum(clicks_lo, clicks_hi - genre_history_len)
-    return {
+    out = {
         "hist_click_items": _long_lists(click_items),
         "hist_skip_items": _long_lists(skip_items),
         "hist_click_len": _longs(click_len),
@@ -193,6 +252,13 @@ def _user_features(
         "user_impressions": _longs(_since(impression_keys, now) - _since(impression_keys, since)),
         "user_clicks": _longs(clicks_hi - clicks_lo),
     }
+    for name, length in vector_columns.items():
+        clicked = pc.filter(events.column(_VECTOR + name).combine_chunks(), pa.array(click))
+        values, present = _vector_matrix(clicked, length)
+        mean, count = _last_n_mean(values, present, clicks_lo, clicks_hi, max_len)
+        out[f"user_{name}"] = _float_lists(mean, count > 0)
+        out[f"user_{name}_len"] = _longs(count)
+    return out
 
 
 def _item_counts(events: pa.Table, seg: np.ndarray, query: np.ndarray, lookback: int, recent: int) -> Features:
@@ -293,9 +359,12 @@ def _with_features(
 
 
 # ---------------------------------------------------------------- the feature steps
-def user_history_features(max_len: int, top_genres: int) -> list[Declared]:
-    """The model inputs `user_history` adds, in the order of its output columns."""
-    return [
+def user_history_features(
+    max_len: int, top_genres: int, vector_columns: dict[str, int] | None = None
+) -> list[Declared]:
+    """The model inputs `user_history` adds, in the order of its output columns (vector columns:
+    item vector name -> length)."""
+    features = [
         declared.sequence("hist_click_items", "item_id", max_len),
         declared.sequence("hist_skip_items", "item_id", max_len),
         declared.numeric("hist_click_len", count=True),
@@ -304,6 +373,9 @@ def user_history_features(max_len: int, top_genres: int) -> list[Declared]:
         declared.numeric("user_impressions", count=True),
         declared.numeric("user_clicks", count=True),
     ]
+    for name, length in (vector_columns or {}).items():
+        features += [declared.vector(f"user_{name}", length), declared.numeric(f"user_{name}_len", count=True)]
+    return features
 
 
 # The smoothed CTRs come from the counts and the train label rate, once it is fitted (`with_smoothed_ctr`).
@@ -323,6 +395,8 @@ ITEM_STATISTICS = [d.name for d in ITEM_STATISTICS_FEATURES if d.name not in SMO
 
 
 def _spark_field(feature: Declared) -> T.StructField:
+    if feature.is_vector:
+        return T.StructField(feature.name, T.ArrayType(T.FloatType()))
     return T.StructField(feature.name, T.ArrayType(T.LongType()) if feature.length is not None else T.LongType())
 
 
@@ -334,19 +408,32 @@ def user_history(
     max_len: int,
     top_genres: int,
     genre_history_len: int,
+    vector_columns: dict[str, int] | None = None,
 ) -> DataFrame:
     """Impressions with their user's point-in-time history.
 
     `impressions`: user_id, item_idx, ts, label (plus any other columns, kept).
-    `clicks`: user_id, item_idx, ts, genre_idxs (indexed genres of the clicked item).
+    `clicks`: user_id, item_idx, ts, genre_idxs (indexed genres of the clicked item), and the
+    clicked item's vector (array<float>, null when it has none) for each of `vector_columns`
+    (name -> length).
     Adds: hist_click_items [max_len], hist_skip_items [max_len], hist_click_len,
-    hist_skip_len, user_top_genres [top_genres], user_impressions, user_clicks.
+    hist_skip_len, user_top_genres [top_genres], user_impressions, user_clicks; then per vector
+    column `v`: user_v [length] (array<float>, null without any) and user_v_len.
     """
-    added = [_spark_field(f) for f in user_history_features(max_len, top_genres)]
+    vector_columns = dict(vector_columns or {})
+    added = [_spark_field(f) for f in user_history_features(max_len, top_genres, vector_columns)]
 
     def compute(events: pa.Table, segment: np.ndarray, query: np.ndarray) -> Features:
         features = _user_features(
-            events, segment, query, window_seconds, lookback_seconds, max_len, top_genres, genre_history_len
+            events,
+            segment,
+            query,
+            window_seconds,
+            lookback_seconds,
+            max_len,
+            top_genres,
+            genre_history_len,
+            vector_columns,
         )
         return {field.name: features[field.name] for field in added}  # Arrow columns go back by position
 
@@ -355,6 +442,7 @@ def user_history(
         "item_idx": F.col("item_idx"),
         "ts": F.col("ts"),
         _GENRES: F.col("genre_idxs").cast("array<bigint>"),
+        **{_VECTOR + name: F.col(name).cast("array<float>") for name in vector_columns},
     }
     # Sorted by item within a second: ties in the click and skip lists put the larger item first.
     return _with_features(
@@ -363,7 +451,7 @@ def user_history(
         "user_id",
         click_columns,
         ["user_id", "ts", "item_idx"],
-        ["user_id", "ts", "item_idx", "label", _CLICK, _GENRES],
+        ["user_id", "ts", "item_idx", "label", _CLICK, _GENRES, *[_VECTOR + name for name in vector_columns]],
         added,
         lookback_seconds,
         compute,

@@ -1,7 +1,8 @@
-"""Item features: genres (multi-valued), primary genre, release year, configured numerics.
+"""Item features: genres (multi-valued), primary genre, release year, configured numerics and
+dense vectors.
 
 Items missing from RAW/items are not rejects: their genres are ["unknown"] and
-their other attributes null.
+their other attributes null (a null vector is written as zeros, the train mean, by normalization).
 """
 
 from __future__ import annotations
@@ -17,19 +18,26 @@ from features.vocab import PADDING_INDEX, index_tokens
 UNKNOWN_GENRE = "unknown"
 
 
-def item_features(max_genres: int, numeric_columns: list[str]) -> list[Declared]:
-    """The model inputs `genre_features` and `join_item_attributes` add."""
+def item_features(
+    max_genres: int, numeric_columns: list[str], vector_columns: dict[str, int] | None = None
+) -> list[Declared]:
+    """The model inputs `genre_features` and `join_item_attributes` add (vector columns: name -> length)."""
     return [
         declared.categorical("item_primary_genre", "genre"),
         declared.multi_categorical("item_genres", "genre", max_genres),
         declared.numeric("release_year"),
         *[declared.numeric(column) for column in numeric_columns],
+        *[declared.vector(column, length) for column, length in (vector_columns or {}).items()],
     ]
 
 
-def join_item_attributes(df: DataFrame, items: DataFrame, numeric_columns: list[str]) -> DataFrame:
-    """Add genres (array<string>), release_year and the numeric item columns by item_id."""
-    attributes = items.select("item_id", F.col("genres").alias("_genres"), "release_year", *numeric_columns)
+def join_item_attributes(
+    df: DataFrame, items: DataFrame, numeric_columns: list[str], vector_columns: list[str] = ()
+) -> DataFrame:
+    """Add genres (array<string>), release_year, the numeric and the vector item columns by item_id."""
+    attributes = items.select(
+        "item_id", F.col("genres").alias("_genres"), "release_year", *numeric_columns, *vector_columns
+    )
     joined = df.join(attributes, on="item_id", how="left")
     known = F.col("_genres").isNotNull()
     genres = F.when(known, F.col("_genres")).otherwise(F.array(F.lit(UNKNOWN_GENRE)))

@@ -6,6 +6,10 @@ becomes 0, the train mean. Bucket index: 0 for null, else
 `1 + #{boundaries <= x}` (bisect_right), so a feature with `b` boundaries has
 `b + 2` indices. NaN and ±inf are treated as null.
 
+A dense vector feature (array<float> of a fixed length d) is normalized per dimension: its
+statistics are lists of d means and d standard deviations, fitted on the train rows that have a
+vector (never log1p), and a null vector becomes d zeros.
+
 Both fits are independent of how Spark partitions the train split (exact decimal sums,
 exact quantiles of a histogram), so a build's spec hash is too.
 """
@@ -23,13 +27,13 @@ from pyspark.sql import functions as F
 log = logging.getLogger(__name__)
 
 
-def _finite(column: str) -> Column:
+def _finite(column: str | Column) -> Column:
     """The column as a double; NaN and ±inf count as missing, like null, so one of them cannot spoil a fit."""
-    value = F.col(column).cast("double")
+    value = (F.col(column) if isinstance(column, str) else column).cast("double")
     return F.when(~F.isnan(value) & (F.abs(value) != float("inf")), value)
 
 
-def _transformed(column: str, log1p: bool) -> Column:
+def _transformed(column: str | Column, log1p: bool) -> Column:
     value = _finite(column)
     # greatest() would turn a null into 0: keep nulls null so they do not move the mean.
     return F.when(value.isNull(), F.lit(None)).otherwise(F.log1p(F.greatest(value, F.lit(0.0)))) if log1p else value
@@ -70,33 +74,73 @@ def _rounded_mean_std(train: DataFrame, value: Column) -> tuple[float, float]:
     return tuple(float(f"{v:.{_FALLBACK_DIGITS}g}") for v in (row["m"], row["s"]))
 
 
-def fit_normalization(train: DataFrame, columns: list[str], log1p_columns: list[str]) -> dict[str, dict]:
-    """Per column {"log1p", "mean", "std"} from the train split (population std; one aggregation)."""
+def _fitted_mean_std(train: DataFrame, name: str, value: Column, moments: tuple) -> tuple[float, float]:
+    count, total, squares = moments
+    if not count:
+        return 0.0, 1.0
+    if total is None or squares is None:
+        log.warning(
+            "normalize: '%s' is too large to sum exactly in %s; its mean and std are rounded "
+            "to %d significant digits instead",
+            name,
+            _EXACT,
+            _FALLBACK_DIGITS,
+        )
+        mean, std = _rounded_mean_std(train, value)
+    else:
+        mean, std = _mean_std(count, total, squares)
+    return mean, 1.0 if std < 1e-12 else std
+
+
+def fit_normalization(
+    train: DataFrame, columns: list[str], log1p_columns: list[str], vector_lengths: dict[str, int] | None = None
+) -> dict[str, dict]:
+    """Per column {"log1p", "mean", "std"} from the train split (population std; one aggregation).
+
+    A column of `vector_lengths` (name -> d) is a vector: its mean and std are lists of d values, one
+    per dimension, and it is never log1p'd.
+    """
     if not columns:
         return {}
-    moments = _exact_moments(train, [_transformed(c, c in log1p_columns) for c in columns])
-    stats = {}
-    for column, (count, total, squares) in zip(columns, moments):
-        if not count:
-            mean, std = 0.0, 1.0
-        elif total is None or squares is None:
-            mean, std = _rounded_mean_std(train, _transformed(column, column in log1p_columns))
-            log.warning(
-                "normalize: '%s' is too large to sum exactly in %s; its mean and std are rounded "
-                "to %d significant digits instead",
-                column,
-                _EXACT,
-                _FALLBACK_DIGITS,
-            )
+    vector_lengths = dict(vector_lengths or {})
+    bad = sorted(set(log1p_columns) & set(vector_lengths))
+    if bad:
+        raise ValueError(f"normalize.log1p names vector feature(s) {bad}: vectors are normalized per dimension only")
+    values: list[tuple[str, Column]] = []
+    for column in columns:
+        if column in vector_lengths:
+            values += [(f"{column}[{i}]", _finite(F.col(column).getItem(i))) for i in range(vector_lengths[column])]
         else:
-            mean, std = _mean_std(count, total, squares)
-        stats[column] = {"log1p": column in log1p_columns, "mean": mean, "std": 1.0 if std < 1e-12 else std}
+            values.append((column, _transformed(column, column in log1p_columns)))
+    fitted = iter(
+        _fitted_mean_std(train, name, value, moments)
+        for (name, value), moments in zip(values, _exact_moments(train, [value for _, value in values]))
+    )
+    stats = {}
+    for column in columns:
+        if column in vector_lengths:
+            pairs = [next(fitted) for _ in range(vector_lengths[column])]
+            stats[column] = {"log1p": False, "mean": [m for m, _ in pairs], "std": [s for _, s in pairs]}
+        else:
+            mean, std = next(fitted)
+            stats[column] = {"log1p": column in log1p_columns, "mean": mean, "std": std}
     return stats
 
 
+def _normalized_vector(column: str, mean: list[float], std: list[float]) -> Column:
+    """(x_i - mean_i) / std_i per dimension as array<float>; a null vector (or value) becomes 0."""
+    centred = F.zip_with(F.col(column), F.array(*[F.lit(float(m)) for m in mean]), lambda x, m: _finite(x) - m)
+    scaled = F.zip_with(centred, F.array(*[F.lit(float(s)) for s in std]), lambda x, s: F.coalesce(x / s, F.lit(0.0)))
+    zeros = F.array_repeat(F.lit(0.0), len(mean))
+    return F.when(F.col(column).isNull(), zeros).otherwise(scaled).cast("array<float>")
+
+
 def apply_normalization(df: DataFrame, stats: dict[str, dict]) -> DataFrame:
-    """Replace each fitted column by its normalized float value."""
+    """Replace each fitted column by its normalized float value (a vector: array<float>)."""
     for column, s in stats.items():
+        if isinstance(s["mean"], list):
+            df = df.withColumn(column, _normalized_vector(column, s["mean"], s["std"]))
+            continue
         value = (_transformed(column, s["log1p"]) - F.lit(s["mean"])) / F.lit(s["std"])
         df = df.withColumn(column, F.coalesce(value, F.lit(0.0)).cast("float"))
     return df

@@ -12,7 +12,11 @@ naming it. Row-level problems never fail the job by themselves: the row gets a
   items, one row per item), so a row with an id is identified by `(impression_id, user_id, item_id)`;
   one without by `(user_id, item_id, ts, position)`. The earliest copy is kept.
 - `duplicate_click`: an exact repeat of a click (same user, item, ts and impression id).
-- `duplicate_item`: a repeat of an `item_id`; the first row in file order is kept.
+- `unparsable_vector`, `wrong_vector_length`, `non_finite_vector`: an item vector (a column named in
+  `items.vector_columns`) with a value that is not a number, another length than the column's, or a
+  NaN / ±inf. A null vector is no reject: the item has no vector, as an item missing from RAW/items.
+- `duplicate_item`: a repeat of an `item_id`; the first row in file order is kept, among the rows
+  that are not rejected for another reason.
 """
 
 from __future__ import annotations
@@ -221,15 +225,97 @@ def validate_events(
     )
 
 
-def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
-    """Items with a clean id, `genres` as an array of trimmed non-empty strings, and a `reject_reason`."""
+def _check_vector_column(fields: dict, column: str) -> None:
+    if column not in fields:
+        raise SchemaError(f"items: vector column '{column}' named in the config is missing")
+    dtype = fields[column]
+    if isinstance(dtype, T.StringType) or (
+        isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, (T.NumericType, T.StringType))
+    ):
+        return
+    raise SchemaError(
+        f"items: column '{column}' has type {dtype.simpleString()}, expected an array of numbers "
+        "(or, in CSV, a string of numbers separated by '|', ',' or spaces)"
+    )
+
+
+def vector_values(df: DataFrame, column: str) -> Column:
+    """An item vector column as array<double>: an element that is not a number becomes null.
+
+    Arrays of numbers are cast; a string (CSV) is split on '|', ',' or whitespace, with optional
+    surrounding brackets ("[0.1, 0.2]", "0.1|0.2"). A null stays null.
+    """
+    dtype = df.schema[column].dataType
+    if isinstance(dtype, T.StringType):
+        text = F.regexp_replace(F.trim(F.col(column)), r"^\[|\]$", "")
+        values = F.filter(F.split(F.trim(text), r"[|,\s]+"), lambda v: v != "")
+        return F.transform(values, lambda v: v.try_cast("double"))
+    return F.transform(F.col(column), lambda v: v.try_cast("double"))
+
+
+def vector_lengths(df: DataFrame, columns: list[str]) -> dict[str, int]:
+    """The length of each item vector column: its most frequent length among the non-null rows (ties:
+    the smaller). One aggregation; the driver receives one row per distinct (column, length)."""
+    if not columns:
+        return {}
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    for column in columns:
+        _check_vector_column(fields, column)
+    sizes = F.explode(
+        F.array(
+            *[
+                F.struct(F.lit(column).alias("column"), F.size(vector_values(df, column)).alias("length"))
+                for column in columns
+            ]
+        )
+    ).alias("v")
+    rows = (
+        df.select(sizes)
+        .select("v.column", "v.length")
+        .where(F.col("length") > 0)
+        .groupBy("column", "length")
+        .count()
+        .collect()
+    )
+    best: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        key = (int(row["count"]), -int(row["length"]))
+        if row["column"] not in best or key > best[row["column"]]:
+            best[row["column"]] = key
+    missing = [column for column in columns if column not in best]
+    if missing:
+        raise SchemaError(
+            f"items: vector column(s) {', '.join(missing)} hold no vector, so their length is unknown; "
+            "give it in the config, e.g. items.vector_columns={" + f"{missing[0]}: 128" + "}"
+        )
+    return {column: -best[column][1] for column in columns}
+
+
+def _vector_reason(values: Column, length: int) -> Column:
+    """Why a parsed vector is rejected (null: it is fine, or null itself)."""
+    return (
+        F.when(values.isNull(), F.lit(None))
+        .when(F.exists(values, lambda v: v.isNull()), F.lit("unparsable_vector"))
+        .when(F.size(values) != length, F.lit("wrong_vector_length"))
+        .when(F.exists(values, lambda v: F.isnan(v) | (F.abs(v) == float("inf"))), F.lit("non_finite_vector"))
+    )
+
+
+def normalize_items(
+    df: DataFrame, numeric_columns: list[str], vector_columns: dict[str, int] | None = None
+) -> DataFrame:
+    """Items with a clean id, `genres` as an array of trimmed non-empty strings, the numeric columns as
+    doubles, each vector column (name -> length) as array<float>, and a `reject_reason`."""
     check_schema(df, "items")
+    vector_columns = dict(vector_columns or {})
     fields = {f.name: f.dataType for f in df.schema.fields}
     for column in numeric_columns:
         if column not in fields:
             raise SchemaError(f"items: numeric column '{column}' named in the config is missing")
         if not isinstance(fields[column], T.NumericType) and not isinstance(fields[column], T.StringType):
             raise SchemaError(f"items: column '{column}' has type {fields[column].simpleString()}, expected a number")
+    for column in vector_columns:
+        _check_vector_column(fields, column)
     # File order, taken before any shuffle: path, then the row's place in it (a file's splits are
     # numbered in offset order, so the monotonic id grows along the file).
     out = (
@@ -247,11 +333,23 @@ def normalize_items(df: DataFrame, numeric_columns: list[str]) -> DataFrame:
         out = out.withColumn("release_year", F.lit(None).cast("int"))
     for column in numeric_columns:
         out = out.withColumn(column, F.expr(f"try_cast(`{column}` AS DOUBLE)"))
-    valid = F.col("item_id").isNotNull()
+    reason = F.when(F.col("item_id").isNull(), F.lit("null_item_id"))
+    for column, length in vector_columns.items():
+        out = out.withColumn(column, vector_values(df, column))
+        problem = _vector_reason(F.col(column), int(length))
+        reason = reason.when(problem.isNotNull(), problem)
+    out = out.withColumn("reject_reason", reason)
+    # The first copy in file order among the rows not rejected for another reason is kept.
+    valid = F.col("reject_reason").isNull()
     order = Window.partitionBy(valid, F.col("item_id")).orderBy(F.col("_file"), F.col("_row"))
-    reason = F.when(~valid, F.lit("null_item_id")).when(F.row_number().over(order) > 1, F.lit("duplicate_item"))
-    keep = ["item_id", "genres", "release_year", *numeric_columns, RAW]
-    return out.withColumn("reject_reason", reason).select(*keep, "reject_reason")
+    out = out.withColumn(
+        "reject_reason",
+        F.when(valid & (F.row_number().over(order) > 1), F.lit("duplicate_item")).otherwise(F.col("reject_reason")),
+    )
+    for column in vector_columns:
+        out = out.withColumn(column, F.col(column).cast("array<float>"))
+    keep = ["item_id", "genres", "release_year", *numeric_columns, *vector_columns, RAW]
+    return out.select(*keep, "reject_reason")
 
 
 def rejects_of(df: DataFrame, source: str) -> DataFrame:

@@ -2,13 +2,16 @@
 
     python -m jobs.generate_synthetic --output RAW [--users N] [--items N] [--days N]
                                       [--impressions N] [--seed N] [--chunk-rows N]
+                                      [--item-vector-dim N [--item-vector-noise X]]
 
 numpy + pyarrow, no Spark: `sources/synthetic.py` simulates the click model of
 `sources/click_model.py` hour by hour and writes RAW chunk by chunk, atomically.
 An existing RAW is replaced only when it is an earlier output of this generator
 (it holds _generator.json) or empty; otherwise the job refuses (exit code 2).
 The same arguments give byte-identical files. Each impression carries `p_click`,
-the true probability its click was drawn with.
+the true probability its click was drawn with. `--item-vector-dim N` adds a dense
+N-dimensional vector per item (RAW/items column `item_vec`: a noisy projection of the
+item's latent factors; build samples with `--set items.vector_columns=[item_vec]`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ if not __package__:  # run as a script: python jobs/generate_synthetic.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipelines.publish import OutputRefused  # noqa: E402
-from sources.synthetic import DEFAULTS, MIN_ITEMS, generate  # noqa: E402
+from sources.synthetic import DEFAULT_VECTOR_NOISE, DEFAULTS, MIN_ITEMS, generate  # noqa: E402
 
 PRINTED = (
     "output",
@@ -35,6 +38,7 @@ PRINTED = (
     "orphan_clicks",
     "items",
     "part_files",
+    "item_vector_r2",
     "seconds",
 )
 
@@ -60,6 +64,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="impressions per part file (default: a tenth of --impressions, within 10k-250k)",
     )
+    parser.add_argument(
+        "--item-vector-dim",
+        type=int,
+        default=0,
+        help="add a dense vector of this many dimensions per item (RAW/items column item_vec); 0: none",
+    )
+    parser.add_argument(
+        "--item-vector-noise",
+        type=float,
+        default=DEFAULT_VECTOR_NOISE,
+        help="noise of the item vectors, relative to their signal (default %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -71,12 +87,25 @@ def main(argv=None) -> int:
     if args.items < MIN_ITEMS:
         print(f"--items must be at least {MIN_ITEMS} (a slate shows up to {MIN_ITEMS} distinct items)", file=sys.stderr)
         return 2
+    if args.item_vector_dim < 0 or args.item_vector_noise < 0:
+        print("--item-vector-dim and --item-vector-noise must be >= 0", file=sys.stderr)
+        return 2
     try:
-        summary = generate(args.output, args.users, args.items, args.days, args.impressions, args.seed, args.chunk_rows)
+        summary = generate(
+            args.output,
+            args.users,
+            args.items,
+            args.days,
+            args.impressions,
+            args.seed,
+            args.chunk_rows,
+            item_vector_dim=args.item_vector_dim,
+            item_vector_noise=args.item_vector_noise,
+        )
     except OutputRefused as exc:  # RAW holds something else than earlier generated data
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({k: summary[k] for k in PRINTED}, indent=2))
+    print(json.dumps({k: summary[k] for k in PRINTED if k in summary}, indent=2))
     return 0
 
 

@@ -23,6 +23,7 @@ import spec as fs
 from features import history, labels, split, validate, vocab
 from features import items as item_features
 from pipelines import fitting, publish
+from pipelines.config import ConfigError
 from pipelines.publish import StagedOutput
 from pipelines.raw_input import InputError, read_raw, type_csv_columns
 from pipelines.spark import spark_settings
@@ -43,7 +44,7 @@ class EmptySplitError(RuntimeError):
 
 
 # What the job refuses with a clear message (exit code 2), rather than a traceback.
-INPUT_ERRORS = (InputError, validate.SchemaError, RejectFractionError, EmptySplitError)
+INPUT_ERRORS = (InputError, validate.SchemaError, RejectFractionError, EmptySplitError, ConfigError)
 
 
 class Timings:
@@ -139,12 +140,39 @@ class _Validated:
     rows_read: dict
     rejects: dict
     passthrough: list[tuple[str, str]]
+    vector_lengths: dict[str, int]  # item vector column -> its length
+
+
+def _vector_columns(config: dict) -> dict[str, int | None]:
+    """`items.vector_columns`: a list of names (lengths inferred from the data) or {name: length or null}."""
+    value = config["items"].get("vector_columns") or []
+    if isinstance(value, dict):
+        columns = dict(value)
+    elif isinstance(value, list):
+        columns = dict.fromkeys(value)
+    else:
+        raise ConfigError(f"items.vector_columns must be a list of names or a mapping name: length, got {value!r}")
+    numeric = set(config["items"].get("numeric_columns") or [])
+    for name, length in columns.items():
+        if not isinstance(name, str) or not name or name in numeric:
+            raise ConfigError(f"items.vector_columns: {name!r} must be a column name not among items.numeric_columns")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ConfigError(
+                f"items.vector_columns: the length of '{name}' must be a positive integer, got {length!r}"
+            )
+    return columns
 
 
 def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging: str) -> _Validated:
     """Read RAW, quarantine bad rows into `staging/rejects`, fail past the reject threshold."""
     fmt, vconf = config["input"]["format"], config["validation"]
     numeric_columns = list(config["items"]["numeric_columns"] or [])
+    vectors = _vector_columns(config)
+    raw_items = read_raw(spark, raw_dir, "items", fmt)
+    inferred = validate.vector_lengths(raw_items, [name for name, length in vectors.items() if length is None])
+    vector_lengths = {name: int(length or inferred[name]) for name, length in vectors.items()}
+    if vector_lengths:
+        log.info("item vectors (column: length): %s", vector_lengths)
     raw_imps = read_raw(spark, raw_dir, "impressions", fmt)
     if fmt == "csv":
         raw_imps = type_csv_columns(raw_imps, list(config.get("passthrough") or []))
@@ -156,7 +184,7 @@ def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging:
                 read_raw(spark, raw_dir, "clicks", fmt), "clicks", vconf["ts_min"], vconf["ts_max"]
             )
         ),
-        "items": persist(validate.normalize_items(read_raw(spark, raw_dir, "items", fmt), numeric_columns)),
+        "items": persist(validate.normalize_items(raw_items, numeric_columns, vector_lengths)),
     }
     counted = {name: _count_by_reason(df) for name, df in checked.items()}
     rows_read = {name: total for name, (total, _) in counted.items()}
@@ -180,7 +208,8 @@ def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging:
     clicks = validate.valid_rows(checked["clicks"]).select("user_id", "item_id", "ts", "impression_id")
     metadata_names = dict(validate.IDENTITY_COLUMNS)
     typed = [(c, _spark_type_to_spec(raw_imps.schema[c].dataType)) for c in passthrough if c not in metadata_names]
-    return _Validated(imps, clicks, validate.valid_rows(checked["items"]), rows_read, rejects, typed)
+    items = validate.valid_rows(checked["items"])
+    return _Validated(imps, clicks, items, rows_read, rejects, typed, vector_lengths)
 
 
 def _attribution_window(config: dict) -> int:
@@ -188,7 +217,7 @@ def _attribution_window(config: dict) -> int:
 
 
 def _point_in_time_features(
-    imps: DataFrame, attributed: DataFrame, items: DataFrame, vocabularies, config: dict
+    imps: DataFrame, attributed: DataFrame, raw: _Validated, vocabularies, config: dict
 ) -> DataFrame:
     """Index ids and genres, then the user history and item statistics of every impression."""
     h, max_genres = config["history"], config["items"]["max_genres"]
@@ -198,28 +227,53 @@ def _point_in_time_features(
     imps = imps.transform(lambda d: vocab.index_ids(d, vocabularies.frames)).transform(
         lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres)
     )
+    vectors = raw.vector_lengths
     click_events = (
         attributed.select("user_id", "item_id", "ts")
-        .transform(lambda d: item_features.join_item_attributes(d, items, []))
+        .transform(lambda d: item_features.join_item_attributes(d, raw.items, [], list(vectors)))
         .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabularies.frames["item_id"], "item_idx"))
         .transform(lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres))
     )
     return imps.transform(
         lambda d: history.user_history(
-            d, click_events, window, lookback, int(h["max_len"]), int(h["top_genres"]), int(h["genre_history_len"])
+            d,
+            click_events,
+            window,
+            lookback,
+            int(h["max_len"]),
+            int(h["top_genres"]),
+            int(h["genre_history_len"]),
+            vectors,
         )
     ).transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
 
 
-def _declared_features(vocabularies, config: dict) -> list:
-    """Every model input, as its step declares it, in the order of the steps."""
+# Columns the job itself gives the impressions: an item column may not take one of these names.
+_PIPELINE_COLUMNS = {"user_id", "item_id", "ts", "impression_id", "position", "label", "split", "genres", "genre_idxs"}
+
+
+def _declared_features(vocabulary_names, config: dict, vector_lengths: dict[str, int]) -> list:
+    """Every model input, as its step declares it, in the order of the steps (ConfigError when an
+    item column would make a feature twice or take a column the job makes)."""
     h, it = config["history"], config["items"]
-    return [
-        *vocab.id_features(vocabularies.frames),
-        *history.user_history_features(h["max_len"], h["top_genres"]),
+    item_columns = list(it["numeric_columns"] or []) + list(vector_lengths)
+    taken = sorted(set(item_columns) & (_PIPELINE_COLUMNS | set(config.get("passthrough") or [])))
+    if taken:
+        raise ConfigError(f"item column(s) {taken} named in items.numeric_columns / items.vector_columns are taken")
+    features = [
+        *vocab.id_features(vocabulary_names),
+        *history.user_history_features(h["max_len"], h["top_genres"], vector_lengths),
         *history.ITEM_STATISTICS_FEATURES,
-        *item_features.item_features(it["max_genres"], list(it["numeric_columns"] or [])),
+        *item_features.item_features(it["max_genres"], list(it["numeric_columns"] or []), vector_lengths),
     ]
+    names = [d.name for d in features]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(
+            f"feature name(s) {repeated} would be made twice: rename the item column(s) named in "
+            "items.numeric_columns / items.vector_columns"
+        )
+    return features
 
 
 def _per_split(shards: list) -> dict:
@@ -248,7 +302,7 @@ def _labelled_splits(raw: _Validated, keyed, attributed, config: dict, persist) 
     numeric_columns = list(config["items"]["numeric_columns"] or [])
     imps = persist(
         split.assign_split(labels.label_impressions(keyed, attributed), *boundaries).transform(
-            lambda d: item_features.join_item_attributes(d, raw.items, numeric_columns)
+            lambda d: item_features.join_item_attributes(d, raw.items, numeric_columns, list(raw.vector_lengths))
         )
     )
     _check_splits_not_empty(imps, *boundaries)
@@ -281,6 +335,8 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
     # Refuses an output that overlaps RAW or holds something else than earlier samples.
     stage = StagedOutput(output, inputs=[raw_dir], markers=SAMPLES_MARKERS)
     try:
+        # Name clashes of the configured item columns fail before any work (lengths do not matter here).
+        _declared_features(vocab.ID_INDICES, config, dict.fromkeys(_vector_columns(config), 1))
         with timings.step("validate"):
             raw = _validate(spark, raw_dir, config, persist, stage.path)
         with timings.step("labels"):
@@ -292,10 +348,10 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             for name, frame in vocabularies.frames.items():
                 frame.coalesce(1).write.mode("overwrite").parquet(posixpath.join(stage.path, "vocab", name))
         with timings.step("features"):
-            samples = persist(_point_in_time_features(imps, attributed, raw.items, vocabularies, config))
+            samples = persist(_point_in_time_features(imps, attributed, raw, vocabularies, config))
             samples.count()  # materialized here, so that the step timings say where the time goes
         with timings.step("fit_transform"):
-            declared = _declared_features(vocabularies, config)
+            declared = _declared_features(vocabularies.frames, config, raw.vector_lengths)
             fitted = fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
             samples = fitted.transform(samples)
         spec = fs.new_spec(
@@ -364,6 +420,7 @@ def _report(
         },
         "split_boundaries": {"valid_start": boundaries[0], "test_start": boundaries[1]},
         "vocabulary_sizes": fitted.vocabularies.sizes,
+        "item_vector_lengths": raw.vector_lengths,
         "train_label_rate": fitted.prior,
         "spec_hash": spec["spec_hash"],
         "step_seconds": timings.seconds,

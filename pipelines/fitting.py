@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 import spec as fs
 from features import history, normalize, vocab
 from features.declared import Declared
+from pipelines.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,11 @@ class Fitted:
             fs.bucketized(f"{source}_bucket", source=source, boundaries=bounds)
             for source, bounds in self.boundaries.items()
         ]
-        features += [fs.numeric(name, normalization=stats) for name, stats in self.normalization.items()]
+        lengths = {d.name: d.length for d in declared if d.is_vector}
+        features += [
+            fs.numeric(name, normalization=stats, length=lengths.get(name))
+            for name, stats in self.normalization.items()
+        ]
         features.append(fs.label())
         features += [fs.metadata(name, dtype) for name, dtype in metadata]
         return features
@@ -108,16 +113,24 @@ def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], 
     """Fit the CTR prior, the bucket boundaries and the normalization of every declared numeric on `train`.
 
     `normalize.log1p` null means every declared count; `bucketize.features` names what to bucketize.
+    A dense vector is normalized per dimension; it can be neither log1p'd nor bucketized (ConfigError).
     """
     prior = train.agg(F.avg("label").alias("rate")).collect()[0]["rate"] or 0.0
     smoothing = float(config["item_stats"]["smoothing"])
     train = history.with_smoothed_ctr(train, prior, smoothing)
     numeric = [d for d in declared if d.kind == "numeric"]
+    vectors = {d.name: d.length for d in numeric if d.is_vector}
     log1p = config["normalize"].get("log1p")
     log1p = [d.name for d in numeric if d.count] if log1p is None else list(log1p)
+    for key, names in (("normalize.log1p", log1p), ("bucketize.features", config["bucketize"]["features"] or [])):
+        if set(names) & set(vectors):
+            raise ConfigError(
+                f"{key} names the vector feature(s) {sorted(set(names) & set(vectors))}: "
+                "a dense vector is normalized per dimension, it is neither log1p'd nor bucketized"
+            )
     bucketized = [c for c in (config["bucketize"]["features"] or []) if c in train.columns]
     boundaries = normalize.fit_bucket_boundaries(train, bucketized, int(config["bucketize"]["num_buckets"]))
-    stats = normalize.fit_normalization(train, [d.name for d in numeric], log1p)
+    stats = normalize.fit_normalization(train, [d.name for d in numeric], log1p, vectors)
     return Fitted(
         vocabularies=vocabularies, prior=prior, smoothing=smoothing, normalization=stats, boundaries=boundaries
     )

@@ -12,7 +12,10 @@ nothing half-written. An existing RAW is replaced only when it is an earlier out
 of this generator (it holds _generator.json) or empty; otherwise `generate` raises
 OutputRefused. The same arguments give byte-identical files.
 
-Each impression carries `p_click`, the true probability its click was drawn with.
+Each impression carries `p_click`, the true probability its click was drawn with. With
+`item_vector_dim` > 0, RAW/items also has `item_vec` (list<float>): each item's dense vector, a
+noisy projection of its latent factors (`click_model.item_vectors`); the summary's
+`item_vector_r2` says how much of the factors they hold.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.publish import StagedOutput
-from sources.click_model import MAX_POSITION, START_TS, Simulator, World
+from sources.click_model import MAX_POSITION, START_TS, Simulator, World, item_vectors
 
 log = logging.getLogger("generate_synthetic")
 
 DEFAULTS = {"users": 2000, "items": 1000, "days": 28, "impressions": 200_000, "seed": 42}
+VECTOR_COLUMN = "item_vec"
+DEFAULT_VECTOR_NOISE = 0.5
 MIN_ITEMS = MAX_POSITION  # a slate shows up to MAX_POSITION distinct items
 MANIFEST = "_generator.json"  # also what marks RAW as an earlier output of the generator
 
@@ -156,20 +161,24 @@ class ChunkWriter:
         self.imps, self.clicks, self.buffered = [], [], 0
 
 
-def write_items(root: str, world: World, item_ids: pa.Array) -> int:
+def write_items(root: str, world: World, item_ids: pa.Array, vectors: np.ndarray | None = None) -> int:
     n = world.n_items
     years = pa.array(world.release_year.astype(np.int32), pa.int32(), mask=world.release_year_null)
     titles = pc.binary_join_element_wise("Item ", pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), "")
-    table = pa.Table.from_arrays(
-        [
-            item_ids,
-            pa.array(world.item_genre_names(), pa.string()),
-            titles,
-            years,
-            pa.array(world.duration_min, pa.float64()),
-        ],
-        schema=ITEMS_SCHEMA,
-    )
+    columns = [
+        item_ids,
+        pa.array(world.item_genre_names(), pa.string()),
+        titles,
+        years,
+        pa.array(world.duration_min, pa.float64()),
+    ]
+    schema = ITEMS_SCHEMA
+    if vectors is not None:
+        width = vectors.shape[1]
+        offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int32))
+        columns.append(pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), pa.float32())))
+        schema = schema.append(pa.field(VECTOR_COLUMN, pa.list_(pa.float32())))
+    table = pa.Table.from_arrays(columns, schema=schema)
     pq.write_table(table, os.path.join(root, "items", "part-00000.parquet"))
     return n
 
@@ -182,13 +191,19 @@ def generate(
     impressions: int = DEFAULTS["impressions"],
     seed: int = DEFAULTS["seed"],
     chunk_rows: int | None = None,
+    item_vector_dim: int = 0,
+    item_vector_noise: float = DEFAULT_VECTOR_NOISE,
 ) -> dict:
-    """Write RAW at `output` (atomically); return a summary."""
+    """Write RAW at `output` (atomically); return a summary. `item_vector_dim` > 0 adds the items'
+    dense vectors (column `item_vec`), with noise `item_vector_noise` (click_model.item_vectors)."""
     started = time.perf_counter()
     if chunk_rows is None:
         chunk_rows = min(250_000, max(10_000, -(-impressions // 10)))
     rng = np.random.default_rng(seed)
     world = World(users, items, rng)
+    vectors, vector_r2 = (None, None)
+    if item_vector_dim:
+        vectors, vector_r2 = item_vectors(world, int(item_vector_dim), float(item_vector_noise), seed)
     sim = Simulator(world, rng, days, impressions)
     user_ids = _ids("u", users, max(5, len(str(users))))
     item_ids = _ids("i", items, max(5, len(str(items))))
@@ -224,7 +239,7 @@ def generate(
             writer.clicks_written,
             writer.parts,
         )
-        n_items = write_items(staging, world, item_ids)
+        n_items = write_items(staging, world, item_ids, vectors)
         summary = {
             "output": stage.final,
             "impressions": writer.impressions_written,
@@ -241,6 +256,9 @@ def generate(
             "time_range": [START_TS, START_TS + days * 86400],
             "params": {"users": users, "items": items, "days": days, "impressions": impressions, "seed": seed},
         }
+        if vectors is not None:  # only then: the manifest without vectors stays what it always was
+            summary["params"].update(item_vector_dim=int(item_vector_dim), item_vector_noise=float(item_vector_noise))
+            summary["item_vector_r2"] = round(vector_r2, 4)
         with open(os.path.join(staging, MANIFEST), "w") as fh:  # no path: identical for a seed
             json.dump({k: v for k, v in summary.items() if k != "output"}, fh, indent=2, sort_keys=True)
     summary["seconds"] = round(time.perf_counter() - started, 2)

@@ -100,8 +100,10 @@ def test_spec_entries_follow_the_kinds_then_the_steps_order_with_fitted_values(s
     [
         (lambda: declared.Declared("x", "dense"), "kind must be one of"),
         (lambda: declared.Declared("x", "categorical"), "needs its vocabulary"),
-        (lambda: declared.Declared("x", "sequence", vocabulary="item_id"), "a length is needed"),
-        (lambda: declared.Declared("x", "categorical", vocabulary="v", length=3), "a length is needed"),
+        (lambda: declared.Declared("x", "sequence", vocabulary="item_id"), "needs its length"),
+        (lambda: declared.Declared("x", "categorical", vocabulary="v", length=3), "is a scalar, it has no length"),
+        (lambda: declared.Declared("x", "numeric", count=True, length=3), "a count is a scalar, not a vector"),
+        (lambda: declared.Declared("x", "numeric", length=0), "must be a positive integer"),
         (lambda: declared.Declared("x", "categorical", vocabulary="v", count=True), "only a numeric feature"),
     ],
 )

@@ -3,7 +3,8 @@
 The reference loops over every impression and re-reads its user's (or item's) whole log, straight from
 the rules in features/history.py's docstring. The generated data is tie-heavy (most events on a 5 s grid,
 many at the same second), has users without any prior event, users with a single event, and puts events
-exactly on the lookback, attribution-window and recent-days edges of queries.
+exactly on the lookback, attribution-window and recent-days edges of queries. Items carry a dense vector
+(some none), so the user's mean vector of the last clicked items is checked the same way.
 """
 
 from collections import Counter, defaultdict
@@ -18,6 +19,7 @@ T0 = 1767225600
 GRID = 5  # most events fall on a 5 s grid: ties, and events exactly on the window edges below
 WINDOW, LOOKBACK, RECENT = 10, 100, 30
 HEAVY = "u_heavy"
+VECTOR_LENGTH = 3
 
 
 # ---------------------------------------------------------------- generated data
@@ -26,6 +28,13 @@ def _item_genres(rng, n_items):
     genres = {idx: [int(g) for g in rng.integers(0, 7, rng.integers(1, 5))] for idx in range(1, n_items + 1)}
     genres[n_items - 1], genres[n_items] = None, []
     return genres
+
+
+def _item_vectors(rng, n_items):
+    """A float32-exact vector per item_idx; items 2 and 5 have none."""
+    vectors = {idx: [float(v) for v in rng.integers(-8, 9, VECTOR_LENGTH) / 4] for idx in range(1, n_items + 1)}
+    vectors[2] = vectors[5] = None
+    return vectors
 
 
 def generate(seed=0, n_users=25, n_items=12, n_impressions=2500, n_clicks=700):
@@ -87,6 +96,8 @@ def generate(seed=0, n_users=25, n_items=12, n_impressions=2500, n_clicks=700):
         ignore_index=True,
     )
     clicks["genre_idxs"] = [genres[i] for i in clicks["item_idx"]]
+    vectors = _item_vectors(np.random.default_rng(seed + 1), n_items + 6)
+    clicks["v"] = [vectors[i] for i in clicks["item_idx"]]
     imps["impression_id"] = [f"imp{i:05d}" for i in range(len(imps))]
     imps["p_click"] = rng.random(len(imps))  # passthrough columns must come back unchanged
     imps["tags"] = [["a", "b"][: i % 3] for i in range(len(imps))]
@@ -115,7 +126,7 @@ def reference_user_history(imps, clicks, window, lookback, max_len, top_genres, 
     """impression_id -> features, by looping over each user's whole log for each impression."""
     user_clicks, user_imps = defaultdict(list), defaultdict(list)
     for c in clicks.itertuples():
-        user_clicks[c.user_id].append((c.ts, c.item_idx, c.genre_idxs))
+        user_clicks[c.user_id].append((c.ts, c.item_idx, c.genre_idxs, c.v))
     for i in imps.itertuples():
         user_imps[i.user_id].append((i.ts, i.item_idx, i.label))
     out = {}
@@ -133,17 +144,20 @@ def reference_user_history(imps, clicks, window, lookback, max_len, top_genres, 
             )
         )[::-1]
         counts = Counter(
-            g for _, _, genres in newest_clicks[:genre_history_len] for g in (genres or []) if g is not None and g > 0
+            g for _, _, genres, _ in newest_clicks[:genre_history_len] for g in (genres or []) if g is not None and g > 0
         )
+        vectors = [v for *_, v in newest_clicks[:max_len] if v is not None]
         top = [g for g, _ in sorted(counts.items(), key=lambda gc: (-gc[1], gc[0]))]
         out[imp.impression_id] = {
-            "hist_click_items": _pad([item for _, item, _ in newest_clicks], max_len),
+            "hist_click_items": _pad([item for _, item, *_ in newest_clicks], max_len),
             "hist_skip_items": _pad([item for _, item in skips], max_len),
             "hist_click_len": min(len(newest_clicks), max_len),
             "hist_skip_len": min(len(skips), max_len),
             "user_top_genres": _pad(top, top_genres),
             "user_impressions": sum(t - lookback <= ts < t for ts, _, _ in user_imps[imp.user_id]),
             "user_clicks": len(prior_clicks),
+            "user_v": list(np.mean(vectors, axis=0)) if vectors else None,
+            "user_v_len": len(vectors),
         }
     return out
 
@@ -175,7 +189,7 @@ IMPRESSIONS_SCHEMA = (
     "user_id string, item_id string, item_idx long, ts long, label int, impression_id string, "
     "p_click double, tags array<string>"
 )
-CLICKS_SCHEMA = "user_id string, item_id string, item_idx long, ts long, genre_idxs array<long>"
+CLICKS_SCHEMA = "user_id string, item_id string, item_idx long, ts long, genre_idxs array<long>, v array<float>"
 USER_FEATURES = [
     "hist_click_items",
     "hist_skip_items",
@@ -184,12 +198,18 @@ USER_FEATURES = [
     "user_top_genres",
     "user_impressions",
     "user_clicks",
+    "user_v",
+    "user_v_len",
 ]
 ITEM_FEATURES = ["item_impressions", "item_clicks", "item_impressions_recent", "item_clicks_recent"]
 
 
 def _as_python(value):
-    return [int(v) for v in value] if isinstance(value, (list, np.ndarray)) else int(value)
+    if value is None:
+        return None
+    if isinstance(value, (list, np.ndarray)):
+        return [float(v) if isinstance(v, (float, np.floating)) else int(v) for v in value]
+    return int(value)
 
 
 def compare(spark, module, imps, clicks, max_len, top_genres, genre_history_len, lookback=LOOKBACK):
@@ -197,13 +217,15 @@ def compare(spark, module, imps, clicks, max_len, top_genres, genre_history_len,
     imps_df = spark.createDataFrame(imps[[c.split()[0] for c in IMPRESSIONS_SCHEMA.split(", ")]], IMPRESSIONS_SCHEMA)
     clicks_df = spark.createDataFrame(clicks[[c.split()[0] for c in CLICKS_SCHEMA.split(", ")]], CLICKS_SCHEMA)
     out = (
-        module.user_history(imps_df, clicks_df, WINDOW, lookback, max_len, top_genres, genre_history_len)
+        module.user_history(
+            imps_df, clicks_df, WINDOW, lookback, max_len, top_genres, genre_history_len, {"v": VECTOR_LENGTH}
+        )
         .transform(lambda d: module.item_statistics(d, clicks_df, lookback, RECENT))
         .withColumn("item_ctr", module.smoothed_ctr("item_clicks", "item_impressions", 0.2, 5.0))
     )
     assert out.columns == imps_df.columns + USER_FEATURES + ITEM_FEATURES + ["item_ctr"]
     types = dict(out.dtypes)
-    assert {types[c] for c in USER_FEATURES + ITEM_FEATURES} == {"array<bigint>", "bigint"}
+    assert {types[c] for c in USER_FEATURES + ITEM_FEATURES} == {"array<bigint>", "bigint", "array<float>"}
     assert [types[c] for c in imps_df.columns] == [t for _, t in imps_df.dtypes]
 
     got = out.toPandas().set_index("impression_id").loc[imps["impression_id"]]
@@ -218,7 +240,12 @@ def compare(spark, module, imps, clicks, max_len, top_genres, genre_history_len,
     for impression_id, row in got.iterrows():
         want = {**expected[impression_id], **expected_items[impression_id]}
         have = {name: _as_python(row[name]) for name in want}
+        # The mean vector is held as float32: compared within its precision, everything else exactly.
+        want_vector, have_vector = want.pop("user_v"), have.pop("user_v")
         assert have == want, impression_id
+        assert (have_vector is None) == (want_vector is None), impression_id
+        if want_vector is not None:
+            assert have_vector == pytest.approx(want_vector, rel=1e-6, abs=1e-7), impression_id
         ctr = (want["item_clicks"] + 5.0 * 0.2) / (want["item_impressions"] + 5.0)
         assert row["item_ctr"] == pytest.approx(ctr, rel=1e-12, abs=0)
     return got
@@ -253,7 +280,9 @@ def test_history_and_item_statistics_equal_the_reference(spark, generated):
     # impressions at t - window are not skips yet, the one at t - lookback is.
     assert (edges["user_clicks"], edges["user_impressions"], edges["hist_skip_items"]) == (4, 5, [3, 6, 7])
     assert [edges[name] for name in ITEM_FEATURES] == [5, 4, 3, 2]
-    assert (got.loc[got.user_id == "u_one_impression", USER_FEATURES[2:4] + USER_FEATURES[5:]] == 0).all().all()
+    counts = ["hist_click_len", "hist_skip_len", "user_impressions", "user_clicks", "user_v_len"]
+    assert (got.loc[got.user_id == "u_one_impression", counts] == 0).all().all()
+    assert got.loc[got.user_id == "u_one_impression", "user_v"].isna().all()
     assert got.hist_click_len.max() == 3 and got.hist_skip_len.max() == 3
 
 
