@@ -11,8 +11,8 @@ examples_per_second (examples * epochs / train_seconds) and test_auc
 
 It reads the same SAMPLES directory as `jobs.train`: the spec's model inputs become
 DeepCTR feature columns (categorical -> SparseFeat, sequence / multi_categorical ->
-VarLenSparseFeat with mean pooling over the non-zero indices, numeric -> DenseFeat(1)),
-features with the same `embedding_table` share one embedding (`embedding_name`), like
+VarLenSparseFeat with mean pooling over the non-zero indices, numeric -> DenseFeat of the
+feature's width: 1 for a scalar, d for a vector [d]), features with the same `embedding_table` share one embedding (`embedding_name`), like
 ours. Unlike ours, the splits are loaded into NumPy arrays first (DeepCTR's way), so
 `load_seconds` is reported apart and `train_seconds` excludes it.
 
@@ -51,7 +51,7 @@ from deepctr.models import DCN, WDL, DeepFM  # noqa: E402
 from benchmarks.measure import emit  # noqa: E402
 from pipelines.metrics import auc  # noqa: E402
 from pipelines.tf_input import make_dataset  # noqa: E402
-from spec import load_spec, model_inputs  # noqa: E402
+from spec import load_spec, model_inputs, numeric_width  # noqa: E402
 
 LOAD_BATCH = 8192
 
@@ -61,7 +61,7 @@ def feature_columns(spec: dict, embedding_dim: int) -> list:
     for entry in model_inputs(spec):
         name, kind = entry["name"], entry["kind"]
         if kind == "numeric":
-            columns.append(DenseFeat(name, 1))
+            columns.append(DenseFeat(name, numeric_width(entry)))
             continue
         sparse = SparseFeat(
             name,

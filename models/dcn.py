@@ -1,6 +1,6 @@
 """Deep & Cross Network (Wang et al. 2017).
 
-x0    = concat(field embeddings, numerics)
+x0    = concat(field embeddings, numerics)   a vector numeric [d] gives d columns, so its dimensions are crossed
 cross : x_{l+1} = x0 * (x_l . w_l) + b_l + x_l,  l = 0..cross_layers-1
 deep  : MLP(x0)
 logit = w . concat(x_L, deep) + b

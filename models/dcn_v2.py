@@ -1,6 +1,6 @@
 """DCN-v2 (Wang et al. 2021), parallel structure.
 
-x0    = concat(field embeddings, numerics)
+x0    = concat(field embeddings, numerics)   a vector numeric [d] gives d columns, so its dimensions are crossed
 cross : x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l, W_l full rank or U_l V_lᵀ (projection_dim)
 deep  : MLP(x0)
 logit = w . concat(x_L, deep) + b

@@ -1,6 +1,7 @@
 """DeepFM (Guo et al. 2017): FM (first + second order) and a DNN sharing the embeddings.
 
-logit = b + sum_f w_f[x_f] + u . z          first order (SparseLinear: 1-d weights per index, numeric linear)
+logit = b + sum_f w_f[x_f] + u . z          first order (SparseLinear: 1-d weights per index, numeric linear;
+                                            z: every numeric column, a vector numeric [d] giving d)
       + sum_{i<j} <e_i, e_j>                second order over the field embeddings (FMInteraction)
       + DNN(concat(e_1..e_F, z))            deep part on the same embeddings
 """
@@ -19,9 +20,13 @@ from models.layers.mlp import MLP
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""
     b = build_inputs(spec, p)
-    first = SparseLinear(fields=b.sparse_fields, numeric=b.numeric_names, l2=p["l2"], name="fm_first_order")(
-        {**b.sparse, **{n: b.inputs[n] for n in b.numeric_names}}
-    )
+    first = SparseLinear(
+        fields=b.sparse_fields,
+        numeric=b.numeric_names,
+        numeric_widths=b.numeric_widths,
+        l2=p["l2"],
+        name="fm_first_order",
+    )({**b.sparse, **{n: b.inputs[n] for n in b.numeric_names}})
     second = FMInteraction(name="fm_second_order")(b.fields)
     deep = MLP(
         p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn"

@@ -87,6 +87,7 @@ def graph(spec: dict, p: dict):
         crosses=crosses,
         hash_buckets=p["hash_buckets"],
         numeric=b.numeric_names,
+        numeric_widths=b.numeric_widths,
         name=WIDE_LAYER,
     )({**b.sparse, **{n: b.inputs[n] for n in cross_names + b.numeric_names}})
     fm = FMInteraction(name="fm")(fields)

@@ -5,7 +5,8 @@
 * ``build_inputs(spec, params)``: wires the inputs into ``FeatureEmbedding`` (one table
   per ``embedding_table``; the stacked field embeddings ``[batch, n_fields, d]`` in spec
   order), ``FieldSlice`` (one ``[batch, d]`` per field) and ``NumericFeatures``
-  (``[batch, n_numeric]``), and returns an ``InputBundle`` with them, the flat
+  (``[batch, total numeric width]``: a scalar numeric is one column, a vector numeric of
+  shape ``[w]`` its w columns), and returns an ``InputBundle`` with them, the flat
   concatenation (fields + numerics) and the sparse index inputs for the linear / wide parts.
 """
 
@@ -19,7 +20,7 @@ import keras
 from models.layers.feature_embedding import FeatureEmbedding
 from models.layers.field_slice import FieldSlice
 from models.layers.numeric_features import NumericFeatures
-from spec import checked_model_inputs, embedded_fields, numeric_names
+from spec import checked_model_inputs, embedded_fields, numeric_fields
 
 
 def spec_inputs(spec: dict) -> dict[str, keras.KerasTensor]:
@@ -38,19 +39,21 @@ class InputBundle:
     fields: Any  # [batch, n_fields, d] stacked field embeddings
     field_list: list  # one [batch, d] per field, spec order
     field_names: list[str]
-    numeric: Any  # [batch, n_numeric] or None when the spec has no numerics
+    numeric: Any  # [batch, sum(numeric_widths)] or None when the spec has no numerics
     numeric_names: list[str]
-    flat: Any  # [batch, n_fields * d + n_numeric]
+    flat: Any  # [batch, n_fields * d + sum(numeric_widths)]
     sparse: dict[str, Any]  # sparse field name -> its index input (for linear / wide parts)
     sparse_fields: list[dict] = field(default_factory=list)  # name, kind, vocab_size, embedding_table
     embedding: FeatureEmbedding | None = None
+    numeric_widths: list[int] = field(default_factory=list)  # per numeric name: 1 (scalar) or d (vector [d])
 
 
 def build_inputs(spec: dict, params: dict) -> InputBundle:
     """Keras inputs and the shared embedding / numeric layers for ``spec``."""
     inputs = spec_inputs(spec)
     sparse_fields = embedded_fields(spec)
-    numerics = numeric_names(spec)
+    numerics = numeric_fields(spec)
+    numeric_names, numeric_widths = [n for n, _ in numerics], [w for _, w in numerics]
     if not sparse_fields:
         raise ValueError("the feature spec has no categorical / sequence / multi_categorical model inputs")
     embedding = FeatureEmbedding(
@@ -66,7 +69,9 @@ def build_inputs(spec: dict, params: dict) -> InputBundle:
     flat = keras.layers.Flatten(name="flat_fields")(fields)
     numeric = None
     if numerics:
-        numeric = NumericFeatures(numerics, name="numeric_features")({n: inputs[n] for n in numerics})
+        numeric = NumericFeatures(numeric_names, widths=numeric_widths, name="numeric_features")(
+            {n: inputs[n] for n in numeric_names}
+        )
         flat = keras.layers.Concatenate(name="flat_inputs")([flat, numeric])
     return InputBundle(
         inputs=inputs,
@@ -74,9 +79,10 @@ def build_inputs(spec: dict, params: dict) -> InputBundle:
         field_list=field_list,
         field_names=[f["name"] for f in sparse_fields],
         numeric=numeric,
-        numeric_names=numerics,
+        numeric_names=numeric_names,
         flat=flat,
         sparse=sparse,
         sparse_fields=sparse_fields,
         embedding=embedding,
+        numeric_widths=numeric_widths,
     )

@@ -9,8 +9,9 @@ functions that need them.
     entries.py   constructors (the writing side): categorical, bucketized, sequence,
                  multi_categorical, numeric, label, metadata; vocabulary, split; new_spec (adds the hash)
     validate.py  per-kind rules of an entry, the whole-spec check
-    access.py    accessors (the reading side): entries by role / kind, splits and their patterns,
-                 vocabularies (get_vocabulary) and their tokens, compression, rows_per_record
+    access.py    accessors (the reading side): entries by role / kind, numeric names and widths
+                 (numeric_fields), splits and their patterns, vocabularies (get_vocabulary) and
+                 their tokens, compression, rows_per_record
     parsing.py   tf.io.parse_example feature maps, the serving input signature
     files.py     load_spec(samples_dir)
 
@@ -30,7 +31,9 @@ from spec.access import (
     metadata_entries,
     model_inputs,
     num_examples,
+    numeric_fields,
     numeric_names,
+    numeric_width,
     rows_per_record,
     spec_hash,
     split_names,
@@ -114,7 +117,9 @@ __all__ = [
     "null_value",
     "num_examples",
     "numeric",
+    "numeric_fields",
     "numeric_names",
+    "numeric_width",
     "parse_block_features",
     "parse_features",
     "rows_per_record",

@@ -65,7 +65,17 @@ def embedded_fields(spec: dict) -> list[dict]:
 
 
 def numeric_names(spec: dict) -> list[str]:
-    return [e["name"] for e in checked_model_inputs(spec) if e["kind"] == NUMERIC_KIND]
+    return [name for name, _ in numeric_fields(spec)]
+
+
+def numeric_width(entry: dict) -> int:
+    """How many model columns a numeric entry gives: 1 for a scalar (shape []), d for a vector (shape [d])."""
+    return int(entry["shape"][0]) if entry["shape"] else 1
+
+
+def numeric_fields(spec: dict) -> list[tuple[str, int]]:
+    """(name, width) of the numeric model inputs, in spec order: width 1 for a scalar, d for a vector [d]."""
+    return [(e["name"], numeric_width(e)) for e in checked_model_inputs(spec) if e["kind"] == NUMERIC_KIND]
 
 
 def is_bucketized_table(spec: dict, table: str) -> bool:

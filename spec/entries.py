@@ -73,9 +73,31 @@ def multi_categorical(
     return _indices("multi_categorical", name, length, vocabulary, vocab_size, embedding_table)
 
 
-def numeric(name: str, *, normalization: dict) -> dict:
-    """float32 scalar, already normalized: (log1p?(raw) - mean) / std."""
-    return _entry(name, "model_input", "numeric", "float32", [], normalization=normalization)
+def numeric(name: str, *, normalization: dict, length: int | None = None) -> dict:
+    """float32, already normalized: (log1p?(raw) - mean) / std.
+
+    ``length`` None: a scalar (shape []), ``mean`` and ``std`` numbers. ``length`` d: a vector
+    (shape [d], e.g. an embedding), ``mean`` and ``std`` lists of d numbers, one per dimension
+    (tuples and numpy arrays are written as lists).
+    """
+    if length is None:
+        return _entry(name, "model_input", "numeric", "float32", [], normalization=normalization)
+    if isinstance(normalization, dict):
+        normalization = {
+            key: _as_list(value) if key in ("mean", "std") else value for key, value in normalization.items()
+        }
+    return _entry(name, "model_input", "numeric", "float32", [_length(length)], normalization=normalization)
+
+
+def _as_list(value):
+    if hasattr(value, "tolist") and not isinstance(value, (int, float)):
+        return value.tolist()  # numpy array (or scalar: then not a list, and validation says so)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _length(length):
+    """An int length as is (validation then checks it is positive); anything else as given, so the message shows it."""
+    return int(length) if hasattr(length, "__index__") and not isinstance(length, bool) else length
 
 
 def label(name: str = LABEL_NAME) -> dict:

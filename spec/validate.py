@@ -5,6 +5,8 @@ Every check raises SpecError (a ValueError) naming the feature and what is wrong
 
 from __future__ import annotations
 
+import math
+
 from spec.dtypes import DTYPES
 from spec.format import (
     EMBEDDED_KINDS,
@@ -55,6 +57,50 @@ def _check_embedded(entry: dict) -> None:
             )
 
 
+def _is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_numeric(entry: dict) -> None:
+    """float32 scalar (shape []) or vector (shape [d]); normalization {log1p: bool, mean, std}: numbers
+    for a scalar, lists of d numbers for a vector (per dimension), finite, every std > 0."""
+    name, shape = entry["name"], entry["shape"]
+    if entry["dtype"] != "float32":
+        raise SpecError(f"numeric feature '{name}' must be float32, got {entry['dtype']} {shape}")
+    norm = entry.get("normalization")
+    if not isinstance(norm, dict) or not all(k in norm for k in NORMALIZATION_KEYS):
+        raise SpecError(f"numeric feature '{name}' needs normalization {{log1p, mean, std}}, got {norm!r}")
+    if not isinstance(norm["log1p"], bool):
+        raise SpecError(f"numeric feature '{name}': normalization log1p must be true or false, got {norm['log1p']!r}")
+    for key in ("mean", "std"):
+        value = norm[key]
+        if not shape:
+            if not _is_finite_number(value):
+                raise SpecError(
+                    f"numeric feature '{name}' is a scalar (shape []): normalization {key} must be a finite number, "
+                    f"got {value!r}"
+                )
+            values = [value]
+        else:
+            width = shape[0]
+            if not isinstance(value, list) or len(value) != width:
+                raise SpecError(
+                    f"numeric feature '{name}' is a vector of shape [{width}]: normalization {key} must be a list "
+                    f"of {width} numbers (one per dimension), got {value!r}"
+                )
+            for i, v in enumerate(value):
+                if not _is_finite_number(v):
+                    raise SpecError(
+                        f"numeric feature '{name}': normalization {key}[{i}] must be a finite number, got {v!r}"
+                    )
+            values = value
+        if key == "std":
+            for i, v in enumerate(values):
+                if v <= 0:
+                    where = f"std[{i}]" if shape else "std"
+                    raise SpecError(f"numeric feature '{name}': normalization {where} must be > 0, got {v!r}")
+
+
 def _check_scalar(entry: dict, dtype: str) -> None:
     if entry["dtype"] != dtype or entry["shape"] != []:
         raise SpecError(
@@ -83,10 +129,7 @@ def check_entry(entry: dict) -> dict:
     if kind in EMBEDDED_KINDS:
         _check_embedded(entry)
     elif kind == NUMERIC_KIND:
-        _check_scalar(entry, "float32")
-        norm = entry.get("normalization")
-        if not isinstance(norm, dict) or not all(k in norm for k in NORMALIZATION_KEYS):
-            raise SpecError(f"numeric feature '{name}' needs normalization {{log1p, mean, std}}, got {norm!r}")
+        _check_numeric(entry)
     elif kind == "label":
         _check_scalar(entry, "int64")
     return entry

@@ -227,6 +227,41 @@ def test_sparse_linear_cross_hashing():
     np.testing.assert_allclose(out, [ids[0], ids[1], 0.0, ids[3]])  # a missing component contributes 0
 
 
+def test_sparse_linear_vector_numeric_by_hand():
+    layer = SparseLinear(numeric=["ctr", "vec"], numeric_widths=[1, 3])
+    layer.build()
+    assert [tuple(w.shape) for w in layer.weights] == [(4, 1), (1,)]
+    # u_ctr = 2, u_vec = (1, -1, 0.5), b = 0.25
+    layer.set_weights([np.array([[2.0], [1.0], [-1.0], [0.5]]), np.array([0.25])])
+    feats = {
+        "ctr": np.array([1.0, -1.0], dtype="float32"),
+        "vec": np.array([[1.0, 2.0, 4.0], [0.0, -3.0, 2.0]], dtype="float32"),
+        "other": np.zeros(2, dtype="int64"),
+    }
+    # ex 1: 2*1 + (1 - 2 + 2) + 0.25 = 3.25;  ex 2: 2*(-1) + (0 + 3 + 1) + 0.25 = 2.25
+    np.testing.assert_allclose(layer(feats).numpy(), [[3.25], [2.25]], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"'vec' has width 3: expected \[batch, 3\]"):
+        layer({**feats, "vec": feats["vec"][:, :2]})
+    with pytest.raises(ValueError, match="numeric_widths"):
+        SparseLinear(numeric=["ctr", "vec"], numeric_widths=[1])
+    with pytest.raises(ValueError, match="numeric_widths"):
+        SparseLinear(numeric=["vec"], numeric_widths=[0])
+
+
+def test_sparse_linear_old_config_without_widths_loads_and_behaves_as_before():
+    """A config saved before vectors: numeric is a list of scalar names, no numeric_widths."""
+    old = {"name": "wide", "numeric": ["a", "b"], "fields": [], "crosses": [], "hash_buckets": 10, "use_bias": False}
+    layer = SparseLinear.from_config(old)
+    assert layer.numeric_widths == [1, 1] and layer.get_config()["numeric_widths"] == [1, 1]
+    layer.build()
+    assert [tuple(w.shape) for w in layer.weights] == [(2, 1)]
+    layer.set_weights([np.array([[3.0], [-1.0]])])
+    feats = {"a": np.array([1.0, 2.0], dtype="float32"), "b": np.array([4.0, 0.5], dtype="float32")}
+    np.testing.assert_allclose(layer(feats).numpy(), [[-1.0], [5.5]], rtol=1e-6)  # 3a - b
+    clone = roundtrip(SparseLinear(numeric=["a", "v"], numeric_widths=[1, 2]))
+    assert clone.numeric == ["a", "v"] and clone.numeric_widths == [1, 2]
+
+
 def test_sparse_linear_config_and_bad_args():
     layer = SparseLinear(
         fields=[{"name": "item", "kind": "categorical", "vocab_size": 4}],
@@ -323,6 +358,59 @@ def test_feature_embedding_config_and_bad_args():
         )
 
 
+def test_numeric_features_scalars_and_vectors_by_hand():
+    layer = NumericFeatures(["a", "v", "b", "w"], widths=[1, 3, 1, 1])
+    feats = {
+        "a": np.array([0.5, -1.0], dtype="float32"),
+        "v": np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype="float32"),
+        "b": np.array([7, 8], dtype="int64"),  # cast to float32
+        "w": np.array([[9.0], [10.0]], dtype="float32"),  # a vector of width 1
+        "extra": np.zeros((2, 5), dtype="float32"),
+    }
+    np.testing.assert_array_equal(
+        layer(feats).numpy(), [[0.5, 1.0, 2.0, 3.0, 7.0, 9.0], [-1.0, 4.0, 5.0, 6.0, 8.0, 10.0]]
+    )
+    assert layer.compute_output_shape(None) == (None, 6)
+    sym = layer({n: keras.Input(shape=s, name=n) for n, s in (("a", ()), ("v", (3,)), ("b", ()), ("w", (1,)))})
+    assert tuple(sym.shape) == (None, 6)
+    with pytest.raises(ValueError, match=r"'v' has width 3: expected \[batch, 3\], got \(2, 2\)"):
+        layer({**feats, "v": feats["v"][:, :2]})
+    with pytest.raises(ValueError, match=r"'v' has width 3: expected \[batch, 3\], got \(2,\)"):
+        layer({**feats, "v": feats["a"]})
+    with pytest.raises(ValueError, match=r"'a' has width 1: expected \[batch\] or \[batch, 1\]"):
+        layer({**feats, "a": feats["v"]})
+
+
+def test_numeric_features_config_round_trip_and_old_config():
+    clone = roundtrip(NumericFeatures(["a", "v"], widths=[1, 3], name="numeric_features"))
+    assert clone.names == ["a", "v"] and clone.widths == [1, 3]
+    # saved before vectors existed: names only, every feature a scalar
+    old = NumericFeatures.from_config(
+        {"name": "numeric_features", "trainable": True, "dtype": "float32", "names": ["a", "b"]}
+    )
+    assert old.widths == [1, 1] and old.get_config()["widths"] == [1, 1]
+    feats = {"a": np.array([0.5, -1.0], dtype="float32"), "b": np.array([1.0, 2.0], dtype="float32")}
+    np.testing.assert_array_equal(old(feats).numpy(), [[0.5, 1.0], [-1.0, 2.0]])
+
+
+@pytest.mark.parametrize(
+    "names, widths",
+    [
+        (["a", "v"], [1]),
+        (["a", "v"], [1, 3, 1]),
+        (["a", "v"], [1, 0]),
+        (["a", "v"], [1, -2]),
+        (["a", "v"], [1, 2.0]),
+        (["a", "v"], [1, True]),
+        (["a", "v"], 3),
+        (["a", "v"], "13"),
+    ],
+)
+def test_numeric_features_bad_widths(names, widths):
+    with pytest.raises(ValueError, match="NumericFeatures: widths must be a list of 2 ints >= 1"):
+        NumericFeatures(names, widths=widths)
+
+
 def test_numeric_features_and_field_slice_by_hand():
     feats = {"b": np.array([1, 2], dtype="int64"), "a": np.array([0.5, -1.0], dtype="float32")}
     np.testing.assert_array_equal(NumericFeatures(["a", "b"])(feats).numpy(), [[0.5, 1.0], [-1.0, 2.0]])
@@ -330,7 +418,7 @@ def test_numeric_features_and_field_slice_by_hand():
     np.testing.assert_array_equal(FieldSlice(1)(stacked).numpy(), [[2.0, 3.0], [8.0, 9.0]])
     assert roundtrip(NumericFeatures(["a", "b"])).names == ["a", "b"]
     assert roundtrip(FieldSlice(2)).index == 2
-    for bad in ("a", [], [1]):
+    for bad in ("a", [], [1], ["a", "a"], None):
         with pytest.raises(ValueError, match="names"):
             NumericFeatures(bad)
     for bad in (-1, 1.0, True):

@@ -1,5 +1,6 @@
 """Every registered CTR model on a small hand-made spec: fit, predict, save/load, SavedModel export,
-embedding tables, and the wide & deep two-optimizer split."""
+embedding tables, and the wide & deep two-optimizer split. The spec has scalar numerics and a
+vector numeric (`item_vec`, shape [3]), which every model takes through its numeric path."""
 
 import numpy as np
 import pytest
@@ -8,10 +9,11 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from models import MODEL_NAMES, build_model, compile_model, embedding_tables, logit_model  # noqa: E402
-from spec import compute_spec_hash, parse_features, validate_spec  # noqa: E402
+from spec import compute_spec_hash, input_signature, numeric_fields, parse_features, validate_spec  # noqa: E402
 
 DIM = 4
 N_ROWS = 256
+VEC_DIM = 3  # the width of the vector numeric item_vec
 PARAMS = {
     "embedding_dim": DIM,
     "hidden_units": [16, 8],
@@ -52,14 +54,23 @@ def _multi(name, kind, n, vocab, table):
     }
 
 
-def _num(name):
+def _num(name, width=None):
+    if width is None:
+        return {
+            "name": name,
+            "role": "model_input",
+            "kind": "numeric",
+            "dtype": "float32",
+            "shape": [],
+            "normalization": {"log1p": False, "mean": 0.0, "std": 1.0},
+        }
     return {
         "name": name,
         "role": "model_input",
         "kind": "numeric",
         "dtype": "float32",
-        "shape": [],
-        "normalization": {"log1p": False, "mean": 0.0, "std": 1.0},
+        "shape": [width],
+        "normalization": {"log1p": False, "mean": [0.0] * width, "std": [1.0] * width},
     }
 
 
@@ -74,6 +85,7 @@ def make_spec():
         _multi("item_genres", "multi_categorical", 3, 8, "genre"),
         _cat("item_primary_genre", 8, "genre"),
         _num("hist_click_len"),
+        _num("item_vec", VEC_DIM),
         _num("item_ctr"),
         _cat(
             "item_ctr_bucket",
@@ -108,15 +120,20 @@ SPEC = make_spec()
 TABLE_SIZES = {"user_id": 20, "item_id": 30, "position": 6, "genre": 8, "item_ctr_bucket": 5}
 
 
+VEC_WEIGHTS = np.array([1.0, -1.0, 0.5], dtype="float32")
+
+
 def make_data(n=N_ROWS, seed=0):
-    """Random features; the click depends on the item (even items click), on item_ctr and
-    on whether the item is in the click history, so every model has something to learn."""
+    """Random features; the click depends on the item (even items click), on item_ctr, on
+    whether the item is in the click history and a little on item_vec, so every model has
+    something to learn."""
     rng = np.random.default_rng(seed)
     item = rng.integers(1, 30, n)
     hist = rng.integers(0, 30, (n, 5))
     hist[rng.random((n, 5)) < 0.3] = 0
     hist[np.arange(n) % 7 == 0] = 0  # some empty histories
     ctr = rng.normal(size=n).astype("float32")
+    vec = rng.normal(size=(n, VEC_DIM)).astype("float32")
     x = {
         "user_idx": rng.integers(0, 20, n),
         "item_idx": item,
@@ -129,9 +146,12 @@ def make_data(n=N_ROWS, seed=0):
         "hist_click_len": rng.normal(size=n).astype("float32"),
         "item_ctr": ctr,
         "item_ctr_bucket": np.digitize(ctr, [-1.0, 0.0, 1.0], right=False) + 1,
+        "item_vec": vec,
     }
     x = {k: (v.astype("int64") if v.dtype.kind == "i" else v) for k, v in x.items()}
-    score = 2.5 * (item % 2 == 0) - 1.25 + 1.0 * ctr + 1.0 * (hist == item[:, None]).any(axis=1)
+    score = (
+        2.5 * (item % 2 == 0) - 1.25 + 1.0 * ctr + 1.0 * (hist == item[:, None]).any(axis=1) + 0.5 * (vec @ VEC_WEIGHTS)
+    )
     y = (rng.random(n) < 1.0 / (1.0 + np.exp(-2.0 * score))).astype("int64")
     return x, y
 
@@ -194,6 +214,46 @@ def test_extra_keys_ignored_missing_keys_rejected(trained):
         model({k: v for k, v in x.items() if k != "item_ctr"})
 
 
+N_FIELDS = 9  # the spec's categorical, sequence and multi_categorical inputs
+NUMERIC_WIDTH = 2 + VEC_DIM  # hist_click_len, item_ctr and item_vec's three dimensions
+
+
+def test_the_vector_numeric_reaches_every_model(trained):
+    """item_vec is part of the numeric block, in spec order, and moves the prediction."""
+    name, model, _ = trained
+    assert numeric_fields(SPEC) == [("hist_click_len", 1), ("item_vec", VEC_DIM), ("item_ctr", 1)]
+    numeric = model.get_layer("numeric_features")
+    assert numeric.widths == [1, VEC_DIM, 1] and tuple(numeric.output.shape) == (None, NUMERIC_WIDTH)
+    x = {k: v[:32] for k, v in X.items()}
+    block = keras.Model(model.inputs, numeric.output)(x).numpy()
+    np.testing.assert_array_equal(block, np.column_stack([x["hist_click_len"], x["item_vec"], x["item_ctr"]]))
+    for k in range(VEC_DIM):  # each dimension on its own changes the output
+        moved = dict(x, item_vec=x["item_vec"] + 2.0 * np.eye(VEC_DIM, dtype="float32")[k])
+        assert not np.allclose(model(moved).numpy(), model(x).numpy(), atol=1e-6), (name, k)
+    if name in ("deepfm", "dfn"):  # the first-order / wide part: one weight per numeric column
+        linear = model.get_layer("fm_first_order" if name == "deepfm" else "wide")
+        assert linear.numeric_widths == [1, VEC_DIM, 1]
+        assert tuple(linear.numeric_weight.shape) == (NUMERIC_WIDTH, 1)
+
+
+@pytest.mark.parametrize("name, layer", [("dcn", "cross"), ("dcn_v2", "cross_v2")])
+def test_cross_networks_cross_the_vector_dimensions(name, layer):
+    """x0 = concat(fields, numerics): n_fields * embedding_dim + total numeric width columns."""
+    model = build_model(name, SPEC, PARAMS)
+    cross = model.get_layer(layer)
+    width = N_FIELDS * DIM + NUMERIC_WIDTH
+    assert tuple(cross.input.shape) == (None, width)
+    assert tuple(cross.biases[0].shape) == (width,)
+    kernel = cross.kernels[0]
+    assert tuple(kernel.shape) == ((width,) if name == "dcn" else (width, width))
+    # x0's last NUMERIC_WIDTH columns are the numerics in spec order, the vector's among them
+    x = {k: v[:4] for k, v in X.items()}
+    x0 = keras.Model(model.inputs, cross.input)(x).numpy()
+    np.testing.assert_array_equal(
+        x0[:, -NUMERIC_WIDTH:], np.column_stack([x["hist_click_len"], x["item_vec"], x["item_ctr"]])
+    )
+
+
 def test_save_load_keras(trained, tmp_path):
     name, model, _ = trained
     path = str(tmp_path / f"{name}.keras")
@@ -222,6 +282,9 @@ def test_saved_model_export(trained, tmp_path):
     out = reloaded.serve({k: tf.constant(v) for k, v in X.items()})
     np.testing.assert_allclose(out.numpy(), model(X).numpy(), atol=1e-6)
     sig = reloaded.signatures["serving_default"]
+    assert sig.structured_input_signature[1]["item_vec"].shape.as_list() == [None, VEC_DIM]
+    assert sig.structured_input_signature[1]["item_ctr"].shape.as_list() == [None]
+    assert input_signature(SPEC)["item_vec"].shape.as_list() == [None, VEC_DIM]
     sig_out = sig(**{k: tf.constant(v) for k, v in X.items()})
     np.testing.assert_allclose(next(iter(sig_out.values())).numpy(), out.numpy(), atol=1e-6)
 

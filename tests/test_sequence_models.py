@@ -14,7 +14,7 @@ from spec import compute_spec_hash, validate_spec  # noqa: E402
 from tests.test_models import DIM, PARAMS, SPEC, X, Y  # noqa: E402
 
 CLICK_LEN, SKIP_LEN = 5, 4  # the spec's hist_click_items / hist_skip_items lengths
-NUMERICS = ["hist_click_len", "item_ctr"]
+NUMERICS = ["hist_click_len", "item_vec", "item_ctr"]  # the spec's numerics in order; item_vec is [batch, 3]
 
 
 def sub_model(model, *layer_names):
@@ -78,8 +78,9 @@ def test_din_replaces_the_histories_by_their_attention_pools():
     concat, click, skip = (
         t.numpy() for t in sub_model(model, "din_inputs", "attention_hist_click_items", "attention_hist_skip_items")(x)
     )
-    want = np.concatenate(others + [click, skip] + [x[n][:, None] for n in NUMERICS], axis=1)
-    assert concat.shape == (16, (len(names) - 2) * DIM + 2 * DIM + len(NUMERICS))
+    numerics = [x[n].reshape(len(x[n]), -1) for n in NUMERICS]  # a scalar is one column, a vector its 3
+    want = np.concatenate(others + [click, skip] + numerics, axis=1)
+    assert concat.shape == (16, (len(names) - 2) * DIM + 2 * DIM + sum(v.shape[1] for v in numerics))
     np.testing.assert_allclose(concat, want, rtol=1e-6, atol=1e-7)
 
 

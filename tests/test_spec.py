@@ -302,3 +302,138 @@ def test_importing_spec_needs_neither_tensorflow_nor_pyarrow():
     code = "import sys, spec; print('tensorflow' in sys.modules, 'pyarrow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+# ---------------------------------------------------------------- numeric vectors
+VEC_NORM = {"log1p": False, "mean": [0.1, -0.2, 0.0], "std": [0.9, 1.1, 0.5]}
+
+
+def test_vector_numeric_entry_is_the_file_layout():
+    import numpy as np
+
+    entry = fs.numeric("item_vec", normalization=dict(VEC_NORM), length=3)
+    assert json.dumps(entry) == json.dumps(
+        {
+            "name": "item_vec",
+            "role": "model_input",
+            "kind": "numeric",
+            "dtype": "float32",
+            "shape": [3],
+            "normalization": {"log1p": False, "mean": [0.1, -0.2, 0.0], "std": [0.9, 1.1, 0.5]},
+        }
+    )
+    # numpy statistics (as a fitting step holds them) are written as JSON lists
+    from_numpy = fs.numeric(
+        "item_vec",
+        normalization={"log1p": False, "mean": np.array([0.5, 0.25]), "std": (1.0, 2.0)},
+        length=np.int64(2),
+    )
+    assert from_numpy["shape"] == [2] and from_numpy["normalization"] == {
+        "log1p": False,
+        "mean": [0.5, 0.25],
+        "std": [1.0, 2.0],
+    }
+    json.dumps(from_numpy, allow_nan=False)  # plain JSON types only
+    assert fs.numeric("one", normalization={"log1p": True, "mean": [0.0], "std": [1.0]}, length=1)["shape"] == [1]
+
+
+def test_scalar_numeric_entry_keeps_exactly_its_old_keys_and_hash():
+    """spec.numeric without a length writes what it always wrote, so earlier specs keep their hash."""
+    norm = {"log1p": True, "mean": 0.5, "std": 2.0}
+    entry = fs.numeric("user_clicks", normalization=norm)
+    old = {
+        "name": "user_clicks",
+        "role": "model_input",
+        "kind": "numeric",
+        "dtype": "float32",
+        "shape": [],
+        "normalization": {"log1p": True, "mean": 0.5, "std": 2.0},
+    }
+    assert json.dumps(entry) == json.dumps(old)  # same keys, same order, same values
+    assert entry["normalization"] is norm  # passed through untouched
+    spec = fs.new_spec([entry, fs.label()], {}, compression="GZIP")
+    text = json.dumps(
+        {"features": [old, fs.label()], "vocabularies": {}, "compression": "GZIP"},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    assert spec["spec_hash"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _vector(shape=(3,), **normalization):
+    return {
+        "name": "item_vec",
+        "role": "model_input",
+        "kind": "numeric",
+        "dtype": "float32",
+        "shape": list(shape),
+        "normalization": {**VEC_NORM, **normalization},
+    }
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (_vector(mean=[0.1, -0.2]), r"'item_vec' is a vector of shape \[3\]: normalization mean must be a list of 3"),
+        (_vector(std=[1.0, 1.0, 1.0, 1.0]), r"'item_vec' is a vector of shape \[3\]: normalization std must be a list"),
+        (_vector(mean=0.0), r"'item_vec' is a vector of shape \[3\]: normalization mean must be a list of 3"),
+        (_vector(std="1,1,1"), r"'item_vec' .*normalization std must be a list of 3"),
+        (_vector(mean=[0.0, float("nan"), 0.0]), r"'item_vec': normalization mean\[1\] must be a finite number"),
+        (_vector(std=[1.0, 1.0, float("inf")]), r"'item_vec': normalization std\[2\] must be a finite number"),
+        (_vector(mean=[0.0, None, 0.0]), r"'item_vec': normalization mean\[1\] must be a finite number, got None"),
+        (_vector(mean=[0.0, True, 0.0]), r"'item_vec': normalization mean\[1\] must be a finite number, got True"),
+        (_vector(std=[1.0, 0.0, 1.0]), r"'item_vec': normalization std\[1\] must be > 0, got 0.0"),
+        (_vector(std=[1.0, 1.0, -2.0]), r"'item_vec': normalization std\[2\] must be > 0"),
+        (_vector(shape=()), r"'item_vec' is a scalar \(shape \[\]\): normalization mean must be a finite number"),
+        (_vector(shape=(), mean=0.0), r"'item_vec' is a scalar \(shape \[\]\): normalization std must be a finite"),
+        (_vector(log1p="no"), r"'item_vec': normalization log1p must be true or false"),
+        (dict(_vector(), dtype="int64"), r"numeric feature 'item_vec' must be float32"),
+        (_vector(shape=(0,)), r"'item_vec' has shape \[0\], expected \[\] or \[n\] with n > 0"),
+        (_vector(shape=(3, 2)), r"'item_vec' has shape \[3, 2\]"),
+        (dict(_vector(), normalization={"mean": [0.0] * 3, "std": [1.0] * 3}), "'item_vec' needs normalization"),
+    ],
+)
+def test_vector_numeric_rules_name_the_feature(entry, message):
+    with pytest.raises(fs.SpecError, match=message):
+        fs.check_entry(entry)
+
+
+@pytest.mark.parametrize(
+    "normalization, message",
+    [
+        ({"log1p": False, "mean": float("nan"), "std": 1.0}, "'x' is a scalar .*mean must be a finite number"),
+        ({"log1p": False, "mean": 0.0, "std": 0.0}, r"'x': normalization std must be > 0, got 0.0"),
+        ({"log1p": False, "mean": "0", "std": 1.0}, "'x' is a scalar .*mean must be a finite number, got '0'"),
+    ],
+)
+def test_scalar_numeric_statistics_follow_the_same_rules(normalization, message):
+    with pytest.raises(fs.SpecError, match=message):
+        fs.numeric("x", normalization=normalization)
+
+
+def test_vector_numeric_constructor_refuses_bad_lengths():
+    for length in (0, -3, 2.5, True):
+        with pytest.raises(fs.SpecError, match="'v' has shape"):
+            fs.numeric("v", normalization={"log1p": False, "mean": [0.0], "std": [1.0]}, length=length)
+    with pytest.raises(fs.SpecError, match=r"'v' is a vector of shape \[2\]: normalization mean must be a list of 2"):
+        fs.numeric("v", normalization={"log1p": False, "mean": [0.0], "std": [1.0, 1.0]}, length=2)
+
+
+def test_numeric_widths_parse_maps_and_serving_signature_of_a_vector():
+    import tensorflow as tf
+
+    features = [
+        fs.categorical("user_idx", vocabulary="user_id", vocab_size=5),
+        fs.numeric("item_ctr", normalization={"log1p": False, "mean": 0.25, "std": 0.5}),
+        fs.numeric("item_vec", normalization=dict(VEC_NORM), length=3),
+        fs.numeric("user_len", normalization={"log1p": True, "mean": 1.0, "std": 1.0}),
+        fs.label(),
+    ]
+    spec = fs.validate_spec(fs.new_spec(features, {}, compression="GZIP", rows_per_record=4))
+    assert fs.numeric_fields(spec) == [("item_ctr", 1), ("item_vec", 3), ("user_len", 1)]
+    assert fs.numeric_names(spec) == ["item_ctr", "item_vec", "user_len"]
+    assert [fs.numeric_width(e) for e in features[1:4]] == [1, 3, 1]
+    assert fs.parse_features(spec)["item_vec"] == tf.io.FixedLenFeature([3], tf.float32)
+    assert fs.parse_block_features(spec)["item_vec"] == tf.io.RaggedFeature(tf.float32, row_splits_dtype=tf.int64)
+    assert fs.input_signature(spec)["item_vec"] == tf.TensorSpec([None, 3], tf.float32, name="item_vec")
+    assert fs.input_signature(spec)["item_ctr"] == tf.TensorSpec([None], tf.float32, name="item_ctr")

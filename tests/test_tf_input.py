@@ -275,3 +275,110 @@ def test_blocks_refuse_a_non_null_metadata_default(block_samples):
     bad["spec_hash"] = compute_spec_hash(bad)
     with pytest.raises(SpecError, match="p_click"):
         validate_spec(bad)
+
+
+# ---------------------------------------------------------------- numeric vectors ([d] float32)
+VEC_ROWS = 23  # with blocks of 4: five whole blocks and a short one of 3 rows
+
+
+def _vector_spec(rows_per_record):
+    import spec as fs
+
+    features = [
+        fs.categorical("item_idx", vocabulary="item_id", vocab_size=12),
+        fs.numeric("item_vec", normalization={"log1p": False, "mean": [0.0] * 3, "std": [1.0] * 3}, length=3),
+        fs.numeric("item_ctr", normalization={"log1p": False, "mean": 0.0, "std": 1.0}),
+        fs.numeric("one_vec", normalization={"log1p": False, "mean": [0.0], "std": [1.0]}, length=1),
+        fs.label(),
+        fs.metadata("ts", "int64"),
+    ]
+    spec = fs.new_spec(features, {}, compression="GZIP", rows_per_record=rows_per_record)
+    spec["splits"] = {"train": fs.split(pattern="train/part-*.tfrecord.gz", num_examples=VEC_ROWS, label_rate=0.5)}
+    return fs.validate_spec(spec)
+
+
+def _vector_table():
+    import pyarrow as pa
+
+    rng = np.random.default_rng(5)
+    vec = rng.normal(size=(VEC_ROWS, 3)).astype(np.float32)
+    vec[0] = [0.1, -1e-8, 3.4028235e38]  # values float32 must keep exactly
+    vec[1] = 0.0  # a null vector, as the Spark side writes it
+    return pa.table(
+        {
+            "item_idx": pa.array(rng.integers(0, 12, VEC_ROWS), pa.int64()),
+            "item_vec": pa.array(list(vec), pa.list_(pa.float32())),
+            "item_ctr": pa.array(rng.normal(size=VEC_ROWS).astype(np.float32), pa.float32()),
+            "one_vec": pa.array(
+                [[float(v)] for v in rng.normal(size=VEC_ROWS).astype(np.float32)], pa.list_(pa.float32())
+            ),
+            "label": pa.array(np.arange(VEC_ROWS) % 2, pa.int64()),
+            "ts": pa.array(1_700_000_000 + np.arange(VEC_ROWS), pa.int64()),
+            "split": pa.array(["train"] * VEC_ROWS, pa.string()),
+        }
+    )
+
+
+@pytest.mark.parametrize("rows_per_record", [1, 4])
+def test_vector_numeric_round_trips_through_the_writer_and_record_parser(tmp_path, rows_per_record):
+    """A float32 [3] (and [1]) feature written by the project's own writer (frame_batch in
+    write_partition_shards) parses back to exactly the values written, in both layouts."""
+    from pipelines.tf_input import record_parser
+    from pipelines.tfrecord import write_partition_shards
+
+    spec = _vector_spec(rows_per_record)
+    table = _vector_table()
+    features = [(e["name"], e["dtype"]) for e in spec["features"]]
+    batches = iter(table.to_batches(max_chunksize=7))  # blocks carry rows over from one Arrow batch to the next
+    (shard,) = [
+        row
+        for out in write_partition_shards(
+            batches, features, str(tmp_path), compression="gzip", rows_per_record=rows_per_record
+        )
+        for row in out.to_pylist()
+    ]
+    assert shard["rows"] == VEC_ROWS
+    records = [r for r in tf.data.TFRecordDataset(shard["path"], compression_type="GZIP").batch(100)]
+    assert len(records) == 1 and int(records[0].shape[0]) == -(-VEC_ROWS // rows_per_record)
+    if rows_per_record > 1:  # a block holds n * 3 values of item_vec, n of item_ctr
+        raw = tf.io.parse_example(records[0], {"item_vec": tf.io.RaggedFeature(tf.float32)})["item_vec"]
+        assert raw.row_lengths().numpy().tolist() == [4 * 3] * 5 + [3 * 3]
+
+    parsed = record_parser(spec)(records[0])
+    assert parsed["item_vec"].shape == (VEC_ROWS, 3) and parsed["item_vec"].dtype == tf.float32
+    assert parsed["one_vec"].shape == (VEC_ROWS, 1) and parsed["item_ctr"].shape == (VEC_ROWS,)
+    order = np.argsort(parsed["ts"].numpy())  # blocks are shuffled before they are cut
+    np.testing.assert_array_equal(parsed["ts"].numpy()[order], table.column("ts").to_numpy())
+    want_vec = np.stack(table.column("item_vec").to_numpy(zero_copy_only=False)).astype(np.float32)
+    np.testing.assert_array_equal(parsed["item_vec"].numpy()[order], want_vec)
+    np.testing.assert_array_equal(parsed["item_vec"].numpy()[order][0], np.float32([0.1, -1e-8, 3.4028235e38]))
+    np.testing.assert_array_equal(parsed["item_vec"].numpy()[order][1], np.zeros(3, np.float32))
+    np.testing.assert_array_equal(
+        parsed["one_vec"].numpy()[order], np.stack(table.column("one_vec").to_numpy(zero_copy_only=False))
+    )
+    np.testing.assert_array_equal(parsed["item_ctr"].numpy()[order], table.column("item_ctr").to_numpy())
+    np.testing.assert_array_equal(parsed["item_idx"].numpy()[order], table.column("item_idx").to_numpy())
+
+    # and through make_dataset, batches cut across blocks
+    (tmp_path / "feature_spec.json").write_text(json.dumps(spec))
+    got = {"ts": [], "item_vec": []}
+    for features_, _, meta in make_dataset(str(tmp_path), spec, "train", batch_size=5, with_metadata=True):
+        assert features_["item_vec"].shape[1:] == (3,)
+        got["ts"].append(meta["ts"].numpy())
+        got["item_vec"].append(features_["item_vec"].numpy())
+    ts, vec = np.concatenate(got["ts"]), np.concatenate(got["item_vec"])
+    np.testing.assert_array_equal(vec[np.argsort(ts)], want_vec)
+
+
+@pytest.mark.parametrize("rows_per_record", [1, 8])
+def test_tf_samples_vector_feature_reads_back_exactly(tmp_path, rows_per_record):
+    spec, rows = write_samples(
+        tmp_path / "samples", sizes=SIZES, seed=3, rows_per_record=rows_per_record, vector_feature=True
+    )
+    got = _by_ts(_collect(make_dataset(str(tmp_path / "samples"), spec, "valid", batch_size=6, with_metadata=True)))
+    want = rows["valid"].sort_values("ts")
+    assert got["item_vec"].shape == (SIZES["valid"], 3) and got["item_vec"].dtype == np.float32
+    np.testing.assert_array_equal(got["item_vec"], np.array(want["item_vec"].tolist(), dtype=np.float32))
+    # the other columns are those written without the vector
+    _, plain = write_samples(tmp_path / "plain", sizes=SIZES, seed=3)
+    assert rows["valid"].drop(columns=["item_vec"]).equals(plain["valid"])

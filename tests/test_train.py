@@ -264,3 +264,23 @@ def test_a_typo_in_params_is_a_config_error(samples, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "config error" in err and "embeding_dim" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_vector_numeric_trains_exports_and_serves(tmp_path):
+    """Samples with a numeric vector (item_vec, [3], block layout): the job trains dcn on them and the
+    exported SavedModel takes the vector as [None, 3] and scores exactly the predictions."""
+    path = tmp_path / "samples"
+    spec, _ = write_samples(
+        path, sizes={"train": 200, "valid": 60, "test": 60}, seed=4, rows_per_record=8, vector_feature=True
+    )
+    run = tmp_path / "run"
+    assert main(["--samples", str(path), "--model", "dcn", "--output", str(run), "--epochs", "1", *FAST]) == 0
+    serve = tf.saved_model.load(str(run / "model")).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["item_vec"].shape.as_list() == [None, 3]
+    predictions = pd.read_parquet(run / "predictions" / "test.parquet").set_index("ts").score
+    ts, scores = [], []
+    for features, _, meta in make_dataset(str(path), spec, "test", 128, with_metadata=True):
+        scores.append(serve(**features)["score"].numpy()[:, 0])
+        ts.append(meta["ts"].numpy())
+    ts = np.concatenate(ts)
+    np.testing.assert_array_equal(np.concatenate(scores), predictions.loc[ts].to_numpy())

@@ -12,6 +12,10 @@ n consecutive rows of its shard (in file order, not shuffled), nulls as NaN / ""
 
 The label has a learnable signal: items with an even number are clicked far more
 often, and the `item_ctr` numeric and its bucket carry the same information.
+
+`vector_feature=True` adds `item_vec`, a numeric vector of shape [VEC_DIM] (per-dimension
+normalization lists) whose first dimension carries the same signal; without it the spec and
+rows are exactly those written before vectors existed.
 """
 
 from __future__ import annotations
@@ -33,9 +37,17 @@ MAX_GENRES = 2
 GENRES = ["Action", "Comedy", "Drama"]
 CTR_BOUNDARIES = [0.2, 0.5]
 SPLITS = ("train", "valid", "test")
+VEC_DIM = 3
+VEC_NORMALIZATION = {"log1p": False, "mean": [0.0, 0.5, -0.5], "std": [1.0, 2.0, 0.5]}
 
 
-def make_spec(num_users: int, num_items: int, extra_feature: bool = False, rows_per_record: int = 1) -> dict:
+def make_spec(
+    num_users: int,
+    num_items: int,
+    extra_feature: bool = False,
+    rows_per_record: int = 1,
+    vector_feature: bool = False,
+) -> dict:
     sizes = {"user_id": num_users + 2, "item_id": num_items + 2, "genre": len(GENRES) + 2}
     identity = {"log1p": False, "mean": 0.0, "std": 1.0}
     features = [
@@ -50,6 +62,8 @@ def make_spec(num_users: int, num_items: int, extra_feature: bool = False, rows_
     ]
     if extra_feature:
         features.append(fs.numeric("release_year", normalization=dict(identity)))
+    if vector_feature:
+        features.append(fs.numeric("item_vec", normalization=dict(VEC_NORMALIZATION), length=VEC_DIM))
     features += [fs.label("label")] + [
         fs.metadata(name, dtype)
         for name, dtype in (("user_id", "string"), ("item_id", "string"), ("ts", "int64"), ("p_click", "float32"))
@@ -99,9 +113,16 @@ def _records(rows: list[dict], spec: dict, rows_per_record: int) -> list[bytes]:
 
 
 def make_rows(
-    n: int, num_users: int, num_items: int, rng: np.random.Generator, ts0: int, extra_feature: bool = False
+    n: int,
+    num_users: int,
+    num_items: int,
+    rng: np.random.Generator,
+    ts0: int,
+    extra_feature: bool = False,
+    vector_feature: bool = False,
 ) -> pd.DataFrame:
     rows = []
+    vec_rng = np.random.default_rng(ts0)
     for i in range(n):
         u = int(rng.integers(num_users))
         it = int(rng.integers(num_items))
@@ -130,6 +151,9 @@ def make_rows(
         }
         if extra_feature:
             row["release_year"] = 0.0
+        if vector_feature:  # drawn from a generator of its own, so the other columns stay as without it
+            noise = vec_rng.normal(size=VEC_DIM - 1)
+            row["item_vec"] = [float(np.float32(v)) for v in [1.0 if good else -1.0, *noise]]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -158,17 +182,26 @@ def write_samples(
     shards: int = 2,
     extra_feature: bool = False,
     rows_per_record: int = 1,
+    vector_feature: bool = False,
 ) -> tuple[dict, dict]:
     """Write a SAMPLES dir; returns (spec, {split: DataFrame of the rows written})."""
     samples_dir = str(samples_dir)
     sizes = sizes or {"train": 600, "valid": 200, "test": 200}
     rng = np.random.default_rng(seed)
-    spec = make_spec(num_users, num_items, extra_feature=extra_feature, rows_per_record=rows_per_record)
+    spec = make_spec(
+        num_users,
+        num_items,
+        extra_feature=extra_feature,
+        rows_per_record=rows_per_record,
+        vector_feature=vector_feature,
+    )
     os.makedirs(samples_dir, exist_ok=True)
     rows, splits = {}, {}
     ts0 = 1_700_000_000
     for split in SPLITS:
-        df = make_rows(sizes[split], num_users, num_items, rng, ts0, extra_feature=extra_feature)
+        df = make_rows(
+            sizes[split], num_users, num_items, rng, ts0, extra_feature=extra_feature, vector_feature=vector_feature
+        )
         ts0 += sizes[split]
         os.makedirs(os.path.join(samples_dir, split), exist_ok=True)
         options = tf.io.TFRecordOptions(compression_type="GZIP")

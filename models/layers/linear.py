@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models.layers.numeric_features import check_numeric_widths, numeric_columns
 from spec import check_embedded_fields
 
 
@@ -17,23 +18,27 @@ class SparseLinear(keras.layers.Layer):
         y = b
           + sum_f sum_j [x_fj != 0] w_f[x_fj]                      sparse fields
           + sum_c [all x_c != 0] w_c[hash(x_c1, x_c2, ...) mod H]  crossed fields
-          + sum_n u_n z_n                                          numeric fields
+          + sum_n u_n . z_n                                        numeric fields
 
     A scalar categorical field has one index ``j``; sequence and
     multi_categorical fields sum over their non-padding indices (a
     bag-of-indices linear model).  Index 0 (padding / missing) contributes 0.
     Crosses hash the joined decimal indices with ``tf.strings.to_hash_bucket_fast``
     (stable FarmHash fingerprint) into ``hash_buckets`` rows; a cross with a
-    missing component contributes 0.  All weights start at 0.
+    missing component contributes 0.  A numeric feature ``z_n`` is a scalar or a
+    vector of width ``d_n`` with a weight vector ``u_n`` of that width (so
+    ``u_n . z_n`` is a product for a scalar, a dot product for a vector).  All
+    weights start at 0.
 
     ``fields``: list of ``{"name", "kind", "vocab_size"}``; ``crosses``: list of
     lists of categorical field names (each at least 2); ``numeric``: list of
-    numeric feature names.
+    numeric feature names; ``numeric_widths``: their widths (``spec.numeric_fields``;
+    None, as in configs saved before vectors, means every numeric is a scalar).
 
     Weights, in order: ``field_weights`` (the fields' rows stacked in field
     order, ``[sum vocab_size, 1]``), ``cross_weights`` (``[n_crosses *
-    hash_buckets, 1]``), ``numeric_weights`` (``[n_numeric, 1]``), ``bias``
-    (``[1]``), each present only when used.
+    hash_buckets, 1]``), ``numeric_weights`` (the ``u_n`` stacked in numeric
+    order, ``[sum d_n, 1]``), ``bias`` (``[1]``), each present only when used.
     """
 
     def __init__(
@@ -44,12 +49,13 @@ class SparseLinear(keras.layers.Layer):
         numeric=(),
         use_bias: bool = True,
         l2: float = 0.0,
+        numeric_widths=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         fields = [dict(f) for f in (fields or [])]
         crosses = [list(c) for c in (crosses or [])]
-        numeric = list(numeric or [])
+        numeric = [] if numeric is None else numeric
         if not fields and not crosses and not numeric:
             raise ValueError("SparseLinear needs at least one of fields, crosses or numeric")
         checked = check_embedded_fields(fields, "SparseLinear")
@@ -58,14 +64,16 @@ class SparseLinear(keras.layers.Layer):
                 raise ValueError(f"SparseLinear: a cross must list at least 2 distinct feature names, got {c!r}")
         if isinstance(hash_buckets, bool) or not isinstance(hash_buckets, int) or hash_buckets <= 0:
             raise ValueError(f"SparseLinear: hash_buckets must be a positive int, got {hash_buckets!r}")
-        if not all(isinstance(n, str) for n in numeric):
-            raise ValueError(f"SparseLinear: numeric must be a list of feature names, got {numeric!r}")
+        numeric, numeric_widths = check_numeric_widths(
+            numeric, numeric_widths, "SparseLinear", names_arg="numeric", widths_arg="numeric_widths"
+        )
         if isinstance(l2, bool) or not isinstance(l2, (int, float)) or l2 < 0:
             raise ValueError(f"SparseLinear: l2 must be a number >= 0, got {l2!r}")
         self.fields = [{"name": f["name"], "kind": f["kind"], "vocab_size": f["vocab_size"]} for f in checked]
         self.crosses = crosses
         self.hash_buckets = hash_buckets
         self.numeric = numeric
+        self.numeric_widths = numeric_widths
         self.use_bias = bool(use_bias)
         self.l2 = float(l2)
         self.supports_jit = False  # string hashing of crosses
@@ -95,7 +103,9 @@ class SparseLinear(keras.layers.Layer):
             else None
         )
         self.numeric_weight = (
-            self.add_weight(name="numeric_weights", shape=(len(self.numeric), 1), initializer="zeros", regularizer=reg)
+            self.add_weight(
+                name="numeric_weights", shape=(sum(self.numeric_widths), 1), initializer="zeros", regularizer=reg
+            )
             if self.numeric
             else None
         )
@@ -136,7 +146,7 @@ class SparseLinear(keras.layers.Layer):
                 masks.append(cmask[:, None])
             terms.append(self._masked_sum(self.cross_weights, tf.concat(ids, axis=1), tf.concat(masks, axis=1)))
         if self.numeric:
-            z = tf.stack([tf.cast(features[n], tf.float32) for n in self.numeric], axis=-1)
+            z = numeric_columns(features, self.numeric, self.numeric_widths, "SparseLinear")  # [batch, sum d_n]
             terms.append(tf.matmul(z, self.numeric_weight))
         out = tf.add_n(terms) if len(terms) > 1 else terms[0]
         if self.use_bias:
@@ -154,6 +164,7 @@ class SparseLinear(keras.layers.Layer):
                 "crosses": [list(c) for c in self.crosses],
                 "hash_buckets": self.hash_buckets,
                 "numeric": list(self.numeric),
+                "numeric_widths": list(self.numeric_widths),
                 "use_bias": self.use_bias,
                 "l2": self.l2,
             }
