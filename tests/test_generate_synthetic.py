@@ -195,6 +195,33 @@ def test_same_seed_identical_files_different_seed_different(tmp_path):
     assert not read(tmp_path / "a", "impressions").equals(read(tmp_path / "c", "impressions"))
 
 
+def test_item_vectors_are_optional_and_change_nothing_else(tmp_path, capsys):
+    args = dict(users=100, items=80, days=2, impressions=3_000, seed=4)
+    generate(str(tmp_path / "plain"), **args)
+    assert (
+        main(["--output", str(tmp_path / "vec"), *[f"--{k}={v}" for k, v in args.items()], "--item-vector-dim=6"]) == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    plain, vec = files_of(tmp_path / "plain"), files_of(tmp_path / "vec")
+    # Impressions and clicks are byte-identical: the vectors come from a random stream of their own.
+    assert {k: v for k, v in plain.items() if not k.startswith(("items", "_"))} == {
+        k: v for k, v in vec.items() if not k.startswith(("items", "_"))
+    }
+    items = pq.read_table(tmp_path / "vec" / "items")
+    assert items.schema.field("item_vec").type == pa.list_(pa.float32())
+    vectors = np.stack(items.column("item_vec").to_pylist())
+    assert vectors.shape == (80, 6) and np.isfinite(vectors).all() and vectors.std() > 0.1
+    assert items.drop_columns(["item_vec"]).equals(pq.read_table(tmp_path / "plain" / "items"))
+    # How informative they are: most, not all, of the latent factors are recoverable from them.
+    assert 0.3 < summary["item_vector_r2"] < 1.0
+    manifest = json.loads((tmp_path / "vec" / "_generator.json").read_text())
+    assert manifest["params"]["item_vector_dim"] == 6 and manifest["item_vector_r2"] == summary["item_vector_r2"]
+    assert "item_vector_dim" not in json.loads((tmp_path / "plain" / "_generator.json").read_text())["params"]
+    # Noise lowers what they hold.
+    noisy = generate(str(tmp_path / "noisy"), **args, item_vector_dim=6, item_vector_noise=2.0)
+    assert noisy["item_vector_r2"] < summary["item_vector_r2"]
+
+
 def test_chunked_part_files_and_exact_row_count(tmp_path):
     raw = tmp_path / "raw"
     summary = generate(str(raw), users=500, items=300, days=5, impressions=25_003, chunk_rows=5_000, seed=1)

@@ -144,7 +144,10 @@ def reference_user_history(imps, clicks, window, lookback, max_len, top_genres, 
             )
         )[::-1]
         counts = Counter(
-            g for _, _, genres, _ in newest_clicks[:genre_history_len] for g in (genres or []) if g is not None and g > 0
+            g
+            for _, _, genres, _ in newest_clicks[:genre_history_len]
+            for g in (genres or [])
+            if g is not None and g > 0
         )
         vectors = [v for *_, v in newest_clicks[:max_len] if v is not None]
         top = [g for g, _ in sorted(counts.items(), key=lambda gc: (-gc[1], gc[0]))]

@@ -3,6 +3,8 @@ per-dimension normalization, on a few hand-written rows with the results worked 
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 from chispa import assert_df_equality
 
@@ -164,3 +166,139 @@ def test_config_errors_name_the_vector_feature(spark):
         _vector_columns(config)
     assert _vector_columns(load_config("build_samples", None, ["items.vector_columns=[v]"])) == {"v": None}
     assert _vector_columns(load_config("build_samples", None, ["items.vector_columns={v: 8}"])) == {"v": 8}
+
+
+# ---------------------------------------------------------------- build_samples with item vectors
+@pytest.fixture(scope="module")
+def vector_build(spark, tmp_path_factory):
+    """Generated data with 4-d item vectors, two items without one and two bad vector rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.build_samples import build_samples
+    from pipelines.config import load_config
+    from sources.synthetic import generate
+    from spec import load_spec
+    from tests.samples_io import read_all
+
+    base = tmp_path_factory.mktemp("vectors")
+    raw = base / "raw"
+    generate(str(raw), users=80, items=60, days=8, impressions=6000, seed=5, item_vector_dim=4)
+    path = raw / "items" / "part-00000.parquet"
+    items = pq.read_table(path).to_pandas()
+    items.loc[items.item_id.isin(["i00001", "i00002"]), "item_vec"] = None
+    bad = items[items.item_id == "i00003"].assign(item_vec=[[float("inf"), 0.0, 0.0, 0.0]])
+    longer = items[items.item_id == "i00004"].assign(item_vec=[[1.0, 2.0, 3.0]], item_id="i_unshown")
+    # The inf copy of i00003 comes first in file order: the valid copy after it is the one kept.
+    items = pd.concat([bad, items, longer], ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(items, preserve_index=False), path)
+    out = str(base / "samples")
+    config = load_config(
+        "build_samples", None, ["items.vector_columns=[item_vec]", "spark.output_partitions=2", "history.max_len=3"]
+    )
+    report = build_samples(spark, str(raw), out, config)
+    return {"report": report, "spec": load_spec(out), "samples": read_all(out), "items": items, "dir": out}
+
+
+def test_build_reports_the_vector_rejects_and_length(vector_build):
+    report = vector_build["report"]
+    assert report["rejected"]["items"] == {"non_finite_vector": 1, "wrong_vector_length": 1}
+    assert report["item_vector_lengths"] == {"item_vec": 4}
+
+
+def test_spec_has_the_item_and_user_vectors_normalized_per_dimension(vector_build):
+    from spec import feature
+
+    spec = vector_build["spec"]
+    for name in ("item_vec", "user_item_vec"):
+        entry = feature(spec, name)
+        assert (entry["kind"], entry["dtype"], entry["shape"]) == ("numeric", "float32", [4])
+        assert len(entry["normalization"]["mean"]) == 4 and entry["normalization"]["log1p"] is False
+    assert feature(spec, "user_item_vec_len")["shape"] == []
+    assert feature(spec, "user_item_vec_len")["normalization"]["log1p"] is True
+
+
+def _raw_vectors(values, entry):
+    norm = entry["normalization"]
+    return np.stack(values) * np.asarray(norm["std"]) + np.asarray(norm["mean"])
+
+
+def test_item_vectors_in_the_samples_are_the_raw_ones_normalized_with_train_statistics(vector_build):
+    from spec import feature
+
+    samples, spec = vector_build["samples"], vector_build["spec"]
+    items = vector_build["items"].drop_duplicates("item_id", keep="last").set_index("item_id")["item_vec"]
+    entry = feature(spec, "item_vec")
+    has_vector = samples.item_id.map(lambda i: items.get(i) is not None)
+    assert (~has_vector).any() and has_vector.mean() > 0.9
+    got = _raw_vectors(samples.loc[has_vector, "item_vec"], entry)
+    want = np.stack(samples.loc[has_vector, "item_id"].map(items))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # Items without a vector: zeros, the train mean.
+    assert np.all(np.stack(samples.loc[~has_vector, "item_vec"]) == 0)
+    # The statistics are the train rows' mean and population std, per dimension.
+    train = np.stack(samples.loc[has_vector & (samples.split == "train"), "item_id"].map(items))
+    np.testing.assert_allclose(entry["normalization"]["mean"], train.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(entry["normalization"]["std"], train.std(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_user_vector_is_the_mean_of_its_click_history_items_vectors(vector_build):
+    import pyarrow.parquet as pq
+
+    from spec import feature
+    from tests.samples_io import raw_value
+
+    samples, spec = vector_build["samples"], vector_build["spec"]
+    vocabulary = pq.read_table(f"{vector_build['dir']}/vocab/item_id").to_pandas().set_index("index")["token"]
+    items = vector_build["items"].drop_duplicates("item_id", keep="last").set_index("item_id")["item_vec"]
+    lengths = np.rint(raw_value(spec, "user_item_vec_len", samples["user_item_vec_len"])).astype(int)
+    user = _raw_vectors(samples["user_item_vec"], feature(spec, "user_item_vec"))
+    checked = 0
+    for row, clicked_items, length in zip(range(len(samples)), samples["hist_click_items"], lengths):
+        clicked = [int(i) for i in clicked_items if i > 0]
+        if not clicked or min(clicked) < 2:  # OOV items are ambiguous: their token is unknown
+            continue
+        vectors = [items.get(vocabulary[i]) for i in clicked]
+        vectors = [v for v in vectors if v is not None]
+        assert length == len(vectors)
+        if vectors:
+            np.testing.assert_allclose(user[row], np.mean(vectors, axis=0), rtol=1e-4, atol=1e-4)
+            checked += 1
+    assert checked > 1000
+    no_history = lengths == 0
+    assert no_history.any() and np.all(np.stack(samples.loc[no_history, "user_item_vec"]) == 0)
+
+
+# ---------------------------------------------------------------- what the vectors are worth
+# Items behind a small vocabulary: with min_count 30, about 70 % of the catalog is OOV (the popular
+# items keep their ids). Measured once (2026-12-02): dcn test AUC 0.735 with the vectors, 0.694 without.
+OOV_WORLD = {"users": 200, "items": 1500, "days": 14, "impressions": 60_000, "seed": 11, "item_vector_dim": 16}
+OOV_MIN_COUNT = 30
+MIN_AUC_GAIN = 0.02
+
+
+@pytest.mark.slow
+def test_item_vectors_beat_the_same_model_without_them_when_ids_are_mostly_oov(spark, tmp_path):
+    import json
+
+    from jobs.train import main as train_main
+    from pipelines.build_samples import build_samples
+    from pipelines.config import load_config
+    from sources.synthetic import generate
+
+    raw = str(tmp_path / "raw")
+    generate(raw, **OOV_WORLD)
+    aucs = {}
+    for name, sets in (("with", ["items.vector_columns=[item_vec]"]), ("without", [])):
+        samples = str(tmp_path / f"samples_{name}")
+        config = load_config(
+            "build_samples", None, ["spark.output_partitions=2", f"vocab.min_count={OOV_MIN_COUNT}", *sets]
+        )
+        report = build_samples(spark, raw, samples, config)
+        assert report["vocabulary_sizes"]["item_id"] - 2 < 0.4 * OOV_WORLD["items"]
+        run = tmp_path / f"run_{name}"
+        args = ["--samples", samples, "--model", "dcn", "--output", str(run), "--epochs", "6"]
+        sets = ["verbose=0", "outputs.embeddings=false", "params.learning_rate=0.003", "params.hidden_units=[64,32]"]
+        assert train_main(args + [x for s in sets for x in ("--set", s)]) == 0
+        aucs[name] = json.loads((run / "run.json").read_text())["metrics"]["test"]["auc"]
+    assert aucs["with"] >= aucs["without"] + MIN_AUC_GAIN, aucs
