@@ -23,6 +23,7 @@ class Declared:
     vocabulary: str | None = None  # index kinds: the vocabulary of the indices
     length: int | None = None  # sequence / multi_categorical: the list length; numeric: a vector's length
     count: bool = False  # numeric: a count, normalized as log1p(x) by default
+    statistics_of: str | None = None  # vector: normalized with the fitted statistics of this other vector
 
     @property
     def is_vector(self) -> bool:
@@ -44,6 +45,8 @@ class Declared:
             raise ValueError(f"feature '{self.name}': only a numeric feature can be a count")
         if self.count and self.length is not None:
             raise ValueError(f"feature '{self.name}': a count is a scalar, not a vector")
+        if self.statistics_of is not None and not self.is_vector:
+            raise ValueError(f"feature '{self.name}': only a vector takes the statistics of another one")
 
 
 def categorical(name: str, vocabulary: str) -> Declared:
@@ -62,6 +65,7 @@ def numeric(name: str, count: bool = False) -> Declared:
     return Declared(name, "numeric", count=count)
 
 
-def vector(name: str, length: int) -> Declared:
-    """A dense float vector of `length` values (the spec's numeric kind with shape [length])."""
-    return Declared(name, "numeric", length=int(length))
+def vector(name: str, length: int, statistics_of: str | None = None) -> Declared:
+    """A dense float vector of `length` values (the spec's numeric kind with shape [length]), normalized
+    per dimension with its own train statistics or, with `statistics_of`, with those of another vector."""
+    return Declared(name, "numeric", length=int(length), statistics_of=statistics_of)

@@ -21,8 +21,9 @@ genres (padding 0 excluded; ties: the smaller index first) of the last
 count all the user's impressions / clicks in `[t - lookback, t)`. For each item
 vector column `v` (`items.vector_columns`), `user_v` is the mean of the vectors of
 the clicks in `hist_click_items` (the last `max_len`), over those whose item has a
-vector, and `user_v_len` how many that is; with none, `user_v` is null (written as
-zeros, the train mean, once normalized). Item
+vector, and `user_v_len` how many that is; with none, `user_v` is null. `user_v` is
+normalized with `v`'s statistics, so in the samples it is the mean of the clicked items'
+normalized vectors, and zeros without any. Item
 statistics count the item's impressions and clicks in `[t - lookback, t)` and
 in `[t - recent, t)`.
 
@@ -374,7 +375,12 @@ def user_history_features(
         declared.numeric("user_clicks", count=True),
     ]
     for name, length in (vector_columns or {}).items():
-        features += [declared.vector(f"user_{name}", length), declared.numeric(f"user_{name}_len", count=True)]
+        # Normalized with the item vector's statistics: the user's vector is then the mean of the clicked
+        # items' normalized vectors, in the same space as the target item's (dot products keep their meaning).
+        features += [
+            declared.vector(f"user_{name}", length, statistics_of=name),
+            declared.numeric(f"user_{name}_len", count=True),
+        ]
     return features
 
 

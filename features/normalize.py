@@ -8,7 +8,8 @@ becomes 0, the train mean. Bucket index: 0 for null, else
 
 A dense vector feature (array<float> of a fixed length d) is normalized per dimension: its
 statistics are lists of d means and d standard deviations, fitted on the train rows that have a
-vector (never log1p), and a null vector becomes d zeros.
+vector (never log1p), and a null vector becomes d zeros. A vector derived from another one (the
+user's mean of clicked item vectors) may take that one's statistics instead (pipelines/fitting.py).
 
 Both fits are independent of how Spark partitions the train split (exact decimal sums,
 exact quantiles of a histogram), so a build's spec hash is too.
@@ -95,36 +96,62 @@ def _fitted_mean_std(train: DataFrame, name: str, value: Column, moments: tuple)
 def fit_normalization(
     train: DataFrame, columns: list[str], log1p_columns: list[str], vector_lengths: dict[str, int] | None = None
 ) -> dict[str, dict]:
-    """Per column {"log1p", "mean", "std"} from the train split (population std; one aggregation).
+    """Per column {"log1p", "mean", "std"} from the train split (population std).
 
-    A column of `vector_lengths` (name -> d) is a vector: its mean and std are lists of d values, one
-    per dimension, and it is never log1p'd.
+    The scalars take one aggregation. A column of `vector_lengths` (name -> d) is a vector: its mean
+    and std are lists of d values, one per dimension (`fit_vector`), and it is never log1p'd.
     """
-    if not columns:
-        return {}
     vector_lengths = dict(vector_lengths or {})
     bad = sorted(set(log1p_columns) & set(vector_lengths))
     if bad:
         raise ValueError(f"normalize.log1p names vector feature(s) {bad}: vectors are normalized per dimension only")
-    values: list[tuple[str, Column]] = []
-    for column in columns:
-        if column in vector_lengths:
-            values += [(f"{column}[{i}]", _finite(F.col(column).getItem(i))) for i in range(vector_lengths[column])]
-        else:
-            values.append((column, _transformed(column, column in log1p_columns)))
-    fitted = iter(
-        _fitted_mean_std(train, name, value, moments)
-        for (name, value), moments in zip(values, _exact_moments(train, [value for _, value in values]))
-    )
+    scalars = [c for c in columns if c not in vector_lengths]
+    values = [_transformed(c, c in log1p_columns) for c in scalars]
+    moments = _exact_moments(train, values) if scalars else []
     stats = {}
+    for column, value, moment in zip(scalars, values, moments):
+        mean, std = _fitted_mean_std(train, column, value, moment)
+        stats[column] = {"log1p": column in log1p_columns, "mean": mean, "std": std}
     for column in columns:
         if column in vector_lengths:
-            pairs = [next(fitted) for _ in range(vector_lengths[column])]
-            stats[column] = {"log1p": False, "mean": [m for m, _ in pairs], "std": [s for _, s in pairs]}
-        else:
-            mean, std = next(fitted)
-            stats[column] = {"log1p": column in log1p_columns, "mean": mean, "std": std}
-    return stats
+            stats[column] = fit_vector(train, column, vector_lengths[column])
+    return {column: stats[column] for column in columns}
+
+
+# A dimension's value times a row count (decimal(11,0)) is exact in decimal(38,10): 26 + 11 + 1 digits.
+_VECTOR_EXACT, _COUNT_EXACT = "decimal(26,10)", "decimal(11,0)"
+
+
+def fit_vector(train: DataFrame, column: str, length: int) -> dict:
+    """{"log1p": False, "mean": [d], "std": [d]} of a vector column over the train rows that have one.
+
+    An item's vector repeats on every impression of the item, so the rows are first counted per
+    distinct vector: the exact decimal sums then run over the distinct vectors, weighted by their
+    counts, not over every row (a cast to decimal per value and row is slow). Exact, so the result
+    does not depend on the partitioning either.
+    """
+    counted = (
+        train.where(F.col(column).isNotNull())
+        .groupBy(F.col(column).alias("_vector"))
+        .agg(F.count(F.lit(1)).alias("_rows"))
+    )
+    rows = F.col("_rows").try_cast(_COUNT_EXACT)
+    aggs = []
+    for i in range(length):
+        value = _finite(F.col("_vector").getItem(i))
+        aggs += [
+            F.sum(F.when(value.isNotNull(), F.col("_rows"))).alias(f"n{i}"),
+            F.try_sum(value.try_cast(_VECTOR_EXACT) * rows).alias(f"s{i}"),
+            F.try_sum((value * value).try_cast(_VECTOR_EXACT) * rows).alias(f"q{i}"),
+        ]
+    row = counted.agg(*aggs).collect()[0]
+    means, stds = [], []
+    for i in range(length):
+        dimension = _finite(F.col(column).getItem(i))
+        mean, std = _fitted_mean_std(train, f"{column}[{i}]", dimension, (row[f"n{i}"], row[f"s{i}"], row[f"q{i}"]))
+        means.append(mean)
+        stds.append(std)
+    return {"log1p": False, "mean": means, "std": stds}
 
 
 def _normalized_vector(column: str, mean: list[float], std: list[float]) -> Column:

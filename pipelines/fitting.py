@@ -130,7 +130,16 @@ def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], 
             )
     bucketized = [c for c in (config["bucketize"]["features"] or []) if c in train.columns]
     boundaries = normalize.fit_bucket_boundaries(train, bucketized, int(config["bucketize"]["num_buckets"]))
-    stats = normalize.fit_normalization(train, [d.name for d in numeric], log1p, vectors)
+    own = [d.name for d in numeric if d.statistics_of is None]
+    stats = normalize.fit_normalization(train, own, log1p, {n: vectors[n] for n in own if n in vectors})
+    for d in numeric:
+        if d.statistics_of is not None:
+            if d.statistics_of not in stats or vectors.get(d.statistics_of) != d.length:
+                raise ValueError(
+                    f"vector '{d.name}' takes the statistics of '{d.statistics_of}', not a vector of its length"
+                )
+            stats[d.name] = {key: (list(v) if isinstance(v, list) else v) for key, v in stats[d.statistics_of].items()}
+    stats = {d.name: stats[d.name] for d in numeric}
     return Fitted(
         vocabularies=vocabularies, prior=prior, smoothing=smoothing, normalization=stats, boundaries=boundaries
     )

@@ -147,11 +147,14 @@ def test_vectors_are_normalized_per_dimension_on_train(spark):
         normalize.fit_normalization(train, ["v"], ["v"], {"v": 2})
 
 
-def test_vector_std_is_the_population_std_of_each_dimension(spark):
-    train = spark.createDataFrame([([0.0, 1.0],), ([1.0, 2.0],), ([2.0, 6.0],)], "v array<float>")
+def test_vector_statistics_count_every_row_of_a_repeated_vector(spark):
+    # An item's vector repeats on each of its impressions: the rows are counted per distinct vector.
+    rows = [([0.0, 1.0],), ([1.0, 2.0],), ([2.0, 6.0],), ([2.0, 6.0],), ([2.0, 6.0],)]
+    train = spark.createDataFrame(rows, "v array<float>")
     stats = normalize.fit_normalization(train, ["v"], [], {"v": 2})["v"]
-    assert stats["mean"] == pytest.approx([1.0, 3.0])
-    assert stats["std"] == pytest.approx([math.sqrt(2 / 3), math.sqrt(14 / 3)])
+    # dim 0: 0, 1, 2, 2, 2 -> mean 7/5, E[x^2] = 13/5; dim 1: 1, 2, 6, 6, 6 -> mean 21/5, E[x^2] = 113/5
+    assert stats["mean"] == pytest.approx([7 / 5, 21 / 5])
+    assert stats["std"] == pytest.approx([math.sqrt(13 / 5 - 49 / 25), math.sqrt(113 / 5 - 441 / 25)])
 
 
 def test_config_errors_name_the_vector_feature(spark):
@@ -214,6 +217,8 @@ def test_spec_has_the_item_and_user_vectors_normalized_per_dimension(vector_buil
         entry = feature(spec, name)
         assert (entry["kind"], entry["dtype"], entry["shape"]) == ("numeric", "float32", [4])
         assert len(entry["normalization"]["mean"]) == 4 and entry["normalization"]["log1p"] is False
+    # The user's vector takes the item vector's statistics: it is the mean of normalized item vectors.
+    assert feature(spec, "user_item_vec")["normalization"] == feature(spec, "item_vec")["normalization"]
     assert feature(spec, "user_item_vec_len")["shape"] == []
     assert feature(spec, "user_item_vec_len")["normalization"]["log1p"] is True
 
