@@ -68,19 +68,27 @@ def test_din_attends_with_the_target_item_over_each_history():
     np.testing.assert_array_equal(got[1].numpy()[1], np.zeros(DIM))  # empty skip history
 
 
-def test_din_replaces_the_histories_by_their_attention_pools():
-    model = build_model("din", SPEC, LINEAR_DIN)
+@pytest.mark.parametrize("product", [True, False])
+def test_din_replaces_the_histories_by_their_attention_pools(product):
+    """The MLP reads the other fields, each pool, then (params.target_interest_product) the target
+    embedding times each pool, then the numerics."""
+    model = build_model("din", SPEC, {**LINEAR_DIN, "target_interest_product": product})
     x = rows()
     layer = model.get_layer("feature_embedding")
     names = [f["name"] for f in layer.fields]
     fields = layer({n: tf.constant(x[n]) for n in names}).numpy()
     others = [fields[:, i] for i, n in enumerate(names) if n not in ("hist_click_items", "hist_skip_items")]
+    q = fields[:, names.index("item_idx")]
     concat, click, skip = (
         t.numpy() for t in sub_model(model, "din_inputs", "attention_hist_click_items", "attention_hist_skip_items")(x)
     )
-    want = np.concatenate(others + [click, skip] + [x[n][:, None] for n in NUMERICS], axis=1)
-    assert concat.shape == (16, (len(names) - 2) * DIM + 2 * DIM + len(NUMERICS))
+    products = [q * click, q * skip] if product else []
+    want = np.concatenate(others + [click, skip] + products + [x[n][:, None] for n in NUMERICS], axis=1)
+    pools = 4 if product else 2
+    assert concat.shape == (16, (len(names) - 2) * DIM + pools * DIM + len(NUMERICS))
     np.testing.assert_allclose(concat, want, rtol=1e-6, atol=1e-7)
+    interest = {"interest_hist_click_items", "interest_hist_skip_items"}
+    assert interest & {layer.name for layer in model.layers} == (interest if product else set())
 
 
 @pytest.mark.parametrize("name", ["din", "dfn"])
@@ -215,6 +223,7 @@ def test_spec_and_param_errors():
         {"attention_units": [0]},
         {"attention_normalization": "max"},
         {"position_embedding": "yes"},
+        {"target_interest_product": 1},
         {"num_heads": 0},
         {"ff_units": -1},
     ):
