@@ -29,6 +29,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "position_embedding": True,  # din: add the shared recency embedding to the histories (dfn always does)
     "target_interest_product": True,  # din: also feed the MLP q * pool_s, the target times each attention pool
     "num_heads": 2,  # dfn: heads of the feedback transformers
+    "feedback_pooling": "target",  # dfn: transformer output, "target" (token 0) or "mean" (of all tokens, the paper)
     "ff_units": None,  # dfn: transformer feed-forward width; None = 4 * embedding_dim
     "seed": None,
     "jit_compile": False,
@@ -90,6 +91,8 @@ def resolve_params(params: dict | None) -> dict:
         raise ValueError(
             f"params.target_interest_product must be true or false, got {out['target_interest_product']!r}"
         )
+    if out["feedback_pooling"] not in ("target", "mean"):
+        raise ValueError(f"params.feedback_pooling must be 'target' or 'mean', got {out['feedback_pooling']!r}")
     if not _positive_int(out["num_heads"]):
         raise ValueError(f"params.num_heads must be a positive int, got {out['num_heads']!r}")
     if out["ff_units"] is not None and not _positive_int(out["ff_units"]):

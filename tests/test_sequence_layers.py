@@ -112,7 +112,10 @@ def attention_layers():
 
 
 def all_layers():
-    return attention_layers() + [FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, seed=11)]
+    return attention_layers() + [
+        FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, seed=11),
+        FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, pooling="target", seed=11),
+    ]
 
 
 def call(layer, keys, ids, query=QUERY):
@@ -273,8 +276,8 @@ def np_layer_norm(x, gamma, beta, eps):
     return gamma * (x - mu) / np.sqrt(var + eps) + beta
 
 
-def transformer_reference(t, e, ids, w, heads, key_dim, eps):
-    """One row, step by step; w in the layer's weight order."""
+def transformer_reference(t, e, ids, w, heads, key_dim, eps, pooling="mean"):
+    """One row, step by step (every token through the block); w in the layer's weight order."""
     wq, bq, wk, bk, wv, bv, wo, bo, g1, be1, f1, c1, f2, c2, g2, be2 = w
     x = np.concatenate([t[None], e])  # token 0 is the target
     valid = np.concatenate([[True], ids != 0])
@@ -288,7 +291,7 @@ def transformer_reference(t, e, ids, w, heads, key_dim, eps):
     mha = np.concatenate(ctx, axis=-1) @ wo + bo
     y = np_layer_norm(x + mha, g1, be1, eps)
     z = np_layer_norm(y + relu(y @ f1 + c1) @ f2 + c2, g2, be2, eps)
-    return z[valid].mean(axis=0)
+    return z[valid].mean(axis=0) if pooling == "mean" else z[0]
 
 
 def test_feedback_transformer_uniform_attention_by_hand():
@@ -309,9 +312,10 @@ def test_feedback_transformer_uniform_attention_by_hand():
     np.testing.assert_allclose(layer([t, e, ids]).numpy(), [[1.0, 1.0, -2.0]] / np.sqrt(3.5), rtol=1e-5)
 
 
-def test_feedback_transformer_two_heads_step_by_step():
+@pytest.mark.parametrize("pooling", ["mean", "target"])
+def test_feedback_transformer_two_heads_step_by_step(pooling):
     rng = np.random.default_rng(5)
-    layer = FeedbackTransformer(num_heads=2, key_dim=2, ff_units=5, epsilon=1e-3)
+    layer = FeedbackTransformer(num_heads=2, key_dim=2, ff_units=5, epsilon=1e-3, pooling=pooling)
     seq = lookup(TABLE, IDS)
     layer.build([QUERY.shape, seq.shape, IDS.shape])
     shapes = [tuple(w.shape) for w in layer.weights]
@@ -319,12 +323,13 @@ def test_feedback_transformer_two_heads_step_by_step():
     assert shapes == proj * 3 + [(4, 3), (3,), (3,), (3,), (3, 5), (5,), (5, 3), (3,), (3,), (3,)]
     weights = [rng.normal(size=s).astype("float32") for s in shapes]
     layer.set_weights(weights)
-    expected = [transformer_reference(QUERY[r], seq[r], IDS[r], weights, 2, 2, 1e-3) for r in range(3)]
+    expected = [transformer_reference(QUERY[r], seq[r], IDS[r], weights, 2, 2, 1e-3, pooling) for r in range(3)]
     np.testing.assert_allclose(layer([QUERY, seq, IDS]).numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_feedback_transformer_empty_history():
-    layer = FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, seed=11)
+@pytest.mark.parametrize("pooling", ["mean", "target"])
+def test_feedback_transformer_empty_history(pooling):
+    layer = FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, pooling=pooling, seed=11)
     seq = lookup(TABLE, IDS)
     out = call(layer, seq, IDS)
     assert np.all(np.isfinite(out))
@@ -359,6 +364,8 @@ def test_feedback_transformer_bad_args():
             FeedbackTransformer(dropout=bad)
     with pytest.raises(ValueError, match="epsilon"):
         FeedbackTransformer(epsilon=0.0)
+    with pytest.raises(ValueError, match="pooling"):
+        FeedbackTransformer(pooling="max")
     with pytest.raises(ValueError, match="same size"):
         FeedbackTransformer()([np.zeros((2, 3), "float32"), np.zeros((2, 4, 2), "float32"), np.zeros((2, 4), "int64")])
     with pytest.raises(ValueError, match="expects"):

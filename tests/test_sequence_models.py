@@ -134,6 +134,14 @@ def test_dfn_reads_skipped_items_in_the_shared_item_table():
     np.testing.assert_allclose(after[2], before[2], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("pooling", ["target", "mean"])
+def test_dfn_transformers_pool_as_params_say(pooling):
+    params = PARAMS if pooling == "target" else {**PARAMS, "feedback_pooling": pooling}  # target: the default
+    model = build_model("dfn", SPEC, params)
+    for name in ("hist_click_items", "hist_skip_items"):
+        assert model.get_layer(f"transformer_{name}").pooling == pooling
+
+
 def test_dfn_logit_is_wide_plus_fm_plus_deep():
     model = build_model("dfn", SPEC, PARAMS)
     x = rows()
@@ -225,6 +233,7 @@ def test_spec_and_param_errors():
         {"position_embedding": "yes"},
         {"target_interest_product": 1},
         {"num_heads": 0},
+        {"feedback_pooling": "max"},
         {"ff_units": -1},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):

@@ -15,10 +15,12 @@ from models.layers.target_attention import (
     valid_mask,
 )
 
+POOLINGS = ("mean", "target")
+
 
 @keras.saving.register_keras_serializable(package="ctr")
 class FeedbackTransformer(keras.layers.Layer):
-    """One transformer block over ``[target, behaviour sequence]``, mean-pooled over the valid tokens.
+    """One transformer block over ``[target, behaviour sequence]``, pooled to one vector.
 
     Inputs ``[target, sequence, ids]``: target embedding ``t`` ``[batch, d]``, behaviour
     embeddings ``e`` ``[batch, L, d]`` and the behaviour ids ``[batch, L]`` (``padding_index``
@@ -31,12 +33,20 @@ class FeedbackTransformer(keras.layers.Layer):
         MHA(X) = concat_h(A_h V_h) Wo + bo
         Y      = LN_1(X + dropout(MHA(X)))
         Z      = LN_2(Y + dropout(act(Y F_1 + f_1) F_2 + f_2))  (act = ``activation``, width ``ff_units``)
-        out    = sum_i m_i Z_i / sum_i m_i                       [batch, d]
+        out    = sum_i m_i Z_i / sum_i m_i        [batch, d]   pooling="mean" (DFN paper, the default)
+        out    = Z_0                              [batch, d]   pooling="target"
         LN(x)  = gamma * (x - mean(x)) / sqrt(var(x) + epsilon) + beta   (over the d features)
 
+    ``pooling="mean"`` averages token 0 (the target, whose attention row reads the behaviours
+    against it) with the ``n`` valid behaviour tokens, so the target's read weighs
+    ``1 / (n + 1)`` of the output. ``pooling="target"`` returns token 0 alone, like a [CLS]
+    token. Only token 0's row of the block is then computed (its keys and values still come
+    from every token): the same ``Z_0`` for about ``1 / (L + 1)`` of the attention and
+    feed-forward work.
+
     Padded tokens are never attended to and are left out of the pool, so the output does
-    not depend on what sits at a padded position; an empty history pools the target token
-    alone (finite, not zero).  Defaults: ``key_dim = max(1, d // num_heads)``,
+    not depend on what sits at a padded position; an empty history gives the block on the
+    target token alone (finite, not zero).  Defaults: ``key_dim = max(1, d // num_heads)``,
     ``ff_units = 4 d``; dropout (on the attention and feed-forward outputs) only when training.
 
     Weights, in order: ``query_kernel [d, H*k], query_bias [H*k], key_kernel, key_bias,
@@ -54,6 +64,7 @@ class FeedbackTransformer(keras.layers.Layer):
         dropout: float = 0.0,
         activation="relu",
         epsilon: float = 1e-6,
+        pooling: str = "mean",
         padding_index: int = 0,
         kernel_initializer="glorot_uniform",
         seed: int | None = None,
@@ -70,6 +81,9 @@ class FeedbackTransformer(keras.layers.Layer):
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not float(epsilon) > 0.0:
             raise ValueError(f"{name}: epsilon must be a number > 0, got {epsilon!r}")
         self.epsilon = float(epsilon)
+        if pooling not in POOLINGS:
+            raise ValueError(f"{name}: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self._act, self.activation = get_activation(name, activation)
         self.padding_index = check_int(name, "padding_index", padding_index, minimum=0)
         self.kernel_initializer = get_initializer(name, kernel_initializer)
@@ -150,26 +164,30 @@ class FeedbackTransformer(keras.layers.Layer):
         mask = tf.concat([tf.ones_like(mask[:, :1]), mask], axis=1)  # [batch, T], T = L + 1
         x = tf.concat([target[:, None, :], seq], axis=1)
         x = tf.where(mask[..., None], x, tf.zeros_like(x))
+        # the tokens whose block output is needed: all of them for the mean, the target alone otherwise
+        rows = x if self.pooling == "mean" else x[:, :1]
 
-        q = self._heads(x, self.query_kernel, self.query_bias)
+        q = self._heads(rows, self.query_kernel, self.query_bias)
         k = self._heads(x, self.key_kernel, self.key_bias)
         v = self._heads(x, self.value_kernel, self.value_bias)
         logits = tf.einsum("bhqk,bhsk->bhqs", q, k) / tf.sqrt(tf.cast(self._head, x.dtype))
         attn = masked_softmax(logits, mask[:, None, None, :])  # keys only: padded queries are dropped by the pool
         ctx = tf.einsum("bhqs,bhsk->bhqk", attn, v)
         ctx = tf.reshape(
-            tf.transpose(ctx, [0, 2, 1, 3]), tf.concat([tf.shape(x)[:2], [self.num_heads * self._head]], axis=0)
+            tf.transpose(ctx, [0, 2, 1, 3]), tf.concat([tf.shape(rows)[:2], [self.num_heads * self._head]], axis=0)
         )
         mha = tf.einsum("bti,id->btd", ctx, self.output_kernel) + self.output_bias
         if self.dropouts:
             mha = self.dropouts[0](mha, training=training)
-        y = self._layer_norm(x + mha, self.ln1_gamma, self.ln1_beta)
+        y = self._layer_norm(rows + mha, self.ln1_gamma, self.ln1_beta)
 
         ff = self._act(tf.einsum("btd,df->btf", y, self.ff_kernel_1) + self.ff_bias_1)
         ff = tf.einsum("btf,fd->btd", ff, self.ff_kernel_2) + self.ff_bias_2
         if self.dropouts:
             ff = self.dropouts[1](ff, training=training)
         z = self._layer_norm(y + ff, self.ln2_gamma, self.ln2_beta)
+        if self.pooling == "target":
+            return z[:, 0]
 
         weights = tf.cast(mask, z.dtype)[..., None]
         z = tf.where(mask[..., None], z, tf.zeros_like(z))
@@ -188,6 +206,7 @@ class FeedbackTransformer(keras.layers.Layer):
                 "dropout": self.dropout,
                 "activation": self.activation,
                 "epsilon": self.epsilon,
+                "pooling": self.pooling,
                 "padding_index": self.padding_index,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "seed": self.seed,
