@@ -2,7 +2,7 @@
 user's positive (click) and negative (skip) feedback, read against the target item.
 
     q       = E[target];  c_i = E[click_i] + P[i];  u_i = E[skip_i] + P[i]   (P shared by both)
-    click   = FeedbackTransformer_c(q, c)           internal feedback interaction (target = token 0)
+    click   = FeedbackTransformer_c(q, c)           internal feedback interaction (target = token 0, its output)
     skip    = FeedbackTransformer_u(q, u)
     ext     = FeedbackAttention(click, u)           external: the click side attends over the skips
     fields  = [other field embeddings..., click, skip, ext]              (each [batch, d])
@@ -16,6 +16,21 @@ embedding table): the first in spec order is the click history, the second (opti
 skip history, as build_samples writes them (``hist_click_items``, ``hist_skip_items``).
 Training is WideDeepModel's joint step: the wide layer's gradients go to FTRL, the rest to
 ``deep_optimizer`` (``DFNModel``).
+
+Each transformer's output is its target token (params.feedback_pooling="target", the
+default): the paper's mean over the target and the ``n`` valid behaviour tokens
+(feedback_pooling="mean") keeps only ``1 / (n + 1)`` of the one token that reads the
+history against the target. On the world of tests/test_end_to_end.py (20-long histories,
+recent clicks drive the click probability) the mean reached 0.9695 of the true AUC, no more
+than the best mean-pooling baseline (dcn_v2, 0.9693), the target token 0.9665 to 0.9754 over
+four runs; it also spares the other tokens' attention and feed-forward work.
+
+The transformers are pre-LN blocks that start as the identity (``FeedbackTransformer``):
+their outputs meet the raw field embeddings in the FM, and the post-LN block's outputs (norm
+about ``sqrt(d)`` against about 0.1 for a fresh embedding) made the FM start at logits of
+about +-13, a first-epoch train loss of 0.45 (0.35 to 0.38 for the other models) and runs
+that ended anywhere in 0.9665 to 0.9754 of the true AUC; the identity start gave 0.9727 to
+0.9751 over three runs.
 """
 
 from __future__ import annotations
@@ -60,6 +75,7 @@ def graph(spec: dict, p: dict):
             ff_units=p["ff_units"],
             dropout=p["dropout"],
             activation=p["activation"],
+            pooling=p["feedback_pooling"],
             seed=sequence_seed(p, 10 * (k + 1)),
             name=f"transformer_{name}",
         )([query, seqs[name], b.inputs[name]])

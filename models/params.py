@@ -27,7 +27,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "attention_units": [64, 16],  # din, dfn: hidden units of the DIN scorer (TargetAttention / FeedbackAttention)
     "attention_normalization": "softmax",  # din, dfn: "softmax" over the valid positions, or "none" (raw DIN scores)
     "position_embedding": True,  # din: add the shared recency embedding to the histories (dfn always does)
+    "target_interest_product": True,  # din: also feed the MLP q * pool_s, the target times each attention pool
     "num_heads": 2,  # dfn: heads of the feedback transformers
+    "feedback_pooling": "target",  # dfn: transformer output, "target" (token 0) or "mean" (of all tokens, the paper)
     "ff_units": None,  # dfn: transformer feed-forward width; None = 4 * embedding_dim
     "seed": None,
     "jit_compile": False,
@@ -85,6 +87,12 @@ def resolve_params(params: dict | None) -> dict:
         )
     if not isinstance(out["position_embedding"], bool):
         raise ValueError(f"params.position_embedding must be true or false, got {out['position_embedding']!r}")
+    if not isinstance(out["target_interest_product"], bool):
+        raise ValueError(
+            f"params.target_interest_product must be true or false, got {out['target_interest_product']!r}"
+        )
+    if out["feedback_pooling"] not in ("target", "mean"):
+        raise ValueError(f"params.feedback_pooling must be 'target' or 'mean', got {out['feedback_pooling']!r}")
     if not _positive_int(out["num_heads"]):
         raise ValueError(f"params.num_heads must be a positive int, got {out['num_heads']!r}")
     if out["ff_units"] is not None and not _positive_int(out["ff_units"]):

@@ -1,18 +1,22 @@
 """The whole flow on synthetic data: generate -> build_samples -> train every model.
 
 The synthetic impressions carry their true click probability `p_click`, so the AUC that
-`p_click` reaches on the test rows is the best any model can do. Every model must reach
-MIN_RATIO_EVERY of it and the best model MIN_RATIO_BEST (figures recorded in the README).
-The world is small in users and items but rich in impressions per user, so that the
-interactions the click model hides (user x item factors, genre affinity, recent clicks)
-are learnable in a CI-sized run. The five baseline models train on 5-long histories; the same
-world with the default 20-long histories trains them again beside the sequence models (din, dfn).
+`p_click` reaches on the test rows is the best any model can do. The world is small in users
+and items but rich in impressions per user, so that the interactions the click model hides
+(user x item factors, genre affinity, recent clicks) are learnable in a CI-sized run. The
+samples keep the default 20-long histories, where a mean pool dilutes the recent clicks that
+drive the click model (an exponential moving average of the clicked items' vectors, weights
+0.3, 0.21, 0.15, ...). All seven models train once on them (figures recorded in the README):
+
+* every model reaches MIN_RATIO_EVERY of the true AUC;
+* the best of the five baselines (mean-pooled histories) reaches MIN_RATIO_BASELINE;
+* each sequence model (din, dfn: the histories read against the target item) reaches
+  MIN_RATIO_SEQUENCE and at least the test AUC of the best baseline (issue 10).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pandas as pd
@@ -26,11 +30,8 @@ from pipelines.metrics import auc
 from sources.synthetic import generate
 
 WORLD = {"users": 100, "items": 100, "days": 28, "impressions": 300_000, "seed": 3}
-# The click model's recent-click term is an average of the last few clicked items with weights
-# 0.3, 0.21, 0.15, ...: a 5-long history is what a mean-pooled sequence can match best.
-BUILD_SETS = ["spark.output_partitions=2", "history.max_len=5"]
+BUILD_SETS = ["spark.output_partitions=2"]  # history.max_len: the default (20)
 EPOCHS = 10
-MIN_RATIO_EVERY, MIN_RATIO_BEST = 0.93, 0.97
 TRAIN_SETS = [
     "--set",
     "verbose=0",
@@ -47,17 +48,15 @@ TRAIN_SETS = [
     "--set",
     "params.deep_optimizer=adam",
 ]
-
-# The sequence models (issue 10): on the same world with the default 20-long histories, where
-# a mean pool dilutes the recent clicks, attention over the histories must recover what the
-# pool loses: each reaches MIN_RATIO_SEQUENCE of the true AUC and at least the best baseline.
 SEQUENCE_MODELS = ("din", "dfn")
 BASELINE_MODELS = tuple(n for n in MODEL_NAMES if n not in SEQUENCE_MODELS)
-LONG_BUILD_SETS = ["spark.output_partitions=2"]  # history.max_len: the default (20)
-MIN_RATIO_SEQUENCE = 0.97
-# Measured on this world (one run each): din 0.963 with softmax scores, 0.967 with DIN's unnormalized
-# ones (the paper's choice), 0.965 with those and no dropout; dfn 0.970 with the defaults.
-SEQUENCE_TRAIN_SETS = {"din": ["--set", "params.attention_normalization=none"]}
+# Ratios measured on this world (2026-12-02, train seed 42 unless said): baselines 0.958 (emb_mlp)
+# to 0.969 (deepfm, dcn_v2; dcn_v2 0.968 with seed 7); din 0.9724 to 0.975 over six runs (seeds
+# 42, 7, 11), dfn 0.9720 to 0.9751 over seven; each beat the best baseline's test AUC (0.8273 to
+# 0.8287) by 0.0024 to 0.0063. Not trained any more: the same world with 5-long histories, where a
+# mean pool matches the recent clicks best (best baseline 0.975); MIN_RATIO_BASELINE is the
+# baselines' guard here.
+MIN_RATIO_EVERY, MIN_RATIO_BASELINE, MIN_RATIO_SEQUENCE = 0.93, 0.96, 0.97
 
 pytestmark = pytest.mark.slow
 
@@ -77,32 +76,15 @@ def samples(spark, raw, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def long_samples(spark, raw, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("e2e_long") / "samples")
-    build_samples(spark, raw, out, load_config("build_samples", None, LONG_BUILD_SETS))
-    return out
-
-
-def _train_and_score(samples, names, tmp_path_factory):
-    """model -> (model's test AUC, true p_click AUC on the same rows)."""
+def test_aucs(samples, tmp_path_factory):
+    """model -> (model's test AUC, true p_click AUC on the same rows), for all seven models."""
     out, seconds = {}, {}
-    for name in names:
+    for name in BASELINE_MODELS + SEQUENCE_MODELS:
         run = tmp_path_factory.mktemp(f"run_{name}")
         start = time.perf_counter()
         assert (
             train_main(
-                [
-                    "--samples",
-                    samples,
-                    "--model",
-                    name,
-                    "--output",
-                    str(run),
-                    "--epochs",
-                    str(EPOCHS),
-                    *TRAIN_SETS,
-                    *SEQUENCE_TRAIN_SETS.get(name, []),
-                ]
+                ["--samples", samples, "--model", name, "--output", str(run), "--epochs", str(EPOCHS), *TRAIN_SETS]
             )
             == 0
         )
@@ -125,35 +107,26 @@ def _train_and_score(samples, names, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def test_aucs(samples, tmp_path_factory):
-    return _train_and_score(samples, BASELINE_MODELS, tmp_path_factory)
+def _ratios(test_aucs):
+    return {name: a / o for name, (a, o) in test_aucs.items()}
 
 
-@pytest.fixture(scope="module")
-def long_test_aucs(long_samples, tmp_path_factory):
-    return _train_and_score(long_samples, BASELINE_MODELS + SEQUENCE_MODELS, tmp_path_factory)
+def _shown(test_aucs):
+    """What a failure prints: every model's test AUC and ratio to the true AUC."""
+    return {name: (round(a, 4), round(a / o, 4)) for name, (a, o) in test_aucs.items()}
 
 
 def test_every_model_reaches_most_of_the_true_probability_auc(test_aucs):
-    ratios = {name: a / o for name, (a, o) in test_aucs.items()}
-    assert all(r >= MIN_RATIO_EVERY for r in ratios.values()), ratios
+    assert all(r >= MIN_RATIO_EVERY for r in _ratios(test_aucs).values()), _shown(test_aucs)
 
 
-def test_best_model_nearly_matches_the_true_probability_auc(test_aucs):
-    ratios = {name: a / o for name, (a, o) in test_aucs.items()}
-    assert max(ratios.values()) >= MIN_RATIO_BEST, ratios
+def test_best_baseline_nearly_matches_the_true_probability_auc(test_aucs):
+    ratios = _ratios(test_aucs)
+    assert max(ratios[n] for n in BASELINE_MODELS) >= MIN_RATIO_BASELINE, _shown(test_aucs)
 
 
-# Seven models on the 20-long world take well over 20 minutes on CI's 2 cores, and din does not
-# reach the target yet (issue 10 is open): run it by hand with CTR_SEQUENCE_E2E=1.
-@pytest.mark.skipif(
-    not os.environ.get("CTR_SEQUENCE_E2E"),
-    reason="20-long world with din and dfn: set CTR_SEQUENCE_E2E=1 (too slow for CI; issue 10)",
-)
 @pytest.mark.parametrize("name", SEQUENCE_MODELS)
-def test_sequence_models_recover_the_recent_clicks_of_long_histories(long_test_aucs, name):
-    ratios = {n: a / o for n, (a, o) in long_test_aucs.items()}
-    assert ratios[name] >= MIN_RATIO_SEQUENCE, ratios
-    best_baseline = max(long_test_aucs[n][0] for n in BASELINE_MODELS)
-    assert long_test_aucs[name][0] >= best_baseline, ratios
+def test_sequence_models_recover_the_recent_clicks_of_long_histories(test_aucs, name):
+    assert _ratios(test_aucs)[name] >= MIN_RATIO_SEQUENCE, _shown(test_aucs)
+    best_baseline = max(test_aucs[n][0] for n in BASELINE_MODELS)
+    assert test_aucs[name][0] >= best_baseline, _shown(test_aucs)

@@ -112,7 +112,10 @@ def attention_layers():
 
 
 def all_layers():
-    return attention_layers() + [FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, seed=11)]
+    return attention_layers() + [
+        FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, seed=11),
+        FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, pooling="target", seed=11),
+    ]
 
 
 def call(layer, keys, ids, query=QUERY):
@@ -273,22 +276,22 @@ def np_layer_norm(x, gamma, beta, eps):
     return gamma * (x - mu) / np.sqrt(var + eps) + beta
 
 
-def transformer_reference(t, e, ids, w, heads, key_dim, eps):
-    """One row, step by step; w in the layer's weight order."""
+def transformer_reference(t, e, ids, w, heads, key_dim, eps, pooling="mean"):
+    """One row, step by step (every token through the pre-LN block); w in the layer's weight order."""
     wq, bq, wk, bk, wv, bv, wo, bo, g1, be1, f1, c1, f2, c2, g2, be2 = w
     x = np.concatenate([t[None], e])  # token 0 is the target
     valid = np.concatenate([[True], ids != 0])
+    n = np_layer_norm(x, g1, be1, eps)
     ctx = []
     for h in range(heads):
         cols = slice(h * key_dim, (h + 1) * key_dim)
-        q, k, v = x @ wq[:, cols] + bq[cols], x @ wk[:, cols] + bk[cols], x @ wv[:, cols] + bv[cols]
+        q, k, v = n @ wq[:, cols] + bq[cols], n @ wk[:, cols] + bk[cols], n @ wv[:, cols] + bv[cols]
         logits = q @ k.T / np.sqrt(key_dim)
         attn = np.stack([np_softmax_masked(row, valid) for row in logits])
         ctx.append(attn @ v)
-    mha = np.concatenate(ctx, axis=-1) @ wo + bo
-    y = np_layer_norm(x + mha, g1, be1, eps)
-    z = np_layer_norm(y + relu(y @ f1 + c1) @ f2 + c2, g2, be2, eps)
-    return z[valid].mean(axis=0)
+    y = x + np.concatenate(ctx, axis=-1) @ wo + bo
+    z = y + relu(np_layer_norm(y, g2, be2, eps) @ f1 + c1) @ f2 + c2
+    return z[valid].mean(axis=0) if pooling == "mean" else z[0]
 
 
 def test_feedback_transformer_uniform_attention_by_hand():
@@ -303,15 +306,33 @@ def test_feedback_transformer_uniform_attention_by_hand():
     layer.set_weights(
         [z3, z, z3, z, eye, z, eye, z, one, z, np.zeros((3, 2)), np.zeros(2), np.zeros((2, 3)), z, one, z]
     )
-    # mean of the valid tokens [3,0,0], [0,3,0] = [1.5, 1.5, 0]; X + mean = [4.5, 1.5, 0], [1.5, 4.5, 0]
-    # LN_1: mean 2, deviations [2.5, -0.5, -2] and [-0.5, 2.5, -2], variance 10.5 / 3 = 3.5
-    # LN_2 of an already normalized vector changes nothing; pooled mean = [1, 1, -2] / sqrt(3.5)
-    np.testing.assert_allclose(layer([t, e, ids]).numpy(), [[1.0, 1.0, -2.0]] / np.sqrt(3.5), rtol=1e-5)
+    # LN_1 of the valid tokens [3,0,0], [0,3,0]: mean 1, variance 2, so [2,-1,-1] / sqrt(2) and
+    # [-1,2,-1] / sqrt(2); their mean [1,1,-2] / (2 sqrt(2)) is added to each token (the residual),
+    # and the pool of the two tokens is [1.5, 1.5, 0] + [1, 1, -2] / (2 sqrt(2))
+    want = np.array([[1.5, 1.5, 0.0]]) + np.array([[1.0, 1.0, -2.0]]) / (2 * np.sqrt(2.0))
+    np.testing.assert_allclose(layer([t, e, ids]).numpy(), want, rtol=1e-5)
+    layer.pooling = "target"  # token 0 alone: [3, 0, 0] + the same mean
+    np.testing.assert_allclose(layer([t, e, ids]).numpy(), want + [[1.5, -1.5, 0.0]], rtol=1e-5)
 
 
-def test_feedback_transformer_two_heads_step_by_step():
+@pytest.mark.parametrize("pooling", ["mean", "target"])
+def test_feedback_transformer_starts_as_the_identity(pooling):
+    """Wo and F_2 start at 0: the output is the target (pooling="target") or the mean of the valid
+    tokens, on the scale of its inputs, whatever the other weights."""
+    layer = FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, pooling=pooling, seed=11)
+    seq = lookup(TABLE, IDS)
+    out = call(layer, seq, IDS)
+    assert not np.any(layer.output_kernel.numpy()) and not np.any(layer.ff_kernel_2.numpy())
+    tokens = np.concatenate([QUERY[:, None], np.where((IDS != 0)[..., None], seq, 0.0)], axis=1)
+    counts = 1 + (IDS != 0).sum(axis=1, keepdims=True)
+    want = QUERY if pooling == "target" else tokens.sum(axis=1) / counts
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "target"])
+def test_feedback_transformer_two_heads_step_by_step(pooling):
     rng = np.random.default_rng(5)
-    layer = FeedbackTransformer(num_heads=2, key_dim=2, ff_units=5, epsilon=1e-3)
+    layer = FeedbackTransformer(num_heads=2, key_dim=2, ff_units=5, epsilon=1e-3, pooling=pooling)
     seq = lookup(TABLE, IDS)
     layer.build([QUERY.shape, seq.shape, IDS.shape])
     shapes = [tuple(w.shape) for w in layer.weights]
@@ -319,12 +340,13 @@ def test_feedback_transformer_two_heads_step_by_step():
     assert shapes == proj * 3 + [(4, 3), (3,), (3,), (3,), (3, 5), (5,), (5, 3), (3,), (3,), (3,)]
     weights = [rng.normal(size=s).astype("float32") for s in shapes]
     layer.set_weights(weights)
-    expected = [transformer_reference(QUERY[r], seq[r], IDS[r], weights, 2, 2, 1e-3) for r in range(3)]
+    expected = [transformer_reference(QUERY[r], seq[r], IDS[r], weights, 2, 2, 1e-3, pooling) for r in range(3)]
     np.testing.assert_allclose(layer([QUERY, seq, IDS]).numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_feedback_transformer_empty_history():
-    layer = FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, seed=11)
+@pytest.mark.parametrize("pooling", ["mean", "target"])
+def test_feedback_transformer_empty_history(pooling):
+    layer = FeedbackTransformer(num_heads=2, key_dim=2, ff_units=3, pooling=pooling, seed=11)
     seq = lookup(TABLE, IDS)
     out = call(layer, seq, IDS)
     assert np.all(np.isfinite(out))
@@ -344,6 +366,8 @@ def test_feedback_transformer_dropout_only_when_training():
     inputs = [QUERY, seq, IDS]
     plain(inputs)
     dropped(inputs)
+    rng = np.random.default_rng(4)  # nonzero residual branches (Wo and F_2 start at 0)
+    plain.set_weights([rng.normal(size=w.shape).astype("float32") for w in plain.get_weights()])
     dropped.set_weights(plain.get_weights())
     np.testing.assert_array_equal(dropped(inputs, training=False).numpy(), plain(inputs).numpy())
     assert not np.allclose(dropped(inputs, training=True).numpy(), plain(inputs).numpy())
@@ -359,6 +383,8 @@ def test_feedback_transformer_bad_args():
             FeedbackTransformer(dropout=bad)
     with pytest.raises(ValueError, match="epsilon"):
         FeedbackTransformer(epsilon=0.0)
+    with pytest.raises(ValueError, match="pooling"):
+        FeedbackTransformer(pooling="max")
     with pytest.raises(ValueError, match="same size"):
         FeedbackTransformer()([np.zeros((2, 3), "float32"), np.zeros((2, 4, 2), "float32"), np.zeros((2, 4), "int64")])
     with pytest.raises(ValueError, match="expects"):

@@ -68,25 +68,44 @@ def test_din_attends_with_the_target_item_over_each_history():
     np.testing.assert_array_equal(got[1].numpy()[1], np.zeros(DIM))  # empty skip history
 
 
-def test_din_replaces_the_histories_by_their_attention_pools():
-    model = build_model("din", SPEC, LINEAR_DIN)
+@pytest.mark.parametrize("product", [True, False])
+def test_din_replaces_the_histories_by_their_attention_pools(product):
+    """The MLP reads the other fields, each pool, then (params.target_interest_product) the target
+    embedding times each pool, then the numerics."""
+    model = build_model("din", SPEC, {**LINEAR_DIN, "target_interest_product": product})
     x = rows()
     layer = model.get_layer("feature_embedding")
     names = [f["name"] for f in layer.fields]
     fields = layer({n: tf.constant(x[n]) for n in names}).numpy()
     others = [fields[:, i] for i, n in enumerate(names) if n not in ("hist_click_items", "hist_skip_items")]
+    q = fields[:, names.index("item_idx")]
     concat, click, skip = (
         t.numpy() for t in sub_model(model, "din_inputs", "attention_hist_click_items", "attention_hist_skip_items")(x)
     )
     numerics = [x[n].reshape(len(x[n]), -1) for n in NUMERICS]  # a scalar is one column, a vector its 3
-    want = np.concatenate(others + [click, skip] + numerics, axis=1)
-    assert concat.shape == (16, (len(names) - 2) * DIM + 2 * DIM + sum(v.shape[1] for v in numerics))
+    products = [q * click, q * skip] if product else []
+    want = np.concatenate(others + [click, skip] + products + numerics, axis=1)
+    pools = 4 if product else 2
+    assert concat.shape == (16, (len(names) - 2) * DIM + pools * DIM + sum(v.shape[1] for v in numerics))
     np.testing.assert_allclose(concat, want, rtol=1e-6, atol=1e-7)
+    interest = {"interest_hist_click_items", "interest_hist_skip_items"}
+    assert interest & {layer.name for layer in model.layers} == (interest if product else set())
+
+
+def with_open_transformers(model):
+    """dfn's feedback transformers start as the identity on the target (their residual branches end
+    at zero kernels): give those kernels values, as training does, so that the histories reach the output."""
+    rng = np.random.default_rng(5)
+    for layer in model.layers:
+        if layer.name.startswith("transformer_"):
+            for kernel in (layer.output_kernel, layer.ff_kernel_2):
+                kernel.assign(rng.normal(scale=0.5, size=kernel.shape))
+    return model
 
 
 @pytest.mark.parametrize("name", ["din", "dfn"])
 def test_padding_rows_never_reach_the_output(name):
-    model = build_model(name, SPEC, PARAMS)
+    model = with_open_transformers(build_model(name, SPEC, PARAMS))
     x = rows()
     before = model(x).numpy()
     rng = np.random.default_rng(3)
@@ -102,7 +121,7 @@ def test_padding_rows_never_reach_the_output(name):
 def test_dfn_reads_skipped_items_in_the_shared_item_table():
     """Changing the item-table row of an item seen only in row 0's skips changes row 0's external
     (click -> skip) attention and nothing in the rows that never show that item."""
-    model = build_model("dfn", SPEC, PARAMS)
+    model = with_open_transformers(build_model("dfn", SPEC, PARAMS))
     x = rows()
     item = 29
     for key in ("item_idx", "hist_click_items", "hist_skip_items"):
@@ -125,6 +144,14 @@ def test_dfn_reads_skipped_items_in_the_shared_item_table():
     for b, a in zip(before, after):  # no other row moved, nor any click side
         np.testing.assert_allclose(a[1:], b[1:], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(after[2], before[2], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("pooling", ["target", "mean"])
+def test_dfn_transformers_pool_as_params_say(pooling):
+    params = PARAMS if pooling == "target" else {**PARAMS, "feedback_pooling": pooling}  # target: the default
+    model = build_model("dfn", SPEC, params)
+    for name in ("hist_click_items", "hist_skip_items"):
+        assert model.get_layer(f"transformer_{name}").pooling == pooling
 
 
 def test_dfn_logit_is_wide_plus_fm_plus_deep():
@@ -216,7 +243,9 @@ def test_spec_and_param_errors():
         {"attention_units": [0]},
         {"attention_normalization": "max"},
         {"position_embedding": "yes"},
+        {"target_interest_product": 1},
         {"num_heads": 0},
+        {"feedback_pooling": "max"},
         {"ff_units": -1},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):

@@ -15,10 +15,12 @@ from models.layers.target_attention import (
     valid_mask,
 )
 
+POOLINGS = ("mean", "target")
+
 
 @keras.saving.register_keras_serializable(package="ctr")
 class FeedbackTransformer(keras.layers.Layer):
-    """One transformer block over ``[target, behaviour sequence]``, mean-pooled over the valid tokens.
+    """One pre-LN transformer block over ``[target, behaviour sequence]``, pooled to one vector.
 
     Inputs ``[target, sequence, ids]``: target embedding ``t`` ``[batch, d]``, behaviour
     embeddings ``e`` ``[batch, L, d]`` and the behaviour ids ``[batch, L]`` (``padding_index``
@@ -26,20 +28,38 @@ class FeedbackTransformer(keras.layers.Layer):
     ``k = key_dim`` and ``m_0 = 1`` (the target token is always valid)::
 
         X      = [t, e_1, ..., e_L]                             [batch, L+1, d], padded e_i := 0
-        Q_h    = X Wq_h + bq_h,  K_h = X Wk_h + bk_h,  V_h = X Wv_h + bv_h      (per head, [L+1, k])
+        N      = LN_1(X)
+        Q_h    = N Wq_h + bq_h,  K_h = N Wk_h + bk_h,  V_h = N Wv_h + bv_h      (per head, [L+1, k])
         A_h    = softmax_j over {j : m_j = 1} of  Q_h K_hᵀ / sqrt(k)            (key padding mask)
-        MHA(X) = concat_h(A_h V_h) Wo + bo
-        Y      = LN_1(X + dropout(MHA(X)))
-        Z      = LN_2(Y + dropout(act(Y F_1 + f_1) F_2 + f_2))  (act = ``activation``, width ``ff_units``)
-        out    = sum_i m_i Z_i / sum_i m_i                       [batch, d]
+        MHA(N) = concat_h(A_h V_h) Wo + bo
+        Y      = X + dropout(MHA(N))
+        Z      = Y + dropout(act(LN_2(Y) F_1 + f_1) F_2 + f_2)  (act = ``activation``, width ``ff_units``)
+        out    = sum_i m_i Z_i / sum_i m_i        [batch, d]   pooling="mean" (DFN paper, the default)
+        out    = Z_0                              [batch, d]   pooling="target"
         LN(x)  = gamma * (x - mean(x)) / sqrt(var(x) + epsilon) + beta   (over the d features)
 
+    The layer norms sit on the inputs of the attention and of the feed-forward part (pre-LN,
+    Xiong et al. 2020), not on the residual stream, and ``Wo`` and ``F_2`` start at 0: the
+    block starts as the identity (``out = t`` with ``pooling="target"``) and its output stays
+    on the scale of the embeddings it adds to. That matters where the output meets raw
+    embeddings, as in DFN's FM: a post-LN output has norm about ``sqrt(d)`` whatever its
+    input, against about 0.1 for a freshly initialized embedding, and DFN started with FM
+    logits of about +-13.
+
+    ``pooling="mean"`` averages token 0 (the target, whose attention row reads the behaviours
+    against it) with the ``n`` valid behaviour tokens, so the target's read weighs
+    ``1 / (n + 1)`` of the output. ``pooling="target"`` returns token 0 alone, like a [CLS]
+    token. Only token 0's row of the block is then computed (its keys and values still come
+    from every token): the same ``Z_0`` for about ``1 / (L + 1)`` of the attention and
+    feed-forward work.
+
     Padded tokens are never attended to and are left out of the pool, so the output does
-    not depend on what sits at a padded position; an empty history pools the target token
-    alone (finite, not zero).  Defaults: ``key_dim = max(1, d // num_heads)``,
+    not depend on what sits at a padded position; an empty history gives the block on the
+    target token alone (finite, not zero).  Defaults: ``key_dim = max(1, d // num_heads)``,
     ``ff_units = 4 d``; dropout (on the attention and feed-forward outputs) only when training.
 
-    Weights, in order: ``query_kernel [d, H*k], query_bias [H*k], key_kernel, key_bias,
+    Weights, in order (``output_kernel`` and ``ff_kernel_2`` start at 0, the other kernels
+    with ``kernel_initializer``): ``query_kernel [d, H*k], query_bias [H*k], key_kernel, key_bias,
     value_kernel, value_bias, output_kernel [H*k, d], output_bias [d], ln1_gamma [d],
     ln1_beta [d], ff_kernel_1 [d, ff_units], ff_bias_1, ff_kernel_2 [ff_units, d], ff_bias_2,
     ln2_gamma, ln2_beta``.  Head ``h`` owns columns ``h*k .. (h+1)*k - 1`` of the
@@ -54,6 +74,7 @@ class FeedbackTransformer(keras.layers.Layer):
         dropout: float = 0.0,
         activation="relu",
         epsilon: float = 1e-6,
+        pooling: str = "mean",
         padding_index: int = 0,
         kernel_initializer="glorot_uniform",
         seed: int | None = None,
@@ -70,6 +91,9 @@ class FeedbackTransformer(keras.layers.Layer):
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not float(epsilon) > 0.0:
             raise ValueError(f"{name}: epsilon must be a number > 0, got {epsilon!r}")
         self.epsilon = float(epsilon)
+        if pooling not in POOLINGS:
+            raise ValueError(f"{name}: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self._act, self.activation = get_activation(name, activation)
         self.padding_index = check_int(name, "padding_index", padding_index, minimum=0)
         self.kernel_initializer = get_initializer(name, kernel_initializer)
@@ -121,10 +145,13 @@ class FeedbackTransformer(keras.layers.Layer):
         self.query_kernel, self.query_bias = kernel("query_kernel", (dim, inner), 0), vector("query_bias", inner)
         self.key_kernel, self.key_bias = kernel("key_kernel", (dim, inner), 1), vector("key_bias", inner)
         self.value_kernel, self.value_bias = kernel("value_kernel", (dim, inner), 2), vector("value_bias", inner)
-        self.output_kernel, self.output_bias = kernel("output_kernel", (inner, dim), 3), vector("output_bias", dim)
+        # the residual branches end at zero-initialized kernels: the block starts as the identity
+        self.output_kernel = self.add_weight(name="output_kernel", shape=(inner, dim), initializer="zeros")
+        self.output_bias = vector("output_bias", dim)
         self.ln1_gamma, self.ln1_beta = vector("ln1_gamma", dim, "ones"), vector("ln1_beta", dim)
         self.ff_kernel_1, self.ff_bias_1 = kernel("ff_kernel_1", (dim, self._ff), 4), vector("ff_bias_1", self._ff)
-        self.ff_kernel_2, self.ff_bias_2 = kernel("ff_kernel_2", (self._ff, dim), 5), vector("ff_bias_2", dim)
+        self.ff_kernel_2 = self.add_weight(name="ff_kernel_2", shape=(self._ff, dim), initializer="zeros")
+        self.ff_bias_2 = vector("ff_bias_2", dim)
         self.ln2_gamma, self.ln2_beta = vector("ln2_gamma", dim, "ones"), vector("ln2_beta", dim)
         self.built = True
 
@@ -150,26 +177,32 @@ class FeedbackTransformer(keras.layers.Layer):
         mask = tf.concat([tf.ones_like(mask[:, :1]), mask], axis=1)  # [batch, T], T = L + 1
         x = tf.concat([target[:, None, :], seq], axis=1)
         x = tf.where(mask[..., None], x, tf.zeros_like(x))
+        normed = self._layer_norm(x, self.ln1_gamma, self.ln1_beta)  # padded tokens: beta, never attended to
+        # the tokens whose block output is needed: all of them for the mean, the target alone otherwise
+        rows, rows_normed = (x, normed) if self.pooling == "mean" else (x[:, :1], normed[:, :1])
 
-        q = self._heads(x, self.query_kernel, self.query_bias)
-        k = self._heads(x, self.key_kernel, self.key_bias)
-        v = self._heads(x, self.value_kernel, self.value_bias)
+        q = self._heads(rows_normed, self.query_kernel, self.query_bias)
+        k = self._heads(normed, self.key_kernel, self.key_bias)
+        v = self._heads(normed, self.value_kernel, self.value_bias)
         logits = tf.einsum("bhqk,bhsk->bhqs", q, k) / tf.sqrt(tf.cast(self._head, x.dtype))
         attn = masked_softmax(logits, mask[:, None, None, :])  # keys only: padded queries are dropped by the pool
         ctx = tf.einsum("bhqs,bhsk->bhqk", attn, v)
         ctx = tf.reshape(
-            tf.transpose(ctx, [0, 2, 1, 3]), tf.concat([tf.shape(x)[:2], [self.num_heads * self._head]], axis=0)
+            tf.transpose(ctx, [0, 2, 1, 3]), tf.concat([tf.shape(rows)[:2], [self.num_heads * self._head]], axis=0)
         )
         mha = tf.einsum("bti,id->btd", ctx, self.output_kernel) + self.output_bias
         if self.dropouts:
             mha = self.dropouts[0](mha, training=training)
-        y = self._layer_norm(x + mha, self.ln1_gamma, self.ln1_beta)
+        y = rows + mha
 
-        ff = self._act(tf.einsum("btd,df->btf", y, self.ff_kernel_1) + self.ff_bias_1)
+        ff = self._layer_norm(y, self.ln2_gamma, self.ln2_beta)
+        ff = self._act(tf.einsum("btd,df->btf", ff, self.ff_kernel_1) + self.ff_bias_1)
         ff = tf.einsum("btf,fd->btd", ff, self.ff_kernel_2) + self.ff_bias_2
         if self.dropouts:
             ff = self.dropouts[1](ff, training=training)
-        z = self._layer_norm(y + ff, self.ln2_gamma, self.ln2_beta)
+        z = y + ff
+        if self.pooling == "target":
+            return z[:, 0]
 
         weights = tf.cast(mask, z.dtype)[..., None]
         z = tf.where(mask[..., None], z, tf.zeros_like(z))
@@ -188,6 +221,7 @@ class FeedbackTransformer(keras.layers.Layer):
                 "dropout": self.dropout,
                 "activation": self.activation,
                 "epsilon": self.epsilon,
+                "pooling": self.pooling,
                 "padding_index": self.padding_index,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "seed": self.seed,

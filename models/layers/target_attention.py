@@ -180,11 +180,19 @@ class TargetAttention(keras.layers.Layer):
         query = self._query(tf.convert_to_tensor(query, dtype=self.compute_dtype))
         mask = valid_mask(ids, self.padding_index, type(self).__name__)  # [batch, L]
         keys = tf.where(mask[..., None], keys, tf.zeros_like(keys))
-        q = tf.broadcast_to(query[:, None, :], tf.shape(keys))
-        x = tf.concat([q, keys, q - keys, q * keys], axis=-1)  # [batch, L, 4d]
-        for kernel, bias in zip(self.kernels, self.biases):
-            x = self._act(tf.einsum("bli,io->blo", x, kernel) + bias)
-        scores = tf.einsum("bli,io->blo", x, self.score_kernel)[..., 0] + self.score_bias  # [batch, L]
+        # The first scorer layer reads z_i = [q, k_i, q - k_i, q * k_i] through W = [W_q; W_k; W_d; W_p]
+        # (d rows each): z_i W = q (W_q + W_d) + [k_i, q * k_i] [W_k - W_d; W_p], the same sum with
+        # the query's part computed once per row instead of once per position.
+        w_q, w_k, w_d, w_p = tf.split(self.kernels[0] if self.kernels else self.score_kernel, 4, axis=0)
+        per_row = tf.matmul(query, w_q + w_d)[:, None, :]  # [batch, 1, units]
+        per_position = tf.concat([keys, query[:, None, :] * keys], axis=-1)  # [batch, L, 2d]
+        x = tf.einsum("bli,io->blo", per_position, tf.concat([w_k - w_d, w_p], axis=0)) + per_row
+        if self.kernels:
+            x = self._act(x + self.biases[0])
+            for kernel, bias in zip(self.kernels[1:], self.biases[1:]):
+                x = self._act(tf.einsum("bli,io->blo", x, kernel) + bias)
+            x = tf.einsum("bli,io->blo", x, self.score_kernel)
+        scores = x[..., 0] + self.score_bias  # [batch, L]
         if self.normalization == "softmax":
             weights = masked_softmax(scores, mask)
         else:
