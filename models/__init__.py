@@ -28,7 +28,7 @@ import tensorflow as tf
 from models import layers  # noqa: F401
 from models.ctr_model import CTRModel
 from models.layers.feature_embedding import FeatureEmbedding
-from models.params import DEFAULT_PARAMS, resolve_params
+from models.params import DEFAULT_PARAMS, recorded_params, resolve_params
 from models.registry import MODEL_NAMES, MODELS, build_model
 from models.wide_deep import WideDeepModel
 
@@ -42,6 +42,7 @@ __all__ = [
     "compile_model",
     "embedding_tables",
     "logit_model",
+    "recorded_params",
     "resolve_params",
 ]
 

@@ -6,7 +6,7 @@ import json
 
 import keras
 
-from models.params import learning_rate, resolve_params
+from models.params import learning_rate, recorded_params, resolve_params
 from spec import checked_model_inputs
 
 
@@ -81,4 +81,5 @@ class CTRModel(keras.Model):
         config = dict(config)
         if "kind" in config:  # saved before the attribute was renamed
             config["model_name"] = config.pop("kind")
+        config["params"] = recorded_params(config.get("params"), config.get("model_name", "emb_mlp"))
         return cls(**config)

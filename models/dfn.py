@@ -121,3 +121,12 @@ class DFNModel(WideDeepModel):
     """DFN with wide_deep's joint step: FTRL for the layer "wide", ``deep_optimizer`` for the rest."""
 
     registry_name = "dfn"
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        if "feedback_pooling" not in (config.get("params") or {}):
+            raise ValueError(
+                "this dfn model was saved before its feedback transformers became pre-LN blocks that start as "
+                "the identity (2026-12-02): its weights do not fit today's graph; train it again"
+            )
+        return super().from_config(config, custom_objects)

@@ -36,6 +36,21 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
+# What a model saved (or a run recorded) before a param existed was built with: such a record lacks the
+# key, and today's default would build another graph. `recorded_params` fills these in instead, for the
+# model that reads the param (the others' graphs do not depend on it).
+LEGACY_PARAMS: dict[str, dict[str, Any]] = {
+    "din": {"target_interest_product": False},
+    "dfn": {"feedback_pooling": "mean"},
+}
+
+
+def recorded_params(params: dict | None, model_name: str) -> dict:
+    """Params read back from a saved model or a run's record, with the legacy value of every param
+    `model_name` reads that was added since (not its default), so that they name the graph really built."""
+    return {**LEGACY_PARAMS.get(model_name, {}), **(params or {})}
+
+
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 

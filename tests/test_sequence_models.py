@@ -250,3 +250,25 @@ def test_spec_and_param_errors():
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             build_model("din", SPEC, {**PARAMS, **bad})
+
+
+def test_a_din_saved_before_the_interest_products_loads_as_it_was_built(tmp_path):
+    """A din config saved before params.target_interest_product existed lacks the key: it was built
+    without the products, and loads so (today's default would build another MLP input)."""
+    model = build_model("din", SPEC, {**PARAMS, "target_interest_product": False})
+    config = model.get_config()
+    del config["params"]["target_interest_product"]
+    restored = type(model).from_config(config)
+    restored.set_weights(model.get_weights())
+    x = rows()
+    np.testing.assert_allclose(restored(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-7)
+    assert restored.ctr_params["target_interest_product"] is False
+
+
+def test_a_dfn_saved_before_the_pre_ln_block_is_refused_with_a_message():
+    """Its transformer weights fit today's pre-LN block in shape but not in meaning: no silent load."""
+    model = build_model("dfn", SPEC, PARAMS)
+    config = model.get_config()
+    del config["params"]["feedback_pooling"]
+    with pytest.raises(ValueError, match="saved before its feedback transformers became pre-LN.*train it again"):
+        type(model).from_config(config)
