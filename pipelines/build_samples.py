@@ -335,8 +335,10 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
     # Refuses an output that overlaps RAW or holds something else than earlier samples.
     stage = StagedOutput(output, inputs=[raw_dir], markers=SAMPLES_MARKERS)
     try:
-        # Name clashes of the configured item columns fail before any work (lengths do not matter here).
-        _declared_features(vocab.ID_INDICES, config, dict.fromkeys(_vector_columns(config), 1))
+        # Name clashes and misuses of the configured item columns fail before any work (lengths do not matter).
+        fitting.check_vector_config(
+            _declared_features(vocab.ID_INDICES, config, dict.fromkeys(_vector_columns(config), 1)), config
+        )
         with timings.step("validate"):
             raw = _validate(spark, raw_dir, config, persist, stage.path)
         with timings.step("labels"):

@@ -109,6 +109,20 @@ class Fitted:
         return features
 
 
+def check_vector_config(declared: list[Declared], config: dict) -> None:
+    """ConfigError when normalize.log1p or bucketize.features names a dense vector (known before any work)."""
+    vectors = {d.name for d in declared if d.is_vector}
+    for key, names in (
+        ("normalize.log1p", config["normalize"].get("log1p") or []),
+        ("bucketize.features", config["bucketize"]["features"] or []),
+    ):
+        if set(names) & vectors:
+            raise ConfigError(
+                f"{key} names the vector feature(s) {sorted(set(names) & vectors)}: "
+                "a dense vector is normalized per dimension, it is neither log1p'd nor bucketized"
+            )
+
+
 def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], config: dict) -> Fitted:
     """Fit the CTR prior, the bucket boundaries and the normalization of every declared numeric on `train`.
 
@@ -122,12 +136,7 @@ def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], 
     vectors = {d.name: d.length for d in numeric if d.is_vector}
     log1p = config["normalize"].get("log1p")
     log1p = [d.name for d in numeric if d.count] if log1p is None else list(log1p)
-    for key, names in (("normalize.log1p", log1p), ("bucketize.features", config["bucketize"]["features"] or [])):
-        if set(names) & set(vectors):
-            raise ConfigError(
-                f"{key} names the vector feature(s) {sorted(set(names) & set(vectors))}: "
-                "a dense vector is normalized per dimension, it is neither log1p'd nor bucketized"
-            )
+    check_vector_config(declared, config)
     bucketized = [c for c in (config["bucketize"]["features"] or []) if c in train.columns]
     boundaries = normalize.fit_bucket_boundaries(train, bucketized, int(config["bucketize"]["num_buckets"]))
     own = [d.name for d in numeric if d.statistics_of is None]

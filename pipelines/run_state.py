@@ -160,7 +160,9 @@ class Checkpoints:
                 f"'{self.model_name}'; train into a new --output or pass --set resume=false to start over"
             )
         # Resolved on both sides: a default written out and one left out are the same parameter.
-        saved = json.dumps(jsonable(resolve_params(recorded_params(state.get("params"), self.model_name))), sort_keys=True)
+        saved = json.dumps(
+            jsonable(resolve_params(recorded_params(state.get("params"), self.model_name))), sort_keys=True
+        )
         if saved != json.dumps(jsonable(resolve_params(self.params)), sort_keys=True):
             raise RunMismatch(
                 f"{self.directory} was trained with params {json.dumps(state.get('params'), sort_keys=True)}, "

@@ -307,3 +307,15 @@ def test_item_vectors_beat_the_same_model_without_them_when_ids_are_mostly_oov(s
         assert train_main(args + [x for s in sets for x in ("--set", s)]) == 0
         aucs[name] = json.loads((run / "run.json").read_text())["metrics"]["test"]["auc"]
     assert aucs["with"] >= aucs["without"] + MIN_AUC_GAIN, aucs
+
+
+def test_a_vector_named_for_log1p_or_buckets_fails_before_any_work(spark, tmp_path):
+    from pipelines.build_samples import build_samples
+    from pipelines.config import load_config
+
+    (tmp_path / "raw").mkdir()  # nothing is read: the config is refused first
+    for sets in (["bucketize.features=[item_vec]"], ["normalize.log1p=[user_item_vec]"]):
+        config = load_config("build_samples", None, ["items.vector_columns=[item_vec]", *sets])
+        with pytest.raises(ConfigError, match="neither log1p'd nor bucketized"):
+            build_samples(spark, str(tmp_path / "raw"), str(tmp_path / "samples"), config)
+        assert not (tmp_path / "samples").exists()
