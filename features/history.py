@@ -149,14 +149,6 @@ def _last_n_mean(
     return mean, count
 
 
-def _float_lists(matrix: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """Rows of a 2-d array as Arrow list<float> (Spark array<float>), null where not `valid`."""
-    rows, width = matrix.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
-    values = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1), type=pa.float32())
-    return pa.ListArray.from_arrays(offsets, values, mask=pa.array(~np.asarray(valid, dtype=bool)))
-
-
 def _window_tokens(first: np.ndarray, last: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(window number, token) of every token > 0 in tokens[first[w]:last[w]], for all windows w at once."""
     sizes = last - first
@@ -193,11 +185,14 @@ def _top_tokens(start: np.ndarray, end: np.ndarray, offsets: np.ndarray, tokens:
     return per_window[row_window]
 
 
-def _long_lists(matrix: np.ndarray) -> pa.Array:
-    """Rows of a 2-d array as Arrow list<int64> (Spark array<bigint>)."""
+def _lists(matrix: np.ndarray, value_type: pa.DataType | None = None, valid: np.ndarray | None = None) -> pa.Array:
+    """Rows of a 2-d array as Arrow list<value_type> (default int64: Spark array<bigint>; float32:
+    array<float>), null where not `valid` (None: every row valid)."""
     rows, width = matrix.shape
     offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32) if width else np.zeros(rows + 1, np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type=pa.int64()))
+    values = pa.array(np.ascontiguousarray(matrix).reshape(-1), type=value_type or pa.int64())
+    mask = None if valid is None else pa.array(~np.asarray(valid, dtype=bool))
+    return pa.ListArray.from_arrays(offsets, values, mask=mask)
 
 
 def _longs(values: np.ndarray) -> pa.Array:
@@ -245,11 +240,11 @@ def _user_features(
     offsets, genres = _flat_lists(pc.filter(events.column(_GENRES).combine_chunks(), pa.array(click)))
     genre_start = np.maximum(clicks_lo, clicks_hi - genre_history_len)
     out = {
-        "hist_click_items": _long_lists(click_items),
-        "hist_skip_items": _long_lists(skip_items),
+        "hist_click_items": _lists(click_items),
+        "hist_skip_items": _lists(skip_items),
         "hist_click_len": _longs(click_len),
         "hist_skip_len": _longs(skip_len),
-        "user_top_genres": _long_lists(_top_tokens(genre_start, clicks_hi, offsets, genres, top_genres)),
+        "user_top_genres": _lists(_top_tokens(genre_start, clicks_hi, offsets, genres, top_genres)),
         "user_impressions": _longs(_since(impression_keys, now) - _since(impression_keys, since)),
         "user_clicks": _longs(clicks_hi - clicks_lo),
     }
@@ -257,7 +252,7 @@ def _user_features(
         clicked = pc.filter(events.column(_VECTOR + name).combine_chunks(), pa.array(click))
         values, present = _vector_matrix(clicked, length)
         mean, count = _last_n_mean(values, present, clicks_lo, clicks_hi, max_len)
-        out[f"user_{name}"] = _float_lists(mean, count > 0)
+        out[f"user_{name}"] = _lists(mean, pa.float32(), valid=count > 0)
         out[f"user_{name}_len"] = _longs(count)
     return out
 

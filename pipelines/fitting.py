@@ -13,6 +13,7 @@ normalization statistics and the bucket boundaries; nothing fitted lives anywher
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -147,7 +148,7 @@ def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], 
                 raise ValueError(
                     f"vector '{d.name}' takes the statistics of '{d.statistics_of}', not a vector of its length"
                 )
-            stats[d.name] = {key: (list(v) if isinstance(v, list) else v) for key, v in stats[d.statistics_of].items()}
+            stats[d.name] = copy.deepcopy(stats[d.statistics_of])
     stats = {d.name: stats[d.name] for d in numeric}
     return Fitted(
         vocabularies=vocabularies, prior=prior, smoothing=smoothing, normalization=stats, boundaries=boundaries
