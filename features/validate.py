@@ -4,7 +4,8 @@ A missing required column or a column of the wrong type raises `SchemaError`
 naming it. Row-level problems never fail the job by themselves: the row gets a
 `reject_reason` and ends up in `SAMPLES/rejects/`. Reasons:
 
-- `null_user_id`, `null_item_id`: the id is null or empty (after trimming).
+- `null_user_id`, `null_item_id`: the id is null or empty after trimming all Unicode whitespace
+  (space, tab, no-break space, ideographic space, ...). The trimmed id is the id: `"u1\t"` is `"u1"`.
 - `unparsable_ts`: `ts` is neither a number, a timestamp nor a parsable string (NaN included).
 - `ts_out_of_range`: `ts` lies outside `[ts_min, ts_max)` (e.g. milliseconds given as seconds), ±inf
   and numbers too large for a 64-bit count of seconds included.
@@ -17,6 +18,15 @@ naming it. Row-level problems never fail the job by themselves: the row gets a
   NaN / ±inf. A null vector is no reject: the item has no vector, as an item missing from RAW/items.
 - `duplicate_item`: a repeat of an `item_id`; the first row in file order is kept, among the rows
   that are not rejected for another reason.
+
+Values that are unusable but do not make the row wrong become null by rule, and are counted (by column
+and reason, in `report.json`'s `nulled_values`), never imputed silently. Numbers given as text (CSV)
+are read the way Parquet's values would be: `1977`, `1977.0`, `1.977e3` and `" 1977 "` all mean 1977.
+
+- `position` (impressions) and `release_year` (items) must be whole numbers: `not_an_integer`
+  (`2.5`), `out_of_range` (outside a 32-bit int; a negative position too), `unparsable` (`abc`, NaN).
+  The impression stays a sample, with no position (the padding index).
+- the numeric item columns (`items.numeric_columns`): `unparsable` (`abc`, NaN) and `non_finite` (±inf).
 """
 
 from __future__ import annotations
@@ -49,6 +59,12 @@ RAW = "_raw"  # the input row, untouched
 IDENTITY_COLUMNS = (("user_id", "string"), ("item_id", "string"), ("ts", "int64"))
 
 
+# A value nulled by rule gets its reason in the column NULLED_PREFIX + column (null: kept as it was).
+NULLED_PREFIX = "_nulled_"
+NULLED_REASONS = ("unparsable", "not_an_integer", "out_of_range", "non_finite")
+INT32 = (-(2**31), 2**31 - 1)
+
+
 class SchemaError(ValueError):
     pass
 
@@ -77,9 +93,58 @@ def check_schema(df: DataFrame, dataset: str) -> None:
         )
 
 
+def trim_space(value: Column) -> Column:
+    """`value` without leading and trailing Unicode whitespace (Spark's `trim` strips only ' ')."""
+    return F.regexp_replace(value, r"(?U)^\s+|\s+$", "")
+
+
 def _clean_id(column: str) -> Column:
-    value = F.trim(F.col(column).cast("string"))
+    value = trim_space(F.col(column).cast("string"))
     return F.when(value == "", F.lit(None)).otherwise(value)
+
+
+def _as_double(df: DataFrame, column: str) -> tuple[Column, Column]:
+    """(the value as a double, whether one was given): text is trimmed, and empty text is no value."""
+    if isinstance(df.schema[column].dataType, T.StringType):
+        text = trim_space(F.col(column))
+        return text.try_cast("double"), text.isNotNull() & (text != "")
+    return F.col(column).try_cast("double"), F.col(column).isNotNull()
+
+
+def _is_nan(value: Column) -> Column:
+    return F.coalesce(F.isnan(value), F.lit(False))
+
+
+def whole_number(df: DataFrame, column: str, low: int = INT32[0], high: int = INT32[1]) -> tuple[Column, Column]:
+    """(the column as an int, the reason it was nulled) for a whole number in [low, high].
+
+    Text is read as a number first, so `1977.0` and `1.977e3` are 1977; `1977.5` is not_an_integer.
+    """
+    number, given = _as_double(df, column)
+    reason = (
+        F.when(~given, F.lit(None))
+        .when(number.isNull() | _is_nan(number), F.lit("unparsable"))
+        .when((number < low) | (number > high), F.lit("out_of_range"))  # ±inf too
+        .when(number != F.floor(number), F.lit("not_an_integer"))
+    )
+    return F.when(given & reason.isNull(), number.try_cast("int")), reason
+
+
+def finite_number(df: DataFrame, column: str) -> tuple[Column, Column]:
+    """(the column as a double, the reason it was nulled): NaN and text that is no number are
+    unparsable, ±inf non_finite."""
+    number, given = _as_double(df, column)
+    reason = (
+        F.when(~given, F.lit(None))
+        .when(number.isNull() | _is_nan(number), F.lit("unparsable"))
+        .when(F.abs(number) == float("inf"), F.lit("non_finite"))
+    )
+    return F.when(reason.isNull(), number), reason
+
+
+def _with_checked_number(df: DataFrame, column: str, parse) -> DataFrame:
+    value, reason = parse(df, column)
+    return df.withColumn(NULLED_PREFIX + column, reason).withColumn(column, value)
 
 
 def _seconds_as_double(df: DataFrame) -> Column:
@@ -92,8 +157,8 @@ def _seconds_as_double(df: DataFrame) -> Column:
     if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
         return F.unix_timestamp(F.col("ts").cast("timestamp")).cast("double")
     if isinstance(dtype, T.StringType):
-        text = F.trim(F.col("ts"))
-        as_number = F.expr("try_cast(trim(ts) AS DOUBLE)")
+        text = trim_space(F.col("ts"))
+        as_number = text.try_cast("double")
         # Only ISO dates/times: Spark would otherwise read "12:00" as today at noon.
         as_time = F.when(text.rlike(r"^\d{4}-\d{2}-\d{2}"), F.unix_timestamp(F.try_to_timestamp(text)))
         value = F.coalesce(as_number, as_time.cast("double"))
@@ -125,7 +190,7 @@ def normalize_events(df: DataFrame, dataset: str, ts_min: str, ts_max: str) -> D
     else:
         out = out.withColumn("impression_id", F.lit(None).cast("string"))
     if "position" in df.columns:
-        out = out.withColumn("position", F.expr("try_cast(position AS INT)"))
+        out = _with_checked_number(out, "position", lambda d, c: whole_number(d, c, 0, INT32[1]))
     seconds = F.col("_ts_seconds")
     out = out.withColumn("_ts_seconds", _seconds_as_double(df))
     # The bounds are whole seconds, so floor(x) < ts_max exactly when x < ts_max.
@@ -328,11 +393,11 @@ def normalize_items(
     genres = F.filter(F.transform(genres, lambda g: F.trim(g)), lambda g: g.isNotNull() & (g != ""))
     out = out.withColumn("genres", F.coalesce(genres, F.array().cast("array<string>")))
     if "release_year" in fields:
-        out = out.withColumn("release_year", F.expr("try_cast(release_year AS INT)"))
+        out = _with_checked_number(out, "release_year", whole_number)
     else:
         out = out.withColumn("release_year", F.lit(None).cast("int"))
     for column in numeric_columns:
-        out = out.withColumn(column, F.expr(f"try_cast(`{column}` AS DOUBLE)"))
+        out = _with_checked_number(out, column, finite_number)
     reason = F.when(F.col("item_id").isNull(), F.lit("null_item_id"))
     for column, length in vector_columns.items():
         out = out.withColumn(column, vector_values(df, column))
@@ -349,7 +414,7 @@ def normalize_items(
     for column in vector_columns:
         out = out.withColumn(column, F.col(column).cast("array<float>"))
     keep = ["item_id", "genres", "release_year", *numeric_columns, *vector_columns, RAW]
-    return out.select(*keep, "reject_reason")
+    return out.select(*keep, *nulled_columns(out), "reject_reason")
 
 
 def rejects_of(df: DataFrame, source: str) -> DataFrame:
@@ -365,5 +430,20 @@ def rejects_of(df: DataFrame, source: str) -> DataFrame:
     )
 
 
+def nulled_columns(df: DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith(NULLED_PREFIX)]
+
+
+def nulled_counts(df: DataFrame) -> list[Column]:
+    """Aggregations counting, per checked column and reason, the values nulled in rows not rejected;
+    aliased `<column>|<reason>`."""
+    kept = F.col("reject_reason").isNull()
+    return [
+        F.sum(F.when(kept & (F.col(c) == reason), 1).otherwise(0)).alias(f"{c[len(NULLED_PREFIX) :]}|{reason}")
+        for c in nulled_columns(df)
+        for reason in NULLED_REASONS
+    ]
+
+
 def valid_rows(df: DataFrame) -> DataFrame:
-    return df.where(F.col("reject_reason").isNull()).drop("reject_reason", RAW)
+    return df.where(F.col("reject_reason").isNull()).drop("reject_reason", RAW, *nulled_columns(df))

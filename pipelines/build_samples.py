@@ -60,12 +60,19 @@ class Timings:
         log.info("step %s done in %.1fs", name, self.seconds[name])
 
 
-def _count_by_reason(df: DataFrame) -> tuple[int, dict[str, int]]:
-    """(rows read, rejects by reason) in one aggregation."""
-    rows = df.groupBy("reject_reason").count().collect()
-    total = sum(int(row["count"]) for row in rows)
-    rejected = {row["reject_reason"]: int(row["count"]) for row in rows if row["reject_reason"] is not None}
-    return total, dict(sorted(rejected.items()))
+def _count_by_reason(df: DataFrame) -> tuple[int, dict[str, int], dict[str, dict[str, int]]]:
+    """(rows read, rejects by reason, values nulled by column and reason) in one aggregation."""
+    rows = df.groupBy("reject_reason").agg(F.count(F.lit(1)).alias("_rows"), *validate.nulled_counts(df)).collect()
+    total = sum(int(row["_rows"]) for row in rows)
+    rejected = {row["reject_reason"]: int(row["_rows"]) for row in rows if row["reject_reason"] is not None}
+    nulled: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for key, count in row.asDict().items():
+            if "|" in key and count:
+                column, reason = key.split("|")
+                nulled.setdefault(column, {})
+                nulled[column][reason] = nulled[column].get(reason, 0) + int(count)
+    return total, dict(sorted(rejected.items())), nulled
 
 
 def _spark_type_to_spec(dtype) -> str:
@@ -139,6 +146,7 @@ class _Validated:
     items: DataFrame
     rows_read: dict
     rejects: dict
+    nulled: dict  # data set -> column -> reason -> values nulled by rule (features/validate.py)
     passthrough: list[tuple[str, str]]
     vector_lengths: dict[str, int]  # item vector column -> its length
 
@@ -187,12 +195,15 @@ def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging:
         "items": persist(validate.normalize_items(raw_items, numeric_columns, vector_lengths)),
     }
     counted = {name: _count_by_reason(df) for name, df in checked.items()}
-    rows_read = {name: total for name, (total, _) in counted.items()}
-    rejects = {name: by_reason for name, (_, by_reason) in counted.items()}
+    rows_read = {name: total for name, (total, _, _) in counted.items()}
+    rejects = {name: by_reason for name, (_, by_reason, _) in counted.items()}
+    nulled = {name: by_column for name, (_, _, by_column) in counted.items() if by_column}
     rejected_events = sum(rejects["impressions"].values()) + sum(rejects["clicks"].values())
     events_read = rows_read["impressions"] + rows_read["clicks"]
     fraction = rejected_events / events_read if events_read else 0.0
     log.info("read %s; rejected %s", rows_read, rejects)
+    if nulled:
+        log.warning("values nulled by rule (data set: column: reason: count): %s", nulled)
     if fraction > float(vconf["max_reject_fraction"]):
         raise RejectFractionError(
             f"{rejected_events} of {events_read} impression and click rows were rejected "
@@ -209,7 +220,7 @@ def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging:
     metadata_names = dict(validate.IDENTITY_COLUMNS)
     typed = [(c, _spark_type_to_spec(raw_imps.schema[c].dataType)) for c in passthrough if c not in metadata_names]
     items = validate.valid_rows(checked["items"])
-    return _Validated(imps, clicks, items, rows_read, rejects, typed, vector_lengths)
+    return _Validated(imps, clicks, items, rows_read, rejects, nulled, typed, vector_lengths)
 
 
 def _attribution_window(config: dict) -> int:
@@ -415,6 +426,7 @@ def _report(
         "rows_read": raw.rows_read,
         "rejected": raw.rejects,
         "rejected_total": {k: sum(v.values()) for k, v in raw.rejects.items()},
+        "nulled_values": raw.nulled,
         "clicks": {"valid": valid_clicks, "attributed": valid_clicks - orphan_clicks, "orphan": orphan_clicks},
         "samples": {
             name: {"rows": e["rows"], "label_rate": spec["splits"][name]["label_rate"], "shards": e["shards"]}

@@ -62,6 +62,13 @@ class OutputRefused(Exception):
     """Writing the output could destroy something this job did not write."""
 
 
+class OutputUnwritable(OutputRefused):
+    """The output cannot be written at all (read-only or missing permission, a file in the way)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot write {path}: {reason}")
+
+
 # ---------------------------------------------------------------- paths
 
 
@@ -259,6 +266,8 @@ def check_output(output, inputs: Iterable = (), markers: Markers = ()) -> str:
                 f"writing there would change the input; choose another output"
             )
     fs = _fs(final)
+    if fs.local:
+        _check_writable(final)
     if fs.exists(final):
         if not fs.isdir(final):
             raise OutputRefused(f"output {final} exists and is not a directory; choose another output")
@@ -268,6 +277,26 @@ def check_output(output, inputs: Iterable = (), markers: Markers = ()) -> str:
                 f"an earlier output of this job; choose another output, or empty it first"
             )
     return final
+
+
+def _check_writable(final: str) -> None:
+    """Raise OutputUnwritable unless the job can create its staging beside `final` (local paths):
+    the nearest existing ancestor of `final`'s parent must be a writable directory."""
+    parent = os.path.dirname(final)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputUnwritable(final, f"{parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only(parent) else "permission denied"
+        raise OutputUnwritable(final, f"{parent} is not writable ({reason})")
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- publishing

@@ -19,6 +19,9 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from features.validate import trim_space
+from pipelines.spark import literal_path
+
 # What an empty folder stands for; impressions have no such meaning, the job needs some.
 EMPTY_SCHEMAS = {
     "clicks": "user_id string, item_id string, ts long, impression_id string",
@@ -43,7 +46,8 @@ def read_raw(spark: SparkSession, raw_dir: str, dataset: str, fmt: str) -> DataF
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"input.format must be 'parquet' or 'csv', got {fmt!r}")
     try:
-        df = spark.read.parquet(path) if fmt == "parquet" else spark.read.options(**CSV_OPTIONS).csv(path)
+        literal = literal_path(path)
+        df = spark.read.parquet(literal) if fmt == "parquet" else spark.read.options(**CSV_OPTIONS).csv(literal)
         df.schema  # noqa: B018 - resolves the schema now, so an empty folder fails here
     except AnalysisException as exc:
         condition = exc.getCondition() or ""
@@ -71,7 +75,7 @@ def type_csv_columns(df: DataFrame, columns: list[str]) -> DataFrame:
         return df
     checks = []
     for i, column in enumerate(columns):
-        value = F.trim(F.col(column))
+        value = trim_space(F.col(column))
         present = value.isNotNull() & (value != "")
         checks += [
             F.sum(F.when(present & value.try_cast("double").isNull(), 1).otherwise(0)).alias(f"n{i}"),
@@ -79,7 +83,7 @@ def type_csv_columns(df: DataFrame, columns: list[str]) -> DataFrame:
         ]
     row = df.agg(*checks).collect()[0]
     for i, column in enumerate(columns):
-        value = F.trim(F.col(column))
+        value = trim_space(F.col(column))
         if not row[f"i{i}"]:
             df = df.withColumn(column, value.try_cast("long"))
         elif not row[f"n{i}"]:

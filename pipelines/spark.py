@@ -21,6 +21,14 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+_HADOOP_GLOB = re.compile(r"([\\*?\[\]{}])")
+
+
+def literal_path(path: str) -> str:
+    """`path` as Spark's readers take it literally: they expand Hadoop globs (`*?[]{}`), so a
+    folder named `raw [v2]` must have those characters escaped."""
+    return _HADOOP_GLOB.sub(r"\\\1", str(path))
+
 
 def _java_major(java_bin: str) -> int | None:
     try:

@@ -33,6 +33,7 @@ import posixpath
 import time
 
 from pipelines.publish import StagedOutput, write_text
+from pipelines.spark import literal_path
 
 log = logging.getLogger("import_movielens")
 
@@ -54,7 +55,7 @@ def _read_csv(spark, path: str, schema: str):
         .option("escape", '"')
         .option("mode", "FAILFAST")
         .schema(schema)
-        .csv(path)
+        .csv(literal_path(path))
     )
 
 

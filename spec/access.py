@@ -5,6 +5,7 @@ These are the only functions that know where things live inside feature_spec.jso
 
 from __future__ import annotations
 
+import glob
 import posixpath
 
 from spec.format import EMBEDDED_KINDS, NUMERIC_KIND, OOV_INDEX, PADDING_INDEX, SpecError
@@ -90,11 +91,12 @@ def split_names(spec: dict) -> list[str]:
 
 
 def split_pattern(samples_dir: str, spec: dict, split: str) -> str:
-    """The glob of a split's shards (patterns are relative to the spec's folder)."""
+    """The glob of a split's shards (patterns are relative to the spec's folder, whose name is
+    escaped: a folder named `samples [v2]` is no character class)."""
     splits = spec.get("splits") or {}
     if split not in splits:
         raise SpecError(f"split '{split}' is not in the feature spec of {samples_dir} (has: {', '.join(splits)})")
-    return posixpath.join(str(samples_dir).rstrip("/"), splits[split]["pattern"])
+    return posixpath.join(glob.escape(str(samples_dir).rstrip("/")), splits[split]["pattern"])
 
 
 def num_examples(spec: dict, split: str) -> int | None:

@@ -6,6 +6,7 @@ Every check raises SpecError (a ValueError) naming the feature and what is wrong
 from __future__ import annotations
 
 import math
+import re
 
 from spec.dtypes import DTYPES
 from spec.format import (
@@ -168,6 +169,30 @@ def rows_per_record(spec: dict) -> int:
     return value
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def check_inside(path, owner: str) -> None:
+    """A path the spec gives (a split's pattern, a vocabulary's folder) must stay inside the samples
+    folder: relative, without a scheme and without a '..' component."""
+    if not isinstance(path, str) or not path:
+        raise SpecError(f"{owner} must be a non-empty path relative to the samples folder, got {path!r}")
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith(("/", "\\")) or _SCHEME.match(path) or ".." in parts:
+        raise SpecError(
+            f"{owner} {path!r} points outside the samples folder: it must be relative, with no '..' "
+            "component and no scheme"
+        )
+
+
+def _check_paths(spec: dict) -> None:
+    for name, entry in (spec.get("splits") or {}).items():
+        check_inside((entry or {}).get("pattern"), f"splits.{name}.pattern")
+    for name, entry in (spec.get("vocabularies") or {}).items():
+        if (entry or {}).get("path") is not None:
+            check_inside(entry["path"], f"vocabularies.{name}.path")
+
+
 def validate_spec(spec: dict) -> dict:
     """The spec itself if it is a whole, valid spec whose hash matches its content."""
     if spec.get("format_version") != FORMAT_VERSION:
@@ -190,6 +215,7 @@ def validate_spec(spec: dict) -> dict:
                     f"feature '{entry['name']}' has default {entry['default']!r}, but with "
                     'rows_per_record > 1 a null is stored as NaN / "" / -1: its default must be null'
                 )
+    _check_paths(spec)
     expected = compute_spec_hash(spec)
     if spec.get("spec_hash") != expected:
         raise SpecError(f"feature spec hash mismatch: file says {spec.get('spec_hash')}, content hashes to {expected}")

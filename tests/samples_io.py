@@ -14,7 +14,7 @@ from spec import load_spec
 
 def read_split(samples_dir: str, split: str) -> pd.DataFrame:
     spec = load_spec(samples_dir)
-    files = sorted(glob.glob(os.path.join(samples_dir, split, "part-*.tfrecord.gz")))
+    files = sorted(glob.glob(os.path.join(glob.escape(samples_dir), split, "part-*.tfrecord.gz")))
     frames = []
     if not files:
         return pd.DataFrame()
