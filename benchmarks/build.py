@@ -41,10 +41,10 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the output (WORKDIR/JOB) for later benchmarks")
     args = parser.parse_args(argv)
 
-    from pipelines.config import load_config
+    from pipelines.config import load_job_config
     from pipelines.spark import get_spark
 
-    config = load_config("build_samples", None, args.overrides)
+    config = load_job_config("build_samples", None, args.overrides)  # validated before Spark starts
     spark = get_spark(f"bench-{args.job}", {"spark.sql.shuffle.partitions": str(config["spark"]["shuffle_partitions"])})
     output = os.path.join(args.workdir, args.job)
     shutil.rmtree(output, ignore_errors=True)

@@ -18,7 +18,7 @@ import sys
 if not __package__:  # run as a script (spark-submit jobs/build_samples.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.config import ConfigError, load_job_config, print_config_error  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,19 +43,10 @@ def main(argv=None) -> int:
     )
     args = parse_args(argv)
     try:
-        config = load_config("build_samples", args.conf, args.overrides)
+        # Types, ranges and relations of every key (pipelines/config_schema.py), before Spark starts.
+        config = load_job_config("build_samples", args.conf, args.overrides)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    from pipelines.tfrecord import compression_options
-
-    try:
-        compression_options(config["tfrecord"]["compression"])
-        rows_per_record = config["tfrecord"]["rows_per_record"]
-        if isinstance(rows_per_record, bool) or not isinstance(rows_per_record, int) or rows_per_record < 1:
-            raise ValueError(f"tfrecord.rows_per_record must be a positive integer, got {rows_per_record!r}")
-    except ValueError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print_config_error(exc)
         return 2
     from pipelines.build_samples import INPUT_ERRORS, SAMPLES_MARKERS, build_samples
     from pipelines.publish import OutputRefused, check_output

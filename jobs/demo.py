@@ -75,6 +75,14 @@ def oracle_auc(run_dir: str) -> float | None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from pipelines.config import ConfigError, load_job_config, print_config_error
+
+    try:  # conf/*.yaml validated before the first step, not after minutes of work
+        load_job_config("build_samples")
+        model = args.model or load_job_config("train").model
+    except ConfigError as exc:
+        print_config_error(exc)
+        return 2
     workdir = os.path.abspath(args.workdir)
     raw, samples = os.path.join(workdir, "raw"), os.path.join(workdir, "samples")
     seconds = {}
@@ -92,9 +100,6 @@ def main(argv=None) -> int:
     else:
         print(f"\n=== build_samples: {samples} exists, skipped (--force to rebuild)")
 
-    from pipelines.config import load_config
-
-    model = args.model or load_config("train")["model"]
     run_dir = os.path.join(workdir, "runs", model)
     train = ["jobs.train", "--samples", samples, "--model", model, "--output", run_dir]
     if args.epochs:

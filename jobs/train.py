@@ -24,7 +24,7 @@ if not __package__:  # run as a script: python jobs/train.py
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models import MODEL_NAMES, resolve_params  # noqa: E402
-from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.config import ConfigError, load_job_config, print_config_error  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,17 +49,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def config_error(config: dict) -> str | None:
-    """What is wrong with the merged config, before any work (None: nothing)."""
-    if config["model"] not in MODEL_NAMES:
-        return f"model must be one of {', '.join(MODEL_NAMES)}, got {config['model']!r}"
-    if int(config["epochs"]) < 1:
-        return f"epochs must be >= 1, got {config['epochs']}"
+def load_train_config(args: argparse.Namespace):
+    """conf/train.yaml, --conf, --set, then --model and --epochs (which win), validated; the model params
+    checked by models.resolve_params. ConfigError before any work."""
+    flags = [f"model={args.model}"] if args.model else []
+    flags += [f"epochs={args.epochs}"] if args.epochs is not None else []
+    config = load_job_config("train", args.conf, [*args.overrides, *flags])
+    from pipelines.train import model_params
+
     try:
-        resolve_params(config.get("params"))
+        resolve_params(model_params(config))
     except ValueError as exc:
-        return str(exc)
-    return None
+        raise ConfigError(f"params: {exc}") from None
+    return config
 
 
 def main(argv=None) -> int:
@@ -68,17 +70,9 @@ def main(argv=None) -> int:
     )
     args = parse_args(argv)
     try:
-        config = load_config("train", args.conf, args.overrides)
+        config = load_train_config(args)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    if args.model:
-        config["model"] = args.model
-    if args.epochs is not None:
-        config["epochs"] = args.epochs
-    error = config_error(config)
-    if error:
-        print(f"config error: {error}", file=sys.stderr)
+        print_config_error(exc)
         return 2
 
     from pipelines.publish import OutputRefused
@@ -88,6 +82,9 @@ def main(argv=None) -> int:
 
     try:
         summary = train(args.samples, args.output, config)
+    except ConfigError as exc:  # train() validates its config on entry too (checked above already)
+        print_config_error(exc)
+        return 2
     except (OutputRefused, CorruptShardError) as exc:  # RUN overlaps SAMPLES, ...; a truncated shard
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from pipelines import metrics as offline_metrics
 from pipelines import publish
+from pipelines.config_schema import TrainConfig
 from pipelines.tf_input import make_dataset, naming_corrupt_shards
 from spec import arrow_type, input_signature, label_name, metadata_entries, to_json, vocabulary_tokens
 
@@ -257,7 +258,7 @@ def run_summary(
     samples_dir: str,
     run_dir: str,
     spec_hash: str,
-    config: dict,
+    config: TrainConfig,
     params: dict,
     history: list,
     new_epochs: list,
@@ -288,10 +289,10 @@ def run_summary(
         "samples": os.path.abspath(samples_dir) if "://" not in str(samples_dir) else str(samples_dir),
         "output": run_dir,
         "spec_hash": spec_hash,
-        "config": config,
+        "config": config.model_dump(),  # as a plain dict, as the YAML holds it
         "params": params,
         "versions": library_versions(),
-        "epochs_requested": int(config["epochs"]),
+        "epochs_requested": config.epochs,
         "epochs_completed": int(history[-1]["epoch"]) if history else 0,
         "resumed_from_epoch": resumed_from_epoch,
         "stopped_early": bool(stopped_early),

@@ -1,6 +1,7 @@
 """Train one CTR model on a SAMPLES directory and write everything under RUN/.
 
-    summary = train(samples_dir, run_dir, config)   # config: conf/train.yaml (+ --conf, --set)
+    summary = train(samples_dir, run_dir, config)   # config: a TrainConfig (pipelines/config_schema.py),
+                                                    # or a mapping with the keys of conf/train.yaml
 
 Training: binary cross-entropy, Keras fit with a fixed seed, early stopping on the
 valid AUC (patience from config) with the best epoch's weights restored, a
@@ -23,12 +24,15 @@ import copy
 import logging
 import os
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import keras
 
 from models import build_model, compile_model, embedding_tables, resolve_params
 from pipelines import publish
+from pipelines.config import ConfigError
+from pipelines.config_schema import TrainConfig, validate_train_config
 from pipelines.run_outputs import (
     StagedRunOutputs,
     export_model,
@@ -63,11 +67,11 @@ log = logging.getLogger(__name__)
 STAGING_PREFIX = ".staging-"  # RUN/.staging-<id>/: this job's publish.Staging inside RUN
 
 
-def model_params(config: dict) -> dict:
+def model_params(config: TrainConfig) -> dict:
     """config.params (overrides of models.DEFAULT_PARAMS), the seed defaulting to config.seed."""
-    params = copy.deepcopy(config.get("params") or {})
-    if params.get("seed") is None and config.get("seed") is not None:
-        params["seed"] = int(config["seed"])
+    params = copy.deepcopy(config.params)
+    if params.get("seed") is None:
+        params["seed"] = config.seed
     return params
 
 
@@ -86,26 +90,31 @@ class Timings:
         self.seconds[name] = time.perf_counter() - self.start
 
 
-def train(samples_dir: str, run_dir: str, config: dict) -> dict:
-    """Train config["model"] for config["epochs"] on samples_dir; write RUN/ outputs; return run.json's content."""
+def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict:
+    """Train config.model for config.epochs on samples_dir; write RUN/ outputs; return run.json's content.
+
+    `config` is validated first (a mapping becomes a TrainConfig), the model params too: a ConfigError
+    leaves RUN untouched."""
     clock = Timings()
-    monitor = config["early_stopping"]["monitor"]
-    if config["early_stopping"]["mode"] not in ("max", "min"):
-        raise ValueError(f"early_stopping.mode must be 'max' or 'min', got {config['early_stopping']['mode']!r}")
-    run_dir, model_name = os.path.abspath(run_dir), config["model"]
-    run_id = config.get("run_id") or os.path.basename(run_dir.rstrip("/"))
+    config = validate_train_config(config)
+    try:
+        params = resolve_params(model_params(config))
+    except ValueError as exc:
+        raise ConfigError(f"params: {exc}") from None
+    monitor = config.early_stopping.monitor
+    run_dir, model_name = os.path.abspath(run_dir), config.model
+    run_id = config.run_id or os.path.basename(run_dir.rstrip("/"))
     started = time.time()
     publish.check_output(run_dir, inputs=[samples_dir], markers=RUN_MARKERS)
     spec = open_samples(samples_dir, run_dir)  # refuses samples this RUN was not trained on
     mark_run(run_dir, run_id)
     publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
-    params = resolve_params(model_params(config))
     checkpoints = Checkpoints(
-        os.path.join(run_dir, "checkpoints"), config["checkpoints"]["keep"], model_name, params, spec_hash(spec)
+        os.path.join(run_dir, "checkpoints"), config.checkpoints.keep, model_name, params, spec_hash(spec)
     )
-    state = checkpoints.previous(resume=config.get("resume", True))
+    state = checkpoints.previous(resume=config.resume)
 
-    keras.utils.set_random_seed(int(config["seed"]))
+    keras.utils.set_random_seed(config.seed)
     model = build_model(model_name, spec, params)
     compile_model(model)
     build_optimizers(model)
@@ -145,49 +154,43 @@ def train(samples_dir: str, run_dir: str, config: dict) -> dict:
 
 
 def fit(
-    model, samples_dir: str, spec: dict, config: dict, progress: Progress, checkpoints: Checkpoints, run_dir: str
+    model, samples_dir: str, spec: dict, config: TrainConfig, progress: Progress, checkpoints: Checkpoints, run_dir: str
 ) -> list:
     """Keras fit from epoch progress.epoch + 1 to config.epochs, unless the run already ended;
     returns the history entries of the epochs trained now."""
-    epochs, batch_size, seed = int(config["epochs"]), int(config["batch_size"]), int(config["seed"])
+    epochs, batch_size, seed = config.epochs, config.batch_size, config.seed
     if progress.early.stopped:
         log.info("the checkpointed run already stopped early at epoch %d; skipping training", progress.epoch)
         return []
     if progress.epoch >= epochs:
         log.info("the checkpoint already has %d of %d epochs; skipping training", progress.epoch, epochs)
         return []
-    steps = config.get("max_steps_per_epoch")
-    input_conf, es = config.get("input") or {}, config["early_stopping"]
+    steps = config.max_steps_per_epoch
+    input_conf, es = config.input, config.early_stopping
     train_ds = make_dataset(
         samples_dir,
         spec,
         "train",
         batch_size,
         training=True,
-        shuffle_buffer=int(config["shuffle_buffer"] or 0),
+        shuffle_buffer=config.shuffle_buffer,
         seed=seed,
         repeat=bool(steps),
-        cycle_length=input_conf.get("cycle_length"),
-        deterministic=bool(input_conf.get("deterministic")) or None,
+        cycle_length=input_conf.cycle_length,
+        deterministic=input_conf.deterministic or None,
     )
-    valid_ds = make_dataset(
-        samples_dir,
-        spec,
-        "valid",
-        int(config.get("eval_batch_size") or batch_size),
-        cycle_length=input_conf.get("cycle_length"),
-    )
+    valid_ds = make_dataset(samples_dir, spec, "valid", config.eval_batch_size, cycle_length=input_conf.cycle_length)
     callbacks = [
         EpochLog(progress, epochs, batch_size, max_examples=None if steps else num_examples(spec, "train")),
-        EarlyStoppingWithState(progress, checkpoints, es["monitor"], es["mode"], es["patience"], es["min_delta"]),
-        Checkpoint(progress, checkpoints, (config.get("debug") or {}).get("crash_after_epoch")),
+        EarlyStoppingWithState(progress, checkpoints, es.monitor, es.mode, es.patience, es.min_delta),
+        Checkpoint(progress, checkpoints, config.debug.crash_after_epoch),
         keras.callbacks.TensorBoard(
             log_dir=os.path.join(run_dir, "tensorboard"), update_freq="epoch", profile_batch=0, write_graph=False
         ),
     ]
     log.info(
         "training %s on %s: epochs %d..%d, batch size %d, spec hash %s",
-        config["model"],
+        config.model,
         samples_dir,
         progress.epoch + 1,
         epochs,
@@ -201,10 +204,10 @@ def fit(
             validation_data=valid_ds,
             epochs=epochs,
             initial_epoch=progress.epoch,
-            steps_per_epoch=int(steps) if steps else None,
-            validation_steps=config.get("max_validation_steps") or None,
+            steps_per_epoch=steps,
+            validation_steps=config.max_validation_steps,
             callbacks=callbacks,
-            verbose=int(config.get("verbose", 2)),
+            verbose=config.verbose,
             shuffle=False,
         )
     return progress.history[before:]
@@ -215,7 +218,7 @@ def write_run_outputs(
     spec,
     samples_dir,
     run_dir,
-    config,
+    config: TrainConfig,
     params,
     progress,
     started,
@@ -227,8 +230,8 @@ def write_run_outputs(
     best_epoch,
 ) -> dict:
     """Predictions, embeddings, the SavedModel, metrics and run.json, published into RUN/ together."""
-    outputs, monitor = config.get("outputs") or {}, config["early_stopping"]["monitor"]
-    model_name, eval_batch_size = config["model"], int(config.get("eval_batch_size") or config["batch_size"])
+    outputs, monitor = config.outputs, config.early_stopping.monitor
+    model_name, eval_batch_size = config.model, config.eval_batch_size
     with StagedRunOutputs(run_dir, STAGING_PREFIX, started) as out:
         serve = serving_function(model, spec)
         with clock.step("evaluate"):
@@ -237,7 +240,7 @@ def write_run_outputs(
                 samples_dir,
                 spec,
                 eval_batch_size,
-                out.file("predictions") if outputs.get("predictions", True) else None,
+                out.file("predictions") if outputs.predictions else None,
             )
         with clock.step("embeddings"):
             embeddings = (
@@ -246,9 +249,9 @@ def write_run_outputs(
                     samples_dir,
                     spec,
                     out.file("embeddings"),
-                    int(outputs.get("embeddings_chunk_rows") or 65536),
+                    outputs.embeddings_chunk_rows,
                 )
-                if outputs.get("embeddings", True)
+                if outputs.embeddings
                 else {}
             )
         with clock.step("export"):
@@ -273,7 +276,7 @@ def write_run_outputs(
             timings=clock.seconds,
             final=final,
             embeddings=embeddings,
-            predictions=outputs.get("predictions", True),
+            predictions=outputs.predictions,
         )
         write_json(out.file("run.json"), summary)
         out.publish()

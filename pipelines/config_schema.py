@@ -1,0 +1,492 @@
+"""The typed, validated config of each job: one pydantic model per section of conf/<job>.yaml.
+
+    config = validate_build_config(raw)   # build_samples: the normalized plain dict (same keys as the YAML)
+    config = validate_train_config(raw)   # train: a TrainConfig (config.early_stopping.patience, ...)
+
+Every key has a type and, where it has one, a range; relations between keys are checked too
+(`item_stats.recent_days <= history.lookback_days`, `split.valid_start < split.test_start`, ...).
+Types are strict: an integer setting refuses `abc`, `2.5` and `true`; a number setting takes an
+integer (and keeps it as given). Every violation is reported, one `<dotted.key>: <what is wrong>, got
+<value>` per line, as one ConfigError, before any work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, timezone
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from pipelines.config import ConfigError
+
+__all__ = ["BuildConfig", "TrainConfig", "config_problems", "validate_build_config", "validate_train_config"]
+
+
+# ---------------------------------------------------------------- value types
+
+
+def _keep_int(value, handler):
+    """A number setting: an int stays an int (30 is written back as 30, not 30.0)."""
+    out = handler(value)
+    return value if type(value) is int else out
+
+
+Number = Annotated[float, WrapValidator(_keep_int)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveNumber = Annotated[Number, Field(gt=0)]
+Name = Annotated[str, Field(min_length=1)]
+SEED_MAX = 2**32 - 1  # numpy's and keras.utils.set_random_seed's range
+
+# What Spark's to_timestamp (validation.ts_min / ts_max) and features.split.to_epoch_seconds both read.
+_ISO_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?)?(?:Z|[+-]\d{2}:\d{2})?")
+
+
+def _iso_text(value) -> str:
+    """A date written unquoted in YAML is a datetime.date: its ISO string, as the code reads it."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str):
+        text = value.strip()
+        if _ISO_MOMENT.fullmatch(text):
+            try:
+                _epoch_seconds(text)
+                return text
+            except ValueError:
+                pass
+        raise PydanticCustomError(
+            "moment", "must be a date or time such as 2026-01-22 or 2026-01-22T06:00:00 (UTC unless a zone is given)"
+        )
+    raise PydanticCustomError("moment", "must be a date such as 2026-01-22 (a string or an unquoted YAML date)")
+
+
+def _split_moment(value):
+    """split.valid_start / test_start: a date or time (as _iso_text), or epoch seconds (an int or digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return value
+    try:
+        return _iso_text(value)
+    except PydanticCustomError:
+        raise PydanticCustomError(
+            "moment", "must be a date or time such as 2026-01-22 or 2026-01-22T06:00:00, or epoch seconds"
+        ) from None
+
+
+def _epoch_seconds(value) -> int:
+    """The instant a validated moment names (as features/split.py's to_epoch_seconds reads it; UTC if naive)."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+Moment = Annotated[str, BeforeValidator(_iso_text)]
+SplitMoment = Annotated[Any, BeforeValidator(_split_moment)]
+
+
+def _distinct(names: list[str]) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise PydanticCustomError(
+            "repeated", "names must be distinct, {repeated} repeated", {"repeated": repr(repeated)}
+        )
+    return names
+
+
+Names = Annotated[list[Name], AfterValidator(_distinct)]
+
+
+def _vector_columns(value):
+    """items.vector_columns: a list of names (lengths from the data) or {name: positive length or null}."""
+    if value is None:
+        return value
+    if not isinstance(value, (list, dict)):
+        raise PydanticCustomError("vector_columns", "must be a list of names or a mapping name: length")
+    for name in value:
+        if not isinstance(name, str) or not name:
+            raise PydanticCustomError("vector_columns", "{name} is not a column name", {"name": repr(name)})
+    columns = dict.fromkeys(_distinct(value)) if isinstance(value, list) else value
+    for name, length in columns.items():
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise PydanticCustomError(
+                "vector_columns",
+                "the length of {name} must be a positive integer or null",
+                {"name": repr(name), "length": repr(length)},
+            )
+    return value
+
+
+VectorColumns = Annotated[Any, BeforeValidator(_vector_columns)]
+
+
+def _relation(key: str, message: str, **context) -> PydanticCustomError:
+    """An error about `key` (relative to the model raising it) that involves other keys too."""
+    return PydanticCustomError("config_relation", message, {"key": key, **context})
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------- build_samples (conf/build_samples.yaml)
+
+
+class InputSection(Section):
+    format: Literal["parquet", "csv"]
+
+
+class SparkSection(Section):
+    app_name: Name
+    shuffle_partitions: PositiveInt
+    output_partitions: Optional[PositiveInt]  # null: as many shards as shuffle partitions
+
+
+class ValidationSection(Section):
+    max_reject_fraction: Annotated[Number, Field(ge=0, le=1)]
+    ts_min: Moment
+    ts_max: Moment
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if _epoch_seconds(self.ts_min) >= _epoch_seconds(self.ts_max):
+            raise _relation(
+                "ts_min",
+                "must be before validation.ts_max ({ts_max}), got {ts_min}",
+                ts_min=repr(self.ts_min),
+                ts_max=repr(self.ts_max),
+            )
+        return self
+
+
+class LabelsSection(Section):
+    attribution_window_minutes: PositiveNumber
+
+    @field_validator("attribution_window_minutes")
+    @classmethod
+    def _at_least_a_second(cls, value):
+        if round(value * 60) < 1:  # the window is used in whole seconds
+            raise PydanticCustomError("window", "must be at least one second (1/60 minute)")
+        return value
+
+
+class HistorySection(Section):
+    lookback_days: PositiveNumber
+    max_len: PositiveInt
+    top_genres: PositiveInt
+    genre_history_len: PositiveInt
+
+
+class ItemStatsSection(Section):
+    recent_days: PositiveNumber
+    smoothing: PositiveNumber  # 0 would divide 0 clicks by 0 impressions
+
+
+class ItemsSection(Section):
+    max_genres: PositiveInt
+    numeric_columns: Optional[Names]
+    vector_columns: VectorColumns
+
+    @model_validator(mode="after")
+    def _vectors_are_not_numeric(self):
+        vectors = self.vector_columns or []
+        taken = sorted(set(vectors) & set(self.numeric_columns or []))
+        if taken:
+            raise _relation("vector_columns", "{taken} must not be among items.numeric_columns too", taken=repr(taken))
+        return self
+
+
+Fraction = Annotated[Number, Field(gt=0, lt=1)]
+
+
+class SplitSection(Section):
+    valid_fraction: Fraction
+    test_fraction: Fraction
+    valid_start: Optional[SplitMoment]
+    test_start: Optional[SplitMoment]
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise _relation(
+                "valid_fraction",
+                "split.valid_fraction + split.test_fraction must be < 1, got {valid} + {test}",
+                valid=self.valid_fraction,
+                test=self.test_fraction,
+            )
+        given = [k for k in ("valid_start", "test_start") if getattr(self, k) is not None]
+        if len(given) == 1:  # features/split.py cuts by both dates or by the fractions
+            (other,) = {"valid_start", "test_start"} - set(given)
+            raise _relation(
+                other, "must be given with split.{given} (fixed dates come in pairs), got None", given=given[0]
+            )
+        if given and _epoch_seconds(self.valid_start) >= _epoch_seconds(self.test_start):
+            raise _relation(
+                "valid_start",
+                "must be before split.test_start ({test}), got {valid}",
+                valid=repr(self.valid_start),
+                test=repr(self.test_start),
+            )
+        return self
+
+
+class VocabSection(Section):
+    min_count: PositiveInt
+
+
+class NormalizeSection(Section):
+    log1p: Optional[Names]  # null: every count feature
+
+
+class BucketizeSection(Section):
+    num_buckets: Annotated[int, Field(ge=2)]
+    features: Optional[Names]
+
+
+class TfrecordSection(Section):
+    compression: Literal["none", "gzip", "gzip_fast"]  # pipelines/tfrecord.py COMPRESSIONS
+    rows_per_record: PositiveInt
+    shuffle_seed: int
+
+
+class BuildConfig(Section):
+    input: InputSection
+    spark: SparkSection
+    validation: ValidationSection
+    labels: LabelsSection
+    history: HistorySection
+    item_stats: ItemStatsSection
+    items: ItemsSection
+    split: SplitSection
+    vocab: VocabSection
+    normalize: NormalizeSection
+    bucketize: BucketizeSection
+    tfrecord: TfrecordSection
+    passthrough: Optional[Names]
+
+    @model_validator(mode="after")
+    def _across_sections(self):
+        for relation in CROSS_SECTION[type(self)]:
+            problem = relation(self)
+            if problem:
+                raise _relation(*problem)
+        return self
+
+
+def _recent_within_lookback(config: BuildConfig) -> tuple[str, str] | None:
+    if config.item_stats.recent_days > config.history.lookback_days:
+        return (
+            "item_stats.recent_days",
+            f"must be <= history.lookback_days ({config.history.lookback_days}), got {config.item_stats.recent_days}",
+        )
+    return None
+
+
+# Relations between sections: checked once every section is valid, or, when another section is not, on
+# the sections they read (so that they are reported with the other problems, not after they are fixed).
+CROSS_SECTION = {BuildConfig: [_recent_within_lookback]}
+
+
+# ---------------------------------------------------------------- train (conf/train.yaml)
+
+
+class TrainInputSection(Section):
+    cycle_length: Optional[PositiveInt]  # null: min(#files, 8)
+    deterministic: bool
+
+
+class EarlyStoppingSection(Section):
+    monitor: Literal["val_auc", "val_loss", "auc", "loss"]  # what Keras logs (compile_model: loss, auc)
+    mode: Literal["max", "min"]
+    patience: NonNegativeInt
+    min_delta: Annotated[Number, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _direction(self):
+        wanted = "max" if self.monitor.endswith("auc") else "min"
+        if self.mode != wanted:
+            raise _relation(
+                "mode",
+                "must be {wanted} for early_stopping.monitor {monitor}, got {mode}",
+                wanted=repr(wanted),
+                monitor=repr(self.monitor),
+                mode=repr(self.mode),
+            )
+        return self
+
+
+class CheckpointsSection(Section):
+    keep: PositiveInt
+
+
+class OutputsSection(Section):
+    predictions: bool
+    embeddings: bool
+    embeddings_chunk_rows: PositiveInt
+
+
+class DebugSection(Section):
+    crash_after_epoch: Optional[PositiveInt]
+
+
+def _model_name(value):
+    from models import MODEL_NAMES  # imported here: loads TensorFlow, which the build job never needs
+
+    if value not in MODEL_NAMES:
+        raise PydanticCustomError("model", "must be one of {names}", {"names": ", ".join(MODEL_NAMES)})
+    return value
+
+
+def _params(value):
+    if value is None:  # `params:` left empty in a YAML file
+        return {}
+    if not isinstance(value, dict):
+        raise PydanticCustomError("params", "must be a mapping of model parameters (models/params.py)")
+    return value
+
+
+class TrainConfig(Section):
+    model: Annotated[str, WrapValidator(lambda v, h: _model_name(h(v)))]
+    run_id: Optional[Name]  # null: the name of the output directory
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    eval_batch_size: PositiveInt
+    shuffle_buffer: NonNegativeInt
+    max_steps_per_epoch: Optional[PositiveInt]
+    max_validation_steps: Optional[PositiveInt]
+    seed: Annotated[int, Field(ge=0, le=SEED_MAX)]
+    verbose: Annotated[int, Field(ge=0, le=2)]  # Keras fit: 0 silent, 1 progress bar, 2 one line per epoch
+    resume: bool
+    input: TrainInputSection
+    early_stopping: EarlyStoppingSection
+    checkpoints: CheckpointsSection
+    outputs: OutputsSection
+    params: Annotated[dict[str, Any], BeforeValidator(_params)]  # keys and values: models.resolve_params
+    debug: DebugSection
+
+
+# ---------------------------------------------------------------- errors
+
+
+_TYPE_MESSAGES = {
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "string_too_short": "must not be empty",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping of config keys",
+    "model_attributes_type": "must be a mapping of config keys",
+}
+# pydantic error type -> (comparison, the ctx key of its bound)
+_BOUNDS = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+_NO_VALUE = ("missing", "extra_forbidden", "config_relation")
+
+
+def _what(error: dict) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _BOUNDS:
+        comparison, bound = _BOUNDS[kind]
+        return f"must be {comparison} {ctx.get(bound)}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if kind == "missing":
+        return "missing (every key of the job's conf/*.yaml must be given)"
+    if kind == "extra_forbidden":
+        return "unknown config key"
+    if kind in _TYPE_MESSAGES:
+        return _TYPE_MESSAGES[kind]
+    return error["msg"].removeprefix("Value error, ")
+
+
+def config_problems(exc: ValidationError) -> list[str]:
+    """One `dotted.key: what is wrong, got value` line per violation."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        ctx = error.get("ctx") or {}
+        if error["type"] == "config_relation":
+            key = str(ctx["key"])
+            # A key naming its section already (item_stats.recent_days: a relation across sections) is absolute.
+            loc = (loc if "." not in key else []) + [key]
+        key = ".".join(loc) or "config"
+        what = _what(error)
+        if error["type"] not in _NO_VALUE:
+            what += f", got {error['input']!r}"
+        lines.append(f"{key}: {what}")
+    return lines
+
+
+def _cross_section_problems(model: type[Section], config: dict) -> list[str]:
+    """The relations between sections that hold valid values, when another part of `config` does not."""
+    sections = {}
+    for name, field in model.model_fields.items():
+        try:
+            sections[name] = field.annotation.model_validate(config.get(name))
+        except (AttributeError, ValidationError):  # not a section, or an invalid one
+            pass
+    problems = []
+    for relation in CROSS_SECTION.get(model, []):
+        try:
+            problem = relation(model.model_construct(**sections))
+        except AttributeError:  # it reads a section that is not valid
+            continue
+        if problem:
+            problems.append(": ".join(problem))
+    return problems
+
+
+def _validate(model: type[Section], config) -> Section:
+    if isinstance(config, model):
+        return config
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"config: must be a mapping of config keys, got {type(config).__name__}")
+    try:
+        return model.model_validate(dict(config))
+    except ValidationError as exc:
+        problems = config_problems(exc)
+        problems += [p for p in _cross_section_problems(model, dict(config)) if p not in problems]
+        raise ConfigError("\n".join(problems)) from None
+
+
+def validate_build_config(config: Mapping) -> dict:
+    """The build_samples config, validated and normalized (dates as ISO strings): a plain dict with the
+    keys of conf/build_samples.yaml. ConfigError (every violation, one per line) when anything is wrong."""
+    return _validate(BuildConfig, config).model_dump()
+
+
+def validate_train_config(config: TrainConfig | Mapping) -> TrainConfig:
+    """The train config as a TrainConfig (a TrainConfig is returned as it is); ConfigError as above."""
+    return _validate(TrainConfig, config)
