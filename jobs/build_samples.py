@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         print_config_error(exc)
         return 2
     from pipelines.build_samples import INPUT_ERRORS, SAMPLES_MARKERS, build_samples
-    from pipelines.publish import OutputRefused, check_output
+    from pipelines.publish import OutputRefused, check_output, write_failure
     from pipelines.spark import get_spark
 
     try:
@@ -62,6 +62,12 @@ def main(argv=None) -> int:
     except (OutputRefused, *INPUT_ERRORS) as exc:  # e.g. SAMPLES overlaps RAW; an empty split
         logging.getLogger("jobs.build_samples").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a full disk while writing: the staging is already removed
+        unwritable = write_failure(exc, args.output)
+        if unwritable is None:
+            raise
+        print(f"error: {unwritable}", file=sys.stderr)
         return 2
     samples = report["samples"]
     print(

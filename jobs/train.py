@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         print_config_error(exc)
         return 2
 
-    from pipelines.publish import OutputRefused
+    from pipelines.publish import OutputRefused, write_failure
     from pipelines.tf_input import CorruptShardError
     from pipelines.train import RunMismatch, SimulatedCrash, train
     from spec import SpecError
@@ -95,6 +95,12 @@ def main(argv=None) -> int:
     except SimulatedCrash as exc:  # debug.crash_after_epoch
         logging.getLogger("jobs.train").error("%s", exc)
         return 4
+    except Exception as exc:  # a full disk while writing RUN
+        unwritable = write_failure(exc, args.output)
+        if unwritable is None:
+            raise
+        print(f"error: {unwritable}", file=sys.stderr)
+        return 2
     print(
         json.dumps(
             {

@@ -24,6 +24,7 @@ from features import history, labels, split, validate, vocab
 from features import items as item_features
 from pipelines import fitting, publish
 from pipelines.config import ConfigError
+from pipelines.config_schema import validate_build_config
 from pipelines.publish import StagedOutput
 from pipelines.raw_input import InputError, read_raw, type_csv_columns
 from pipelines.spark import spark_settings
@@ -152,23 +153,10 @@ class _Validated:
 
 
 def _vector_columns(config: dict) -> dict[str, int | None]:
-    """`items.vector_columns`: a list of names (lengths inferred from the data) or {name: length or null}."""
+    """`items.vector_columns` (validated by the config schema): a list of names, whose lengths are
+    inferred from the data, or {name: length or null}."""
     value = config["items"].get("vector_columns") or []
-    if isinstance(value, dict):
-        columns = dict(value)
-    elif isinstance(value, list):
-        columns = dict.fromkeys(value)
-    else:
-        raise ConfigError(f"items.vector_columns must be a list of names or a mapping name: length, got {value!r}")
-    numeric = set(config["items"].get("numeric_columns") or [])
-    for name, length in columns.items():
-        if not isinstance(name, str) or not name or name in numeric:
-            raise ConfigError(f"items.vector_columns: {name!r} must be a column name not among items.numeric_columns")
-        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
-            raise ConfigError(
-                f"items.vector_columns: the length of '{name}' must be a positive integer, got {length!r}"
-            )
-    return columns
+    return dict(value) if isinstance(value, dict) else dict.fromkeys(value)
 
 
 def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging: str) -> _Validated:
@@ -338,9 +326,12 @@ def _write_metadata(staging: str, spec: dict, report: dict) -> None:
 
 
 def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) -> dict:
-    """Run the whole job; return the report. Output appears atomically at `output`."""
+    """Run the whole job; return the report. Output appears atomically at `output`.
+
+    `config` is validated first (pipelines/config_schema.py): a bad value is a ConfigError before any work."""
     timings, started = Timings(), time.perf_counter()
-    compression = compression_options(config["tfrecord"]["compression"])  # a bad name fails before any work
+    config = validate_build_config(config)
+    compression = compression_options(config["tfrecord"]["compression"])
     window = _attribution_window(config)
     persist = _Persisted()
     # Refuses an output that overlaps RAW or holds something else than earlier samples.

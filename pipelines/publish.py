@@ -215,6 +215,12 @@ def write_text(path, text: str) -> None:
     _fs(path).write_text(path, text)
 
 
+def remove(path) -> None:
+    """Delete a file or a folder tree on any file system."""
+    path = normalize(path)
+    _fs(path).remove(path)
+
+
 def makedirs(path) -> None:
     """Create a folder and its parents on any file system."""
     path = normalize(path)
@@ -277,6 +283,28 @@ def check_output(output, inputs: Iterable = (), markers: Markers = ()) -> str:
                 f"an earlier output of this job; choose another output, or empty it first"
             )
     return final
+
+
+# Write failures that the user fixes outside the job (space, quota, a read-only mount).
+_WRITE_ERRNOS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EROFS: "Read-only file system",
+}
+
+
+def write_failure(exc: BaseException, output) -> OutputUnwritable | None:
+    """`exc` as OutputUnwritable(output) when it says the disk is full, over quota or read-only, else None.
+
+    Python raises OSError with an errno; Spark's writers (the JVM, or the Python workers writing shards)
+    raise an error whose text carries the system's message."""
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        return OutputUnwritable(normalize(output), _WRITE_ERRNOS[exc.errno])
+    text = str(exc)
+    for message in _WRITE_ERRNOS.values():
+        if message in text:
+            return OutputUnwritable(normalize(output), message)
+    return None
 
 
 def _check_writable(final: str) -> None:

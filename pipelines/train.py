@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -90,6 +91,25 @@ class Timings:
         self.seconds[name] = time.perf_counter() - self.start
 
 
+@contextmanager
+def _undone_on_write_failure(run_dir: str):
+    """A new RUN (absent or empty before) whose writing fails for lack of space, quota or a writable
+    disk is emptied again: everything in it is this run's. A resumed RUN keeps what it had."""
+    existed = os.path.isdir(run_dir)
+    if existed and os.listdir(run_dir):
+        yield
+        return
+    try:
+        yield
+    except Exception as exc:
+        if publish.write_failure(exc, run_dir) is not None:
+            for name in os.listdir(run_dir) if existed else []:  # the user's empty folder stays
+                publish.remove(os.path.join(run_dir, name))
+            if not existed:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict:
     """Train config.model for config.epochs on samples_dir; write RUN/ outputs; return run.json's content.
 
@@ -107,50 +127,51 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
     started = time.time()
     publish.check_output(run_dir, inputs=[samples_dir], markers=RUN_MARKERS)
     spec = open_samples(samples_dir, run_dir)  # refuses samples this RUN was not trained on
-    mark_run(run_dir, run_id)
-    publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
-    checkpoints = Checkpoints(
-        os.path.join(run_dir, "checkpoints"), config.checkpoints.keep, model_name, params, spec_hash(spec)
-    )
-    state = checkpoints.previous(resume=config.resume)
-
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(model_name, spec, params)
-    compile_model(model)
-    build_optimizers(model)
-    progress = checkpoints.restore(model, state)
-    resumed_from = progress.epoch
-    if state is not None:
-        log.info(
-            "resuming %s from the checkpoint of epoch %d (best %s %.4f at epoch %s)",
-            run_dir,
-            resumed_from,
-            monitor,
-            progress.early.best if progress.early.best is not None else float("nan"),
-            progress.early.best_epoch,
+    with _undone_on_write_failure(run_dir):
+        mark_run(run_dir, run_id)
+        publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
+        checkpoints = Checkpoints(
+            os.path.join(run_dir, "checkpoints"), config.checkpoints.keep, model_name, params, spec_hash(spec)
         )
-    clock.since_start("setup")
-    with clock.step("train"):
-        new_epochs = fit(model, samples_dir, spec, config, progress, checkpoints, run_dir)
-    best_epoch = checkpoints.restore_best(model, progress, monitor)
+        state = checkpoints.previous(resume=config.resume)
 
-    summary = write_run_outputs(
-        model,
-        spec,
-        samples_dir,
-        run_dir,
-        config,
-        params,
-        progress,
-        started,
-        clock,
-        run_id=run_id,
-        new_epochs=new_epochs,
-        resumed_from=resumed_from,
-        best_epoch=best_epoch,
-    )
-    log.info("test %s", " ".join(f"{k} {v:.4f}" for k, v in summary["metrics"]["test"].items()))
-    return jsonable(summary)
+        keras.utils.set_random_seed(config.seed)
+        model = build_model(model_name, spec, params)
+        compile_model(model)
+        build_optimizers(model)
+        progress = checkpoints.restore(model, state)
+        resumed_from = progress.epoch
+        if state is not None:
+            log.info(
+                "resuming %s from the checkpoint of epoch %d (best %s %.4f at epoch %s)",
+                run_dir,
+                resumed_from,
+                monitor,
+                progress.early.best if progress.early.best is not None else float("nan"),
+                progress.early.best_epoch,
+            )
+        clock.since_start("setup")
+        with clock.step("train"):
+            new_epochs = fit(model, samples_dir, spec, config, progress, checkpoints, run_dir)
+        best_epoch = checkpoints.restore_best(model, progress, monitor)
+
+        summary = write_run_outputs(
+            model,
+            spec,
+            samples_dir,
+            run_dir,
+            config,
+            params,
+            progress,
+            started,
+            clock,
+            run_id=run_id,
+            new_epochs=new_epochs,
+            resumed_from=resumed_from,
+            best_epoch=best_epoch,
+        )
+        log.info("test %s", " ".join(f"{k} {v:.4f}" for k, v in summary["metrics"]["test"].items()))
+        return jsonable(summary)
 
 
 def fit(

@@ -301,18 +301,33 @@ def test_an_output_under_a_file_is_our_error_and_nothing_is_written(tmp_path, ca
     assert blocker.read_text() == "not a folder"
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A real read-only file system (tmpfs mounted ro): root ignores permission bits, not that."""
+def _tmpfs(path, options: str):
+    """A real file system mounted at `path` (root ignores permission bits, not a read-only or full disk)."""
     import subprocess
 
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    return path
+
+
+def _umount(path):
+    import subprocess
+
+    subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    yield _tmpfs(tmp_path / "ro", "ro,size=1m")
+    _umount(tmp_path / "ro")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    yield _tmpfs(tmp_path / "small", "size=64k")
+    _umount(tmp_path / "small")
 
 
 def test_a_read_only_output_parent_is_our_error(read_only_dir, tmp_path, capsys):
@@ -326,3 +341,30 @@ def test_a_read_only_output_parent_is_our_error(read_only_dir, tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"error: cannot write {run}: {read_only_dir} is not writable (read-only file system)" in err
     assert list(read_only_dir.iterdir()) == []
+
+
+def test_a_full_disk_while_training_is_our_error_and_the_new_run_is_removed(small_disk, tmp_path, capsys):
+    from jobs.train import main as train_main
+    from tests.tf_samples import write_samples
+
+    samples = tmp_path / "samples"
+    write_samples(samples, sizes={"train": 64, "valid": 32, "test": 32})
+    run = small_disk / "run"
+    assert train_main(["--samples", str(samples), "--output", str(run), "--epochs", "1", "--set", "verbose=0"]) == 2
+    assert f"error: cannot write {run}: No space left on device" in capsys.readouterr().err
+    assert list(small_disk.iterdir()) == []
+
+
+def test_a_full_disk_while_building_leaves_no_staging(spark, small_disk, tmp_path):
+    from pipelines.build_samples import build_samples
+    from pipelines.config import load_config
+    from pipelines.publish import write_failure
+    from tests.test_real_logs import _small_world, _write_raw
+
+    raw = _write_raw(tmp_path / "raw", *_small_world(per_day=300))
+    samples = small_disk / "samples"
+    config = load_config("build_samples", None, ["split.valid_start=2026-01-05", "split.test_start=2026-01-06"])
+    with pytest.raises(Exception) as failed:
+        build_samples(spark, raw, str(samples), config)
+    assert str(write_failure(failed.value, samples)) == f"cannot write {samples}: No space left on device"
+    assert list(small_disk.iterdir()) == []
