@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from pipelines.config import load_job_config
-    from pipelines.spark import get_spark
+    from pipelines.samples.spark import get_spark
 
     config = load_job_config("build_samples", None, args.overrides)  # validated before Spark starts
     spark = get_spark(f"bench-{args.job}", {"spark.sql.shuffle.partitions": str(config["spark"]["shuffle_partitions"])})
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         if args.job == "bare":
             bare_job(spark, args.raw, output)
         else:
-            from pipelines.build_samples import build_samples
+            from pipelines.samples.build_samples import build_samples
 
             report = build_samples(spark, args.raw, output, config)
             result["samples"] = sum(v["rows"] for v in report["samples"].values())

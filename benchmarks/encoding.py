@@ -8,7 +8,7 @@ written once as Parquet. Each contender then reads that Parquet and writes it ou
 again in one Spark job, with the same partitions:
 
 - `parquet`: Spark's own Parquet write with its default codec, snappy (the baseline);
-- `ours_<compression>`: `pipelines.tfrecord.write_tfrecords` (vectorized Arrow-batch encoder,
+- `ours_<compression>`: `pipelines.samples.tfrecord.write_tfrecords` (vectorized Arrow-batch encoder,
   bulk framed writes), once per compression option (`none`, `gzip`, `gzip_fast`);
 - `naive_<compression>`: the same `mapInArrow` harness, but one `tf.train.Example` built value
   by value per row and written by `tf.io.TFRecordWriter`, the way most peers write TFRecord,
@@ -214,8 +214,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args(argv)
 
-    from pipelines.spark import get_spark
-    from pipelines.tfrecord import COMPRESSIONS, DEFAULT_COMPRESSION, write_tfrecords
+    from pipelines.samples.spark import get_spark
+    from pipelines.samples.tfrecord import COMPRESSIONS, DEFAULT_COMPRESSION, write_tfrecords
 
     spark = get_spark("bench-encoding", {"spark.sql.shuffle.partitions": str(args.partitions)})
     shutil.rmtree(args.workdir, ignore_errors=True)

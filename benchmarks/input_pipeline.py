@@ -3,7 +3,7 @@
     python -m benchmarks.input_pipeline --samples SAMPLES [--batch-size 1024] [--steps 200]
         [--rows-per-record 1,256 --workdir DIR]
 
-- `read+parse`: examples per second of `pipelines.tf_input.make_dataset` for the train split
+- `read+parse`: examples per second of `pipelines.training.dataset.make_dataset` for the train split
   (file shuffle, parallel interleave of the gzip shards, record shuffle, batch, then
   `tf.io.parse_example` on the whole batch, prefetch), iterated with no model. It reads
   whatever record layout the spec names (`rows_per_record`).
@@ -33,7 +33,7 @@ PARAMS = {"embedding_dim": 16, "hidden_units": [256, 128, 64]}
 
 
 def read_parse_rate(samples: str, spec: dict, batch_size: int, steps: int) -> float:
-    from pipelines.tf_input import make_dataset
+    from pipelines.training.dataset import make_dataset
 
     ds = make_dataset(samples, spec, "train", batch_size, training=True, shuffle_buffer=100_000, seed=1, repeat=True)
     it = iter(ds)
@@ -52,7 +52,7 @@ def _shard_table(path: str, spec: dict, parse):
     import pyarrow as pa
     import tensorflow as tf
 
-    from spec import compression_type
+    from feature_spec import compression_type
 
     compression = compression_type(spec)
     parts = [parse(batch) for batch in tf.data.TFRecordDataset(path, compression_type=compression).batch(8192)]
@@ -75,9 +75,9 @@ def relayout(samples: str, spec: dict, output: str, rows_per_record: int, compre
     import json
     import shutil
 
-    from pipelines.tf_input import record_parser, split_files
-    from pipelines.tfrecord import compression_options, write_partition_shards
-    from spec import SPEC_FILE, compute_spec_hash
+    from feature_spec import SPEC_FILE, compute_spec_hash
+    from pipelines.samples.tfrecord import compression_options, write_partition_shards
+    from pipelines.training.dataset import record_parser, split_files
 
     options = compression_options(compression)
     features = [(entry["name"], entry["dtype"]) for entry in spec["features"]]
@@ -114,7 +114,7 @@ def step_rate(name: str, samples: str, spec: dict, batch_size: int, steps: int) 
     import keras
 
     from models import build_model, compile_model
-    from pipelines.tf_input import make_dataset
+    from pipelines.training.dataset import make_dataset
 
     keras.utils.set_random_seed(1)
     model = build_model(name, spec, PARAMS)
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="/tmp/ctr-bench/input_layouts", help="for the rewritten layouts")
     args = parser.parse_args(argv)
 
-    from spec import load_spec
+    from feature_spec import load_spec
 
     spec = load_spec(args.samples)
     result = {

@@ -7,7 +7,7 @@
 prints one `RESULT {json}` line on stdout (benchmarks.measure.emit): model, deepctr_version, examples (train rows), epochs,
 load_seconds (TFRecord -> NumPy, train and test), train_seconds (`model.fit` alone),
 examples_per_second (examples * epochs / train_seconds) and test_auc
-(`pipelines.metrics.auc` on the test split), for a side-by-side look at our own models.
+(`pipelines.training.metrics.auc` on the test split), for a side-by-side look at our own models.
 
 It reads the same SAMPLES directory as `jobs.train`: the spec's model inputs become
 DeepCTR feature columns (categorical -> SparseFeat, sequence / multi_categorical ->
@@ -49,9 +49,9 @@ from deepctr.feature_column import DenseFeat, SparseFeat, VarLenSparseFeat  # no
 from deepctr.models import DCN, WDL, DeepFM  # noqa: E402
 
 from benchmarks.measure import emit  # noqa: E402
-from pipelines.metrics import auc  # noqa: E402
-from pipelines.tf_input import make_dataset  # noqa: E402
-from spec import load_spec, model_inputs, numeric_width  # noqa: E402
+from feature_spec import load_spec, model_inputs, numeric_width  # noqa: E402
+from pipelines.training.dataset import make_dataset  # noqa: E402
+from pipelines.training.metrics import auc  # noqa: E402
 
 LOAD_BATCH = 8192
 

@@ -361,7 +361,7 @@ def main(argv=None) -> int:
         with open(args.results) as fh:
             results = json.load(fh)
         return write_report(results, results["command"], args)
-    os.environ["CTR_DRIVER_MEMORY"] = args.driver_memory  # read by pipelines.spark.get_spark
+    os.environ["CTR_DRIVER_MEMORY"] = args.driver_memory  # read by pipelines.samples.spark.get_spark
     only = set(args.only.split(","))
     unknown = only - set(SECTIONS)
     if unknown:

@@ -3,7 +3,7 @@
 A declaration holds what is known before fitting: the name, the kind, the vocabulary the indices
 come from, the length of a list or of a dense vector, and whether a numeric feature is a count
 (normalized after log1p).
-Once the train split is fitted, `pipelines.fitting.Fitted.spec_features` turns the declarations into
+Once the train split is fitted, `pipelines.samples.fitting.Fitted.spec_features` turns the declarations into
 the spec's entries (vocabulary sizes, normalization, bucket boundaries), so a feature is named in one
 place: the step that makes it.
 """

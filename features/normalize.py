@@ -9,7 +9,7 @@ becomes 0, the train mean. Bucket index: 0 for null, else
 A dense vector feature (array<float> of a fixed length d) is normalized per dimension: its
 statistics are lists of d means and d standard deviations, fitted on the train rows that have a
 vector (never log1p), and a null vector becomes d zeros. A vector derived from another one (the
-user's mean of clicked item vectors) may take that one's statistics instead (pipelines/fitting.py).
+user's mean of clicked item vectors) may take that one's statistics instead (pipelines/samples/fitting.py).
 
 Both fits are independent of how Spark partitions the train split (exact decimal sums,
 exact quantiles of a histogram), so a build's spec hash is too.

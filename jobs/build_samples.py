@@ -48,9 +48,9 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print_config_error(exc)
         return 2
-    from pipelines.build_samples import INPUT_ERRORS, SAMPLES_MARKERS, build_samples
     from pipelines.publish import OutputRefused, check_output, write_failure
-    from pipelines.spark import get_spark
+    from pipelines.samples.build_samples import INPUT_ERRORS, SAMPLES_MARKERS, build_samples
+    from pipelines.samples.spark import get_spark
 
     try:
         check_output(args.output, [args.input], SAMPLES_MARKERS)  # refuse before Spark starts; checked again

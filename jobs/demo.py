@@ -62,7 +62,7 @@ def oracle_auc(run_dir: str) -> float | None:
     """AUC of the true click probability on the run's test predictions (None without p_click)."""
     import pandas as pd
 
-    from pipelines.metrics import auc
+    from pipelines.training.metrics import auc
 
     path = os.path.join(run_dir, "predictions", "test.parquet")
     if not os.path.exists(path):

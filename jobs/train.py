@@ -55,7 +55,7 @@ def load_train_config(args: argparse.Namespace):
     flags = [f"model={args.model}"] if args.model else []
     flags += [f"epochs={args.epochs}"] if args.epochs is not None else []
     config = load_job_config("train", args.conf, [*args.overrides, *flags])
-    from pipelines.train import model_params
+    from pipelines.training.train import model_params
 
     try:
         resolve_params(model_params(config))
@@ -75,10 +75,10 @@ def main(argv=None) -> int:
         print_config_error(exc)
         return 2
 
+    from feature_spec import SpecError
     from pipelines.publish import OutputRefused, write_failure
-    from pipelines.tf_input import CorruptShardError
-    from pipelines.train import RunMismatch, SimulatedCrash, train
-    from spec import SpecError
+    from pipelines.training.dataset import CorruptShardError
+    from pipelines.training.train import RunMismatch, SimulatedCrash, train
 
     try:
         summary = train(args.samples, args.output, config)

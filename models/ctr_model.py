@@ -6,8 +6,8 @@ import json
 
 import keras
 
+from feature_spec import checked_model_inputs
 from models.params import learning_rate, recorded_params, resolve_params
-from spec import checked_model_inputs
 
 
 @keras.saving.register_keras_serializable(package="ctr")

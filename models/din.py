@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import keras
 
+from feature_spec import checked_model_inputs, embedding_table
 from models.heads import logit_head, probability
 from models.inputs import InputBundle, build_inputs
 from models.layers.mlp import MLP
 from models.layers.position_embedding import PositionEmbedding
 from models.layers.target_attention import TargetAttention
-from spec import checked_model_inputs, embedding_table
 
 # Offsets of the sequence layers' seeds from params.seed (the MLP and tables use seed + small k).
 SEQUENCE_SEED_OFFSET = 1000

@@ -17,10 +17,10 @@ from typing import Any
 
 import keras
 
+from feature_spec import checked_model_inputs, embedded_fields, numeric_fields
 from models.layers.feature_embedding import FeatureEmbedding
 from models.layers.field_slice import FieldSlice
 from models.layers.numeric_features import NumericFeatures
-from spec import checked_model_inputs, embedded_fields, numeric_fields
 
 
 def spec_inputs(spec: dict) -> dict[str, keras.KerasTensor]:

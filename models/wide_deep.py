@@ -17,13 +17,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from feature_spec import checked_model_inputs
 from models.ctr_model import CTRModel
 from models.heads import logit_head, probability
 from models.inputs import build_inputs
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
 from models.params import learning_rate
-from spec import checked_model_inputs
 
 try:  # keras 3 internals used by the stock TF train_step
     from keras.src.losses.loss import unscale_loss_for_distribution

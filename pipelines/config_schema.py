@@ -265,7 +265,7 @@ class BucketizeSection(Section):
 
 
 class TfrecordSection(Section):
-    compression: Literal["none", "gzip", "gzip_fast"]  # pipelines/tfrecord.py COMPRESSIONS
+    compression: Literal["none", "gzip", "gzip_fast"]  # pipelines/samples/tfrecord.py COMPRESSIONS
     rows_per_record: PositiveInt
     shuffle_seed: int
 

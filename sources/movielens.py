@@ -33,7 +33,7 @@ import posixpath
 import time
 
 from pipelines.publish import StagedOutput, write_text
-from pipelines.spark import literal_path
+from pipelines.samples.spark import literal_path
 
 log = logging.getLogger("import_movielens")
 

@@ -14,7 +14,7 @@ MOVIELENS_DIR = ROOT.parent / "shared" / "data" / "movielens-small"
 @pytest.fixture(scope="session")
 def spark():
     """One real local SparkSession for the whole test session."""
-    from pipelines.spark import get_spark
+    from pipelines.samples.spark import get_spark
 
     session = get_spark(
         "ctr-tests",

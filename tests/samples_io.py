@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipelines.tf_input import record_parser
-from spec import load_spec
+from feature_spec import load_spec
+from pipelines.training.dataset import record_parser
 
 
 def read_split(samples_dir: str, split: str) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 `oracle_vs_popularity(raw_dir)` is the generator's difficulty check: the AUC that the true
 `p_click` reaches (the ceiling for any model) against a popularity baseline, on the last 30 %
-of the time range. Not to be confused with the `calibration` metric of `pipelines.metrics`
+of the time range. Not to be confused with the `calibration` metric of `pipelines.training.metrics`
 (mean score / mean label).
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines.metrics import auc
+from pipelines.training.metrics import auc
 
 
 def realized_labels(impressions: pd.DataFrame, clicks: pd.DataFrame, max_delay_s: int = 120 * 60) -> np.ndarray:

@@ -153,8 +153,8 @@ def test_csv_from_pandas_builds_the_same_samples_as_parquet(spark, tmp_path):
 
     import pandas as pd
 
-    from pipelines.build_samples import build_samples
     from pipelines.config import load_config
+    from pipelines.samples.build_samples import build_samples
 
     parquet_raw = _generate(tmp_path / "raw-parquet")
     csv_raw = tmp_path / "raw-csv"
@@ -183,17 +183,19 @@ def test_csv_from_pandas_builds_the_same_samples_as_parquet(spark, tmp_path):
 
 # ---------------------------------------------------------------- the spec's paths stay inside SAMPLES
 def _spec_with(**changes):
-    import spec as fs
+    import feature_spec
 
-    base = fs.new_spec(
-        [fs.categorical("user_idx", vocabulary="user_id", vocab_size=5), fs.label("label")],
-        {"user_id": fs.vocabulary(size=5, num_tokens=3, min_count=1, path="vocab/user_id")},
+    base = feature_spec.new_spec(
+        [feature_spec.categorical("user_idx", vocabulary="user_id", vocab_size=5), feature_spec.label("label")],
+        {"user_id": feature_spec.vocabulary(size=5, num_tokens=3, min_count=1, path="vocab/user_id")},
         compression="GZIP",
     )
-    base["splits"] = {name: fs.split(pattern=f"{name}/part-*", num_examples=1, label_rate=0.5) for name in ("train",)}
+    base["splits"] = {
+        name: feature_spec.split(pattern=f"{name}/part-*", num_examples=1, label_rate=0.5) for name in ("train",)
+    }
     for key, value in changes.items():
         base[key] = value
-    base["spec_hash"] = fs.compute_spec_hash(base)  # a forged spec, with its hash recomputed
+    base["spec_hash"] = feature_spec.compute_spec_hash(base)  # a forged spec, with its hash recomputed
     return base
 
 
@@ -201,38 +203,40 @@ def _spec_with(**changes):
     "pattern", ["../other/train/part-*", "/etc/*", "train/../../x/*", "s3://bucket/train/*", "file:/x/*", ""]
 )
 def test_a_split_pattern_outside_samples_is_a_spec_error(pattern):
-    import spec as fs
+    import feature_spec
 
-    with pytest.raises(fs.SpecError, match=r"splits\.train\.pattern"):
-        fs.validate_spec(_spec_with(splits={"train": fs.split(pattern=pattern, num_examples=1, label_rate=0.5)}))
+    with pytest.raises(feature_spec.SpecError, match=r"splits\.train\.pattern"):
+        feature_spec.validate_spec(
+            _spec_with(splits={"train": feature_spec.split(pattern=pattern, num_examples=1, label_rate=0.5)})
+        )
 
 
 @pytest.mark.parametrize("path", ["/etc", "../vocab/user_id", "vocab/../../etc", "hdfs://nn/vocab"])
 def test_a_vocabulary_path_outside_samples_is_a_spec_error(path):
-    import spec as fs
+    import feature_spec
 
-    vocabularies = {"user_id": fs.vocabulary(size=5, num_tokens=3, min_count=1, path=path)}
-    with pytest.raises(fs.SpecError, match=r"vocabularies\.user_id\.path"):
-        fs.validate_spec(_spec_with(vocabularies=vocabularies))
+    vocabularies = {"user_id": feature_spec.vocabulary(size=5, num_tokens=3, min_count=1, path=path)}
+    with pytest.raises(feature_spec.SpecError, match=r"vocabularies\.user_id\.path"):
+        feature_spec.validate_spec(_spec_with(vocabularies=vocabularies))
 
 
 def test_paths_inside_samples_are_fine():
-    import spec as fs
+    import feature_spec
 
-    assert fs.validate_spec(_spec_with())["splits"]["train"]["pattern"] == "train/part-*"
+    assert feature_spec.validate_spec(_spec_with())["splits"]["train"]["pattern"] == "train/part-*"
 
 
 def test_training_refuses_a_pattern_pointing_at_another_samples_folder(tmp_path, capsys):
     """A spec edited to read another folder's shards: exit 3 naming the entry, no training."""
-    import spec as fs
+    import feature_spec
     from jobs.train import main
     from tests.tf_samples import write_samples
 
     write_samples(tmp_path / "other", sizes={"train": 64, "valid": 32, "test": 32})
     spec, _ = write_samples(tmp_path / "samples", sizes={"train": 64, "valid": 32, "test": 32})
     spec["splits"]["train"]["pattern"] = "../other/train/part-*"
-    with open(fs.spec_path(str(tmp_path / "samples")), "w") as fh:
-        fh.write(fs.to_json(spec))
+    with open(feature_spec.spec_path(str(tmp_path / "samples")), "w") as fh:
+        fh.write(feature_spec.to_json(spec))
     run = tmp_path / "run"
     assert main(["--samples", str(tmp_path / "samples"), "--output", str(run), "--epochs", "1"]) == 3
     assert "splits.train.pattern" in capsys.readouterr().err
@@ -250,8 +254,8 @@ def test_every_job_takes_paths_with_glob_characters_spaces_and_non_ascii(spark, 
     import sys
 
     from jobs.train import main as train_main
-    from pipelines.build_samples import build_samples
     from pipelines.config import load_config
+    from pipelines.samples.build_samples import build_samples
     from tests.conftest import ROOT
     from tests.samples_io import read_all
 
@@ -356,9 +360,9 @@ def test_a_full_disk_while_training_is_our_error_and_the_new_run_is_removed(smal
 
 
 def test_a_full_disk_while_building_leaves_no_staging(spark, small_disk, tmp_path):
-    from pipelines.build_samples import build_samples
     from pipelines.config import load_config
     from pipelines.publish import write_failure
+    from pipelines.samples.build_samples import build_samples
     from tests.test_real_logs import _small_world, _write_raw
 
     raw = _write_raw(tmp_path / "raw", *_small_world(per_day=300))

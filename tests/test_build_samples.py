@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.build_samples import RejectFractionError, build_samples
+from feature_spec import load_spec, model_inputs
 from pipelines.config import load_config
-from spec import load_spec, model_inputs
+from pipelines.samples.build_samples import RejectFractionError, build_samples
 from tests.samples_io import raw_value, read_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -291,7 +291,7 @@ def test_the_epochs_and_model_flags_win_and_are_validated(tmp_path, capsys):
 
 
 def test_train_refuses_a_bad_mapping_before_run_is_touched(tmp_path):
-    from pipelines.train import train
+    from pipelines.training.train import train
 
     run = tmp_path / "run"
     for change in ({"batch_size": -5}, {"params": {"embedding_dim": 0}}, {"early_stopping": {"patience": 2}}):

@@ -4,7 +4,7 @@ import pytest
 
 from features import declared, history, vocab
 from features import items as item_features
-from pipelines.fitting import Fitted, Vocabularies
+from pipelines.samples.fitting import Fitted, Vocabularies
 
 
 def _columns_and_lengths(df):

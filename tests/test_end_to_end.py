@@ -24,9 +24,9 @@ import pytest
 
 from jobs.train import main as train_main
 from models import MODEL_NAMES
-from pipelines.build_samples import build_samples
 from pipelines.config import load_config
-from pipelines.metrics import auc
+from pipelines.samples.build_samples import build_samples
+from pipelines.training.metrics import auc
 from sources.synthetic import generate
 
 WORLD = {"users": 100, "items": 100, "days": 28, "impressions": 300_000, "seed": 3}

@@ -183,9 +183,9 @@ def test_real_movielens_builds_samples_end_to_end(spark, movielens_dir, tmp_path
     splits follow time, and each user's first rating has an empty history."""
     import numpy as np
 
-    from pipelines.build_samples import build_samples
+    from feature_spec import load_spec
     from pipelines.config import load_config
-    from spec import load_spec
+    from pipelines.samples.build_samples import build_samples
     from tests.samples_io import raw_value, read_all
 
     with open(movielens_dir / "ratings.csv", newline="") as fh:

@@ -158,9 +158,9 @@ def test_vector_statistics_count_every_row_of_a_repeated_vector(spark):
 
 
 def test_config_errors_name_the_vector_feature(spark):
-    from pipelines.build_samples import _vector_columns
     from pipelines.config import load_config
     from pipelines.config_schema import validate_build_config
+    from pipelines.samples.build_samples import _vector_columns
 
     config = load_config("build_samples", None, ["items.vector_columns={v: 0}"])
     with pytest.raises(ConfigError, match="length of 'v' must be a positive integer"):
@@ -179,10 +179,10 @@ def vector_build(spark, tmp_path_factory):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.build_samples import build_samples
+    from feature_spec import load_spec
     from pipelines.config import load_config
+    from pipelines.samples.build_samples import build_samples
     from sources.synthetic import generate
-    from spec import load_spec
     from tests.samples_io import read_all
 
     base = tmp_path_factory.mktemp("vectors")
@@ -211,7 +211,7 @@ def test_build_reports_the_vector_rejects_and_length(vector_build):
 
 
 def test_spec_has_the_item_and_user_vectors_normalized_per_dimension(vector_build):
-    from spec import feature
+    from feature_spec import feature
 
     spec = vector_build["spec"]
     for name in ("item_vec", "user_item_vec"):
@@ -230,7 +230,7 @@ def _raw_vectors(values, entry):
 
 
 def test_item_vectors_in_the_samples_are_the_raw_ones_normalized_with_train_statistics(vector_build):
-    from spec import feature
+    from feature_spec import feature
 
     samples, spec = vector_build["samples"], vector_build["spec"]
     items = vector_build["items"].drop_duplicates("item_id", keep="last").set_index("item_id")["item_vec"]
@@ -251,7 +251,7 @@ def test_item_vectors_in_the_samples_are_the_raw_ones_normalized_with_train_stat
 def test_user_vector_is_the_mean_of_its_click_history_items_vectors(vector_build):
     import pyarrow.parquet as pq
 
-    from spec import feature
+    from feature_spec import feature
     from tests.samples_io import raw_value
 
     samples, spec = vector_build["samples"], vector_build["spec"]
@@ -288,8 +288,8 @@ def test_item_vectors_beat_the_same_model_without_them_when_ids_are_mostly_oov(s
     import json
 
     from jobs.train import main as train_main
-    from pipelines.build_samples import build_samples
     from pipelines.config import load_config
+    from pipelines.samples.build_samples import build_samples
     from sources.synthetic import generate
 
     raw = str(tmp_path / "raw")
@@ -311,8 +311,8 @@ def test_item_vectors_beat_the_same_model_without_them_when_ids_are_mostly_oov(s
 
 
 def test_a_vector_named_for_log1p_or_buckets_fails_before_any_work(spark, tmp_path):
-    from pipelines.build_samples import build_samples
     from pipelines.config import load_config
+    from pipelines.samples.build_samples import build_samples
 
     (tmp_path / "raw").mkdir()  # nothing is read: the config is refused first
     for sets in (["bucketize.features=[item_vec]"], ["normalize.log1p=[user_item_vec]"]):

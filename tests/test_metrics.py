@@ -1,11 +1,11 @@
-"""pipelines.metrics on hand-made arrays, values computed by hand in the comments."""
+"""pipelines.training.metrics on hand-made arrays, values computed by hand in the comments."""
 
 import math
 
 import numpy as np
 import pytest
 
-from pipelines import metrics
+from pipelines.training import metrics
 
 
 def test_auc_counts_ties_as_half():

@@ -8,8 +8,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from feature_spec import compute_spec_hash, input_signature, numeric_fields, parse_features, validate_spec  # noqa: E402
 from models import MODEL_NAMES, build_model, compile_model, embedding_tables, logit_model  # noqa: E402
-from spec import compute_spec_hash, input_signature, numeric_fields, parse_features, validate_spec  # noqa: E402
 
 DIM = 4
 N_ROWS = 256

@@ -17,9 +17,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from features import labels, validate
-from pipelines.build_samples import EmptySplitError, build_samples
 from pipelines.config import load_config
-from pipelines.raw_input import InputError, read_raw, type_csv_columns
+from pipelines.samples.build_samples import EmptySplitError, build_samples
+from pipelines.samples.raw_input import InputError, read_raw, type_csv_columns
 from tests.samples_io import read_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

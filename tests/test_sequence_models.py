@@ -9,8 +9,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from feature_spec import compute_spec_hash, validate_spec  # noqa: E402
 from models import build_model, compile_model, embedding_tables  # noqa: E402
-from spec import compute_spec_hash, validate_spec  # noqa: E402
 from tests.test_models import DIM, PARAMS, SPEC, X, Y  # noqa: E402
 
 CLICK_LEN, SKIP_LEN = 5, 4  # the spec's hist_click_items / hist_skip_items lengths

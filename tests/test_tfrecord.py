@@ -6,7 +6,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.tfrecord import ExampleEncoder
+from pipelines.samples.tfrecord import ExampleEncoder
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 FLOAT32 = st.floats(width=32, allow_nan=False)
@@ -155,7 +155,7 @@ def _batch_table(rows):
 @settings(max_examples=150, deadline=None)
 @given(batches())
 def test_batch_encoder_writes_the_same_bytes_as_the_row_encoder_and_tf(rows):
-    from pipelines.example_batch import encode_batch, iter_records
+    from pipelines.samples.example_batch import encode_batch, iter_records
 
     table = _batch_table(rows)
     got = list(iter_records(encode_batch(table, BATCH_FEATURES)))
@@ -187,7 +187,7 @@ def _framed(record: bytes) -> bytes:
 @settings(max_examples=100, deadline=None)
 @given(batches())
 def test_framed_batch_is_every_row_encoder_record_framed_as_tfrecord(rows):
-    from pipelines.example_batch import frame_batch
+    from pipelines.samples.example_batch import frame_batch
 
     framed = frame_batch(_batch_table(rows), BATCH_FEATURES)
     expected = [_framed(ExampleEncoder(BATCH_FEATURES).encode(r)) for r in rows]
@@ -204,7 +204,7 @@ def test_varints_at_width_boundaries_match_tf_train_example_byte_for_byte(values
     """Each batch's varint slot is as wide as its widest value: narrow and mixed batches alike."""
     import pyarrow as pa
 
-    from pipelines.example_batch import encode_batch, iter_records
+    from pipelines.samples.example_batch import encode_batch, iter_records
 
     table = pa.table({"v": pa.array(values, pa.int64()), "seq": pa.array([[v, 0, v] for v in values])})
     features = [("v", "int64"), ("seq", "int64")]
@@ -248,7 +248,7 @@ def _expected_records(split):
 
 
 def _write_shards(output_dir, compression):
-    from pipelines.tfrecord import write_partition_shards
+    from pipelines.samples.tfrecord import write_partition_shards
 
     out = list(write_partition_shards(iter(_shard_batches()), SHARD_FEATURES, str(output_dir), compression=compression))
     return {row["split"]: row for batch in out for row in batch.to_pylist()}
@@ -256,7 +256,7 @@ def _write_shards(output_dir, compression):
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "gzip_fast"])
 def test_framed_shards_read_back_through_tfrecorddataset_with_its_crc_checks(tmp_path, compression):
-    from pipelines.tfrecord import COMPRESSIONS
+    from pipelines.samples.tfrecord import COMPRESSIONS
 
     options = COMPRESSIONS[compression]
     shards = _write_shards(tmp_path, compression)
@@ -307,7 +307,7 @@ def test_unknown_compression_is_refused(tmp_path):
 def test_spark_writer_honours_the_compression_option(spark, tmp_path):
     import pyarrow as pa
 
-    from pipelines.tfrecord import COMPRESSIONS, write_tfrecords
+    from pipelines.samples.tfrecord import COMPRESSIONS, write_tfrecords
 
     rows = pa.Table.from_batches(_shard_batches()).drop_columns(["seq"]).to_pylist()
     df = spark.createDataFrame(rows, "id long, x float, name string, label long, split string").repartition(2)
@@ -325,7 +325,7 @@ def test_spark_writer_honours_the_compression_option(spark, tmp_path):
 def _block_row(rows, features):
     """The reference block: one row whose every feature is the rows' values one after another,
     a null written as the reader's null value (NaN, "", -1)."""
-    from spec import NULL_VALUES
+    from feature_spec import NULL_VALUES
 
     block = {}
     for name, dtype in features:
@@ -337,7 +337,7 @@ def _block_row(rows, features):
 @settings(max_examples=100, deadline=None)
 @given(batches(), st.data())
 def test_blocks_are_the_row_encoder_record_of_their_rows_concatenated(rows, data):
-    from pipelines.example_batch import encode_batch, frame_batch, iter_records
+    from pipelines.samples.example_batch import encode_batch, frame_batch, iter_records
 
     n = data.draw(st.sampled_from([d for d in range(1, len(rows) + 1) if len(rows) % d == 0]), label="rows_per_record")
     table = _batch_table(rows)
@@ -353,7 +353,7 @@ def test_blocks_are_the_row_encoder_record_of_their_rows_concatenated(rows, data
 
 
 def test_blocks_need_whole_blocks_of_rows():
-    from pipelines.example_batch import encode_batch
+    from pipelines.samples.example_batch import encode_batch
 
     with pytest.raises(ValueError, match="whole records of 4 rows"):
         encode_batch(
@@ -396,7 +396,7 @@ def _parsed_blocks(path, tf_type):
 def test_block_shards_hold_every_row_once_in_whole_shuffled_blocks(tmp_path, rows_per_record):
     """Blocks never mix splits, carry rows over from one Arrow batch to the next (only a
     shard's last block is shorter), count samples, and hold the rows in a shuffled order."""
-    from pipelines.tfrecord import write_partition_shards
+    from pipelines.samples.tfrecord import write_partition_shards
 
     out = list(
         write_partition_shards(
@@ -424,7 +424,7 @@ def test_block_shards_hold_every_row_once_in_whole_shuffled_blocks(tmp_path, row
 def test_spark_writer_honours_rows_per_record(spark, tmp_path):
     import pyarrow as pa
 
-    from pipelines.tfrecord import write_tfrecords
+    from pipelines.samples.tfrecord import write_tfrecords
 
     rows = pa.Table.from_batches(_shard_batches()).drop_columns(["seq"]).to_pylist()
     df = spark.createDataFrame(rows, "id long, x float, name string, label long, split string").repartition(2)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from feature_spec import load_spec
 from jobs.train import main
-from pipelines import metrics as offline_metrics
-from pipelines.tf_input import make_dataset
-from spec import load_spec
+from pipelines.training import metrics as offline_metrics
+from pipelines.training.dataset import make_dataset
 from tests.tf_samples import write_samples
 
 MODEL = "emb_mlp"
@@ -193,8 +193,8 @@ def test_weights_checkpoint_restores_the_optimizer_state(samples, tmp_path):
     import keras
 
     from models import build_model, compile_model
-    from pipelines.run_state import build_optimizers as _build_optimizers
-    from pipelines.run_state import save_weights as _save_weights
+    from pipelines.training.run_state import build_optimizers as _build_optimizers
+    from pipelines.training.run_state import save_weights as _save_weights
 
     path, spec, _ = samples
     params = {"hidden_units": [8], "embedding_dim": 4, "seed": 0}

@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-import spec as fs
-from spec import NULL_VALUES
+import feature_spec
+from feature_spec import NULL_VALUES
 
 HIST_LEN = 3
 MAX_GENRES = 2
@@ -51,28 +51,28 @@ def make_spec(
     sizes = {"user_id": num_users + 2, "item_id": num_items + 2, "genre": len(GENRES) + 2}
     identity = {"log1p": False, "mean": 0.0, "std": 1.0}
     features = [
-        fs.categorical("user_idx", vocabulary="user_id", vocab_size=sizes["user_id"]),
-        fs.categorical("item_idx", vocabulary="item_id", vocab_size=sizes["item_id"]),
-        fs.categorical("item_primary_genre", vocabulary="genre", vocab_size=sizes["genre"]),
-        fs.sequence("hist_click_items", length=HIST_LEN, vocabulary="item_id", vocab_size=sizes["item_id"]),
-        fs.multi_categorical("item_genres", length=MAX_GENRES, vocabulary="genre", vocab_size=sizes["genre"]),
-        fs.bucketized("item_ctr_bucket", source="item_ctr", boundaries=CTR_BOUNDARIES),
-        fs.numeric("hist_click_len", normalization={"log1p": False, "mean": 1.5, "std": 1.0}),
-        fs.numeric("item_ctr", normalization=dict(identity)),
+        feature_spec.categorical("user_idx", vocabulary="user_id", vocab_size=sizes["user_id"]),
+        feature_spec.categorical("item_idx", vocabulary="item_id", vocab_size=sizes["item_id"]),
+        feature_spec.categorical("item_primary_genre", vocabulary="genre", vocab_size=sizes["genre"]),
+        feature_spec.sequence("hist_click_items", length=HIST_LEN, vocabulary="item_id", vocab_size=sizes["item_id"]),
+        feature_spec.multi_categorical("item_genres", length=MAX_GENRES, vocabulary="genre", vocab_size=sizes["genre"]),
+        feature_spec.bucketized("item_ctr_bucket", source="item_ctr", boundaries=CTR_BOUNDARIES),
+        feature_spec.numeric("hist_click_len", normalization={"log1p": False, "mean": 1.5, "std": 1.0}),
+        feature_spec.numeric("item_ctr", normalization=dict(identity)),
     ]
     if extra_feature:
-        features.append(fs.numeric("release_year", normalization=dict(identity)))
+        features.append(feature_spec.numeric("release_year", normalization=dict(identity)))
     if vector_feature:
-        features.append(fs.numeric("item_vec", normalization=dict(VEC_NORMALIZATION), length=VEC_DIM))
-    features += [fs.label("label")] + [
-        fs.metadata(name, dtype)
+        features.append(feature_spec.numeric("item_vec", normalization=dict(VEC_NORMALIZATION), length=VEC_DIM))
+    features += [feature_spec.label("label")] + [
+        feature_spec.metadata(name, dtype)
         for name, dtype in (("user_id", "string"), ("item_id", "string"), ("ts", "int64"), ("p_click", "float32"))
     ]
     vocabularies = {
-        name: fs.vocabulary(size=size, num_tokens=size - 2, min_count=1, path=f"vocab/{name}")
+        name: feature_spec.vocabulary(size=size, num_tokens=size - 2, min_count=1, path=f"vocab/{name}")
         for name, size in sorted(sizes.items())
     }
-    return fs.new_spec(features, vocabularies, compression="GZIP", rows_per_record=rows_per_record)
+    return feature_spec.new_spec(features, vocabularies, compression="GZIP", rows_per_record=rows_per_record)
 
 
 def _feature(dtype: str, values: list) -> tf.train.Feature:
@@ -223,7 +223,7 @@ def write_samples(
     write_vocab(samples_dir, "user_id", [f"u{k}" for k in range(num_users)])
     write_vocab(samples_dir, "item_id", [f"i{k}" for k in range(num_items)])
     write_vocab(samples_dir, "genre", GENRES)
-    with open(fs.spec_path(samples_dir), "w") as fh:
-        fh.write(fs.to_json(spec))
+    with open(feature_spec.spec_path(samples_dir), "w") as fh:
+        fh.write(feature_spec.to_json(spec))
     open(os.path.join(samples_dir, "_SUCCESS"), "w").close()
     return spec, rows

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from feature_spec import MULTI_KINDS, check_embedded_fields
 from models.layers.masked_pooling import MaskedMeanPooling
-from spec import MULTI_KINDS, check_embedded_fields
 
 
 @keras.saving.register_keras_serializable(package="ctr")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from feature_spec import check_embedded_fields
 from models.layers.numeric_features import check_numeric_widths, numeric_columns
-from spec import check_embedded_fields
 
 
 @keras.saving.register_keras_serializable(package="ctr")

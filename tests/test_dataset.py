@@ -1,4 +1,4 @@
-"""pipelines.tf_input on a tiny SAMPLES dir written by tests/tf_samples.py."""
+"""pipelines.training.dataset on a tiny SAMPLES dir written by tests/tf_samples.py."""
 
 import json
 import math
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines.tf_input import SpecHashMismatch, check_run_spec_hash, make_dataset, open_samples, split_files
-from spec import load_spec, model_inputs
+from feature_spec import load_spec, model_inputs
+from pipelines.training.dataset import SpecHashMismatch, check_run_spec_hash, make_dataset, open_samples, split_files
 from tests.tf_samples import write_samples
 
 
@@ -219,7 +219,7 @@ def test_block_training_shuffle_is_seeded_when_deterministic(block_samples):
 def test_corrupt_block_shard_is_named(block_samples, tmp_path):
     import shutil
 
-    from pipelines.tf_input import CorruptShardError, naming_corrupt_shards
+    from pipelines.training.dataset import CorruptShardError, naming_corrupt_shards
 
     path, spec, _ = block_samples
     copy = tmp_path / "samples"
@@ -242,7 +242,7 @@ def _hash_before_rows_per_record(spec):
 
 
 def test_spec_without_rows_per_record_keeps_its_hash(samples, block_samples):
-    from spec import compute_spec_hash, rows_per_record
+    from feature_spec import compute_spec_hash, rows_per_record
 
     _, spec, _ = samples
     assert "rows_per_record" not in spec and rows_per_record(spec) == 1
@@ -256,7 +256,7 @@ def test_spec_without_rows_per_record_keeps_its_hash(samples, block_samples):
 
 @pytest.mark.parametrize("value", [0, -8, 2.5, "8", True, None])
 def test_rows_per_record_must_be_a_positive_integer(samples, value):
-    from spec import SpecError, compute_spec_hash, validate_spec
+    from feature_spec import SpecError, compute_spec_hash, validate_spec
 
     _, spec, _ = samples
     bad = {key: value for key, value in spec.items() if key != "spec_hash"}
@@ -267,7 +267,7 @@ def test_rows_per_record_must_be_a_positive_integer(samples, value):
 
 
 def test_blocks_refuse_a_non_null_metadata_default(block_samples):
-    from spec import SpecError, compute_spec_hash, validate_spec
+    from feature_spec import SpecError, compute_spec_hash, validate_spec
 
     _, spec, _ = block_samples
     features = [dict(e, default=0.5) if e["name"] == "p_click" else e for e in spec["features"]]
@@ -282,19 +282,21 @@ VEC_ROWS = 23  # with blocks of 4: five whole blocks and a short one of 3 rows
 
 
 def _vector_spec(rows_per_record):
-    import spec as fs
+    import feature_spec
 
     features = [
-        fs.categorical("item_idx", vocabulary="item_id", vocab_size=12),
-        fs.numeric("item_vec", normalization={"log1p": False, "mean": [0.0] * 3, "std": [1.0] * 3}, length=3),
-        fs.numeric("item_ctr", normalization={"log1p": False, "mean": 0.0, "std": 1.0}),
-        fs.numeric("one_vec", normalization={"log1p": False, "mean": [0.0], "std": [1.0]}, length=1),
-        fs.label(),
-        fs.metadata("ts", "int64"),
+        feature_spec.categorical("item_idx", vocabulary="item_id", vocab_size=12),
+        feature_spec.numeric("item_vec", normalization={"log1p": False, "mean": [0.0] * 3, "std": [1.0] * 3}, length=3),
+        feature_spec.numeric("item_ctr", normalization={"log1p": False, "mean": 0.0, "std": 1.0}),
+        feature_spec.numeric("one_vec", normalization={"log1p": False, "mean": [0.0], "std": [1.0]}, length=1),
+        feature_spec.label(),
+        feature_spec.metadata("ts", "int64"),
     ]
-    spec = fs.new_spec(features, {}, compression="GZIP", rows_per_record=rows_per_record)
-    spec["splits"] = {"train": fs.split(pattern="train/part-*.tfrecord.gz", num_examples=VEC_ROWS, label_rate=0.5)}
-    return fs.validate_spec(spec)
+    spec = feature_spec.new_spec(features, {}, compression="GZIP", rows_per_record=rows_per_record)
+    spec["splits"] = {
+        "train": feature_spec.split(pattern="train/part-*.tfrecord.gz", num_examples=VEC_ROWS, label_rate=0.5)
+    }
+    return feature_spec.validate_spec(spec)
 
 
 def _vector_table():
@@ -323,8 +325,8 @@ def _vector_table():
 def test_vector_numeric_round_trips_through_the_writer_and_record_parser(tmp_path, rows_per_record):
     """A float32 [3] (and [1]) feature written by the project's own writer (frame_batch in
     write_partition_shards) parses back to exactly the values written, in both layouts."""
-    from pipelines.tf_input import record_parser
-    from pipelines.tfrecord import write_partition_shards
+    from pipelines.samples.tfrecord import write_partition_shards
+    from pipelines.training.dataset import record_parser
 
     spec = _vector_spec(rows_per_record)
     table = _vector_table()

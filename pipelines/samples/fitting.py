@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-import spec as fs
+import feature_spec
 from features import history, normalize, vocab
 from features.declared import Declared
 from pipelines.config import ConfigError
@@ -38,7 +38,7 @@ class Vocabularies:
 
     def spec_entries(self) -> dict[str, dict]:
         return {
-            name: fs.vocabulary(
+            name: feature_spec.vocabulary(
                 size=self.sizes[name], num_tokens=self.num_tokens[name], min_count=self.min_count, path=f"vocab/{name}"
             )
             for name in sorted(self.num_tokens)
@@ -85,28 +85,30 @@ class Fitted:
             kind: [d for d in declared if d.kind == kind] for kind in ("categorical", "sequence", "multi_categorical")
         }
         features = [
-            fs.categorical(d.name, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
+            feature_spec.categorical(d.name, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
             for d in by_kind["categorical"]
         ]
         features += [
-            fs.sequence(d.name, length=d.length, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
+            feature_spec.sequence(d.name, length=d.length, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
             for d in by_kind["sequence"]
         ]
         features += [
-            fs.multi_categorical(d.name, length=d.length, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary])
+            feature_spec.multi_categorical(
+                d.name, length=d.length, vocabulary=d.vocabulary, vocab_size=sizes[d.vocabulary]
+            )
             for d in by_kind["multi_categorical"]
         ]
         features += [
-            fs.bucketized(f"{source}_bucket", source=source, boundaries=bounds)
+            feature_spec.bucketized(f"{source}_bucket", source=source, boundaries=bounds)
             for source, bounds in self.boundaries.items()
         ]
         lengths = {d.name: d.length for d in declared if d.is_vector}
         features += [
-            fs.numeric(name, normalization=stats, length=lengths.get(name))
+            feature_spec.numeric(name, normalization=stats, length=lengths.get(name))
             for name, stats in self.normalization.items()
         ]
-        features.append(fs.label())
-        features += [fs.metadata(name, dtype) for name, dtype in metadata]
+        features.append(feature_spec.label())
+        features += [feature_spec.metadata(name, dtype) for name, dtype in metadata]
         return features
 
 

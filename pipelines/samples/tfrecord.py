@@ -7,7 +7,7 @@ needs no TensorFlow object per row. Its output parses with
 (see tests/test_tfrecord.py).
 
 `ExampleEncoder` encodes one row at a time and is the readable reference;
-the writer uses the vectorized `pipelines.example_batch.frame_batch`, which
+the writer uses the vectorized `pipelines.samples.example_batch.frame_batch`, which
 produces the same bytes for whole Arrow batches, already framed as TFRecord
 (length, masked CRC32C), so a batch is one file write.
 
@@ -27,25 +27,13 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from pipelines.samples.example_batch import frame_batch, varint
+
 BYTES, FLOAT, INT64 = "string", "float32", "int64"
 
 
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
 def _len_delimited(field: int, payload: bytes) -> bytes:
-    return _varint((field << 3) | 2) + _varint(len(payload)) + payload
+    return varint((field << 3) | 2) + varint(len(payload)) + payload
 
 
 class ExampleEncoder:
@@ -62,13 +50,13 @@ class ExampleEncoder:
                 raise ValueError(f"feature '{name}': unsupported dtype {dtype!r}")
             key = name.encode("utf-8")
             # map entry = {1: key, 2: Feature}; the Feature's bytes follow the prefix.
-            self.features.append((name, dtype, _varint((1 << 3) | 2) + _varint(len(key)) + key))
+            self.features.append((name, dtype, varint((1 << 3) | 2) + varint(len(key)) + key))
 
     @staticmethod
     def _feature_bytes(dtype: str, value) -> bytes:
         if dtype == INT64:
             values = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
-            packed = b"".join(_varint(int(v)) for v in values)
+            packed = b"".join(varint(int(v)) for v in values)
             inner = _len_delimited(1, packed) if values is not None and len(values) else b""
             return _len_delimited(3, inner)
         if dtype == FLOAT:
@@ -87,7 +75,7 @@ class ExampleEncoder:
             if value is None:
                 continue
             feature = self._feature_bytes(dtype, value)
-            entry = prefix + _varint((2 << 3) | 2) + _varint(len(feature)) + feature
+            entry = prefix + varint((2 << 3) | 2) + varint(len(feature)) + feature
             entries.append(_len_delimited(1, entry))
         return _len_delimited(1, b"".join(entries))
 
@@ -226,8 +214,6 @@ def write_partition_shards(
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyspark import TaskContext
-
-    from pipelines.example_batch import frame_batch
 
     options = compression_options(compression)
     context = TaskContext.get()

@@ -38,8 +38,7 @@ import google_crc32c
 import numpy as np
 import pyarrow as pa
 
-from pipelines.tfrecord import _varint
-from spec import NULL_VALUES
+from feature_spec import NULL_VALUES
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -67,6 +66,21 @@ class Slot(NamedTuple):
 
 
 # ------------------------------------------------------------------ varints
+def varint(value: int) -> bytes:
+    """The protobuf base-128 varint of one int (negative ints as their 64-bit two's complement)."""
+    if value < 0:
+        value += 1 << 64
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
 def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | int]:
     """Each row of `values` ((rows, n) int64) as packed varints, each slot as wide as the widest.
 
@@ -101,7 +115,7 @@ def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarr
 def delimited(tag: int, body: list[Slot], length) -> tuple[list[Slot], object]:
     """`tag varint(length) body`, and its length; `length` is an int when the same on every row."""
     if isinstance(length, (int, np.integer)):
-        header = bytes([tag]) + _varint(int(length))
+        header = bytes([tag]) + varint(int(length))
         if body and isinstance(body[0].data, bytes) and body[0].present is None:
             body = [Slot(header + body[0].data)] + body[1:]  # one constant slot, not two
         else:
@@ -245,7 +259,7 @@ def example_slots(
     for name, dtype in features:
         feature, length, mask = feature_slots(batch.column(name), dtype, rows_per_record)
         key = name.encode("utf-8")
-        key_field = b"\x0a" + _varint(len(key)) + key
+        key_field = b"\x0a" + varint(len(key)) + key
         body, length = delimited(0x12, feature, length)
         entry, length = delimited(0x0A, [Slot(key_field)] + body, len(key_field) + length)
         if mask is not None:

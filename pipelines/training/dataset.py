@@ -34,8 +34,9 @@ import re
 
 import tensorflow as tf
 
-from spec import (
+from feature_spec import (
     SpecError,
+    all_features,
     compression_type,
     label_name,
     load_spec,
@@ -114,7 +115,7 @@ def record_parser(spec: dict, with_metadata: bool = True):
         feature_map = parse_features(spec, include_metadata=with_metadata)
         return lambda serialized: tf.io.parse_example(serialized, feature_map)
     feature_map = parse_block_features(spec, include_metadata=with_metadata)
-    shapes = {entry["name"]: [-1] + list(entry["shape"]) for entry in spec["features"]}
+    shapes = {entry["name"]: [-1] + list(entry["shape"]) for entry in all_features(spec)}
 
     def parse_blocks(serialized):
         parsed = tf.io.parse_example(serialized, feature_map)

@@ -1,4 +1,4 @@
-"""spec: the only package that knows the `feature_spec.json` format (docs/feature_spec.md).
+"""feature_spec: the only package that knows the `feature_spec.json` format (docs/feature_spec.md).
 
 The contract between the Spark side (which writes the spec) and the TensorFlow side (which
 reads it). Pure Python at import time: TensorFlow and pyarrow are imported only by the
@@ -15,10 +15,12 @@ functions that need them.
     parsing.py   tf.io.parse_example feature maps, the serving input signature
     files.py     load_spec(samples_dir)
 
-Import names from here (`from spec import load_spec`): most callers hold a spec dict named `spec`.
+Import names from here (`from feature_spec import load_spec`, or `import feature_spec`): callers hold
+the spec itself, a dict, in a variable named `spec`.
 """
 
-from spec.access import (
+from feature_spec.access import (
+    all_features,
     checked_model_inputs,
     compression_type,
     embedded_fields,
@@ -36,13 +38,14 @@ from spec.access import (
     numeric_width,
     rows_per_record,
     spec_hash,
+    split_label_rate,
     split_names,
     split_pattern,
     vocabulary_path,
     vocabulary_tokens,
 )
-from spec.dtypes import DTYPES, NULL_VALUES, arrow_type, null_value, tf_dtype
-from spec.entries import (
+from feature_spec.dtypes import DTYPES, NULL_VALUES, arrow_type, null_value, tf_dtype
+from feature_spec.entries import (
     bucketized,
     categorical,
     label,
@@ -53,9 +56,10 @@ from spec.entries import (
     sequence,
     split,
     vocabulary,
+    with_splits,
 )
-from spec.files import load_spec, spec_path
-from spec.format import (
+from feature_spec.files import load_spec, spec_path
+from feature_spec.format import (
     EMBEDDED_KINDS,
     FORMAT_VERSION,
     HASH_DEFAULTS,
@@ -72,10 +76,13 @@ from spec.format import (
     compute_spec_hash,
     to_json,
 )
-from spec.parsing import input_signature, parse_block_features, parse_features
-from spec.validate import check_embedded_fields, check_entry, validate_spec
+from feature_spec.parsing import input_signature, parse_block_features, parse_features
+from feature_spec.validate import check_embedded_fields, check_entry, validate_spec
 
 __all__ = [
+    "all_features",
+    "split_label_rate",
+    "with_splits",
     "DTYPES",
     "EMBEDDED_KINDS",
     "FORMAT_VERSION",

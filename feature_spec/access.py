@@ -8,14 +8,19 @@ from __future__ import annotations
 import glob
 import posixpath
 
-from spec.format import EMBEDDED_KINDS, NUMERIC_KIND, OOV_INDEX, PADDING_INDEX, SpecError
-from spec.validate import check_entry, rows_per_record  # noqa: F401 - rows_per_record is an accessor too
+from feature_spec.format import EMBEDDED_KINDS, NUMERIC_KIND, OOV_INDEX, PADDING_INDEX, SpecError
+from feature_spec.validate import check_entry, rows_per_record  # noqa: F401 - rows_per_record is an accessor too
 
 # ---------------------------------------------------------------- entries
 
 
+def all_features(spec: dict) -> list[dict]:
+    """Every feature entry, in the spec's order (model inputs, label and metadata)."""
+    return list(spec["features"])
+
+
 def features_by_role(spec: dict, role: str) -> list[dict]:
-    return [entry for entry in spec["features"] if entry["role"] == role]
+    return [entry for entry in all_features(spec) if entry["role"] == role]
 
 
 def model_inputs(spec: dict) -> list[dict]:
@@ -97,6 +102,12 @@ def split_pattern(samples_dir: str, spec: dict, split: str) -> str:
     if split not in splits:
         raise SpecError(f"split '{split}' is not in the feature spec of {samples_dir} (has: {', '.join(splits)})")
     return posixpath.join(glob.escape(str(samples_dir).rstrip("/")), splits[split]["pattern"])
+
+
+def split_label_rate(spec: dict, split: str) -> float | None:
+    """The label rate of a split's samples; None when the spec does not say (or the split is empty)."""
+    value = ((spec.get("splits") or {}).get(split) or {}).get("label_rate")
+    return None if value is None else float(value)
 
 
 def num_examples(spec: dict, split: str) -> int | None:

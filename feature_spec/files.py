@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import posixpath
 
-from spec.format import SPEC_FILE
-from spec.validate import validate_spec
+from feature_spec.format import SPEC_FILE
+from feature_spec.validate import validate_spec
 
 
 def spec_path(samples_dir: str) -> str:

@@ -25,11 +25,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import metrics as offline_metrics
+from feature_spec import (
+    SPEC_FILE,
+    arrow_type,
+    input_signature,
+    label_name,
+    metadata_entries,
+    spec_hash,
+    to_json,
+    vocabulary_tokens,
+)
 from pipelines import publish
 from pipelines.config_schema import TrainConfig
-from pipelines.tf_input import make_dataset, naming_corrupt_shards
-from spec import arrow_type, input_signature, label_name, metadata_entries, to_json, vocabulary_tokens
+from pipelines.training import metrics as offline_metrics
+from pipelines.training.dataset import make_dataset, naming_corrupt_shards
 
 ID_COLUMNS = ("user_id", "item_id", "ts")
 FINAL_SPLITS = ("valid", "test")
@@ -196,10 +205,10 @@ def export_model(model, serve, spec: dict, folder: str) -> None:
         archive.write_out(folder)
     extra = os.path.join(folder, "assets.extra")
     os.makedirs(extra, exist_ok=True)
-    with open(os.path.join(extra, "feature_spec.json"), "w") as fh:
+    with open(os.path.join(extra, SPEC_FILE), "w") as fh:
         fh.write(to_json(spec))
     with open(os.path.join(extra, "spec_hash"), "w") as fh:
-        fh.write(spec["spec_hash"] + "\n")
+        fh.write(spec_hash(spec) + "\n")
 
 
 # ---------------------------------------------------------------- metrics, run.json

@@ -9,8 +9,8 @@ of the file (docs/feature_spec.md), and checks the entry it builds.
 
 from __future__ import annotations
 
-from spec.format import FORMAT_VERSION, LABEL_NAME, OOV_INDEX, PADDING_INDEX, compute_spec_hash
-from spec.validate import check_entry
+from feature_spec.format import FORMAT_VERSION, LABEL_NAME, OOV_INDEX, PADDING_INDEX, compute_spec_hash
+from feature_spec.validate import check_entry
 
 
 def _entry(name: str, role: str, kind: str, dtype: str, shape: list, **extra) -> dict:
@@ -124,6 +124,11 @@ def vocabulary(*, size: int, num_tokens: int, min_count: int, path: str) -> dict
 def split(*, pattern: str, num_examples: int, label_rate: float | None) -> dict:
     """An entry of `splits`; the pattern is relative to the spec's folder."""
     return {"pattern": pattern, "num_examples": int(num_examples), "label_rate": label_rate}
+
+
+def with_splits(spec: dict, splits: dict) -> dict:
+    """The spec with its `splits` (name -> split entry), once the shards are written; not hashed."""
+    return {**spec, "splits": dict(splits)}
 
 
 def new_spec(

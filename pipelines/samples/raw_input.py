@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.validate import trim_space
-from pipelines.spark import literal_path
+from pipelines.samples.spark import literal_path
 
 # What an empty folder stands for; impressions have no such meaning, the job needs some.
 EMPTY_SCHEMAS = {

@@ -13,8 +13,8 @@ RUN belongs to this job: it is refused (pipelines/publish.py, OutputRefused) whe
 SAMPLES, or when it is not empty and shows no earlier run (RUN/_RUN.json, written at the start,
 or the run.json / checkpoints/state.json of runs made before that marker existed).
 
-    pipelines/run_state.py     RUN/_RUN.json, RUN/checkpoints/ and the callbacks that write them
-    pipelines/run_outputs.py   metrics.parquet, predictions/, embeddings/, model/, run.json
+    pipelines/training/run_state.py     RUN/_RUN.json, RUN/checkpoints/ and the callbacks that write them
+    pipelines/training/run_outputs.py   metrics.parquet, predictions/, embeddings/, model/, run.json
     RUN/tensorboard/           Keras TensorBoard logs
 """
 
@@ -30,11 +30,13 @@ from contextlib import contextmanager
 
 import keras
 
+from feature_spec import num_examples, spec_hash
 from models import build_model, compile_model, embedding_tables, resolve_params
 from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import TrainConfig, validate_train_config
-from pipelines.run_outputs import (
+from pipelines.training.dataset import make_dataset, naming_corrupt_shards, open_samples
+from pipelines.training.run_outputs import (
     StagedRunOutputs,
     export_model,
     metric_rows,
@@ -44,7 +46,7 @@ from pipelines.run_outputs import (
     write_embeddings,
     write_metrics,
 )
-from pipelines.run_state import (
+from pipelines.training.run_state import (
     RUN_MARKERS,
     Checkpoint,
     Checkpoints,
@@ -58,8 +60,6 @@ from pipelines.run_state import (
     mark_run,
     write_json,
 )
-from pipelines.tf_input import make_dataset, naming_corrupt_shards, open_samples
-from spec import num_examples, spec_hash
 
 __all__ = ["RunMismatch", "SimulatedCrash", "model_params", "train"]
 

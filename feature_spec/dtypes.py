@@ -14,7 +14,7 @@ NULL_VALUES = {"float32": float("nan"), "string": "", "int64": -1}
 
 def _check(dtype: str) -> str:
     if dtype not in DTYPES:
-        from spec.format import SpecError
+        from feature_spec.format import SpecError
 
         raise SpecError(f"unknown spec dtype {dtype!r}, expected one of {', '.join(DTYPES)}")
     return dtype

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spec.access import model_inputs
-from spec.dtypes import NULL_VALUES, tf_dtype
+from feature_spec.access import model_inputs
+from feature_spec.dtypes import NULL_VALUES, tf_dtype
 
 
 def _parsed_entries(spec: dict, include_metadata: bool):

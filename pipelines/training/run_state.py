@@ -27,7 +27,7 @@ import numpy as np
 from models import recorded_params, resolve_params
 from pipelines import publish
 
-log = logging.getLogger("pipelines.train")
+log = logging.getLogger("pipelines.training.train")
 
 STATE_FILE = "state.json"
 RUN_MARKER = "_RUN.json"

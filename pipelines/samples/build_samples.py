@@ -19,21 +19,22 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-import spec as fs
+import feature_spec
 from features import history, labels, split, validate, vocab
 from features import items as item_features
-from pipelines import fitting, publish
+from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import validate_build_config
 from pipelines.publish import StagedOutput
-from pipelines.raw_input import InputError, read_raw, type_csv_columns
-from pipelines.spark import spark_settings
-from pipelines.tfrecord import compression_options, write_tfrecords
+from pipelines.samples import fitting
+from pipelines.samples.raw_input import InputError, read_raw, type_csv_columns
+from pipelines.samples.spark import spark_settings
+from pipelines.samples.tfrecord import compression_options, write_tfrecords
 
 log = logging.getLogger("build_samples")
 
 # Files that prove a folder is an earlier SAMPLES output (which a rerun may replace).
-SAMPLES_MARKERS = [("_SUCCESS", fs.SPEC_FILE)]
+SAMPLES_MARKERS = [("_SUCCESS", feature_spec.SPEC_FILE)]
 
 
 class RejectFractionError(RuntimeError):
@@ -310,7 +311,7 @@ def _labelled_splits(raw: _Validated, keyed, attributed, config: dict, persist) 
 
 def _spec_splits(per_split: dict, extension: str) -> dict:
     return {
-        name: fs.split(
+        name: feature_spec.split(
             pattern=f"{name}/part-*{extension}",
             num_examples=e["rows"],
             label_rate=(e["positives"] / e["rows"]) if e["rows"] else None,
@@ -320,7 +321,7 @@ def _spec_splits(per_split: dict, extension: str) -> dict:
 
 
 def _write_metadata(staging: str, spec: dict, report: dict) -> None:
-    publish.write_text(posixpath.join(staging, fs.SPEC_FILE), fs.to_json(spec))
+    publish.write_text(posixpath.join(staging, feature_spec.SPEC_FILE), feature_spec.to_json(spec))
     publish.write_text(posixpath.join(staging, "report.json"), json.dumps(report, indent=2))
     publish.write_text(posixpath.join(staging, "_SUCCESS"), "")
 
@@ -358,7 +359,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             declared = _declared_features(vocabularies.frames, config, raw.vector_lengths)
             fitted = fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
             samples = fitted.transform(samples)
-        spec = fs.new_spec(
+        spec = feature_spec.new_spec(
             fitted.spec_features(declared, list(validate.IDENTITY_COLUMNS) + raw.passthrough),
             vocabularies.spec_entries(),
             compression=compression.tf_type,
@@ -366,7 +367,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
         )
         with timings.step("write_tfrecords"):
             per_split = _per_split(_write_shards(samples, spec, stage.path, config))
-        spec["splits"] = _spec_splits(per_split, compression.extension)
+        spec = feature_spec.with_splits(spec, _spec_splits(per_split, compression.extension))
         where = (raw_dir, stage.final)
         report = _report(spark, where, raw, orphan_clicks, per_split, spec, boundaries, fitted, timings, started)
         _write_metadata(stage.path, spec, report)
@@ -380,7 +381,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
 def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict) -> list:
     for name in split.SPLITS:
         publish.makedirs(posixpath.join(staging, name))
-    features = [(f["name"], f["dtype"]) for f in spec["features"]]
+    features = [(f["name"], f["dtype"]) for f in feature_spec.all_features(spec)]
     return write_tfrecords(
         _shard_layout(samples, config),
         features,
@@ -420,14 +421,14 @@ def _report(
         "nulled_values": raw.nulled,
         "clicks": {"valid": valid_clicks, "attributed": valid_clicks - orphan_clicks, "orphan": orphan_clicks},
         "samples": {
-            name: {"rows": e["rows"], "label_rate": spec["splits"][name]["label_rate"], "shards": e["shards"]}
+            name: {"rows": e["rows"], "label_rate": feature_spec.split_label_rate(spec, name), "shards": e["shards"]}
             for name, e in per_split.items()
         },
         "split_boundaries": {"valid_start": boundaries[0], "test_start": boundaries[1]},
         "vocabulary_sizes": fitted.vocabularies.sizes,
         "item_vector_lengths": raw.vector_lengths,
         "train_label_rate": fitted.prior,
-        "spec_hash": spec["spec_hash"],
+        "spec_hash": feature_spec.spec_hash(spec),
         "step_seconds": timings.seconds,
         "total_seconds": round(time.perf_counter() - started, 3),
     }

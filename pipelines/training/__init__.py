@@ -1,0 +1,11 @@
+"""The TensorFlow wing: SAMPLES (TFRecord + feature_spec.json) -> a trained model and RUN outputs.
+
+    train.py        the job's composition: open SAMPLES, build the model, fit, write RUN
+    dataset.py      the training input: tf.data streams of parsed TFRecord shards
+    run_state.py    RUN/_RUN.json, checkpoints and the callbacks that write them
+    run_outputs.py  metrics.parquet, predictions/, embeddings/, the exported model, run.json
+    metrics.py      offline metrics (AUC, logloss, calibration, per-user AUC)
+
+It never imports `pipelines.samples` (tests/test_layout.py checks it); the contract with the
+Spark wing is `feature_spec`.
+"""
