@@ -112,6 +112,7 @@ def _config(**overrides):
             "split.valid_start": VALID_START,
             "split.test_start": TEST_START,
             "history.lookback_days": LOOKBACK_DAYS,
+            "item_stats.recent_days": 3,  # recent_days <= lookback_days (the config schema's rule)
             "passthrough": "[p_click, impression_id]",
             "spark.output_partitions": 2,
             **overrides,

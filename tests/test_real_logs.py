@@ -250,6 +250,7 @@ def _small_config(*sets: str) -> dict:
             "split.valid_start=2026-01-05",
             "split.test_start=2026-01-06",
             "history.lookback_days=3",
+            "item_stats.recent_days=2",
             "spark.output_partitions=2",
             *sets,
         ],
