@@ -96,6 +96,15 @@ def samples_for(raw: str, out: str) -> str:
     return out
 
 
+# The params only some models read (jobs.train refuses a param the model does not read).
+MODEL_SETS = {
+    "wide_deep": ["params.deep_optimizer=adam"],
+    "dfn": ["params.deep_optimizer=adam"],
+    "dcn": ["params.cross_layers=3"],
+    "dcn_v2": ["params.cross_layers=3"],
+}
+
+
 def our_training(samples: str, model: str, run_dir: str, epochs: int) -> dict:
     args = [
         "--samples",
@@ -118,10 +127,7 @@ def our_training(samples: str, model: str, run_dir: str, epochs: int) -> dict:
         "params.hidden_units=[256,128,64]",
         "--set",
         "params.learning_rate=0.001",
-        "--set",
-        "params.deep_optimizer=adam",
-        "--set",
-        "params.cross_layers=3",
+        *[a for s in MODEL_SETS.get(model, []) for a in ("--set", s)],
         "--set",
         f"early_stopping.patience={epochs}",
         "--set",

@@ -8,7 +8,8 @@ tensorboard/ and checkpoints/. Rerunning into the same RUN resumes from its last
 checkpoint; samples with another feature spec hash than RUN was trained on are refused
 (exit code 3). A RUN that overlaps SAMPLES, or that is not empty and holds no earlier run,
 is refused (exit code 2).
-Defaults: conf/train.yaml; model parameters: models/params.py (the yaml holds only overrides).
+Defaults: conf/train.yaml; model parameters: models/params.py (shared) and models/<name>.py
+(PARAMS), listed below; the yaml holds only overrides. A parameter the model does not read is refused.
 """
 
 from __future__ import annotations
@@ -18,17 +19,36 @@ import json
 import logging
 import os
 import sys
+import textwrap
 
 if not __package__:  # run as a script: python jobs/train.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models import MODEL_NAMES, resolve_params  # noqa: E402
+from models import MODEL_NAMES, SHARED, ParamError, model_defaults, resolve_params  # noqa: E402
 from pipelines.config import ConfigError, load_job_config, print_config_error  # noqa: E402
 
 
+def _params_help() -> str:
+    """The model parameters (default), the shared ones once, then each model's own."""
+
+    def listed(params: dict) -> str:
+        return ", ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in params.items())
+
+    def entry(who: str, params: dict) -> str:
+        return textwrap.fill(listed(params) or "-", 100, initial_indent=f"  {who}: ", subsequent_indent="    ")
+
+    lines = ["model parameters (--set params.NAME=VALUE), with their defaults:", entry("every model", SHARED)]
+    for name in MODEL_NAMES:
+        own = {k: v for k, v in model_defaults(name).items() if k not in SHARED or v != SHARED[k]}
+        lines.append(entry(name, own))
+    return "\n".join(lines)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=_params_help(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--samples", required=True, help="samples directory (feature_spec.json, train/, valid/, test/, vocab/)"
     )
@@ -51,16 +71,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_train_config(args: argparse.Namespace):
     """conf/train.yaml, --conf, --set, then --model and --epochs (which win), validated; the model params
-    checked by models.resolve_params. ConfigError before any work."""
+    checked by models.resolve_params (a parameter the model does not read is refused). ConfigError
+    before any work."""
     flags = [f"model={args.model}"] if args.model else []
     flags += [f"epochs={args.epochs}"] if args.epochs is not None else []
     config = load_job_config("train", args.conf, [*args.overrides, *flags])
     from pipelines.training.train import model_params
 
     try:
-        resolve_params(model_params(config))
-    except ValueError as exc:
-        raise ConfigError(f"params: {exc}") from None
+        resolve_params(config.model, model_params(config))
+    except ParamError as exc:  # each line names its params.<key>
+        raise ConfigError(str(exc)) from None
     return config
 
 

@@ -3,18 +3,20 @@
     from models import MODEL_NAMES, build_model, compile_model, embedding_tables
     model = build_model("deepfm", spec, {"embedding_dim": 16})
     compile_model(model)                     # optimizers from the params the model was built with
+    resolve_params("deepfm", {"embedding_dim": 16})   # the params deepfm reads, defaults filled in, checked
     model.fit(dataset_of_(features_dict, label), ...)
 
 Every model takes the dict of the spec's ``model_input`` features and returns
 the click probability ``[batch, 1]`` (float32, sigmoid of the layer named
 ``"logit"``; ``logit_model(model)`` gives the logit path).
 
-    registry.py    MODELS: name -> graph function and model class; MODEL_NAMES; build_model
+    registry.py    MODELS: name -> graph function, parameters with defaults, model class; MODEL_NAMES; build_model
     ctr_model.py   CTRModel: the Keras model every model is (config, input selection, optimizers)
-    params.py      DEFAULT_PARAMS (the only defaults) and resolve_params
+    params.py      the shared parameters' defaults, every parameter's check, resolve_params, recorded_params
+    <name>.py      one model each (PARAMS: the parameters it reads beyond the shared ones, with defaults)
     inputs.py      the shared input layer: keras.Input per feature, embeddings, numerics
     heads.py       logit_head, probability
-    <name>.py      one model each: emb_mlp, wide_deep, deepfm, dcn, dcn_v2, din, dfn
+                   emb_mlp, wide_deep, deepfm, dcn, dcn_v2, din, dfn
     layers/        one Keras layer per module
 """
 
@@ -28,7 +30,7 @@ import tensorflow as tf
 from models import layers  # noqa: F401
 from models.ctr_model import CTRModel
 from models.layers.feature_embedding import FeatureEmbedding
-from models.params import DEFAULT_PARAMS, recorded_params, resolve_params
+from models.params import SHARED, ParamError, model_defaults, recorded_params, resolve_params
 from models.registry import MODEL_NAMES, MODELS, build_model
 from models.wide_deep import WideDeepModel
 
@@ -37,11 +39,13 @@ __all__ = [
     "MODEL_NAMES",
     "CTRModel",
     "WideDeepModel",
-    "DEFAULT_PARAMS",
+    "SHARED",
+    "ParamError",
     "build_model",
     "compile_model",
     "embedding_tables",
     "logit_model",
+    "model_defaults",
     "recorded_params",
     "resolve_params",
 ]
@@ -49,9 +53,9 @@ __all__ = [
 
 def compile_model(model: CTRModel, params: dict | None = None) -> None:
     """Compile with binary cross-entropy, AUC (``name="auc"``) and the model's own optimizers
-    (``model.default_optimizers``): Adam(learning_rate, default 1e-3), except wide_deep's
-    FTRL + deep pair. ``params`` are merged over the params the model was built with."""
-    p = resolve_params({**model.ctr_params, **(params or {})})
+    (``model.default_optimizers``): Adam(learning_rate, default 1e-3), except wide_deep's and dfn's
+    FTRL + deep pair. ``params`` (of the model's) are merged over the params it was built with."""
+    p = resolve_params(model.model_name, {**model.ctr_params, **(params or {})})
     model.compile(
         **model.default_optimizers(p),
         loss=keras.losses.BinaryCrossentropy(),

@@ -7,7 +7,7 @@ import json
 import keras
 
 from feature_spec import checked_model_inputs
-from models.params import learning_rate, recorded_params, resolve_params
+from models.params import recorded_params, resolve_params
 
 
 @keras.saving.register_keras_serializable(package="ctr")
@@ -32,12 +32,12 @@ class CTRModel(keras.Model):
 
         graph = model_entry(model_name).graph
         spec = {"features": [dict(e) for e in checked_model_inputs(spec)]}
-        resolved = resolve_params(params)
+        resolved = resolve_params(model_name, params)
         inputs, outputs = graph(spec, resolved)
         super().__init__(inputs=inputs, outputs=outputs, name=name or model_name, **kwargs)
         self._model_name = model_name
         self._spec_json = json.dumps(spec, sort_keys=True)
-        # resolved params: a later change of a default cannot change a saved model's graph
+        # resolved params, the model's own only: a later change of a default cannot change a saved model's graph
         self._params_json = json.dumps(resolved, sort_keys=True)
         self._feature_names = tuple(inputs)
 
@@ -48,12 +48,12 @@ class CTRModel(keras.Model):
 
     @property
     def ctr_params(self) -> dict:
-        """The params the model was built with, defaults filled in."""
+        """The params the model was built with, defaults filled in: those its model reads."""
         return json.loads(self._params_json)
 
     def default_optimizers(self, p: dict) -> dict:
-        """``compile`` keyword arguments naming the optimizers for resolved params ``p``."""
-        return {"optimizer": keras.optimizers.Adam(learning_rate=learning_rate(p, 1e-3))}
+        """``compile`` keyword arguments naming the optimizers for resolved params ``p``: Adam (learning_rate)."""
+        return {"optimizer": keras.optimizers.Adam(learning_rate=p["learning_rate"])}
 
     def select_inputs(self, features: dict) -> dict:
         missing = [n for n in self._feature_names if n not in features]

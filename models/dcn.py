@@ -15,6 +15,12 @@ from models.inputs import build_inputs
 from models.layers.cross import CrossNetwork
 from models.layers.mlp import MLP
 
+# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
+# written; a shared one listed here takes this default for this model).
+PARAMS = {
+    "cross_layers": 3,
+}
+
 
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""

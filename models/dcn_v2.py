@@ -15,6 +15,13 @@ from models.inputs import build_inputs
 from models.layers.cross_v2 import CrossNetworkV2
 from models.layers.mlp import MLP
 
+# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
+# written; a shared one listed here takes this default for this model).
+PARAMS = {
+    "cross_layers": 3,
+    "projection_dim": None,  # None: full rank; k: low rank U_l V_l^T with inner dim k
+}
+
 
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""

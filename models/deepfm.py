@@ -16,6 +16,10 @@ from models.layers.fm import FMInteraction
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
 
+# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
+# written; a shared one listed here takes this default for this model).
+PARAMS: dict = {}
+
 
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""

@@ -51,6 +51,24 @@ from models.wide_deep import WIDE_LAYER, WideDeepModel, _check_crosses
 # Layer norm over d features keeps d - 1 degrees of freedom (d = 2: only a sign).
 MIN_EMBEDDING_DIM = 3
 
+# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
+# written; a shared one listed here takes this default for this model).
+PARAMS = {
+    # trained as wide_deep is (models/wide_deep.py): FTRL for the layer "wide", deep_optimizer for the rest
+    "deep_optimizer": "adagrad",  # "adagrad" (adagrad_learning_rate) or "adam" (learning_rate)
+    "adagrad_learning_rate": 0.05,
+    "ftrl_learning_rate": 0.05,
+    "ftrl_l1": 0.0,
+    "ftrl_l2": 0.0,
+    "crossed_features": [],  # list of [feature_a, feature_b] (categorical): hashed crosses in the wide part
+    "hash_buckets": 100000,  # of each crossed feature
+    "attention_units": [64, 16],  # hidden units of the FeedbackAttention scorer ([]: linear)
+    "attention_normalization": "softmax",  # "softmax" over the valid positions, or "none"
+    "num_heads": 2,  # heads of the feedback transformers
+    "feedback_pooling": "target",  # transformer output: "target" (token 0) or "mean" (of all tokens, the paper)
+    "ff_units": None,  # transformer feed-forward width; None: 4 * embedding_dim
+}
+
 
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""

@@ -83,6 +83,16 @@ def other_fields(b: InputBundle, beh: Behaviour) -> list:
     return [f for f, n in zip(b.field_list, b.field_names) if n not in beh.sequences]
 
 
+# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
+# written; a shared one listed here takes this default for this model).
+PARAMS = {
+    "attention_units": [64, 16],  # hidden units of the scorer MLP ([]: a linear scorer)
+    "attention_normalization": "softmax",  # "softmax" over the valid positions, or "none" (raw DIN scores)
+    "position_embedding": True,  # add the shared recency embedding to the histories
+    "target_interest_product": True,  # also feed the MLP q * pool_s, the target times each attention pool
+}
+
+
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""
     b = build_inputs(spec, p)

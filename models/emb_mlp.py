@@ -6,6 +6,12 @@ from models.heads import logit_head, probability
 from models.inputs import build_inputs
 from models.layers.mlp import MLP
 
+# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
+# written; a shared one listed here takes this default for this model).
+PARAMS = {
+    "residual": False,  # residual units in the MLP
+}
+
 
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""

@@ -23,7 +23,6 @@ from models.heads import logit_head, probability
 from models.inputs import build_inputs
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
-from models.params import learning_rate
 
 try:  # keras 3 internals used by the stock TF train_step
     from keras.src.losses.loss import unscale_loss_for_distribution
@@ -34,6 +33,18 @@ except ImportError:  # pragma: no cover
 
 
 WIDE_LAYER = "wide"
+
+# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
+# written; a shared one listed here takes this default for this model).
+PARAMS = {
+    "deep_optimizer": "adagrad",  # the deep part's optimizer: "adagrad" (adagrad_learning_rate) or "adam" (learning_rate)
+    "adagrad_learning_rate": 0.05,
+    "ftrl_learning_rate": 0.05,  # the wide part's FTRL
+    "ftrl_l1": 0.0,
+    "ftrl_l2": 0.0,
+    "crossed_features": [],  # list of [feature_a, feature_b] (categorical): hashed crosses in the wide part
+    "hash_buckets": 100000,  # of each crossed feature
+}
 
 
 def _check_crosses(spec: dict, crossed) -> list[list[str]]:
@@ -90,12 +101,12 @@ class WideDeepModel(CTRModel):
         self.wide_optimizer = None
 
     def default_optimizers(self, p: dict) -> dict:
-        """The deep part: ``deep_optimizer`` (Adagrad, default lr 0.05, or Adam, default lr 1e-3);
+        """The deep part: ``deep_optimizer``, Adagrad (adagrad_learning_rate) or Adam (learning_rate);
         the wide part: FTRL (ftrl_learning_rate, ftrl_l1, ftrl_l2)."""
         if p["deep_optimizer"] == "adam":
-            deep = keras.optimizers.Adam(learning_rate=learning_rate(p, 1e-3))
+            deep = keras.optimizers.Adam(learning_rate=p["learning_rate"])
         else:
-            deep = keras.optimizers.Adagrad(learning_rate=learning_rate(p, 0.05))
+            deep = keras.optimizers.Adagrad(learning_rate=p["adagrad_learning_rate"])
         wide = keras.optimizers.Ftrl(
             learning_rate=p["ftrl_learning_rate"],
             l1_regularization_strength=p["ftrl_l1"],

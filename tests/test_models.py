@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from feature_spec import compute_spec_hash, input_signature, numeric_fields, parse_features, validate_spec  # noqa: E402
-from models import MODEL_NAMES, build_model, compile_model, embedding_tables, logit_model  # noqa: E402
+from models import MODEL_NAMES, build_model, compile_model, embedding_tables, logit_model, model_defaults  # noqa: E402
 
 DIM = 4
 N_ROWS = 256
@@ -18,11 +18,18 @@ PARAMS = {
     "embedding_dim": DIM,
     "hidden_units": [16, 8],
     "cross_layers": 2,
-    "learning_rate": 0.02,
+    "learning_rate": 0.02,  # Adam's
+    "adagrad_learning_rate": 0.02,  # wide_deep's and dfn's deep optimizer
     "seed": 7,
     "crossed_features": [["user_idx", "item_idx"], ["user_idx", "item_primary_genre"]],
     "hash_buckets": 97,
 }
+
+
+def params_for(name: str, **extra) -> dict:
+    """PARAMS restricted to the parameters model ``name`` reads (it refuses others), then ``extra``."""
+    reads = model_defaults(name)
+    return {**{k: v for k, v in PARAMS.items() if k in reads}, **extra}
 
 
 def _cat(name, vocab, table, vocabulary=True, **extra):
@@ -166,7 +173,7 @@ def dataset(batch=64):
 @pytest.fixture(scope="module", params=MODEL_NAMES)
 def trained(request):
     keras.utils.clear_session()
-    model = build_model(request.param, SPEC, PARAMS)
+    model = build_model(request.param, SPEC, params_for(request.param))
     compile_model(model)
     history = model.fit(dataset(), validation_data=dataset(), epochs=3, verbose=0)
     return request.param, model, history
@@ -239,7 +246,7 @@ def test_the_vector_numeric_reaches_every_model(trained):
 @pytest.mark.parametrize("name, layer", [("dcn", "cross"), ("dcn_v2", "cross_v2")])
 def test_cross_networks_cross_the_vector_dimensions(name, layer):
     """x0 = concat(fields, numerics): n_fields * embedding_dim + total numeric width columns."""
-    model = build_model(name, SPEC, PARAMS)
+    model = build_model(name, SPEC, params_for(name))
     cross = model.get_layer(layer)
     width = N_FIELDS * DIM + NUMERIC_WIDTH
     assert tuple(cross.input.shape) == (None, width)
@@ -261,6 +268,7 @@ def test_save_load_keras(trained, tmp_path):
     loaded = keras.models.load_model(path)
     assert type(loaded) is type(model) and loaded.name == name and loaded.model_name == name
     assert loaded.ctr_params == model.ctr_params
+    assert set(model.get_config()["params"]) == set(model_defaults(name))  # the params it reads, no others
     np.testing.assert_allclose(loaded(X).numpy(), model(X).numpy(), atol=1e-6)
     # still compiled, with the same optimizer state (wide_deep: both optimizers)
     assert loaded.compiled and type(loaded.optimizer) is type(model.optimizer)
@@ -299,7 +307,7 @@ def test_embedding_tables(trained):
 
 
 def test_sequences_share_the_item_table():
-    model = build_model("emb_mlp", SPEC, PARAMS)
+    model = build_model("emb_mlp", SPEC, params_for("emb_mlp"))
     table = embedding_tables(model)["item_id"]
     values = np.arange(30 * DIM, dtype="float32").reshape(30, DIM)
     table.assign(values)
@@ -327,7 +335,7 @@ def _changed(before, variables):
 
 def test_wide_deep_optimizers_are_split():
     keras.utils.clear_session()
-    model = build_model("wide_deep", SPEC, PARAMS)
+    model = build_model("wide_deep", SPEC, params_for("wide_deep"))
     wide, deep = model.wide_variables, model.deep_variables
     ids = lambda vs: {id(v) for v in vs}  # noqa: E731
     assert ids(wide) and ids(deep) and not ids(wide) & ids(deep)
@@ -336,7 +344,7 @@ def test_wide_deep_optimizers_are_split():
     assert ids(embedding_tables(model).values()) <= ids(deep)
 
     # deep optimizer with learning rate 0: only the wide (FTRL) part moves
-    compile_model(model, {"learning_rate": 0.0})
+    compile_model(model, {"adagrad_learning_rate": 0.0})
     model.run_eagerly = True  # the graph-mode train_step runs in the fit fixture; eager keeps this test fast
     assert isinstance(model.wide_optimizer, keras.optimizers.Ftrl)
     assert isinstance(model.optimizer, keras.optimizers.Adagrad)
@@ -378,7 +386,7 @@ def test_bad_names_and_params():
 @pytest.mark.parametrize("extra", [{"residual": True}, {"projection_dim": 3}])
 def test_variants_build_and_run(extra):
     name = "emb_mlp" if "residual" in extra else "dcn_v2"
-    model = build_model(name, SPEC, {**PARAMS, **extra})
+    model = build_model(name, SPEC, params_for(name, **extra))
     out = model({k: tf.constant(v[:8]) for k, v in X.items()})
     assert tuple(out.shape) == (8, 1)
     if name == "dcn_v2":

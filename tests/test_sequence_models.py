@@ -10,8 +10,8 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from feature_spec import compute_spec_hash, validate_spec  # noqa: E402
-from models import build_model, compile_model, embedding_tables  # noqa: E402
-from tests.test_models import DIM, PARAMS, SPEC, X, Y  # noqa: E402
+from models import build_model, compile_model, embedding_tables, model_defaults  # noqa: E402
+from tests.test_models import DIM, SPEC, X, Y, params_for  # noqa: E402
 
 CLICK_LEN, SKIP_LEN = 5, 4  # the spec's hist_click_items / hist_skip_items lengths
 NUMERICS = ["hist_click_len", "item_vec", "item_ctr"]  # the spec's numerics in order; item_vec is [batch, 3]
@@ -49,7 +49,7 @@ def np_din_pool(q, keys, ids, kernel, bias):
     return np.einsum("bl,bld->bd", a, keys)
 
 
-LINEAR_DIN = {**PARAMS, "attention_units": [], "attention_normalization": "softmax", "position_embedding": True}
+LINEAR_DIN = params_for("din", attention_units=[], attention_normalization="softmax", position_embedding=True)
 
 
 def test_din_attends_with_the_target_item_over_each_history():
@@ -105,7 +105,7 @@ def with_open_transformers(model):
 
 @pytest.mark.parametrize("name", ["din", "dfn"])
 def test_padding_rows_never_reach_the_output(name):
-    model = with_open_transformers(build_model(name, SPEC, PARAMS))
+    model = with_open_transformers(build_model(name, SPEC, params_for(name)))
     x = rows()
     before = model(x).numpy()
     rng = np.random.default_rng(3)
@@ -121,7 +121,7 @@ def test_padding_rows_never_reach_the_output(name):
 def test_dfn_reads_skipped_items_in_the_shared_item_table():
     """Changing the item-table row of an item seen only in row 0's skips changes row 0's external
     (click -> skip) attention and nothing in the rows that never show that item."""
-    model = with_open_transformers(build_model("dfn", SPEC, PARAMS))
+    model = with_open_transformers(build_model("dfn", SPEC, params_for("dfn")))
     x = rows()
     item = 29
     for key in ("item_idx", "hist_click_items", "hist_skip_items"):
@@ -148,14 +148,16 @@ def test_dfn_reads_skipped_items_in_the_shared_item_table():
 
 @pytest.mark.parametrize("pooling", ["target", "mean"])
 def test_dfn_transformers_pool_as_params_say(pooling):
-    params = PARAMS if pooling == "target" else {**PARAMS, "feedback_pooling": pooling}  # target: the default
+    params = (
+        params_for("dfn") if pooling == "target" else params_for("dfn", feedback_pooling=pooling)
+    )  # target: the default
     model = build_model("dfn", SPEC, params)
     for name in ("hist_click_items", "hist_skip_items"):
         assert model.get_layer(f"transformer_{name}").pooling == pooling
 
 
 def test_dfn_logit_is_wide_plus_fm_plus_deep():
-    model = build_model("dfn", SPEC, PARAMS)
+    model = build_model("dfn", SPEC, params_for("dfn"))
     x = rows()
     field_layers = [
         f"field_{n}"
@@ -188,7 +190,7 @@ def _snapshot(variables):
 
 def test_dfn_trains_the_wide_part_with_ftrl_and_the_rest_with_the_deep_optimizer():
     keras.utils.clear_session()
-    model = build_model("dfn", SPEC, PARAMS)
+    model = build_model("dfn", SPEC, params_for("dfn"))
     wide, deep = model.wide_variables, model.deep_variables
     ids = lambda vs: {id(v) for v in vs}  # noqa: E731
     assert ids(wide) == ids(model.get_layer("wide").trainable_variables)
@@ -200,7 +202,7 @@ def test_dfn_trains_the_wide_part_with_ftrl_and_the_rest_with_the_deep_optimizer
         "position_embedding",
     ):
         assert ids(model.get_layer(name).trainable_variables) <= ids(deep), name
-    compile_model(model, {"learning_rate": 0.0})  # deep optimizer frozen: only FTRL moves weights
+    compile_model(model, {"adagrad_learning_rate": 0.0})  # deep optimizer (Adagrad) frozen: only FTRL moves weights
     model.run_eagerly = True
     assert isinstance(model.wide_optimizer, keras.optimizers.Ftrl) and isinstance(
         model.optimizer, keras.optimizers.Adagrad
@@ -222,7 +224,7 @@ def test_a_click_history_alone_is_enough():
     spec = _spec_with([e for e in SPEC["features"] if e["name"] != "hist_skip_items"])
     x = {k: v[:8] for k, v in X.items()}
     for name in ("din", "dfn"):
-        model = build_model(name, spec, PARAMS)
+        model = build_model(name, spec, params_for(name))
         layers = {layer.name for layer in model.layers}
         assert not {"attention_hist_skip_items", "transformer_hist_skip_items"} & layers
         assert tuple(model(x).shape) == (8, 1)
@@ -232,12 +234,12 @@ def test_spec_and_param_errors():
     no_history = _spec_with([e for e in SPEC["features"] if e["kind"] != "sequence"])
     for name in ("din", "dfn"):
         with pytest.raises(ValueError, match="exactly one categorical target"):
-            build_model(name, no_history, PARAMS)
+            build_model(name, no_history, params_for(name))
     two_targets = _spec_with(SPEC["features"] + [dict(SPEC["features"][1], name="item_idx_copy")])
     with pytest.raises(ValueError, match="item_idx .*item_idx_copy"):
-        build_model("din", two_targets, PARAMS)
+        build_model("din", two_targets, params_for("din"))
     with pytest.raises(ValueError, match="embedding_dim >= 3"):
-        build_model("dfn", SPEC, {**PARAMS, "embedding_dim": 2})
+        build_model("dfn", SPEC, params_for("dfn", embedding_dim=2))
     for bad in (
         {"attention_units": 16},
         {"attention_units": [0]},
@@ -249,13 +251,14 @@ def test_spec_and_param_errors():
         {"ff_units": -1},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            build_model("din", SPEC, {**PARAMS, **bad})
+            name = "din" if next(iter(bad)) in model_defaults("din") else "dfn"  # the model that reads it
+            build_model(name, SPEC, params_for(name, **bad))
 
 
 def test_a_din_saved_before_the_interest_products_loads_as_it_was_built(tmp_path):
     """A din config saved before params.target_interest_product existed lacks the key: it was built
     without the products, and loads so (today's default would build another MLP input)."""
-    model = build_model("din", SPEC, {**PARAMS, "target_interest_product": False})
+    model = build_model("din", SPEC, params_for("din", target_interest_product=False))
     config = model.get_config()
     del config["params"]["target_interest_product"]
     restored = type(model).from_config(config)
@@ -267,7 +270,7 @@ def test_a_din_saved_before_the_interest_products_loads_as_it_was_built(tmp_path
 
 def test_a_dfn_saved_before_the_pre_ln_block_is_refused_with_a_message():
     """Its transformer weights fit today's pre-LN block in shape but not in meaning: no silent load."""
-    model = build_model("dfn", SPEC, PARAMS)
+    model = build_model("dfn", SPEC, params_for("dfn"))
     config = model.get_config()
     del config["params"]["feedback_pooling"]
     with pytest.raises(ValueError, match="saved before its feedback transformers became pre-LN.*train it again"):

@@ -266,6 +266,23 @@ def test_a_typo_in_params_is_a_config_error(samples, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_param_the_model_does_not_read_is_a_config_error_naming_what_it_reads(samples, tmp_path, capsys):
+    path, _, _ = samples
+    run = tmp_path / "run"
+    args = ["--samples", path, "--model", "deepfm", "--output", str(run), "--set", "params.num_heads=4"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        "config error: params.num_heads: deepfm does not read it (dfn does); deepfm takes: activation, dropout, "
+        "embedding_dim, hidden_units, jit_compile, l2, learning_rate, seed\n"
+    ) in err
+    assert not run.exists()  # before RUN is touched
+    # Adagrad's rate is its own parameter, read by the models that train with it
+    assert main([*args[:-1], "params.adagrad_learning_rate=0.1"]) == 2
+    assert "params.adagrad_learning_rate: deepfm does not read it (wide_deep, dfn do)" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_a_vector_numeric_trains_exports_and_serves(tmp_path):
     """Samples with a numeric vector (item_vec, [3], block layout): the job trains dcn on them and the
     exported SavedModel takes the vector as [None, 3] and scores exactly the predictions."""

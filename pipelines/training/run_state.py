@@ -159,14 +159,19 @@ class Checkpoints:
                 f"{self.directory} holds checkpoints of model '{state.get('model')}', not "
                 f"'{self.model_name}'; train into a new --output or pass --set resume=false to start over"
             )
-        # Resolved on both sides: a default written out and one left out are the same parameter.
-        saved = json.dumps(
-            jsonable(resolve_params(recorded_params(state.get("params"), self.model_name))), sort_keys=True
-        )
-        if saved != json.dumps(jsonable(resolve_params(self.params)), sort_keys=True):
+        # Resolved on both sides: a default written out and one left out are the same parameter; an old
+        # record (every model's params, learning_rate for Adagrad too) reads as today's (recorded_params).
+        saved = jsonable(resolve_params(self.model_name, recorded_params(state.get("params"), self.model_name)))
+        now = jsonable(resolve_params(self.model_name, self.params))
+        if saved != now:
+            differ = ", ".join(
+                f"{k} {json.dumps(saved.get(k))} (now {json.dumps(now.get(k))})"
+                for k in sorted(saved)
+                if saved.get(k) != now.get(k)
+            )
             raise RunMismatch(
-                f"{self.directory} was trained with params {json.dumps(state.get('params'), sort_keys=True)}, "
-                f"now {json.dumps(self.params, sort_keys=True)}; "
+                f"{self.directory} was trained with params {json.dumps(saved, sort_keys=True)}, "
+                f"now {json.dumps(now, sort_keys=True)}; they differ in: {differ}; "
                 f"train into a new --output or pass --set resume=false to start over"
             )
 

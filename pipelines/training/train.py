@@ -31,7 +31,7 @@ from contextlib import contextmanager
 import keras
 
 from feature_spec import num_examples, spec_hash
-from models import build_model, compile_model, embedding_tables, resolve_params
+from models import ParamError, build_model, compile_model, embedding_tables, resolve_params
 from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import TrainConfig, validate_train_config
@@ -69,7 +69,7 @@ STAGING_PREFIX = ".staging-"  # RUN/.staging-<id>/: this job's publish.Staging i
 
 
 def model_params(config: TrainConfig) -> dict:
-    """config.params (overrides of models.DEFAULT_PARAMS), the seed defaulting to config.seed."""
+    """config.params (overrides of the model's defaults, models/params.py), the seed defaulting to config.seed."""
     params = copy.deepcopy(config.params)
     if params.get("seed") is None:
         params["seed"] = config.seed
@@ -118,9 +118,9 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
     clock = Timings()
     config = validate_train_config(config)
     try:
-        params = resolve_params(model_params(config))
-    except ValueError as exc:
-        raise ConfigError(f"params: {exc}") from None
+        params = resolve_params(config.model, model_params(config))
+    except ParamError as exc:  # each line names its params.<key>
+        raise ConfigError(str(exc)) from None
     monitor = config.early_stopping.monitor
     run_dir, model_name = os.path.abspath(run_dir), config.model
     run_id = config.run_id or os.path.basename(run_dir.rstrip("/"))

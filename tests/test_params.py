@@ -1,0 +1,188 @@
+"""models/params.py: each model's parameters and defaults, their checks, and old records read as today's."""
+
+import dataclasses
+import re
+
+import pytest
+
+from models import MODEL_NAMES, MODELS, SHARED, ParamError, model_defaults, recorded_params, resolve_params
+from models.params import CHECKS, LEGACY_PARAMS
+
+# What every model read before each declared its own parameters: one flat dict, as every saved model
+# and run recorded it (learning_rate null: 1e-3 for Adam, 0.05 for Adagrad).
+FLAT_RECORD = {
+    "embedding_dim": 4,
+    "hidden_units": [8],
+    "activation": "relu",
+    "dropout": 0.0,
+    "l2": 0.0,
+    "learning_rate": None,
+    "deep_optimizer": "adagrad",
+    "ftrl_learning_rate": 0.05,
+    "ftrl_l1": 0.0,
+    "ftrl_l2": 0.0,
+    "residual": False,
+    "cross_layers": 3,
+    "projection_dim": None,
+    "crossed_features": [],
+    "hash_buckets": 100000,
+    "attention_units": [64, 16],
+    "attention_normalization": "softmax",
+    "position_embedding": True,
+    "target_interest_product": True,
+    "num_heads": 2,
+    "feedback_pooling": "target",
+    "ff_units": None,
+    "seed": 11,
+    "jit_compile": False,
+}
+
+READS = {
+    "emb_mlp": ["residual"],
+    "wide_deep": [
+        "adagrad_learning_rate",
+        "crossed_features",
+        "deep_optimizer",
+        "ftrl_l1",
+        "ftrl_l2",
+        "ftrl_learning_rate",
+        "hash_buckets",
+    ],
+    "deepfm": [],
+    "dcn": ["cross_layers"],
+    "dcn_v2": ["cross_layers", "projection_dim"],
+    "din": ["attention_normalization", "attention_units", "position_embedding", "target_interest_product"],
+    "dfn": [
+        "adagrad_learning_rate",
+        "attention_normalization",
+        "attention_units",
+        "crossed_features",
+        "deep_optimizer",
+        "feedback_pooling",
+        "ff_units",
+        "ftrl_l1",
+        "ftrl_l2",
+        "ftrl_learning_rate",
+        "hash_buckets",
+        "num_heads",
+    ],
+}
+
+
+def test_each_model_reads_the_shared_params_and_its_own():
+    assert set(READS) == set(MODEL_NAMES)
+    for name in MODEL_NAMES:
+        assert sorted(set(model_defaults(name)) - set(SHARED)) == READS[name], name
+        assert resolve_params(name) == model_defaults(name)
+    assert set(SHARED) == {
+        "embedding_dim",
+        "hidden_units",
+        "activation",
+        "dropout",
+        "l2",
+        "learning_rate",
+        "seed",
+        "jit_compile",
+    }
+    assert set(CHECKS) == {k for e in MODELS.values() for k in e.defaults}  # a check per param, no stale one
+
+
+def test_todays_effective_defaults():
+    """The defaults every model had with the flat DEFAULT_PARAMS (learning_rate None: Adam 1e-3, Adagrad 0.05)."""
+    for name in MODEL_NAMES:
+        p = resolve_params(name)
+        assert p["embedding_dim"] == 16 and p["hidden_units"] == [256, 128, 64] and p["learning_rate"] == 1e-3
+    for name in ("wide_deep", "dfn"):
+        p = resolve_params(name)
+        assert (p["deep_optimizer"], p["adagrad_learning_rate"], p["ftrl_learning_rate"]) == ("adagrad", 0.05, 0.05)
+        assert p["crossed_features"] == [] and p["hash_buckets"] == 100000
+    assert resolve_params("dfn")["num_heads"] == 2 and resolve_params("dfn")["feedback_pooling"] == "target"
+
+
+def test_a_param_the_model_does_not_read_is_refused_naming_what_it_takes():
+    with pytest.raises(ParamError) as err:
+        resolve_params("deepfm", {"num_heads": 4})
+    message = str(err.value)
+    assert message.startswith("params.num_heads: deepfm does not read it (dfn does); deepfm takes: ")
+    assert message.endswith("activation, dropout, embedding_dim, hidden_units, jit_compile, l2, learning_rate, seed")
+    with pytest.raises(ParamError, match=r"params.adagrad_learning_rate: dcn does not read it \(wide_deep, dfn do\)"):
+        resolve_params("dcn", {"adagrad_learning_rate": 0.1})
+    with pytest.raises(ParamError, match="params.embeding_dim: no model reads it; emb_mlp takes: "):
+        resolve_params("emb_mlp", {"embeding_dim": 8})
+
+
+@pytest.mark.parametrize(
+    "name, key, value",
+    [
+        ("emb_mlp", "embedding_dim", 0),
+        ("emb_mlp", "hidden_units", []),
+        ("emb_mlp", "hidden_units", 8),
+        ("emb_mlp", "dropout", 1.0),
+        ("emb_mlp", "l2", -1),
+        ("emb_mlp", "learning_rate", "fast"),
+        ("emb_mlp", "seed", 1.5),
+        ("emb_mlp", "residual", "yes"),
+        ("wide_deep", "deep_optimizer", "sgd"),
+        ("wide_deep", "adagrad_learning_rate", -0.1),
+        ("wide_deep", "crossed_features", [["user_idx"]]),
+        ("dfn", "hash_buckets", 0),
+        ("dcn_v2", "projection_dim", 0),
+        ("din", "attention_units", 16),
+        ("din", "attention_normalization", "max"),
+        ("dfn", "num_heads", 0),
+        ("dfn", "feedback_pooling", "max"),
+        ("dfn", "ff_units", -1),
+    ],
+)
+def test_values_are_checked_once_per_param(name, key, value):
+    with pytest.raises(ParamError, match=f"^params.{key} must be .*got {re.escape(repr(value))}"):
+        resolve_params(name, {key: value})
+
+
+def test_null_keeps_the_default_except_where_null_is_a_value():
+    assert resolve_params("dcn", {"learning_rate": None, "cross_layers": None})["learning_rate"] == 1e-3
+    assert resolve_params("dcn_v2", {"projection_dim": None})["projection_dim"] is None  # full rank
+    assert resolve_params("dfn", {"ff_units": None, "seed": None})["ff_units"] is None
+
+
+def test_an_old_flat_record_reads_as_the_params_its_model_read():
+    for name in MODEL_NAMES:
+        p = resolve_params(name, recorded_params(FLAT_RECORD, name))
+        assert set(p) == set(model_defaults(name))
+        assert p["learning_rate"] == 1e-3  # Adam: null was 1e-3
+    # learning_rate was the deep optimizer's rate: Adagrad's here
+    for name in ("wide_deep", "dfn"):
+        record = {**FLAT_RECORD, "learning_rate": 0.02}
+        p = resolve_params(name, recorded_params(record, name))
+        assert (p["deep_optimizer"], p["adagrad_learning_rate"], p["learning_rate"]) == ("adagrad", 0.02, 1e-3)
+        p = resolve_params(name, recorded_params(FLAT_RECORD, name))  # null: Adagrad's 0.05
+        assert (p["adagrad_learning_rate"], p["learning_rate"]) == (0.05, 1e-3)
+        record = {**FLAT_RECORD, "deep_optimizer": "adam", "learning_rate": 0.004}
+        p = resolve_params(name, recorded_params(record, name))
+        assert (p["deep_optimizer"], p["learning_rate"], p["adagrad_learning_rate"]) == ("adam", 0.004, 0.05)
+    assert recorded_params({**FLAT_RECORD, "learning_rate": 0.004}, "deepfm")["learning_rate"] == 0.004
+
+
+def test_old_rates_are_written_out_not_left_to_todays_defaults(monkeypatch):
+    """Changing a default later must not change what an old record built."""
+    for name in ("wide_deep", "dfn", "deepfm"):
+        entry = MODELS[name]
+        later = {k: 0.5 for k in ("learning_rate", "adagrad_learning_rate") if k in entry.defaults}
+        monkeypatch.setitem(MODELS, name, dataclasses.replace(entry, params={**entry.params, **later}))
+        assert resolve_params(name)["learning_rate"] == 0.5
+        p = resolve_params(name, recorded_params(FLAT_RECORD, name))
+        assert p["learning_rate"] == 1e-3 and p.get("adagrad_learning_rate", 0.05) == 0.05
+
+
+def test_todays_records_read_as_they_are():
+    for name in MODEL_NAMES:
+        p = resolve_params(name, {"embedding_dim": 4, "seed": 3})
+        assert recorded_params(p, name) == p
+    p = resolve_params("wide_deep", {"learning_rate": 0.01, "adagrad_learning_rate": 0.2})
+    assert recorded_params(p, "wide_deep") == p
+
+
+def test_params_added_later_keep_their_legacy_values():
+    assert recorded_params({"embedding_dim": 4}, "din")["target_interest_product"] is False
+    assert recorded_params({"embedding_dim": 4}, "dfn")["feedback_pooling"] == "mean"
+    assert set(LEGACY_PARAMS) <= set(MODEL_NAMES)
