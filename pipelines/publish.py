@@ -227,6 +227,15 @@ def makedirs(path) -> None:
     _fs(path).makedirs(path)
 
 
+def ensure_space(directory: str, nbytes: int) -> None:
+    """Raise OSError(ENOSPC) unless the local `directory` has `nbytes` free: for writers that must not
+    run out of space halfway (HDF5 then keeps a broken handle that crashes the process at exit)."""
+    stat = os.statvfs(directory)
+    free = stat.f_bavail * stat.f_frsize
+    if free < nbytes:
+        raise OSError(errno.ENOSPC, f"No space left on device ({free} bytes free, {nbytes} needed)", directory)
+
+
 def replace_file(path: str, write) -> None:
     """Replace the local file `path` in one rename: `write(tmp)` writes the new content to a hidden
     sibling (its name ends like `path`'s, e.g. `.weights.h5`), so readers see the old file or the new one."""

@@ -69,7 +69,20 @@ def write_json(path: str, payload: dict) -> None:
     publish.replace_file(path, write)
 
 
+def _weights_bytes(model) -> int:
+    """The size of the model's and its optimizers' variables, what a weights file holds."""
+    variables = list(model.weights)
+    for name in ("optimizer", "wide_optimizer"):
+        optimizer = getattr(model, name, None)
+        if optimizer is not None:
+            variables += list(optimizer.variables)
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
 def save_weights(model, path: str) -> None:
+    # HDF5 running out of space inside a file leaves a handle that crashes the process at exit (a
+    # segfault, not our error message): the space is checked first, with room for HDF5's overhead.
+    publish.ensure_space(os.path.dirname(path), int(_weights_bytes(model) * 1.1) + (1 << 20))
     publish.replace_file(path, model.save_weights)
 
 
