@@ -147,6 +147,7 @@ def _records(samples_dir):
     return rows.sort_values(["user_id", "item_id", "ts", "p_click"]).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_csv_from_pandas_builds_the_same_samples_as_parquet(spark, tmp_path):
     """pandas writes an int column with missing values as floats (`1977.0`): it must still mean 1977."""
     import os
@@ -247,6 +248,7 @@ def test_training_refuses_a_pattern_pointing_at_another_samples_folder(tmp_path,
 ODD_NAME = "odd [v2] *?é ü"
 
 
+@pytest.mark.slow
 def test_every_job_takes_paths_with_glob_characters_spaces_and_non_ascii(spark, tmp_path):
     import json
     import os

@@ -257,6 +257,7 @@ def _small_config(*sets: str) -> dict:
     )
 
 
+@pytest.mark.slow
 def test_spec_hash_and_samples_do_not_depend_on_shuffle_partitions(spark, small_raw, tmp_path):
     built = {}
     before = spark.conf.get("spark.sql.shuffle.partitions")
@@ -284,6 +285,7 @@ def test_an_empty_split_fails_the_build_naming_the_split_and_boundaries(spark, s
     assert not os.path.exists(tmp_path / "samples")
 
 
+@pytest.mark.slow
 def test_spark_submit_master_and_conf_win_over_the_yaml(small_raw, tmp_path):
     bin_dir = os.path.dirname(sys.executable)
     submit = os.path.join(bin_dir, "spark-submit")
