@@ -361,6 +361,7 @@ def test_a_full_disk_while_training_is_our_error_and_the_new_run_is_removed(smal
     assert list(small_disk.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_building_leaves_no_staging(spark, small_disk, tmp_path):
     from pipelines.config import load_config
     from pipelines.publish import write_failure

@@ -128,6 +128,7 @@ def test_tiny_csvs_give_exact_impressions_clicks_and_items(spark, tmp_path):
     assert summary["warnings"] == []
 
 
+@pytest.mark.slow
 def test_threshold_and_rerun_replace_the_output_atomically(spark, tmp_path, capsys):
     source, raw = tmp_path / "ml", tmp_path / "raw"
     write_tiny(source)

@@ -330,6 +330,7 @@ def test_train_refuses_a_run_folder_with_unrelated_files(samples, tmp_path, caps
     assert files_of(run) == {"notes.txt": b"mine"}
 
 
+@pytest.mark.slow
 def test_train_marks_its_run_and_removes_stale_stagings_in_it(samples, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -278,6 +278,7 @@ def test_spec_hash_and_samples_do_not_depend_on_shuffle_partitions(spark, small_
     pd.testing.assert_frame_equal(rows_1, rows_8)
 
 
+@pytest.mark.slow
 def test_an_empty_split_fails_the_build_naming_the_split_and_boundaries(spark, small_raw, tmp_path):
     config = _small_config("split.valid_start=2026-01-05", "split.test_start=2026-03-01")
     with pytest.raises(EmptySplitError, match=r"the test split is empty: .*2026-03-01T00:00:00Z"):
