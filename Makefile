@@ -1,11 +1,11 @@
-# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`; `make test-fast` is the quick loop.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data
 MODEL ?=
 
-.PHONY: venv demo test lint format bench lock clean
+.PHONY: venv demo test test-fast lint format bench lock clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -20,8 +20,13 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m jobs.demo --workdir $(DATA) $(if $(MODEL),--model $(MODEL),)
 
+# Everything, the slow end-to-end tests included (what CI runs, through .ci/run).
 test: venv lint
 	$(PY) -m pytest -q tests
+
+# The quick loop: every test not marked `slow` (about 250 CPU-seconds, under 3 minutes on 2 idle cores).
+test-fast: venv lint
+	$(PY) -m pytest -q -m "not slow" tests
 
 # One formatter and linter (ruff, configured in pyproject.toml); `make format` rewrites the code.
 lint: venv

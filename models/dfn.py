@@ -20,17 +20,12 @@ Training is WideDeepModel's joint step: the wide layer's gradients go to FTRL, t
 Each transformer's output is its target token (params.feedback_pooling="target", the
 default): the paper's mean over the target and the ``n`` valid behaviour tokens
 (feedback_pooling="mean") keeps only ``1 / (n + 1)`` of the one token that reads the
-history against the target. On the world of tests/test_end_to_end.py (20-long histories,
-recent clicks drive the click probability) the mean reached 0.9695 of the true AUC, no more
-than the best mean-pooling baseline (dcn_v2, 0.9693), the target token 0.9665 to 0.9754 over
-four runs; it also spares the other tokens' attention and feed-forward work.
+history against the target.
 
 The transformers are pre-LN blocks that start as the identity (``FeedbackTransformer``):
-their outputs meet the raw field embeddings in the FM, and the post-LN block's outputs (norm
-about ``sqrt(d)`` against about 0.1 for a fresh embedding) made the FM start at logits of
-about +-13, a first-epoch train loss of 0.45 (0.35 to 0.38 for the other models) and runs
-that ended anywhere in 0.9665 to 0.9754 of the true AUC; the identity start gave 0.9727 to
-0.9751 over three runs.
+their outputs meet the raw field embeddings in the FM, which then does not start from large
+logits as it did after a post-LN block. The measurements behind both choices are in
+docs/model_quality.md.
 """
 
 from __future__ import annotations

@@ -147,6 +147,7 @@ def _records(samples_dir):
     return rows.sort_values(["user_id", "item_id", "ts", "p_click"]).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_csv_from_pandas_builds_the_same_samples_as_parquet(spark, tmp_path):
     """pandas writes an int column with missing values as floats (`1977.0`): it must still mean 1977."""
     import os
@@ -247,6 +248,7 @@ def test_training_refuses_a_pattern_pointing_at_another_samples_folder(tmp_path,
 ODD_NAME = "odd [v2] *?é ü"
 
 
+@pytest.mark.slow
 def test_every_job_takes_paths_with_glob_characters_spaces_and_non_ascii(spark, tmp_path):
     import json
     import os
@@ -366,6 +368,7 @@ def test_a_full_disk_while_training_is_our_error_and_the_new_run_is_removed(smal
     assert list(small_disk.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_building_leaves_no_staging(spark, small_disk, tmp_path):
     from pipelines.config import load_config
     from pipelines.publish import write_failure

@@ -14,6 +14,9 @@ from pipelines.config import load_config
 from pipelines.samples.build_samples import RejectFractionError, build_samples
 from tests.samples_io import raw_value, read_all
 
+# Whole builds on generated data (a subprocess generates it): `make test`, not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1767225600  # generator start, 2026-01-01
 DAY = 86400

@@ -6,7 +6,7 @@ and items but rich in impressions per user, so that the interactions the click m
 (user x item factors, genre affinity, recent clicks) are learnable in a CI-sized run. The
 samples keep the default 20-long histories, where a mean pool dilutes the recent clicks that
 drive the click model (an exponential moving average of the clicked items' vectors, weights
-0.3, 0.21, 0.15, ...). All seven models train once on them (figures recorded in the README):
+0.3, 0.21, 0.15, ...). All seven models train once on them (figures recorded in docs/model_quality.md):
 
 * every model reaches MIN_RATIO_EVERY of the true AUC;
 * the best of the five baselines (mean-pooled histories) reaches MIN_RATIO_BASELINE;

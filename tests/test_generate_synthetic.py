@@ -274,6 +274,7 @@ def test_main_prints_a_summary(tmp_path, capsys):
     assert 0 < summary["click_rate"] < 1
 
 
+@pytest.mark.slow
 def test_runs_as_a_module(tmp_path):
     out = subprocess.run(
         [

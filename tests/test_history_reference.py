@@ -15,6 +15,9 @@ import pytest
 
 from features import history
 
+# The whole history and statistics of a generated, tie-heavy world against the reference: `make test`.
+pytestmark = pytest.mark.slow
+
 T0 = 1767225600
 GRID = 5  # most events fall on a 5 s grid: ties, and events exactly on the window edges below
 WINDOW, LOOKBACK, RECENT = 10, 100, 30

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from jobs.import_movielens import main
 from sources.movielens import import_movielens
@@ -127,6 +128,7 @@ def test_tiny_csvs_give_exact_impressions_clicks_and_items(spark, tmp_path):
     assert summary["warnings"] == []
 
 
+@pytest.mark.slow
 def test_threshold_and_rerun_replace_the_output_atomically(spark, tmp_path, capsys):
     source, raw = tmp_path / "ml", tmp_path / "raw"
     write_tiny(source)
@@ -143,6 +145,7 @@ def test_threshold_and_rerun_replace_the_output_atomically(spark, tmp_path, caps
     assert set(pq.read_table(raw / "items").column("num_tags").to_pylist()) == {0}
 
 
+@pytest.mark.slow
 def test_runs_as_a_script_for_spark_submit():
     out = subprocess.run(
         [sys.executable, str(ROOT / "jobs" / "import_movielens.py"), "--help"],
@@ -156,6 +159,7 @@ def test_runs_as_a_script_for_spark_submit():
     assert "--click-threshold" in out.stdout
 
 
+@pytest.mark.slow
 def test_real_movielens_counts(spark, movielens_dir, tmp_path):
     with open(movielens_dir / "ratings.csv", newline="") as fh:
         ratings = list(csv.DictReader(fh))
@@ -178,6 +182,7 @@ def test_real_movielens_counts(spark, movielens_dir, tmp_path):
     assert (items["num_tags"] > 0).any()
 
 
+@pytest.mark.slow
 def test_real_movielens_builds_samples_end_to_end(spark, movielens_dir, tmp_path):
     """MovieLens -> RAW -> SAMPLES: every rating is one sample, labels are the ratings >= 3.5,
     splits follow time, and each user's first rating has an empty history."""

@@ -204,12 +204,14 @@ def vector_build(spark, tmp_path_factory):
     return {"report": report, "spec": load_spec(out), "samples": read_all(out), "items": items, "dir": out}
 
 
+@pytest.mark.slow
 def test_build_reports_the_vector_rejects_and_length(vector_build):
     report = vector_build["report"]
     assert report["rejected"]["items"] == {"non_finite_vector": 1, "wrong_vector_length": 1}
     assert report["item_vector_lengths"] == {"item_vec": 4}
 
 
+@pytest.mark.slow
 def test_spec_has_the_item_and_user_vectors_normalized_per_dimension(vector_build):
     from feature_spec import feature
 
@@ -229,6 +231,7 @@ def _raw_vectors(values, entry):
     return np.stack(values) * np.asarray(norm["std"]) + np.asarray(norm["mean"])
 
 
+@pytest.mark.slow
 def test_item_vectors_in_the_samples_are_the_raw_ones_normalized_with_train_statistics(vector_build):
     from feature_spec import feature
 
@@ -248,6 +251,7 @@ def test_item_vectors_in_the_samples_are_the_raw_ones_normalized_with_train_stat
     np.testing.assert_allclose(entry["normalization"]["std"], train.std(axis=0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_user_vector_is_the_mean_of_its_click_history_items_vectors(vector_build):
     import pyarrow.parquet as pq
 

@@ -179,6 +179,7 @@ def trained(request):
     return request.param, model, history
 
 
+@pytest.mark.slow
 def test_fit_predict_evaluate(trained):
     name, model, history = trained
     assert model.name == name
@@ -192,6 +193,7 @@ def test_fit_predict_evaluate(trained):
     np.testing.assert_allclose(1.0 / (1.0 + np.exp(-logit)), pred, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_parsed_examples_are_valid_inputs(trained):
     """What tf.io.parse_example yields for the spec goes straight into the model."""
     _, model, _ = trained
@@ -211,6 +213,7 @@ def test_parsed_examples_are_valid_inputs(trained):
     np.testing.assert_allclose(model(parsed).numpy(), model({k: v[:3] for k, v in X.items()}).numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_extra_keys_ignored_missing_keys_rejected(trained):
     _, model, _ = trained
     x = {k: v[:8] for k, v in X.items()}
@@ -225,6 +228,7 @@ N_FIELDS = 9  # the spec's categorical, sequence and multi_categorical inputs
 NUMERIC_WIDTH = 2 + VEC_DIM  # hist_click_len, item_ctr and item_vec's three dimensions
 
 
+@pytest.mark.slow
 def test_the_vector_numeric_reaches_every_model(trained):
     """item_vec is part of the numeric block, in spec order, and moves the prediction."""
     name, model, _ = trained
@@ -261,6 +265,7 @@ def test_cross_networks_cross_the_vector_dimensions(name, layer):
     )
 
 
+@pytest.mark.slow
 def test_save_load_keras(trained, tmp_path):
     name, model, _ = trained
     path = str(tmp_path / f"{name}.keras")
@@ -282,6 +287,7 @@ def test_save_load_keras(trained, tmp_path):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.slow
 def test_saved_model_export(trained, tmp_path):
     name, model, _ = trained
     path = str(tmp_path / f"{name}_export")
@@ -297,6 +303,7 @@ def test_saved_model_export(trained, tmp_path):
     np.testing.assert_allclose(next(iter(sig_out.values())).numpy(), out.numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_embedding_tables(trained):
     _, model, _ = trained
     tables = embedding_tables(model)

@@ -123,6 +123,7 @@ print(polls, misses)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(publish._RENAMEAT2 is None, reason="renameat2 needs Linux with glibc >= 2.28")
 def test_a_reader_never_finds_the_output_missing_while_it_is_replaced(tmp_path):
     """Another process polls `final` and `final/_SUCCESS` while 150 reruns replace it. (With the
@@ -263,6 +264,7 @@ def test_build_samples_refuses_an_output_overlapping_the_input(spark, raw, capsy
     assert staging_leftovers(raw.parent) == []
 
 
+@pytest.mark.slow
 def test_build_samples_rerun_replaces_an_earlier_output(spark, raw, tmp_path):
     out = tmp_path / "samples"
     (out / "train").mkdir(parents=True)  # an earlier output: its markers, its report, a shard of its own
@@ -328,6 +330,7 @@ def test_train_refuses_a_run_folder_with_unrelated_files(samples, tmp_path, caps
     assert files_of(run) == {"notes.txt": b"mine"}
 
 
+@pytest.mark.slow
 def test_train_marks_its_run_and_removes_stale_stagings_in_it(samples, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -257,6 +257,7 @@ def _small_config(*sets: str) -> dict:
     )
 
 
+@pytest.mark.slow
 def test_spec_hash_and_samples_do_not_depend_on_shuffle_partitions(spark, small_raw, tmp_path):
     built = {}
     before = spark.conf.get("spark.sql.shuffle.partitions")
@@ -277,6 +278,7 @@ def test_spec_hash_and_samples_do_not_depend_on_shuffle_partitions(spark, small_
     pd.testing.assert_frame_equal(rows_1, rows_8)
 
 
+@pytest.mark.slow
 def test_an_empty_split_fails_the_build_naming_the_split_and_boundaries(spark, small_raw, tmp_path):
     config = _small_config("split.valid_start=2026-01-05", "split.test_start=2026-03-01")
     with pytest.raises(EmptySplitError, match=r"the test split is empty: .*2026-03-01T00:00:00Z"):
@@ -284,6 +286,7 @@ def test_an_empty_split_fails_the_build_naming_the_split_and_boundaries(spark, s
     assert not os.path.exists(tmp_path / "samples")
 
 
+@pytest.mark.slow
 def test_spark_submit_master_and_conf_win_over_the_yaml(small_raw, tmp_path):
     bin_dir = os.path.dirname(sys.executable)
     submit = os.path.join(bin_dir, "spark-submit")

@@ -55,6 +55,7 @@ def finished_run(samples, tmp_path_factory):
         return run, json.load(fh)
 
 
+@pytest.mark.slow
 def test_all_outputs_exist_with_exact_columns(samples, finished_run):
     _, spec, rows = samples
     run, summary = finished_run
@@ -104,6 +105,7 @@ def test_all_outputs_exist_with_exact_columns(samples, finished_run):
             assert summary["metrics"][split][name] == pytest.approx(value, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_embeddings_carry_the_vocabulary_tokens(samples, finished_run):
     path, spec, _ = samples
     run, _ = finished_run
@@ -123,6 +125,7 @@ def test_embeddings_carry_the_vocabulary_tokens(samples, finished_run):
     assert buckets.token.tolist() == ["<PAD>", "bucket_1", "bucket_2", "bucket_3"]
 
 
+@pytest.mark.slow
 def test_saved_model_scores_equal_the_predictions(samples, finished_run):
     path, _, _ = samples
     run, _ = finished_run
@@ -145,6 +148,7 @@ def test_saved_model_scores_equal_the_predictions(samples, finished_run):
             np.testing.assert_allclose(scores.to_numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_spec_hash_change_under_a_run_is_refused(finished_run, tmp_path, capsys):
     run, summary = finished_run
     changed = tmp_path / "samples_v2"
@@ -157,6 +161,7 @@ def test_spec_hash_change_under_a_run_is_refused(finished_run, tmp_path, capsys)
     assert (run / "run.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_starts_at_the_next_epoch(samples, tmp_path, caplog):
     path, _, _ = samples
     run = tmp_path / "run"
@@ -189,6 +194,7 @@ def test_resume_after_a_crash_starts_at_the_next_epoch(samples, tmp_path, caplog
     ]
 
 
+@pytest.mark.slow
 def test_weights_checkpoint_restores_the_optimizer_state(samples, tmp_path):
     import keras
 
@@ -229,6 +235,7 @@ def test_a_truncated_shard_is_named_and_exits_2(tmp_path, capsys, split):
     assert not (tmp_path / "run" / "run.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_compares_params_with_their_defaults_filled_in(samples, tmp_path, capsys):
     path, _, _ = samples
     run = tmp_path / "run"
@@ -283,6 +290,7 @@ def test_a_param_the_model_does_not_read_is_a_config_error_naming_what_it_reads(
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_a_vector_numeric_trains_exports_and_serves(tmp_path):
     """Samples with a numeric vector (item_vec, [3], block layout): the job trains dcn on them and the
     exported SavedModel takes the vector as [None, 3] and scores exactly the predictions."""
