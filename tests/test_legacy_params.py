@@ -101,6 +101,7 @@ def test_a_legacy_saved_model_loads_and_predicts_as_it_did(name, tmp_path):
     np.testing.assert_allclose(model(x).numpy()[:, 0], expected["predictions"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_a_legacy_run_resumes_to_the_end_with_its_optimizers(name, samples, tmp_path, monkeypatch):
     run = _unpacked(FIXTURES / name / "run", tmp_path / "run")
