@@ -15,7 +15,7 @@ from tests.tf_samples import write_samples
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tf_input") / "samples"
+    path = tmp_path_factory.mktemp("dataset") / "samples"
     spec, rows = write_samples(path, sizes={"train": 50, "valid": 23, "test": 17}, seed=3)
     return str(path), spec, rows
 
@@ -125,7 +125,7 @@ BLOCK = 8
 @pytest.fixture(scope="module")
 def block_samples(tmp_path_factory):
     """The same rows as `samples`, eight per record."""
-    path = tmp_path_factory.mktemp("tf_input_blocks") / "samples"
+    path = tmp_path_factory.mktemp("dataset_blocks") / "samples"
     spec, rows = write_samples(path, sizes=SIZES, seed=3, rows_per_record=BLOCK)
     return str(path), spec, rows
 

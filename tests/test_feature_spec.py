@@ -1,4 +1,4 @@
-"""spec/: entry constructors give exactly the file's dicts, per-kind validation, the dtype map, accessors."""
+"""feature_spec/: entry constructors give exactly the file's dicts, per-kind validation, the dtype map, accessors."""
 
 import hashlib
 import json
