@@ -436,13 +436,21 @@ def nulled_columns(df: DataFrame) -> list[str]:
 
 def nulled_counts(df: DataFrame) -> list[Column]:
     """Aggregations counting, per checked column and reason, the values nulled in rows not rejected;
-    aliased `<column>|<reason>`."""
+    aliased `_nulled_<column>|<reason>` (read back by `nulled_count_key`)."""
     kept = F.col("reject_reason").isNull()
     return [
-        F.sum(F.when(kept & (F.col(c) == reason), 1).otherwise(0)).alias(f"{c[len(NULLED_PREFIX) :]}|{reason}")
+        F.sum(F.when(kept & (F.col(c) == reason), 1).otherwise(0)).alias(f"{c}|{reason}")
         for c in nulled_columns(df)
         for reason in NULLED_REASONS
     ]
+
+
+def nulled_count_key(alias: str) -> tuple[str, str] | None:
+    """(column, reason) of an alias made by `nulled_counts`; None for any other name."""
+    if not alias.startswith(NULLED_PREFIX):
+        return None
+    column, reason = alias[len(NULLED_PREFIX) :].rsplit("|", 1)
+    return column, reason
 
 
 def valid_rows(df: DataFrame) -> DataFrame:

@@ -110,12 +110,12 @@ def test_items_release_year_and_numeric_columns_are_nulled_and_counted(spark):
     items = validate.normalize_items(df, ["duration"])
     counts = items.groupBy("reject_reason").agg(*validate.nulled_counts(items)).collect()
     kept = next(row for row in counts if row["reject_reason"] is None).asDict()
-    nonzero = {key: value for key, value in kept.items() if key != "reject_reason" and value}
+    nonzero = {validate.nulled_count_key(key): value for key, value in kept.items() if key != "reject_reason" and value}
     assert nonzero == {
-        "release_year|not_an_integer": 1,
-        "release_year|unparsable": 1,
-        "duration|unparsable": 1,
-        "duration|non_finite": 1,
+        ("release_year", "not_an_integer"): 1,
+        ("release_year", "unparsable"): 1,
+        ("duration", "unparsable"): 1,
+        ("duration", "non_finite"): 1,
     }
     values = {row["item_id"]: (row["release_year"], row["duration"]) for row in validate.valid_rows(items).collect()}
     assert values == {"i1": (1977, 12.5), "i2": (None, None), "i3": (None, None), "i4": (None, None)}

@@ -70,8 +70,9 @@ def _count_by_reason(df: DataFrame) -> tuple[int, dict[str, int], dict[str, dict
     nulled: dict[str, dict[str, int]] = {}
     for row in rows:
         for key, count in row.asDict().items():
-            if "|" in key and count:
-                column, reason = key.split("|")
+            counted = validate.nulled_count_key(key)
+            if counted and count:
+                column, reason = counted
                 nulled.setdefault(column, {})
                 nulled[column][reason] = nulled[column].get(reason, 0) + int(count)
     return total, dict(sorted(rejected.items())), nulled
