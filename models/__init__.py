@@ -30,7 +30,7 @@ import tensorflow as tf
 from models import layers  # noqa: F401
 from models.ctr_model import CTRModel
 from models.layers.feature_embedding import FeatureEmbedding
-from models.params import SHARED, ParamError, model_defaults, recorded_params, resolve_params
+from models.params import SHARED, ParamError, model_defaults, recorded_params, resolve_params, unused_params
 from models.registry import MODEL_NAMES, MODELS, build_model
 from models.wide_deep import WideDeepModel
 
@@ -48,12 +48,13 @@ __all__ = [
     "model_defaults",
     "recorded_params",
     "resolve_params",
+    "unused_params",
 ]
 
 
 def compile_model(model: CTRModel, params: dict | None = None) -> None:
     """Compile with binary cross-entropy, AUC (``name="auc"``) and the model's own optimizers
-    (``model.default_optimizers``): Adam(learning_rate, default 1e-3), except wide_deep's and dfn's
+    (``model.default_optimizers``): Adam(learning_rate, default 3e-3), except wide_deep's and dfn's
     FTRL + deep pair. ``params`` (of the model's) are merged over the params it was built with."""
     p = resolve_params(model.model_name, {**model.ctr_params, **(params or {})})
     model.compile(

@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 
 import keras
+import tensorflow as tf
 
 from feature_spec import checked_model_inputs
 from models.params import recorded_params, resolve_params
+
+try:  # keras 3 internals used by the stock TF train_step
+    from keras.src.losses.loss import unscale_loss_for_distribution
+except ImportError:  # pragma: no cover
+
+    def unscale_loss_for_distribution(value):
+        return value
 
 
 @keras.saving.register_keras_serializable(package="ctr")
@@ -54,6 +62,41 @@ class CTRModel(keras.Model):
     def default_optimizers(self, p: dict) -> dict:
         """``compile`` keyword arguments naming the optimizers for resolved params ``p``: Adam (learning_rate)."""
         return {"optimizer": keras.optimizers.Adam(learning_rate=p["learning_rate"])}
+
+    # -- training --------------------------------------------------------
+    def optimizer_groups(self) -> list[tuple]:
+        """``(optimizer, variables)`` pairs that partition the trainable variables: here one, Adam for all."""
+        return [(self.optimizer, list(self.trainable_variables))]
+
+    def gradient_step(self, x, y, sample_weight=None):
+        """One step on a batch: the compiled loss, its gradient, each variable group applied by its
+        optimizer (``optimizer_groups``); returns ``(loss, y_pred)``.
+
+        Keras ``fit`` (``train_step``) and the distributed loop (``strategy.run``,
+        pipelines/training/distributed.py) both step here. Under tf.distribute Keras divides each
+        replica's loss by the number of replicas and the optimizers sum the replicas' gradients."""
+        if self.optimizer is None:
+            raise ValueError(f"{type(self).__name__}: call compile() (models.compile_model) before training")
+        groups = self.optimizer_groups()
+        variables = [v for _, group in groups for v in group]
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        start = 0
+        for optimizer, group in groups:
+            optimizer.apply(grads[start : start + len(group)], group)
+            start += len(group)
+        return loss, y_pred
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        loss, y_pred = self.gradient_step(x, y, sample_weight)
+        self._loss_tracker.update_state(
+            unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+        )
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def select_inputs(self, features: dict) -> dict:
         missing = [n for n in self._feature_names if n not in features]

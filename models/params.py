@@ -33,7 +33,7 @@ SHARED: dict[str, Any] = {
     "activation": "relu",
     "dropout": 0.0,
     "l2": 0.0,
-    "learning_rate": 1e-3,  # Adam's
+    "learning_rate": 3e-3,  # Adam's (chosen by measurement: docs/model_defaults.md)
     "seed": None,  # None: unseeded initializers (jobs.train fills in its top-level seed)
     "jit_compile": False,
 }
@@ -204,6 +204,12 @@ def resolve_params(model_name: str, params: dict | None = None) -> dict:
             raise ParamError("\n".join(_not_read(model_name, key, out) for key in foreign))
         out.update({k: copy.deepcopy(v) for k, v in params.items() if v is not None or k in NULLABLE})
     return _checked(out)
+
+
+def unused_params(params: dict) -> set[str]:
+    """Params a model declares but does not use with these values: the rate of the deep optimizer that
+    ``deep_optimizer`` did not choose (wide_deep, dfn)."""
+    return {"adagrad": {"learning_rate"}, "adam": {"adagrad_learning_rate"}}.get(params.get("deep_optimizer"), set())
 
 
 # ---------------------------------------------------------------- records made by older code

@@ -15,7 +15,6 @@ its own pair for the params (``default_optimizers``).
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from feature_spec import checked_model_inputs
 from models.ctr_model import CTRModel
@@ -24,20 +23,15 @@ from models.inputs import build_inputs
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
 
-try:  # keras 3 internals used by the stock TF train_step
-    from keras.src.losses.loss import unscale_loss_for_distribution
-except ImportError:  # pragma: no cover
-
-    def unscale_loss_for_distribution(value):
-        return value
-
-
 WIDE_LAYER = "wide"
 
 # The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
 # written; a shared one listed here takes this default for this model).
 PARAMS = {
-    "deep_optimizer": "adagrad",  # the deep part's optimizer: "adagrad" (adagrad_learning_rate) or "adam" (learning_rate)
+    # Adam at 1e-2 for the deep part measured best on both rich worlds (docs/model_defaults.md); the
+    # paper's Adagrad stays an option.
+    "deep_optimizer": "adam",  # the deep part's optimizer: "adagrad" (adagrad_learning_rate) or "adam" (learning_rate)
+    "learning_rate": 1e-2,
     "adagrad_learning_rate": 0.05,
     "ftrl_learning_rate": 0.05,  # the wide part's FTRL
     "ftrl_l1": 0.0,
@@ -143,20 +137,8 @@ class WideDeepModel(CTRModel):
         self.compile(**config)
 
     # -- training --------------------------------------------------------
-    def train_step(self, data):
+    def optimizer_groups(self) -> list[tuple]:
+        """The wide part's variables by FTRL, the rest by the deep optimizer (CTRModel.gradient_step)."""
         if self.wide_optimizer is None:
             raise ValueError(f"{type(self).__name__}: call compile() (models.compile_model) before training")
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        wide_vars = self.wide_variables
-        deep_vars = self.deep_variables
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
-            )
-            scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, wide_vars + deep_vars)
-        self.wide_optimizer.apply(grads[: len(wide_vars)], wide_vars)
-        self.optimizer.apply(grads[len(wide_vars) :], deep_vars)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return [(self.wide_optimizer, self.wide_variables), (self.optimizer, self.deep_variables)]

@@ -26,14 +26,17 @@ from tests.tf_samples import write_samples  # noqa: E402
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 MODELS = tuple(MANIFEST["models"])
-# The fixture runs' flags as they read today: wide_deep's `params.learning_rate=0.02` was its Adagrad's rate.
+# The fixture runs' flags as they read today: wide_deep's `params.learning_rate=0.02` was its Adagrad's rate,
+# and the defaults they ran with that have changed since (docs/model_defaults.md) are given: Adagrad for the
+# deep part of both, no dropout for dfn.
 TODAYS_SETS = {
     "wide_deep": [
+        "params.deep_optimizer=adagrad",
         "params.adagrad_learning_rate=0.02",
         "params.crossed_features=[[user_idx,item_idx]]",
         "params.hash_buckets=97",
     ],
-    "dfn": [],
+    "dfn": ["params.deep_optimizer=adagrad", "params.dropout=0.0"],
     "deepfm": ["params.learning_rate=0.005"],
 }
 EPOCHS = MANIFEST["epochs"]

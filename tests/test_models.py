@@ -351,7 +351,7 @@ def test_wide_deep_optimizers_are_split():
     assert ids(embedding_tables(model).values()) <= ids(deep)
 
     # deep optimizer with learning rate 0: only the wide (FTRL) part moves
-    compile_model(model, {"adagrad_learning_rate": 0.0})
+    compile_model(model, {"deep_optimizer": "adagrad", "adagrad_learning_rate": 0.0})
     model.run_eagerly = True  # the graph-mode train_step runs in the fit fixture; eager keeps this test fast
     assert isinstance(model.wide_optimizer, keras.optimizers.Ftrl)
     assert isinstance(model.optimizer, keras.optimizers.Adagrad)

@@ -88,15 +88,37 @@ def test_each_model_reads_the_shared_params_and_its_own():
 
 
 def test_todays_effective_defaults():
-    """The defaults every model had with the flat DEFAULT_PARAMS (learning_rate None: Adam 1e-3, Adagrad 0.05)."""
+    """The defaults chosen by measurement (docs/model_defaults.md): Adam at 3e-3 for every model; Adam at
+    1e-2 for wide_deep's deep part; dfn's deep part by Adam with a smaller MLP and dropout."""
     for name in MODEL_NAMES:
         p = resolve_params(name)
-        assert p["embedding_dim"] == 16 and p["hidden_units"] == [256, 128, 64] and p["learning_rate"] == 1e-3
-    for name in ("wide_deep", "dfn"):
+        assert p["embedding_dim"] == 16
+    for name in ("emb_mlp", "deepfm", "dcn", "dcn_v2", "din", "dfn"):
+        assert resolve_params(name)["learning_rate"] == 3e-3, name
+    for name in ("emb_mlp", "wide_deep", "deepfm", "dcn", "dcn_v2", "din"):
         p = resolve_params(name)
-        assert (p["deep_optimizer"], p["adagrad_learning_rate"], p["ftrl_learning_rate"]) == ("adagrad", 0.05, 0.05)
+        assert (p["hidden_units"], p["dropout"]) == ([256, 128, 64], 0.0), name
+    wide_deep, dfn = resolve_params("wide_deep"), resolve_params("dfn")
+    assert (wide_deep["deep_optimizer"], wide_deep["learning_rate"]) == ("adam", 1e-2)
+    assert (dfn["deep_optimizer"], dfn["hidden_units"], dfn["dropout"]) == ("adam", [64, 32], 0.2)
+    for p in (wide_deep, dfn):  # FTRL for the wide part; Adagrad stays an option at its own rate
+        assert (p["adagrad_learning_rate"], p["ftrl_learning_rate"]) == (0.05, 0.05)
         assert p["crossed_features"] == [] and p["hash_buckets"] == 100000
-    assert resolve_params("dfn")["num_heads"] == 2 and resolve_params("dfn")["feedback_pooling"] == "target"
+    assert dfn["num_heads"] == 2 and dfn["feedback_pooling"] == "target"
+
+
+def test_resuming_compares_only_the_rate_of_the_optimizer_used(tmp_path):
+    from pipelines.training.run_state import Checkpoints, RunMismatch
+
+    adagrad = resolve_params("wide_deep", {"deep_optimizer": "adagrad", "learning_rate": 1e-3})
+    state = {"model": "wide_deep", "params": adagrad}
+    # Adam's rate is not used by an Adagrad run: another value of it resumes the run
+    Checkpoints(str(tmp_path), 1, "wide_deep", {**adagrad, "learning_rate": 0.5}, "h")._check(state)
+    with pytest.raises(RunMismatch, match=r"adagrad_learning_rate 0.05 \(now 0.1\)"):
+        Checkpoints(str(tmp_path), 1, "wide_deep", {**adagrad, "adagrad_learning_rate": 0.1}, "h")._check(state)
+    # another optimizer: every rate counts
+    with pytest.raises(RunMismatch, match=r'deep_optimizer "adagrad" \(now "adam"\).*learning_rate 0.001 \(now 0.01\)'):
+        Checkpoints(str(tmp_path), 1, "wide_deep", resolve_params("wide_deep"), "h")._check(state)
 
 
 def test_a_param_the_model_does_not_read_is_refused_naming_what_it_takes():
@@ -140,7 +162,7 @@ def test_values_are_checked_once_per_param(name, key, value):
 
 
 def test_null_keeps_the_default_except_where_null_is_a_value():
-    assert resolve_params("dcn", {"learning_rate": None, "cross_layers": None})["learning_rate"] == 1e-3
+    assert resolve_params("dcn", {"learning_rate": None, "cross_layers": None})["learning_rate"] == 3e-3
     assert resolve_params("dcn_v2", {"projection_dim": None})["projection_dim"] is None  # full rank
     assert resolve_params("dfn", {"ff_units": None, "seed": None})["ff_units"] is None
 

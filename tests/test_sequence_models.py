@@ -202,7 +202,8 @@ def test_dfn_trains_the_wide_part_with_ftrl_and_the_rest_with_the_deep_optimizer
         "position_embedding",
     ):
         assert ids(model.get_layer(name).trainable_variables) <= ids(deep), name
-    compile_model(model, {"adagrad_learning_rate": 0.0})  # deep optimizer (Adagrad) frozen: only FTRL moves weights
+    # deep optimizer (Adagrad) frozen: only FTRL moves weights
+    compile_model(model, {"deep_optimizer": "adagrad", "adagrad_learning_rate": 0.0})
     model.run_eagerly = True
     assert isinstance(model.wide_optimizer, keras.optimizers.Ftrl) and isinstance(
         model.optimizer, keras.optimizers.Adagrad

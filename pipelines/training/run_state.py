@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 import keras
 import numpy as np
 
-from models import recorded_params, resolve_params
+from models import recorded_params, resolve_params, unused_params
 from pipelines import publish
 
 log = logging.getLogger("pipelines.training.train")
@@ -176,6 +176,9 @@ class Checkpoints:
         # record (every model's params, learning_rate for Adagrad too) reads as today's (recorded_params).
         saved = jsonable(resolve_params(self.model_name, recorded_params(state.get("params"), self.model_name)))
         now = jsonable(resolve_params(self.model_name, self.params))
+        # The rate of an optimizer neither run uses cannot make them differ (an Adagrad run's Adam rate).
+        for key in unused_params(saved) & unused_params(now):
+            saved.pop(key), now.pop(key)
         if saved != now:
             differ = ", ".join(
                 f"{k} {json.dumps(saved.get(k))} (now {json.dumps(now.get(k))})"
