@@ -346,8 +346,14 @@ class OutputsSection(Section):
     embeddings_chunk_rows: PositiveInt
 
 
+class DistributeSection(Section):
+    # pipelines/training/distributed.py STRATEGIES; the cluster comes from TF_CONFIG
+    strategy: Literal["none", "mirrored", "multi_worker", "parameter_server"]
+
+
 class DebugSection(Section):
     crash_after_epoch: Optional[PositiveInt]
+    weights_dir: Optional[str]  # every worker writes its trained weights here (worker-<type>-<index>.weights.h5)
 
 
 def _model_name(value):
@@ -383,6 +389,7 @@ class TrainConfig(Section):
     checkpoints: CheckpointsSection
     outputs: OutputsSection
     params: Annotated[dict[str, Any], BeforeValidator(_params)]  # keys and values: models.resolve_params
+    distribute: DistributeSection
     debug: DebugSection
 
 

@@ -151,6 +151,18 @@ def _permuted(rows: dict, seed):
     return {name: tf.gather(values, order) for name, values in rows.items()}
 
 
+def shard_files(files: list[str], split: str, count: int, index: int) -> list[str]:
+    """Every count-th of the sorted files from the index-th: one of `count` workers' share of a split."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is not in 0..{count - 1}")
+    if len(files) < count:
+        raise ValueError(
+            f"the {split} split has {len(files)} file(s) for {count} workers, and every worker needs one: "
+            f"rebuild the samples with --set spark.output_partitions={count} or more"
+        )
+    return sorted(files)[index::count]
+
+
 def make_dataset(
     samples_dir: str,
     spec: dict,
@@ -165,6 +177,7 @@ def make_dataset(
     cycle_length: int | None = None,
     deterministic: bool | None = None,
     drop_remainder: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batched, parsed dataset of one split.
 
@@ -175,7 +188,8 @@ def make_dataset(
     interleave and the parsing run out of order (`deterministic=True` forces a reproducible
     order, at some cost in throughput); otherwise the order is deterministic. With blocks
     (`rows_per_record` n > 1) training shuffles shuffle_buffer / n blocks and permutes the
-    rows inside each batch.
+    rows inside each batch. `shard` (count, index) keeps every count-th file from the index-th of
+    the sorted files: one worker's share of the split.
     """
     if deterministic is None:
         deterministic = not training
@@ -184,7 +198,11 @@ def make_dataset(
     files = split_files(samples_dir, spec, split)  # fails early and clearly when nothing matches
     compression = compression_type(spec)
     pattern = split_pattern(samples_dir, spec, split)
-    if training:
+    if shard is not None:
+        files = shard_files(files, split, *shard)
+    if training and shard is not None:
+        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    elif training:
         ds = tf.data.Dataset.list_files(pattern, shuffle=True, seed=seed)
     else:
         ds = tf.data.Dataset.from_tensor_slices(files)  # sorted: a deterministic order

@@ -280,8 +280,9 @@ def run_summary(
     final: dict,
     embeddings: dict,
     predictions: bool,
+    distribute: dict | None = None,
 ) -> dict:
-    """The content of run.json."""
+    """The content of run.json (``distribute``: the cluster of a distributed run, where its tables lived)."""
     train_examples = sum(e.get("examples") or 0 for e in new_epochs)
     train_seconds = sum(e.get("train_seconds") or 0 for e in new_epochs)
     outputs = {
@@ -292,7 +293,7 @@ def run_summary(
         outputs.pop("predictions")
     if not embeddings:
         outputs.pop("embeddings")
-    return {
+    summary = {
         "run_id": run_id,
         "model": model_name,
         "samples": os.path.abspath(samples_dir) if "://" not in str(samples_dir) else str(samples_dir),
@@ -317,3 +318,6 @@ def run_summary(
         "outputs": outputs,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if distribute is not None:
+        summary["distribute"] = distribute
+    return summary

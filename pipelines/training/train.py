@@ -20,6 +20,7 @@ or the run.json / checkpoints/state.json of runs made before that marker existed
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -29,6 +30,7 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 
 import keras
+import tensorflow as tf
 
 from feature_spec import num_examples, spec_hash
 from models import ParamError, build_model, compile_model, embedding_tables, resolve_params
@@ -36,6 +38,17 @@ from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import TrainConfig, validate_train_config
 from pipelines.training.dataset import make_dataset, naming_corrupt_shards, open_samples
+from pipelines.training.distributed import (
+    LOOP_STRATEGIES,
+    DistributedLoop,
+    Task,
+    check_cluster,
+    cluster_record,
+    make_strategy,
+    serve_if_not_coordinator,
+    steps_per_epoch,
+    validation_logs,
+)
 from pipelines.training.run_outputs import (
     StagedRunOutputs,
     export_model,
@@ -121,24 +134,42 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
         params = resolve_params(config.model, model_params(config))
     except ParamError as exc:  # each line names its params.<key>
         raise ConfigError(str(exc)) from None
+    kind = config.distribute.strategy
+    task = Task.from_environment() if kind != "none" else Task()
+    try:
+        check_cluster(kind, task)
+    except ValueError as exc:
+        raise ConfigError(f"distribute.strategy: {exc}") from None
+    serve_if_not_coordinator(kind, task)  # a parameter_server worker or ps task serves until stopped
+    chief = task.is_chief
     monitor = config.early_stopping.monitor
     run_dir, model_name = os.path.abspath(run_dir), config.model
     run_id = config.run_id or os.path.basename(run_dir.rstrip("/"))
     started = time.time()
-    publish.check_output(run_dir, inputs=[samples_dir], markers=RUN_MARKERS)
-    spec = open_samples(samples_dir, run_dir)  # refuses samples this RUN was not trained on
-    with _undone_on_write_failure(run_dir):
-        mark_run(run_dir, run_id)
-        publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
+    if chief:  # the other workers only read RUN/checkpoints
+        publish.check_output(run_dir, inputs=[samples_dir], markers=RUN_MARKERS)
+    spec = open_samples(samples_dir, run_dir if chief else None)  # refuses samples this RUN was not trained on
+    strategy = make_strategy(kind, task)
+    with _undone_on_write_failure(run_dir) if chief else contextlib.nullcontext():
         checkpoints = Checkpoints(
             os.path.join(run_dir, "checkpoints"), config.checkpoints.keep, model_name, params, spec_hash(spec)
         )
-        state = checkpoints.previous(resume=config.resume)
+        if chief:
+            mark_run(run_dir, run_id)
+            publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
+            state = checkpoints.previous(resume=config.resume)
 
-        keras.utils.set_random_seed(config.seed)
-        model = build_model(model_name, spec, params)
-        compile_model(model)
-        build_optimizers(model)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            keras.utils.set_random_seed(config.seed)
+            model = build_model(model_name, spec, params)
+            compile_model(model)
+            build_optimizers(model)
+        loop = None
+        if kind in LOOP_STRATEGIES:
+            loop = DistributedLoop(model, strategy, kind, task, _train_stream(samples_dir, spec, config, kind))
+            loop.barrier()  # the chief has settled RUN/checkpoints
+        if not chief:
+            state = checkpoints.load_state()
         progress = checkpoints.restore(model, state)
         resumed_from = progress.epoch
         if state is not None:
@@ -152,8 +183,20 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
             )
         clock.since_start("setup")
         with clock.step("train"):
-            new_epochs = fit(model, samples_dir, spec, config, progress, checkpoints, run_dir)
+            if loop is not None:
+                new_epochs = fit_with_loop(loop, model, samples_dir, spec, config, progress, checkpoints, task, run_dir)
+            else:
+                new_epochs = fit(model, samples_dir, spec, config, progress, checkpoints, run_dir)
+        if config.debug.weights_dir:
+            _save_worker_weights(model, config.debug.weights_dir, task)
+        if not chief:
+            log.info("%s done after epoch %d; the chief writes the run outputs", task.describe(), progress.epoch)
+            return {"task": task.describe(), "epochs": progress.epoch, "run_dir": run_dir}
         best_epoch = checkpoints.restore_best(model, progress, monitor)
+        distribute = None
+        if strategy is not None:  # the outputs are written from a single-process copy of the weights
+            distribute = cluster_record(kind, task, embedding_tables(model))
+            model = _single_process_copy(model, spec, params)
 
         summary = write_run_outputs(
             model,
@@ -169,9 +212,142 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
             new_epochs=new_epochs,
             resumed_from=resumed_from,
             best_epoch=best_epoch,
+            distribute=distribute,
         )
         log.info("test %s", " ".join(f"{k} {v:.4f}" for k, v in summary["metrics"]["test"].items()))
         return jsonable(summary)
+
+
+def _single_process_copy(model, spec: dict, params: dict):
+    """The model rebuilt outside any strategy with the trained weights: what the run outputs are made from."""
+    copy = build_model(model.model_name, spec, params)
+    copy.set_weights([w.numpy() if hasattr(w, "numpy") else w for w in model.get_weights()])
+    return copy
+
+
+def _save_worker_weights(model, directory: str, task: Task) -> None:
+    os.makedirs(directory, exist_ok=True)
+    model.save_weights(os.path.join(directory, f"worker-{task.type or 'single'}-{task.index}.weights.h5"))
+
+
+def _nothing_to_train(progress: Progress, epochs: int) -> bool:
+    if progress.early.stopped:
+        log.info("the checkpointed run already stopped early at epoch %d; skipping training", progress.epoch)
+        return True
+    if progress.epoch >= epochs:
+        log.info("the checkpoint already has %d of %d epochs; skipping training", progress.epoch, epochs)
+        return True
+    return False
+
+
+def _train_stream(samples_dir: str, spec: dict, config: TrainConfig, kind: str):
+    """``dataset_fn(input_context)`` of DistributedLoop: a worker's repeated train stream at its
+    replicas' share of the global batch; under multi_worker, its share of the files."""
+
+    def dataset_fn(context: tf.distribute.InputContext):
+        shard = (context.num_input_pipelines, context.input_pipeline_id) if kind == "multi_worker" else None
+        return make_dataset(
+            samples_dir,
+            spec,
+            "train",
+            context.get_per_replica_batch_size(config.batch_size),
+            training=True,
+            shuffle_buffer=config.shuffle_buffer,
+            seed=config.seed,
+            repeat=True,
+            cycle_length=config.input.cycle_length,
+            deterministic=config.input.deterministic or None,
+            shard=shard,
+        )
+
+    return dataset_fn
+
+
+def epoch_callbacks(
+    config: TrainConfig, progress: Progress, checkpoints: Checkpoints, run_dir: str, num_train: int, crash: bool = True
+) -> list:
+    """What happens after every epoch, in Keras fit and in the distributed loop alike."""
+    es = config.early_stopping
+    max_examples = None if config.max_steps_per_epoch else num_train
+    return [
+        EpochLog(progress, config.epochs, config.batch_size, max_examples=max_examples),
+        EarlyStoppingWithState(progress, checkpoints, es.monitor, es.mode, es.patience, es.min_delta),
+        Checkpoint(progress, checkpoints, config.debug.crash_after_epoch if crash else None),
+        keras.callbacks.TensorBoard(
+            log_dir=os.path.join(run_dir, "tensorboard"), update_freq="epoch", profile_batch=0, write_graph=False
+        ),
+    ]
+
+
+def fit_with_loop(
+    loop: DistributedLoop,
+    model,
+    samples_dir: str,
+    spec: dict,
+    config: TrainConfig,
+    progress: Progress,
+    checkpoints: Checkpoints,
+    task: Task,
+    run_dir: str,
+) -> list:
+    """What ``fit`` does, under a multi-worker or parameter-server strategy: epochs of global steps,
+    then on the chief the validation, the epoch log, early stopping and the checkpoint; the chief's
+    decision to stop reaches every worker. Returns the history entries of the epochs trained now."""
+    epochs = config.epochs
+    if _nothing_to_train(progress, epochs):
+        return []
+    num_train = num_examples(spec, "train")
+    steps = steps_per_epoch(config, num_train)
+    callbacks, valid_ds = [], None
+    if task.is_chief:
+        valid_ds = make_dataset(
+            samples_dir, spec, "valid", config.eval_batch_size, cycle_length=config.input.cycle_length
+        )
+        # a simulated crash is raised below, on every worker
+        callbacks = epoch_callbacks(config, progress, checkpoints, run_dir, num_train, crash=False)
+    for callback in callbacks:
+        callback.set_model(model)
+    model.stop_training = False
+    log.info(
+        "training %s on %s under %s (%s): epochs %d..%d, %d steps of global batch %d, spec hash %s",
+        config.model,
+        samples_dir,
+        config.distribute.strategy,
+        task.describe(),
+        progress.epoch + 1,
+        epochs,
+        steps,
+        config.batch_size,
+        spec_hash(spec)[:12],
+    )
+    before = len(progress.history)
+    for callback in callbacks:
+        callback.on_train_begin()
+    with naming_corrupt_shards(samples_dir, spec, ("train", "valid")):
+        for epoch in range(progress.epoch + 1, epochs + 1):
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch - 1)
+            loss = loop.train_epoch(steps)
+            stop = False
+            if task.is_chief:
+                for callback in callbacks:
+                    callback.on_train_batch_end(steps - 1)
+                    callback.on_test_begin()
+                valid = validation_logs(model, valid_ds, config.max_validation_steps)
+                for callback in callbacks:
+                    callback.on_test_end({name.removeprefix("val_"): value for name, value in valid.items()})
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch - 1, {"loss": loss, **valid})
+                stop = bool(model.stop_training)
+            stop = loop.decide(stop)
+            progress.epoch, progress.early.stopped = epoch, stop
+            if config.debug.crash_after_epoch is not None and epoch == config.debug.crash_after_epoch:
+                raise SimulatedCrash(f"debug.crash_after_epoch={epoch}: stopping after the checkpoint of epoch {epoch}")
+            if stop:
+                break
+    for callback in callbacks:
+        callback.on_train_end()
+    return progress.history[before:]
 
 
 def fit(
@@ -180,14 +356,10 @@ def fit(
     """Keras fit from epoch progress.epoch + 1 to config.epochs, unless the run already ended;
     returns the history entries of the epochs trained now."""
     epochs, batch_size, seed = config.epochs, config.batch_size, config.seed
-    if progress.early.stopped:
-        log.info("the checkpointed run already stopped early at epoch %d; skipping training", progress.epoch)
-        return []
-    if progress.epoch >= epochs:
-        log.info("the checkpoint already has %d of %d epochs; skipping training", progress.epoch, epochs)
+    if _nothing_to_train(progress, epochs):
         return []
     steps = config.max_steps_per_epoch
-    input_conf, es = config.input, config.early_stopping
+    input_conf = config.input
     train_ds = make_dataset(
         samples_dir,
         spec,
@@ -201,14 +373,7 @@ def fit(
         deterministic=input_conf.deterministic or None,
     )
     valid_ds = make_dataset(samples_dir, spec, "valid", config.eval_batch_size, cycle_length=input_conf.cycle_length)
-    callbacks = [
-        EpochLog(progress, epochs, batch_size, max_examples=None if steps else num_examples(spec, "train")),
-        EarlyStoppingWithState(progress, checkpoints, es.monitor, es.mode, es.patience, es.min_delta),
-        Checkpoint(progress, checkpoints, config.debug.crash_after_epoch),
-        keras.callbacks.TensorBoard(
-            log_dir=os.path.join(run_dir, "tensorboard"), update_freq="epoch", profile_batch=0, write_graph=False
-        ),
-    ]
+    callbacks = epoch_callbacks(config, progress, checkpoints, run_dir, num_examples(spec, "train"))
     log.info(
         "training %s on %s: epochs %d..%d, batch size %d, spec hash %s",
         config.model,
@@ -249,6 +414,7 @@ def write_run_outputs(
     new_epochs,
     resumed_from,
     best_epoch,
+    distribute=None,
 ) -> dict:
     """Predictions, embeddings, the SavedModel, metrics and run.json, published into RUN/ together."""
     outputs, monitor = config.outputs, config.early_stopping.monitor
@@ -298,6 +464,7 @@ def write_run_outputs(
             final=final,
             embeddings=embeddings,
             predictions=outputs.predictions,
+            distribute=distribute,
         )
         write_json(out.file("run.json"), summary)
         out.publish()

@@ -1,0 +1,211 @@
+"""Training past one process with tf.distribute: the strategy from the config and TF_CONFIG, and the
+training loop that runs under the multi-worker strategies.
+
+    distribute.strategy   none | mirrored | multi_worker | parameter_server
+
+- ``none``: Keras ``fit`` in this process (pipelines/training/train.py), as before.
+- ``mirrored``: Keras ``fit`` under ``MirroredStrategy`` over this machine's devices.
+- ``multi_worker``: ``MultiWorkerMirroredStrategy``. Every worker of TF_CONFIG runs the same job; each
+  holds a full copy of every variable and the gradients are all-reduced at every step.
+- ``parameter_server``: ``ParameterServerStrategy``. The chief of TF_CONFIG runs the job and schedules
+  steps on the workers (``ClusterCoordinator``); the variables live on the ps tasks. A worker or ps
+  task started with the same command only serves (``serve_if_not_coordinator``) until it is stopped.
+
+Keras 3 ``fit`` does not work under the last two (keras-team/keras#20585, tensorflow/tensorflow#72388,
+and Keras 3 has no ClusterCoordinator support), so ``DistributedLoop`` trains there: ``strategy.run`` of
+the model's own step (``CTRModel.gradient_step``, the one ``fit`` takes too), per-worker input, the
+validation AUC computed on the chief and its early-stopping decision sent to every worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger("pipelines.training.train")
+
+STRATEGIES = ("none", "mirrored", "multi_worker", "parameter_server")
+LOOP_STRATEGIES = ("multi_worker", "parameter_server")  # trained by DistributedLoop, not Keras fit
+
+
+@dataclass(frozen=True)
+class Task:
+    """This process's place in TF_CONFIG (no TF_CONFIG: a cluster of one, its chief)."""
+
+    type: str | None = None
+    index: int = 0
+    cluster: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls) -> "Task":
+        raw = os.environ.get("TF_CONFIG")
+        if not raw:
+            return cls()
+        try:
+            config = json.loads(raw)
+            task = config.get("task") or {}
+            return cls(task.get("type"), int(task.get("index", 0)), dict(config.get("cluster") or {}))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"TF_CONFIG is not valid JSON with 'cluster' and 'task': {exc}") from None
+
+    @property
+    def is_chief(self) -> bool:
+        """The task that writes RUN: 'chief', else worker 0 when the cluster names no chief."""
+        if self.type is None or self.type == "chief":
+            return True
+        return self.type == "worker" and self.index == 0 and "chief" not in self.cluster
+
+    def describe(self) -> str:
+        return "single process" if self.type is None else f"{self.type} {self.index}"
+
+
+def check_cluster(kind: str, task: Task) -> None:
+    """Refuse a TF_CONFIG the strategy cannot run on, before any work."""
+    if kind == "multi_worker" and task.type not in (None, "chief", "worker"):
+        raise ValueError(f"distribute.strategy=multi_worker runs on chief and worker tasks, not {task.type!r}")
+    if kind == "parameter_server":
+        missing = [t for t in ("chief", "worker", "ps") if not task.cluster.get(t)]
+        if missing:
+            raise ValueError(
+                "distribute.strategy=parameter_server needs TF_CONFIG with a chief, workers and ps tasks; "
+                f"missing: {', '.join(missing)}"
+            )
+
+
+def make_strategy(kind: str, task: Task):
+    """The tf.distribute strategy for ``distribute.strategy`` (None for 'none')."""
+    if kind not in STRATEGIES:
+        raise ValueError(f"distribute.strategy must be one of {STRATEGIES}, got {kind!r}")
+    check_cluster(kind, task)
+    if kind == "none":
+        return None
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    # Whole variables, placed round-robin over the ps tasks. A variable_partitioner (one table over
+    # several ps) is not usable with Keras 3: keras.Variable's gradient needs the tf.Variable's
+    # `handle`, which a ShardedVariable lacks (docs/cluster.md).
+    return tf.distribute.ParameterServerStrategy(tf.distribute.cluster_resolver.TFConfigClusterResolver())
+
+
+def serve_if_not_coordinator(kind: str, task: Task) -> None:
+    """Under parameter_server, a worker or ps task serves the chief's steps and variables and never
+    returns: its launcher (Kubernetes, a cluster manager, a test) stops it when the chief is done."""
+    if kind != "parameter_server" or task.type not in ("worker", "ps"):
+        return
+    check_cluster(kind, task)
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    log.info("parameter_server: %s serving until stopped", task.describe())
+    server = tf.distribute.Server(
+        resolver.cluster_spec(), job_name=task.type, task_index=task.index, protocol="grpc", start=True
+    )
+    server.join()
+
+
+def cluster_record(kind: str, task: Task, tables: dict) -> dict:
+    """run.json's ``distribute``: the strategy, the cluster's tasks and the device of each embedding table
+    (under parameter_server, a ps task's)."""
+    return {
+        "strategy": kind,
+        "task": task.describe(),
+        "cluster": {name: len(addresses) for name, addresses in sorted(task.cluster.items())},
+        "embedding_devices": {name: getattr(getattr(v, "value", v), "device", "") for name, v in tables.items()},
+    }
+
+
+def steps_per_epoch(config, num_train: int) -> int:
+    """Global steps per epoch: max_steps_per_epoch, else one pass of the train split at batch_size
+    (the global batch: each of n replicas takes batch_size / n rows of a step)."""
+    return int(config.max_steps_per_epoch or math.ceil(num_train / config.batch_size))
+
+
+class Broadcast:
+    """Values decided on the chief, sent to every worker: an all-reduce (sum) to which only the first
+    replica of the chief contributes; it also waits for every worker, as a barrier."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def __call__(self, values) -> np.ndarray:
+        values = tf.constant(np.asarray(values, dtype=np.float64))
+
+        def contribute():
+            context = tf.distribute.get_replica_context()
+            mine = tf.where(context.replica_id_in_sync_group == 0, values, tf.zeros_like(values))
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+
+        result = self.strategy.run(tf.function(contribute))
+        return self.strategy.experimental_local_results(result)[0].numpy()
+
+
+def validation_logs(model, valid_ds, max_steps: int | None) -> dict:
+    """``val_loss`` and ``val_auc`` as Keras ``fit`` logs them (mean binary cross-entropy, AUC with
+    200 thresholds), computed on this process."""
+    auc, loss = keras.metrics.AUC(name="auc"), keras.metrics.Mean()
+    bce = keras.losses.BinaryCrossentropy()
+    predict = tf.function(lambda x: model(x, training=False))
+    for i, (features, label) in enumerate(valid_ds):
+        if max_steps is not None and i >= max_steps:
+            break
+        p = predict(features)
+        auc.update_state(label, p)
+        loss.update_state(bce(label, p), sample_weight=tf.shape(label)[0])
+    return {"val_loss": float(loss.result()), "val_auc": float(auc.result())}
+
+
+class DistributedLoop:
+    """Epochs of ``steps`` global steps under a multi-worker or parameter-server strategy.
+
+    ``dataset_fn(input_context)`` gives a worker its repeated, batched train stream (its share of the
+    files under multi_worker); ``on_epoch_end(epoch, logs) -> stop`` runs on the chief only."""
+
+    def __init__(self, model, strategy, kind: str, task: Task, dataset_fn):
+        self.model, self.strategy, self.kind, self.task = model, strategy, kind, task
+        if kind == "parameter_server":
+            self.coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+            per_worker = self.coordinator.create_per_worker_dataset(
+                lambda: strategy.distribute_datasets_from_function(dataset_fn)
+            )
+            self.iterator = iter(per_worker)
+        else:
+            self.coordinator = None
+            self.iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+        self.broadcast = Broadcast(strategy) if kind == "multi_worker" else None
+        self._step = tf.function(self._global_step)
+
+    def _global_step(self, iterator):
+        def replica_step(batch):
+            features, label = batch
+            loss, _ = self.model.gradient_step(features, label)
+            return loss
+
+        per_replica = self.strategy.run(replica_step, args=(next(iterator),))
+        # Keras divides each replica's loss by the replicas in sync: their sum is the batch's mean.
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def train_epoch(self, steps: int) -> float:
+        """One epoch of ``steps`` global steps; the mean train loss."""
+        if self.coordinator is None:
+            losses = [self._step(self.iterator) for _ in range(steps)]
+            return float(np.mean([float(v) for v in losses]))
+        scheduled = [self.coordinator.schedule(self._step, args=(self.iterator,)) for _ in range(steps)]
+        self.coordinator.join()
+        return float(np.mean([float(v.fetch()) for v in scheduled]))
+
+    def decide(self, stop: bool) -> bool:
+        """The chief's decision to stop, known to every worker (multi_worker); the chief's own otherwise."""
+        if self.broadcast is None:
+            return stop
+        return bool(self.broadcast([1.0 if (self.task.is_chief and stop) else 0.0])[0] > 0.5)
+
+    def barrier(self) -> None:
+        if self.broadcast is not None:
+            self.broadcast([0.0])
