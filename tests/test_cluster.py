@@ -15,14 +15,12 @@ import pandas as pd
 import pytest
 
 from feature_spec import load_spec
-from pipelines.config import load_job_config
 from pipelines.samples import standalone
-from pipelines.samples.build_samples import build_samples
 from pipelines.samples.spark import executor_python
 from tests.samples_io import read_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETS = ["spark.output_partitions=1"]  # one shard per split: the least work on one core
+SETS = ["spark.output_partitions=1"]  # one shard per split: the least work
 
 
 def _free_ports(count: int) -> list[int]:
@@ -37,11 +35,16 @@ def _free_ports(count: int) -> list[int]:
             probe.close()
 
 
+# The test's JVMs live a minute or less: C2's compiling and the parallel GC's threads cost more CPU than they save.
+SHORT_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
 def _cluster(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run `python -m jobs.spark_cluster ARGS` as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "jobs.spark_cluster", *args],
         cwd=ROOT,
+        env=dict(os.environ, SPARK_DAEMON_JAVA_OPTS=SHORT_JVM),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -171,6 +174,20 @@ def test_up_refuses_a_port_in_use(tmp_path):
     assert not os.path.exists(tmp_path / "c")
 
 
+def test_up_forgets_the_records_of_a_cluster_that_no_longer_runs(tmp_path):
+    exited = subprocess.Popen(["sleep", "120"])
+    _record(tmp_path, "master", exited, standalone.MASTER_CLASS)
+    _stop(exited)
+    with socket.socket() as taken:  # so that `up` stops right after reading the records, before any JVM
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _cluster("up", "--workdir", str(tmp_path), "--port", str(port), "--webui-port", str(port))
+    assert result.returncode == 2
+    assert f"forgetting master (pid {exited.pid}): it is no longer running" in result.stderr
+    assert os.listdir(tmp_path / "pids") == []
+
+
 def test_executors_get_an_absolute_python_path():
     assert executor_python(".venv/bin/python") == os.path.join(os.getcwd(), ".venv/bin/python")
     assert executor_python("/opt/venv/bin/python") == "/opt/venv/bin/python"
@@ -222,27 +239,33 @@ def cluster(tmp_path_factory):
 
 
 def _submit(master_url: str, raw: str, out, cwd) -> subprocess.Popen:
-    """Start the documented spark-submit command (docs/cluster.md) from outside the checkout; its output
-    goes to cwd/submit.log."""
+    """Start the documented spark-submit command (docs/cluster.md) from outside the checkout, with settings
+    that make it quick on small data; its output goes to OUT.log."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the code must come with the job
     env["PYSPARK_PYTHON"] = sys.executable
     command = [
         os.path.join(os.path.dirname(sys.executable), "spark-submit"),
-        "--master",
-        master_url,
-        "--conf",
-        "spark.sql.shuffle.partitions=2",
-        "--conf",
-        "spark.ui.enabled=false",
+        *("--master", master_url, "--driver-java-options", SHORT_JVM),
+        *("--conf", f"spark.executor.extraJavaOptions={SHORT_JVM}"),
+        *("--conf", "spark.sql.shuffle.partitions=2", "--conf", "spark.ui.enabled=false"),
         os.path.join(ROOT, "jobs", "build_samples.py"),
-        "--input",
-        raw,
-        "--output",
-        str(out),
+        *("--input", raw, "--output", str(out)),
         *[arg for key in SETS for arg in ("--set", key)],
     ]
-    with open(os.path.join(cwd, "submit.log"), "w") as log:
+    with open(f"{out}.log", "w") as log:
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait(*builds: subprocess.Popen, timeout: float = 900) -> list[int]:
+    """Their exit codes; any still running after `timeout` seconds is killed."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [build.wait(timeout=max(1, deadline - time.monotonic())) for build in builds]
+    finally:
+        for build in builds:
+            if build.poll() is None:
+                build.kill()
+                build.wait()
 
 
 def _completed_apps(ui_url: str, timeout: float = 20) -> list:
@@ -261,16 +284,14 @@ def _rows(samples_dir) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_cluster_build_samples_on_a_standalone_master_equals_a_local_build(cluster, spark, raw, tmp_path):
-    submit = _submit(cluster["master_url"], raw, tmp_path / "on-cluster", tmp_path)
-    try:  # the local build runs meanwhile: the cluster's single core leaves the other one idle
-        local = build_samples(spark, raw, str(tmp_path / "local"), load_job_config("build_samples", None, SETS))
-        code = submit.wait(timeout=900)
-    finally:
-        if submit.poll() is None:
-            submit.kill()
-            submit.wait()
-    assert code == 0, (tmp_path / "submit.log").read_text()[-3000:]
+def test_cluster_build_samples_on_a_standalone_master_equals_a_local_build(cluster, raw, tmp_path):
+    # The same command with two masters, side by side: the cluster's one core leaves the other to local[1].
+    builds = [
+        _submit(master, raw, tmp_path / name, tmp_path)
+        for master, name in ((cluster["master_url"], "on-cluster"), ("local[1]", "local"))
+    ]
+    codes = _wait(*builds)
+    assert codes == [0, 0], [(tmp_path / f"{name}.log").read_text()[-3000:] for name in ("on-cluster", "local")]
 
     # It ran on the cluster: the report's master, the master's finished application, the code on the executor.
     with open(tmp_path / "on-cluster" / "report.json") as fh:
@@ -282,7 +303,10 @@ def test_cluster_build_samples_on_a_standalone_master_equals_a_local_build(clust
     assert len(executor_dirs) == 1
     assert os.path.exists(os.path.join(executor_dirs[0], "ctr_code.zip"))  # shipped by the job itself
 
-    # The same samples as a local-mode build of the same data and config.
+    # The same samples as the local-mode build.
+    with open(tmp_path / "local" / "report.json") as fh:
+        local = json.load(fh)
+    assert local["spark"]["master"] == "local[1]"
     assert report["spec_hash"] == local["spec_hash"]
     assert load_spec(str(tmp_path / "on-cluster")) == load_spec(str(tmp_path / "local"))
     on_cluster, in_local = _rows(tmp_path / "on-cluster"), _rows(tmp_path / "local")
