@@ -101,6 +101,13 @@ def _reap(pid: int) -> None:
         pass
 
 
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:  # it exited since it was checked: nothing left to stop
+        pass
+
+
 def _wait_gone(daemon: Daemon, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -119,11 +126,11 @@ def stop_daemon(daemon: Daemon, timeout: float) -> str:
     reason = not_ours(daemon)
     if reason:
         return f"{daemon.name} (pid {daemon.pid}) not signalled: {reason}"
-    os.kill(daemon.pid, signal.SIGTERM)
+    _signal(daemon.pid, signal.SIGTERM)
     if _wait_gone(daemon, timeout):
         return f"{daemon.name} (pid {daemon.pid}) stopped"
     if not_ours(daemon) is None:
-        os.kill(daemon.pid, signal.SIGKILL)
+        _signal(daemon.pid, signal.SIGKILL)
     if _wait_gone(daemon, 10):
         return f"{daemon.name} (pid {daemon.pid}) killed: still running {timeout:g} s after SIGTERM"
     raise ClusterError(f"{daemon.name} (pid {daemon.pid}) is still running after SIGKILL")
