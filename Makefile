@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= data
 MODEL ?=
 
-.PHONY: venv demo test test-fast lint format bench lock clean
+.PHONY: venv demo test test-fast lint format bench lock clean cluster-up cluster-down
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -36,6 +36,21 @@ lint: venv
 format: venv
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# A one-machine Spark standalone cluster (docs/cluster.md): a master on MASTER_PORT and WORKERS workers.
+WORKERS ?= 1
+WORKER_CORES ?= 1
+WORKER_MEMORY ?= 1g
+MASTER_PORT ?= 7077
+MASTER_UI_PORT ?= 8080
+CLUSTER_DIR ?= $(DATA)/cluster
+cluster-up: venv
+	$(PY) -m jobs.spark_cluster up --workers $(WORKERS) --cores $(WORKER_CORES) --memory $(WORKER_MEMORY) \
+		--port $(MASTER_PORT) --webui-port $(MASTER_UI_PORT) --workdir $(CLUSTER_DIR)
+
+# No venv prerequisite: without one, nothing was started.
+cluster-down:
+	$(PY) -m jobs.spark_cluster down --workdir $(CLUSTER_DIR)
 
 # Benchmarks (not in CI): installs the benchmark-only extras, then runs them all at SCALES.
 SCALES ?= 1000000,10000000

@@ -112,6 +112,12 @@ def _start_jvm(defaults: dict) -> None:
     SparkContext._ensure_initialized(conf=launch)
 
 
+def executor_python(python: str) -> str:
+    """PYSPARK_PYTHON as the executors need it: a relative path (`.venv/bin/python`) made absolute, since
+    on a cluster they start it from their own folder; a bare name (`python3`) is looked up on PATH there."""
+    return os.path.abspath(python) if os.sep in python and not os.path.isabs(python) else python
+
+
 def get_spark(app_name: str, conf: dict | None = None):
     """Return the active SparkSession or build one.
 
@@ -121,7 +127,7 @@ def get_spark(app_name: str, conf: dict | None = None):
     """
     ensure_java()
     # Workers must run the same interpreter as the driver (the project's venv).
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ["PYSPARK_PYTHON"] = executor_python(os.environ.get("PYSPARK_PYTHON", sys.executable))
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow runs in the TFRecord-writing workers
     from pyspark import SparkConf
