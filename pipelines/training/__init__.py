@@ -5,6 +5,7 @@
     run_state.py    RUN/_RUN.json, checkpoints and the callbacks that write them
     run_outputs.py  metrics.parquet, predictions/, embeddings/, the exported model, run.json
     metrics.py      offline metrics (AUC, logloss, calibration, per-user AUC)
+    distributed.py  tf.distribute strategies from TF_CONFIG; the multi-worker / parameter-server loop
 
 It never imports `pipelines.samples` (tests/test_layout.py checks it); the contract with the
 Spark wing is `feature_spec`.
