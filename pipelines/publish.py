@@ -24,7 +24,8 @@ the old one in a single system call, so `final` names a complete output at every
 now inside the staging, is then deleted. Without an old output it is one rename. On `scheme://` paths
 (tf.io.gfile: hdfs://, s3://, ...) and where the kernel or file system lacks RENAME_EXCHANGE, the old
 output is renamed into the staging and then the new one into place: for the time of that one rename
-(a copy on object stores) `final` does not exist.
+`final` does not exist (on an object store, where that rename is a copy, it holds part of the new output).
+When the second rename fails, the old output is put back.
 
 Stale stagings: a killed run leaves its staging behind. Each run first removes the stagings of the
 same output that carry `_STAGING.json`, started before this run, and are not locked (local: their
@@ -32,9 +33,10 @@ lock can be taken without waiting) or, on `scheme://` paths where there are no l
 than STALE_AFTER_SECONDS ago. A folder without the marker is never deleted, whatever its name.
 
 Object stores (s3://, through tensorflow-io): folders exist only as the prefixes of their files (an
-empty one does not exist), a rename is a copy then a delete, and one object is written whole or not at
-all. Writers that need a local file (Parquet, HDF5) write one and copy it (`written_locally`,
-`replace_file`). tensorflow-io 0.37.1 aborts the interpreter at exit once it has used s3:// (exit code
+empty one does not exist), a rename is a copy then a delete (`_move_objects`, `_SUCCESS` copied last),
+and one object is written whole or not at all. Writers that need a local file (Parquet, HDF5) write one
+and copy it (`written_locally`, `replace_file`). A stale staging there that still holds an earlier output
+(`*.previous`) is kept, with a warning: a killed copy may have left it the only whole one. tensorflow-io 0.37.1 aborts the interpreter at exit once it has used s3:// (exit code
 134, tensorflow/io#2039): the jobs exit through `run_job`, which ends such a process with its real code.
 """
 
