@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import posixpath
 
+from feature_spec.files import gfile, is_remote
 from feature_spec.format import EMBEDDED_KINDS, NUMERIC_KIND, OOV_INDEX, PADDING_INDEX, SpecError
 from feature_spec.validate import check_entry, rows_per_record  # noqa: F401 - rows_per_record is an accessor too
 
@@ -143,9 +144,7 @@ def vocabulary_tokens(samples_dir: str, spec: dict, table: str, size: int) -> li
     tokens: list = [None] * size
     vocab = get_vocabulary(spec, table)
     if vocab is not None:
-        import pyarrow.parquet as pq
-
-        data = pq.read_table(vocabulary_path(samples_dir, spec, table), columns=["index", "token"])
+        data = _read_parquet_folder(vocabulary_path(samples_dir, spec, table), ["index", "token"])
         for index, token in zip(data.column("index").to_pylist(), data.column("token").to_pylist()):
             if 0 <= index < size:
                 tokens[index] = token
@@ -154,3 +153,22 @@ def vocabulary_tokens(samples_dir: str, spec: dict, table: str, size: int) -> li
         return tokens
     prefix = "bucket" if is_bucketized_table(spec, table) else "index"
     return ["<PAD>" if i == 0 else f"{prefix}_{i}" for i in range(size)]
+
+
+def _read_parquet_folder(path: str, columns: list[str]):
+    """The Parquet files of a folder as one table: local folders through pyarrow, `scheme://` ones
+    (s3://, hdfs://) file by file through tf.io.gfile."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_table(path, columns=columns)
+    fs = gfile(path)
+    parts = sorted(fs.glob(posixpath.join(glob.escape(path.rstrip("/")), "*.parquet")))
+    if not parts:
+        raise FileNotFoundError(f"no Parquet files in {path}")
+    tables = []
+    for part in parts:
+        with fs.GFile(part, "rb") as fh:
+            tables.append(pq.read_table(pa.BufferReader(fh.read()), columns=columns))
+    return pa.concat_tables(tables)

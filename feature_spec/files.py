@@ -13,13 +13,28 @@ def spec_path(samples_dir: str) -> str:
     return posixpath.join(str(samples_dir), SPEC_FILE)
 
 
+def is_remote(path) -> bool:
+    """A `scheme://` path other than file://, read through tf.io.gfile."""
+    return "://" in str(path) and not str(path).startswith("file:")
+
+
+def gfile(path=None):
+    """tf.io.gfile; for a remote `path` with tensorflow-io's file systems (s3://, hdfs://) registered."""
+    import tensorflow as tf
+
+    if path is None or is_remote(path):
+        try:
+            import tensorflow_io  # noqa: F401 - registers its file systems with tf.io.gfile
+        except ImportError:
+            pass
+    return tf.io.gfile
+
+
 def load_spec(samples_dir: str) -> dict:
     """Load and validate SAMPLES/feature_spec.json."""
     path = spec_path(samples_dir)
     try:
-        import tensorflow as tf  # noqa: F401 - gfile reads hdfs:// and s3:// too
-
-        with tf.io.gfile.GFile(path, "r") as fh:
+        with gfile(path).GFile(path, "r") as fh:  # gfile reads hdfs:// and s3:// too
             text = fh.read()
     except ImportError:
         with open(path) as fh:

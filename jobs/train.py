@@ -143,4 +143,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipelines.publish import run_job
+
+    run_job(main)  # sys.exit(main()), except that a process that used s3:// ends with os._exit

@@ -270,8 +270,26 @@ class TfrecordSection(Section):
     shuffle_seed: int
 
 
+def _spark_scratch(value):
+    """A folder that Spark writes through its own file system and tf.io.gfile reads: local or hdfs://."""
+    if "://" in value and not value.startswith(("file:", "hdfs://")):
+        raise PydanticCustomError(
+            "spark_scratch",
+            "must be a local or hdfs:// folder (Spark writes rejects/ and vocab/ there through its own file "
+            "system, and the job copies them into SAMPLES)",
+        )
+    return value
+
+
+class OutputSection(Section):
+    # Where Spark writes the parts of SAMPLES it writes itself (rejects/, vocab/) when it cannot write SAMPLES
+    # (s3://); null: SAMPLES itself. See docs/cluster.md, "Object stores".
+    spark_scratch: Optional[Annotated[Name, AfterValidator(_spark_scratch)]]
+
+
 class BuildConfig(Section):
     input: InputSection
+    output: OutputSection
     spark: SparkSection
     validation: ValidationSection
     labels: LabelsSection

@@ -24,16 +24,25 @@ the old one in a single system call, so `final` names a complete output at every
 now inside the staging, is then deleted. Without an old output it is one rename. On `scheme://` paths
 (tf.io.gfile: hdfs://, s3://, ...) and where the kernel or file system lacks RENAME_EXCHANGE, the old
 output is renamed into the staging and then the new one into place: for the time of that one rename
-(a copy on object stores) `final` does not exist.
+`final` does not exist (on an object store, where that rename is a copy, it holds part of the new output).
+When the second rename fails, the old output is put back.
 
 Stale stagings: a killed run leaves its staging behind. Each run first removes the stagings of the
 same output that carry `_STAGING.json`, started before this run, and are not locked (local: their
 lock can be taken without waiting) or, on `scheme://` paths where there are no locks, started more
 than STALE_AFTER_SECONDS ago. A folder without the marker is never deleted, whatever its name.
+
+Object stores (s3://, through tensorflow-io): folders exist only as the prefixes of their files (an
+empty one does not exist), a rename is a copy then a delete (`_move_objects`, `_SUCCESS` copied last),
+and one object is written whole or not at all. Writers that need a local file (Parquet, HDF5) write one
+and copy it (`written_locally`, `replace_file`). A stale staging there that still holds an earlier output
+(`*.previous`) is kept, with a warning: a killed copy may have left it the only whole one. tensorflow-io 0.37.1 aborts the interpreter at exit once it has used s3:// (exit code
+134, tensorflow/io#2039): the jobs exit through `run_job`, which ends such a process with its real code.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import errno
 import json
@@ -43,10 +52,13 @@ import posixpath
 import shutil
 import socket
 import sys
+import tempfile
 import time
+import traceback
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, NoReturn, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -157,29 +169,38 @@ class _GFileFs:
     local = False
 
     def __init__(self):
-        import tensorflow as tf
+        self.gfile = _gfile()
 
-        self.gfile = tf.io.gfile
+    @staticmethod
+    def _folder(path: str) -> str:
+        """`s3://bucket` as `s3://bucket/`: tensorflow-io's S3 names a bucket's root only with the slash."""
+        return path + "/" if path.count("/") == 2 else path
 
     def exists(self, path: str) -> bool:
-        return self.gfile.exists(path)
+        return self.gfile.exists(self._folder(path))
 
     def isdir(self, path: str) -> bool:
-        return self.gfile.isdir(path)
+        return self.gfile.isdir(self._folder(path))
 
     def listdir(self, path: str) -> list[str]:
-        return [name.rstrip("/") for name in self.gfile.listdir(path)]  # object stores mark folders with '/'
+        # object stores mark folders with '/'
+        return [name.rstrip("/") for name in self.gfile.listdir(self._folder(path))]
 
     def rename(self, src: str, dst: str) -> None:
-        self.gfile.rename(src, dst, overwrite=False)
+        if not _on_object_store(src):
+            self.gfile.rename(src, dst, overwrite=False)
+            return
+        if self.exists(dst):
+            raise FileExistsError(dst)
+        _move_objects(self.gfile, src, dst)
 
     def mkdir(self, path: str) -> None:
-        if self.gfile.exists(path):
+        if self.exists(path):
             raise FileExistsError(path)
-        self.gfile.mkdir(path)
+        self.gfile.mkdir(self._folder(path))  # on an object store a no-op: the folder appears with its first file
 
     def makedirs(self, path: str) -> None:
-        self.gfile.makedirs(path)
+        self.gfile.makedirs(self._folder(path))
 
     def remove(self, path: str) -> None:
         if self.gfile.isdir(path):
@@ -196,6 +217,63 @@ class _GFileFs:
             fh.write(text)
 
 
+# Object stores: a rename is a copy, which publish does object by object (_move_objects).
+OBJECT_STORE_SCHEMES = ("s3://",)
+# Copied last when a folder moves on an object store, so that a reader who waits for them finds the rest.
+LAST_COPIED = ("_SUCCESS",)
+_COPY_THREADS = 8
+
+
+def _on_object_store(path: str) -> bool:
+    return path.startswith(OBJECT_STORE_SCHEMES)
+
+
+def _move_objects(gfile, src: str, dst: str) -> None:
+    """Move the file or folder `src` to `dst` on an object store: copy every object (server-side, a
+    few at a time; the LAST_COPIED markers after the rest), then delete the sources. When a copy
+    fails, the copies made so far are deleted: `src` stays whole and `dst` absent (`dst` must not exist).
+
+    Not tf.io.gfile.rename: tensorflow-io 0.37.1 moves every key that merely starts with `src`'s key (a
+    rename of `runs/r1` takes `runs/r10/...` along), and cannot copy an empty object (`_SUCCESS`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if gfile.isdir(src):
+        root = src.rstrip("/")
+        sources = [posixpath.join(folder, name) for folder, _, names in gfile.walk(root) for name in names]
+        pairs = [(path, posixpath.join(dst, path[len(root) + 1 :])) for path in sources]
+    else:
+        pairs = [(src, dst)]
+    first = [p for p in pairs if posixpath.basename(p[0]) not in LAST_COPIED]
+    last = [p for p in pairs if posixpath.basename(p[0]) in LAST_COPIED]
+    with ThreadPoolExecutor(_COPY_THREADS) as pool:
+        try:
+            for batch in (first, last):
+                list(pool.map(lambda pair: _copy_object(gfile, *pair), batch))
+        except BaseException:  # a move that fails leaves `src` whole and nothing at `dst`
+            list(pool.map(lambda target: gfile.exists(target) and gfile.remove(target), [t for _, t in pairs]))
+            raise
+        list(pool.map(gfile.remove, [source for source, _ in pairs]))
+
+
+def _copy_object(gfile, src: str, dst: str) -> None:
+    if gfile.stat(src).length == 0:  # tensorflow-io's S3 copy refuses an empty object
+        with gfile.GFile(dst, "w") as fh:
+            fh.write("")  # a GFile that is never written to creates nothing
+    else:
+        gfile.copy(src, dst, overwrite=True)
+
+
+def _gfile():
+    """tf.io.gfile with tensorflow-io's file systems (s3://, hdfs://) registered."""
+    import tensorflow as tf
+
+    try:
+        import tensorflow_io  # noqa: F401 - registering its plugins is all it takes
+    except ImportError:  # pragma: no cover - it is in requirements.txt; without it only TensorFlow's schemes work
+        log.warning("tensorflow-io is not installed: s3:// and hdfs:// paths cannot be read or written")
+    return tf.io.gfile
+
+
 _LOCAL = _LocalFs()
 _gfile_fs: _GFileFs | None = None
 
@@ -207,6 +285,37 @@ def _fs(path: str):
     if _gfile_fs is None:
         _gfile_fs = _GFileFs()
     return _gfile_fs
+
+
+def is_local(path) -> bool:
+    """True for a local path (or a file: URI), False for a `scheme://` one."""
+    return _is_local(normalize(path))
+
+
+def register_file_system(path) -> None:
+    """Make `path` readable by tf.io.gfile and tf.data (a `scheme://` path needs tensorflow-io's plugins)."""
+    _fs(normalize(path))
+
+
+def exists(path) -> bool:
+    path = normalize(path)
+    return _fs(path).exists(path)
+
+
+def isdir(path) -> bool:
+    path = normalize(path)
+    return _fs(path).isdir(path)
+
+
+def listdir(path) -> list[str]:
+    """The names in a folder, on any file system."""
+    path = normalize(path)
+    return _fs(path).listdir(path)
+
+
+def read_text(path) -> str:
+    path = normalize(path)
+    return _fs(path).read_text(path)
 
 
 def write_text(path, text: str) -> None:
@@ -227,9 +336,57 @@ def makedirs(path) -> None:
     _fs(path).makedirs(path)
 
 
+def copy_tree(src, dst) -> list[str]:
+    """Copy the files under the folder `src` to `dst` (any file systems, e.g. a local folder to s3://);
+    return the destination paths. Never overwrites: `dst` is meant to be inside a fresh staging."""
+    src, dst = normalize(src), normalize(dst)
+    gfile = _gfile()
+    copied = []
+    for folder, _, files in gfile.walk(src):
+        relative = folder.rstrip("/")[len(src) :].lstrip("/")
+        target = posixpath.join(dst, relative) if relative else dst
+        gfile.makedirs(target)
+        for name in sorted(files):
+            gfile.copy(posixpath.join(folder, name), posixpath.join(target, name), overwrite=False)
+            copied.append(posixpath.join(target, name))
+    return copied
+
+
+@contextmanager
+def written_locally(path) -> Iterator[str]:
+    """A local file name to write `path`'s content to, for writers that need one (Parquet, HDF5):
+    `path` itself when it is local; otherwise a temporary file, copied to `path` when the block ends
+    without an error (an object store then gets the object whole) and removed in any case."""
+    if is_local(path):
+        yield str(path)
+        return
+    target = normalize(path)
+    with tempfile.TemporaryDirectory(prefix="ctr-upload-") as folder:
+        local = os.path.join(folder, posixpath.basename(target))
+        yield local
+        _gfile().copy(local, target, overwrite=True)
+
+
+@contextmanager
+def read_locally(path) -> Iterator[str]:
+    """A local file with `path`'s content, for readers that need one (HDF5): `path` itself when it is
+    local, otherwise a temporary copy, removed when the block ends."""
+    if is_local(path):
+        yield str(path)
+        return
+    source = normalize(path)
+    with tempfile.TemporaryDirectory(prefix="ctr-download-") as folder:
+        local = os.path.join(folder, posixpath.basename(source))
+        _gfile().copy(source, local, overwrite=True)
+        yield local
+
+
 def ensure_space(directory: str, nbytes: int) -> None:
     """Raise OSError(ENOSPC) unless the local `directory` has `nbytes` free: for writers that must not
-    run out of space halfway (HDF5 then keeps a broken handle that crashes the process at exit)."""
+    run out of space halfway (HDF5 then keeps a broken handle that crashes the process at exit). For a
+    `scheme://` folder the local temporary folder is checked, where its files are written first."""
+    if not is_local(directory):
+        directory = tempfile.gettempdir()
     stat = os.statvfs(directory)
     free = stat.f_bavail * stat.f_frsize
     if free < nbytes:
@@ -237,8 +394,14 @@ def ensure_space(directory: str, nbytes: int) -> None:
 
 
 def replace_file(path: str, write) -> None:
-    """Replace the local file `path` in one rename: `write(tmp)` writes the new content to a hidden
-    sibling (its name ends like `path`'s, e.g. `.weights.h5`), so readers see the old file or the new one."""
+    """Replace the file `path` in one rename: `write(tmp)` writes the new content to a hidden
+    sibling (its name ends like `path`'s, e.g. `.weights.h5`), so readers see the old file or the new one.
+
+    On a `scheme://` path `write` gets a local temporary file, which is copied to the hidden sibling
+    and renamed over `path` (on an object store a server-side copy, which replaces the object whole)."""
+    if not is_local(path):
+        _replace_remote_file(normalize(path), write)
+        return
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
     try:
@@ -247,6 +410,24 @@ def replace_file(path: str, write) -> None:
     except BaseException:
         if os.path.lexists(tmp):
             os.remove(tmp)
+        raise
+
+
+def _replace_remote_file(path: str, write) -> None:
+    gfile = _gfile()
+    directory, name = posixpath.split(path)
+    hidden = posixpath.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
+    with written_locally(hidden) as local:
+        write(local)
+    try:
+        if _on_object_store(path):
+            _copy_object(gfile, hidden, path)  # a server-side copy replaces the object whole
+            gfile.remove(hidden)
+        else:
+            gfile.rename(hidden, path, overwrite=True)
+    except BaseException:
+        if gfile.exists(hidden):
+            gfile.remove(hidden)
         raise
 
 
@@ -316,6 +497,14 @@ def write_failure(exc: BaseException, output) -> OutputUnwritable | None:
     return None
 
 
+def check_writable(path) -> None:
+    """Raise OutputUnwritable unless the local `path` can be created (its nearest existing ancestor is a
+    writable folder); nothing is checked for `scheme://` paths."""
+    path = normalize(path)
+    if _is_local(path):
+        _check_writable(path)
+
+
 def _check_writable(final: str) -> None:
     """Raise OutputUnwritable unless the job can create its staging beside `final` (local paths):
     the nearest existing ancestor of `final`'s parent must be a writable directory."""
@@ -381,7 +570,11 @@ def swap_into_place(new: str, final: str) -> None:
     if not (fs.local and exchange(new, final)):
         old = f"{new}.previous"
         fs.rename(final, old)
-        fs.rename(new, final)  # between these two renames `final` does not exist
+        try:
+            fs.rename(new, final)  # between these two renames `final` does not exist
+        except BaseException:
+            fs.rename(old, final)  # a failed move leaves nothing at its destination: put the old output back
+            raise
     fs.remove(old)
 
 
@@ -433,15 +626,20 @@ def _remove_staging(fs, staging: str) -> None:
     fs.remove(staging)  # now only the marker is left
 
 
-def _restore_previous(fs, staging: str, output: str | None) -> None:
+def _restore_previous(fs, staging: str, output: str | None) -> bool:
     """A run killed between the two renames of the fallback swap left the old output in its staging
-    and none at `output`: put the old one back rather than delete it."""
-    if not output or fs.exists(output):
-        return
-    previous = posixpath.join(staging, f"{posixpath.basename(output)}.previous")
-    if fs.exists(previous):
-        fs.rename(previous, output)
-        log.warning("restored %s from the staging of a run killed while it replaced it", output)
+    and none at `output`: put the old one back rather than delete it.
+
+    False when the staging must be kept: on an object store a move is a copy that a kill can stop
+    halfway, so an old output left there (`*.previous`) may be the only whole copy even where `output` exists."""
+    if output and not fs.exists(output):
+        previous = posixpath.join(staging, f"{posixpath.basename(output)}.previous")
+        if fs.exists(previous):
+            fs.rename(previous, output)
+            log.warning("restored %s from the staging of a run killed while it replaced it", output)
+    if not _on_object_store(staging):
+        return True
+    return not any(name.endswith(".previous") for name in fs.listdir(staging))
 
 
 def remove_stale_stagings(parent: str, prefix: str, started: float) -> list[str]:
@@ -467,7 +665,14 @@ def remove_stale_stagings(parent: str, prefix: str, started: float) -> list[str]
             continue
         try:
             if _read_marker(fs, staging) is not None:  # not removed by its run meanwhile
-                _restore_previous(fs, staging, marker.get("output"))
+                if not _restore_previous(fs, staging, marker.get("output")):
+                    log.warning(
+                        "kept the stale staging %s: it holds an earlier output that a run killed while replacing "
+                        "it left there; check %s and delete the staging yourself",
+                        staging,
+                        marker.get("output") or parent,
+                    )
+                    continue
                 _remove_staging(fs, staging)
                 removed.append(staging)
                 log.info(
@@ -571,3 +776,50 @@ class StagedOutput:
                 self.publish()
         finally:
             self.close()
+
+
+# ---------------------------------------------------------------- leaving the process
+
+# Schemes whose tensorflow-io client aborts the interpreter at exit ("pure virtual method called", exit
+# code 134, tensorflow/io#2039, not fixed in 0.37.1) once it has been used.
+HARD_EXIT_SCHEMES = ("s3://",)
+
+
+def run_job(main: Callable[[list], int], argv: Sequence[str] | None = None) -> NoReturn:
+    """Exit with the code of `main(argv)` (default: the command line).
+
+    When an argument names an s3:// path the process ends with os._exit, after the atexit handlers
+    (logging, Spark's gateway, temporary folders) and a flush of stdout and stderr: the outputs are
+    published by then, and the interpreter's own exit would abort in tensorflow-io's S3 client and turn
+    a finished job into exit code 134. An exception is printed as Python would and exits with 1."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not any(scheme in str(arg) for arg in argv for scheme in HARD_EXIT_SCHEMES):
+        sys.exit(main(argv))
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse: --help, a usage error
+        code = exc.code
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)

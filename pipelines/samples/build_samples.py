@@ -2,6 +2,12 @@
 
 Composition of the pure feature steps in `features/`, plus the I/O around them:
 reading RAW, writing to a staging directory, and swapping it into place (pipelines/publish.py).
+
+Two writers fill SAMPLES: our own (the TFRecord shards from the Spark tasks, feature_spec.json,
+report.json, _SUCCESS), through tf.io.gfile, which reaches s3:// and hdfs://; and Spark's (rejects/,
+vocab/), through its Hadoop file system, which has no s3:// without the hadoop-aws jars. When Spark
+cannot write SAMPLES, it writes its parts under `output.spark_scratch` (local or hdfs://) and the job
+copies them into the staging before publishing; without that key the job refuses before any work.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from features import items as item_features
 from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import validate_build_config
-from pipelines.publish import StagedOutput
+from pipelines.publish import OutputRefused, StagedOutput
 from pipelines.samples import fitting
 from pipelines.samples.raw_input import InputError, read_raw, type_csv_columns
 from pipelines.samples.spark import spark_settings
@@ -321,6 +327,66 @@ def _spec_splits(per_split: dict, extension: str) -> dict:
     }
 
 
+def _hadoop_has_file_system(spark: SparkSession, path: str) -> bool:
+    """True when Spark's Hadoop can write `path`: local, or a scheme it has a FileSystem class for."""
+    if publish.is_local(path):
+        return True
+    scheme = path.split("://", 1)[0]
+    context = spark.sparkContext
+    try:
+        context._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, context._jsc.hadoopConfiguration())
+    except Exception:  # py4j: UnsupportedFileSystemException "No FileSystem for scheme"
+        return False
+    return True
+
+
+def _check_spark_reads(spark: SparkSession, raw_dir: str) -> None:
+    """InputError, before any work, when Spark cannot read RAW (e.g. s3:// without the hadoop-aws jars)."""
+    raw = publish.normalize(raw_dir)
+    if not _hadoop_has_file_system(spark, raw):
+        raise InputError(
+            f"Spark cannot read the input {raw}: its Hadoop file system has no {raw.split('://', 1)[0]}:// "
+            "(s3 needs the hadoop-aws jars, which the pyspark wheel lacks); copy RAW to a local or hdfs:// path"
+        )
+
+
+def spark_parts_folder(spark: SparkSession, raw_dir: str, output: str, config: dict) -> str | None:
+    """Where Spark writes rejects/ and vocab/: None for the staging of SAMPLES itself, when Spark's own
+    file system reaches SAMPLES; otherwise output.spark_scratch, from which they are copied into SAMPLES.
+
+    OutputRefused, before anything is written, when Spark cannot write SAMPLES and no scratch is set."""
+    final = publish.normalize(output)
+    if _hadoop_has_file_system(spark, final):
+        return None
+    scheme = final.split("://", 1)[0]
+    scratch = config["output"]["spark_scratch"]
+    if not scratch:
+        raise OutputRefused(
+            f"Spark cannot write the rejects/ and vocab/ of {final}: its Hadoop file system has no {scheme}:// "
+            "(s3 needs the hadoop-aws jars, which the pyspark wheel lacks); set output.spark_scratch to a local "
+            "or hdfs:// folder, where Spark writes them and from which the job copies them into SAMPLES, "
+            "or write SAMPLES to a local or hdfs:// path"
+        )
+    scratch = publish.normalize(scratch)
+    how = publish.relation(scratch, raw_dir)
+    if how in ("is", "lies inside"):
+        raise OutputRefused(
+            f"output.spark_scratch {scratch} {how} the input {publish.normalize(raw_dir)}; choose another folder"
+        )
+    if not _hadoop_has_file_system(spark, scratch):
+        raise OutputRefused(f"output.spark_scratch {scratch}: Spark's Hadoop has no file system for it")
+    publish.check_writable(posixpath.join(scratch, ".staging"))
+    return scratch
+
+
+def _scratch_staging(folder: str, final: str, started: float) -> publish.Staging:
+    """This run's own marked folder under output.spark_scratch (whatever else is there stays)."""
+    prefix = f".{posixpath.basename(final)}.spark-staging-"
+    publish.makedirs(folder)
+    publish.remove_stale_stagings(folder, prefix, started)
+    return publish.Staging(folder, prefix, started)
+
+
 def _write_metadata(staging: str, spec: dict, report: dict) -> None:
     publish.write_text(posixpath.join(staging, feature_spec.SPEC_FILE), feature_spec.to_json(spec))
     publish.write_text(posixpath.join(staging, "report.json"), json.dumps(report, indent=2))
@@ -336,15 +402,21 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
     compression = compression_options(config["tfrecord"]["compression"])
     window = _attribution_window(config)
     persist = _Persisted()
+    _check_spark_reads(spark, raw_dir)
+    scratch_folder = spark_parts_folder(spark, raw_dir, output, config)  # refuses before anything is written
     # Refuses an output that overlaps RAW or holds something else than earlier samples.
     stage = StagedOutput(output, inputs=[raw_dir], markers=SAMPLES_MARKERS)
+    scratch = None
     try:
+        if scratch_folder is not None:
+            scratch = _scratch_staging(scratch_folder, stage.final, stage.staging.started)
+        spark_dir = scratch.path if scratch else stage.path  # where Spark writes rejects/ and vocab/
         # Name clashes and misuses of the configured item columns fail before any work (lengths do not matter).
         fitting.check_vector_config(
             _declared_features(vocab.ID_INDICES, config, dict.fromkeys(_vector_columns(config), 1)), config
         )
         with timings.step("validate"):
-            raw = _validate(spark, raw_dir, config, persist, stage.path)
+            raw = _validate(spark, raw_dir, config, persist, spark_dir)
         with timings.step("labels"):
             keyed, attributed, orphan_clicks = _attributed_clicks(raw, window, persist)
         with timings.step("split"):
@@ -352,7 +424,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
         with timings.step("fit_vocabularies"):
             vocabularies = fitting.fit_vocabularies(imps.where(F.col("split") == "train"), config["vocab"]["min_count"])
             for name, frame in vocabularies.frames.items():
-                frame.coalesce(1).write.mode("overwrite").parquet(posixpath.join(stage.path, "vocab", name))
+                frame.coalesce(1).write.mode("overwrite").parquet(posixpath.join(spark_dir, "vocab", name))
         with timings.step("features"):
             samples = persist(_point_in_time_features(imps, attributed, raw, vocabularies, config))
             samples.count()  # materialized here, so that the step timings say where the time goes
@@ -371,12 +443,17 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
         spec = feature_spec.with_splits(spec, _spec_splits(per_split, compression.extension))
         where = (raw_dir, stage.final)
         report = _report(spark, where, raw, orphan_clicks, per_split, spec, boundaries, fitted, timings, started)
+        if scratch is not None:
+            for part in ("rejects", "vocab"):
+                publish.copy_tree(posixpath.join(scratch.path, part), posixpath.join(stage.path, part))
         _write_metadata(stage.path, spec, report)
         stage.publish()
         return report
     finally:
         persist.release()
         stage.close()
+        if scratch is not None:
+            scratch.close()
 
 
 def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict) -> list:

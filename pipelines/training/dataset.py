@@ -49,6 +49,7 @@ from feature_spec import (
     spec_hash,
     split_pattern,
 )
+from pipelines import publish
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPEC_HASH_FILES = (
@@ -102,6 +103,7 @@ def naming_corrupt_shards(samples_dir: str, spec: dict, splits: tuple[str, ...])
 
 
 def split_files(samples_dir: str, spec: dict, split: str) -> list[str]:
+    publish.register_file_system(samples_dir)  # s3://, hdfs:// samples need tensorflow-io's file systems
     pattern = split_pattern(samples_dir, spec, split)
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:

@@ -11,10 +11,15 @@ RUN/embeddings/          <table>.parquet: feature, index, token, vector (list<fl
 RUN/model/               SavedModel, signature serving_default(parsed model inputs) -> {"score"};
                          assets.extra/ holds feature_spec.json and spec_hash
 RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics
+
+On a `scheme://` RUN (s3://) the staging lies there too: the Parquet files are written to local
+temporary files and copied into it (publish.written_locally), the SavedModel is written straight
+through tf.io.gfile, and publishing renames each output into place (a copy on an object store).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -70,7 +75,7 @@ class StagedRunOutputs(publish.Staging):
 
     def publish(self) -> None:
         for name in PUBLISHED:
-            if os.path.exists(self.file(name)):
+            if publish.exists(self.file(name)):
                 publish.swap_into_place(self.file(name), os.path.join(self.run_dir, name))
 
 
@@ -110,6 +115,11 @@ def predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: i
     Returns the exact metrics of the split and its size; only labels, scores and user ids
     are kept in memory for them.
     """
+    with publish.written_locally(path) if path else contextlib.nullcontext() as local:
+        return _predict_split(serve, samples_dir, spec, split, batch_size, local)
+
+
+def _predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: int, path: str | None) -> dict:
     schema = prediction_schema(spec)
     label = label_name(spec)
     labels, scores, users = [], [], []
@@ -147,7 +157,7 @@ def predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: i
 def predict_final_splits(serve, samples_dir: str, spec: dict, batch_size: int, folder: str | None) -> dict:
     """{split: predict_split(...)} for valid and test; `folder` None writes no prediction files."""
     if folder is not None:
-        os.makedirs(folder)
+        publish.makedirs(folder)
     return {
         split: predict_split(
             serve, samples_dir, spec, split, batch_size, os.path.join(folder, f"{split}.parquet") if folder else None
@@ -165,13 +175,13 @@ def _safe_name(name: str) -> str:
 
 def write_embeddings(tables: dict, samples_dir: str, spec: dict, folder: str, chunk_rows: int) -> dict:
     """One Parquet file per table: feature, index, token, vector; written `chunk_rows` rows at a time."""
-    os.makedirs(folder, exist_ok=True)
+    publish.makedirs(folder)
     written = {}
     for name, variable in tables.items():
         size, dim = (int(n) for n in variable.shape)
         tokens = vocabulary_tokens(samples_dir, spec, name, size)
         path = os.path.join(folder, f"{_safe_name(name)}.parquet")
-        with pq.ParquetWriter(path, EMBEDDINGS_SCHEMA) as writer:
+        with publish.written_locally(path) as local, pq.ParquetWriter(local, EMBEDDINGS_SCHEMA) as writer:
             for start in range(0, size, max(1, int(chunk_rows))):
                 stop = min(size, start + int(chunk_rows))
                 vectors = np.asarray(variable[start:stop].numpy(), dtype=np.float32)
@@ -204,11 +214,9 @@ def export_model(model, serve, spec: dict, folder: str) -> None:
     except TypeError:  # older Keras 3 without `verbose`
         archive.write_out(folder)
     extra = os.path.join(folder, "assets.extra")
-    os.makedirs(extra, exist_ok=True)
-    with open(os.path.join(extra, SPEC_FILE), "w") as fh:
-        fh.write(to_json(spec))
-    with open(os.path.join(extra, "spec_hash"), "w") as fh:
-        fh.write(spec_hash(spec) + "\n")
+    publish.makedirs(extra)
+    publish.write_text(os.path.join(extra, SPEC_FILE), to_json(spec))
+    publish.write_text(os.path.join(extra, "spec_hash"), spec_hash(spec) + "\n")
 
 
 # ---------------------------------------------------------------- metrics, run.json
@@ -241,9 +249,9 @@ def metric_rows(run_id: str, model_name: str, history: list, final: dict, best_e
 
 
 def write_metrics(frame: pd.DataFrame, path: str) -> None:
-    pq.write_table(
-        pa.Table.from_pandas(frame, schema=METRICS_SCHEMA, preserve_index=False).replace_schema_metadata(None), path
-    )
+    table = pa.Table.from_pandas(frame, schema=METRICS_SCHEMA, preserve_index=False).replace_schema_metadata(None)
+    with publish.written_locally(path) as local:
+        pq.write_table(table, local)
 
 
 def library_versions() -> dict:

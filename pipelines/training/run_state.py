@@ -6,7 +6,9 @@
 
 `Checkpoints` reads and writes that folder; `Progress` is what a checkpoint carries and what the
 callbacks (`EpochLog`, `EarlyStoppingWithState`, `Checkpoint`) update, each given the objects it
-changes in its constructor. Every file is replaced in one rename (publish.replace_file).
+changes in its constructor. Every file is replaced in one rename (publish.replace_file). RUN may be a
+`scheme://` path (s3://): every file access goes through pipelines/publish.py, and the weights files, which
+HDF5 writes and reads only locally, pass through a local temporary copy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -86,6 +87,11 @@ def save_weights(model, path: str) -> None:
     publish.replace_file(path, model.save_weights)
 
 
+def load_weights(model, path: str) -> None:
+    with publish.read_locally(path) as local:
+        model.load_weights(local)
+
+
 def build_optimizers(model) -> None:
     """Create optimizer variables now, so that load_weights restores them too."""
     optimizer = getattr(model, "optimizer", None)
@@ -95,9 +101,9 @@ def build_optimizers(model) -> None:
 
 def mark_run(run_dir: str, run_id: str) -> None:
     """Write RUN/_RUN.json once, when the run starts (a resumed run keeps its marker)."""
-    os.makedirs(run_dir, exist_ok=True)
+    publish.makedirs(run_dir)
     path = os.path.join(run_dir, RUN_MARKER)
-    if not os.path.exists(path):
+    if not publish.exists(path):
         write_json(
             path,
             {"job": "train", "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
@@ -149,21 +155,20 @@ class Checkpoints:
 
     def load_state(self) -> dict | None:
         path = os.path.join(self.directory, STATE_FILE)
-        if not os.path.exists(path):
+        if not publish.exists(path):
             return None
-        with open(path) as fh:
-            return json.load(fh)
+        return json.loads(publish.read_text(path))
 
     def previous(self, resume: bool) -> dict | None:
         """The state to resume from (None: start at epoch 1); refuses another model's or other params'."""
         state = self.load_state()
         if state is not None and not resume:
             log.info("resume=false: removing the checkpoints of the previous run in %s", self.directory)
-            shutil.rmtree(self.directory)
+            publish.remove(self.directory)
             state = None
         if state is not None:
             self._check(state)
-        os.makedirs(self.directory, exist_ok=True)
+        publish.makedirs(self.directory)
         return state
 
     def _check(self, state: dict) -> None:
@@ -195,7 +200,7 @@ class Checkpoints:
         """Load the state's weights (with optimizer state) into `model`; the Progress to continue from."""
         if state is None:
             return Progress()
-        model.load_weights(os.path.join(self.directory, state["weights"]))
+        load_weights(model, os.path.join(self.directory, state["weights"]))
         return Progress.from_state(state)
 
     def save_epoch(self, model, progress: Progress) -> None:
@@ -215,13 +220,13 @@ class Checkpoints:
                 "saved_at": _now(),
             },
         )
-        for old in sorted(f for f in os.listdir(self.directory) if EPOCH_WEIGHTS.fullmatch(f))[: -self.keep]:
-            os.remove(os.path.join(self.directory, old))
+        for old in sorted(f for f in publish.listdir(self.directory) if EPOCH_WEIGHTS.fullmatch(f))[: -self.keep]:
+            publish.remove(os.path.join(self.directory, old))
 
     def restore_best(self, model, progress: Progress, monitor: str) -> int | None:
         """Load the best epoch's weights when there are any; the epoch whose weights the model now has."""
-        if progress.early.best_epoch is not None and os.path.exists(self.best_path):
-            model.load_weights(self.best_path)
+        if progress.early.best_epoch is not None and publish.exists(self.best_path):
+            load_weights(model, self.best_path)
             log.info(
                 "restored the weights of the best epoch %d (%s %.4f)",
                 progress.early.best_epoch,

@@ -24,10 +24,9 @@ import contextlib
 import copy
 import logging
 import os
-import shutil
 import time
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import keras
 import tensorflow as tf
@@ -108,18 +107,19 @@ class Timings:
 def _undone_on_write_failure(run_dir: str):
     """A new RUN (absent or empty before) whose writing fails for lack of space, quota or a writable
     disk is emptied again: everything in it is this run's. A resumed RUN keeps what it had."""
-    existed = os.path.isdir(run_dir)
-    if existed and os.listdir(run_dir):
+    existed = publish.isdir(run_dir)
+    if existed and publish.listdir(run_dir):
         yield
         return
     try:
         yield
     except Exception as exc:
         if publish.write_failure(exc, run_dir) is not None:
-            for name in os.listdir(run_dir) if existed else []:  # the user's empty folder stays
+            for name in publish.listdir(run_dir) if existed else []:  # the user's empty folder stays
                 publish.remove(os.path.join(run_dir, name))
             if not existed:
-                shutil.rmtree(run_dir, ignore_errors=True)
+                with suppress(Exception):  # as much as can be removed
+                    publish.remove(run_dir)
         raise
 
 
@@ -143,7 +143,7 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
     serve_if_not_coordinator(kind, task)  # a parameter_server worker or ps task serves until stopped
     chief = task.is_chief
     monitor = config.early_stopping.monitor
-    run_dir, model_name = os.path.abspath(run_dir), config.model
+    run_dir, model_name = publish.normalize(run_dir), config.model  # an absolute path, or s3://...
     run_id = config.run_id or os.path.basename(run_dir.rstrip("/"))
     started = time.time()
     if chief:  # the other workers only read RUN/checkpoints
