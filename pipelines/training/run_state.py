@@ -35,6 +35,7 @@ RUN_MARKER = "_RUN.json"
 RUN_MARKERS = [RUN_MARKER, "run.json", f"checkpoints/{STATE_FILE}"]
 BEST_WEIGHTS = "best.weights.h5"
 EPOCH_WEIGHTS = re.compile(r"epoch-\d{4}\.weights\.h5")
+RESUME_REMEDY = "train into a new --output or pass --set resume=false to start over"
 
 
 class RunMismatch(ValueError):
@@ -93,15 +94,24 @@ def build_optimizers(model) -> None:
         optimizer.build(model.trainable_variables)
 
 
-def mark_run(run_dir: str, run_id: str) -> None:
-    """Write RUN/_RUN.json once, when the run starts (a resumed run keeps its marker)."""
+def mark_run(run_dir: str, run_id: str, init_from: str | None = None) -> None:
+    """Write RUN/_RUN.json once, when the run starts (a resumed run keeps its marker). A warm-started
+    run records the run it starts from: a rerun before its first checkpoint starts from it again."""
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, RUN_MARKER)
     if not os.path.exists(path):
-        write_json(
-            path,
-            {"job": "train", "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-        )
+        marker = {"job": "train", "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_json(path, {**marker, **({"init_from": init_from} if init_from else {})})
+
+
+def read_run_marker(run_dir: str) -> dict:
+    """RUN/_RUN.json ({} when absent or unreadable)."""
+    try:
+        with open(os.path.join(run_dir, RUN_MARKER)) as fh:
+            marker = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
 
 
 def _now() -> str:
@@ -126,6 +136,9 @@ class Progress:
     epoch: int = 0
     history: list = field(default_factory=list)
     early: EarlyStopping = field(default_factory=EarlyStopping)
+    # A warm-started run (--init-from): where its weights came from and its valid metrics before any step.
+    init_from: dict | None = None
+    initial_valid: dict | None = None
 
     @classmethod
     def from_state(cls, state: dict) -> "Progress":
@@ -133,6 +146,8 @@ class Progress:
             epoch=int(state["epoch"]),
             history=list(state.get("history") or []),
             early=EarlyStopping(**{**asdict(EarlyStopping()), **(state.get("early_stopping") or {})}),
+            init_from=state.get("init_from"),
+            initial_valid=state.get("initial_valid"),
         )
 
 
@@ -162,15 +177,17 @@ class Checkpoints:
             shutil.rmtree(self.directory)
             state = None
         if state is not None:
-            self._check(state)
+            self.check(state)
         os.makedirs(self.directory, exist_ok=True)
         return state
 
-    def _check(self, state: dict) -> None:
+    def check(self, state: dict, where: str | None = None, remedy: str = RESUME_REMEDY) -> None:
+        """Refuse a state.json of another model or other params (RunMismatch naming the params that differ);
+        `where` names the run in the message (default: this folder), `remedy` says what to do instead."""
+        where = where or self.directory
         if state.get("model") != self.model_name:
             raise RunMismatch(
-                f"{self.directory} holds checkpoints of model '{state.get('model')}', not "
-                f"'{self.model_name}'; train into a new --output or pass --set resume=false to start over"
+                f"{where} holds checkpoints of model '{state.get('model')}', not '{self.model_name}'; {remedy}"
             )
         # Resolved on both sides: a default written out and one left out are the same parameter; an old
         # record (every model's params, learning_rate for Adagrad too) reads as today's (recorded_params).
@@ -186,9 +203,8 @@ class Checkpoints:
                 if saved.get(k) != now.get(k)
             )
             raise RunMismatch(
-                f"{self.directory} was trained with params {json.dumps(saved, sort_keys=True)}, "
-                f"now {json.dumps(now, sort_keys=True)}; they differ in: {differ}; "
-                f"train into a new --output or pass --set resume=false to start over"
+                f"{where} was trained with params {json.dumps(saved, sort_keys=True)}, "
+                f"now {json.dumps(now, sort_keys=True)}; they differ in: {differ}; {remedy}"
             )
 
     def restore(self, model, state: dict | None) -> Progress:
@@ -213,6 +229,12 @@ class Checkpoints:
                 "early_stopping": asdict(progress.early),
                 "history": progress.history,
                 "saved_at": _now(),
+                # only in warm-started runs: a resumed one still records where it started
+                **(
+                    {"init_from": progress.init_from, "initial_valid": progress.initial_valid}
+                    if progress.init_from
+                    else {}
+                ),
             },
         )
         for old in sorted(f for f in os.listdir(self.directory) if EPOCH_WEIGHTS.fullmatch(f))[: -self.keep]:
