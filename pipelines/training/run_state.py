@@ -2,6 +2,7 @@
 
     RUN/_RUN.json                     marks RUN as a run of this job (mark_run)
     RUN/checkpoints/state.json        epoch, weights file, spec hash, model, params, early stopping, history
+                                      (+ init_from, initial_valid: a warm-started run, warm_start.py)
     RUN/checkpoints/epoch-NNNN.weights.h5, best.weights.h5
 
 `Checkpoints` reads and writes that folder; `Progress` is what a checkpoint carries and what the

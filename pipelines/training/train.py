@@ -7,7 +7,9 @@ Training: binary cross-entropy, Keras fit with a fixed seed, early stopping on t
 valid AUC (patience from config) with the best epoch's weights restored, a
 checkpoint after every epoch (weights incl. optimizer state, epoch number,
 early-stopping state, history) under RUN/checkpoints. Rerunning into the same RUN
-resumes from the last checkpoint at the next epoch (also to train more epochs).
+resumes from the last checkpoint at the next epoch (also to train more epochs). With
+config.init_from (--init-from RUN0) a new run starts from RUN0's weights and optimizer state
+(pipelines/training/warm_start.py).
 
 RUN belongs to this job: it is refused (pipelines/publish.py, OutputRefused) when it overlaps
 SAMPLES, or when it is not empty and shows no earlier run (RUN/_RUN.json, written at the start,
