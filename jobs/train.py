@@ -1,6 +1,7 @@
 """Train a CTR model on a SAMPLES directory written by jobs/build_samples.py.
 
-    python -m jobs.train --samples SAMPLES --model NAME --output RUN [--epochs N] [--conf FILE] [--set key=value ...]
+    python -m jobs.train --samples SAMPLES --model NAME --output RUN [--epochs N] [--init-from RUN0]
+                         [--conf FILE] [--set key=value ...]
     python jobs/train.py --samples SAMPLES --model deepfm --output runs/deepfm
 
 Writes RUN/metrics.parquet, predictions/, embeddings/, model/ (SavedModel), run.json,
@@ -8,6 +9,10 @@ tensorboard/ and checkpoints/. Rerunning into the same RUN resumes from its last
 checkpoint; samples with another feature spec hash than RUN was trained on are refused
 (exit code 3). A RUN that overlaps SAMPLES, or that is not empty and holds no earlier run,
 is refused (exit code 2).
+--init-from RUN0 starts a new RUN from the weights and optimizer state of the finished run RUN0 (those of
+its best epoch, which its outputs were made from). Refused: RUN0 on samples of another spec hash, another
+model or other params (exit code 3); RUN0 not a finished run, or a RUN that already holds a run, which a
+rerun without --init-from resumes (exit code 2).
 Defaults: conf/train.yaml; model parameters: models/params.py (shared) and models/<name>.py
 (PARAMS), listed below; the yaml holds only overrides. A parameter the model does not read is refused.
 """
@@ -57,6 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--output", required=True, help="run directory (created; an existing one is resumed)")
     parser.add_argument("--epochs", type=int, help="total number of epochs (default: config `epochs`)")
+    parser.add_argument(
+        "--init-from",
+        metavar="RUN0",
+        help="warm-start a new run from this finished run's weights and optimizer state (default: config `init_from`)",
+    )
     parser.add_argument("--conf", help="YAML file merged over conf/train.yaml")
     parser.add_argument(
         "--set",
@@ -70,11 +80,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_train_config(args: argparse.Namespace):
-    """conf/train.yaml, --conf, --set, then --model and --epochs (which win), validated; the model params
+    """conf/train.yaml, --conf, --set, then --model, --epochs and --init-from (which win), validated; the model params
     checked by models.resolve_params (a parameter the model does not read is refused). ConfigError
     before any work."""
     flags = [f"model={args.model}"] if args.model else []
     flags += [f"epochs={args.epochs}"] if args.epochs is not None else []
+    # quoted: a path such as 2026-01-01 or 123 stays a string
+    flags += [f"init_from={json.dumps(args.init_from)}"] if args.init_from is not None else []
     config = load_job_config("train", args.conf, [*args.overrides, *flags])
     from pipelines.training.train import model_params
 
@@ -99,17 +111,17 @@ def main(argv=None) -> int:
     from feature_spec import SpecError
     from pipelines.publish import OutputRefused, write_failure
     from pipelines.training.dataset import CorruptShardError
-    from pipelines.training.train import RunMismatch, SimulatedCrash, train
+    from pipelines.training.train import InitFromRefused, RunMismatch, SimulatedCrash, train
 
     try:
         summary = train(args.samples, args.output, config)
     except ConfigError as exc:  # train() validates its config on entry too (checked above already)
         print_config_error(exc)
         return 2
-    except (OutputRefused, CorruptShardError) as exc:  # RUN overlaps SAMPLES, ...; a truncated shard
+    except (OutputRefused, CorruptShardError, InitFromRefused) as exc:  # RUN overlaps SAMPLES, ...; a truncated shard
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (SpecError, RunMismatch) as exc:  # spec hash mismatch, another model in RUN, broken spec
+    except (SpecError, RunMismatch) as exc:  # spec hash mismatch, another model in RUN or --init-from, broken spec
         logging.getLogger("jobs.train").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -135,6 +147,7 @@ def main(argv=None) -> int:
                 "valid": {k: (round(v, 4) if v is not None else None) for k, v in summary["metrics"]["valid"].items()},
                 "outputs": summary["outputs"],
                 "seconds": round(summary["timings"]["total"], 1),
+                **({"init_from": summary["init_from"]} if "init_from" in summary else {}),
             },
             indent=2,
         )

@@ -402,6 +402,7 @@ class TrainConfig(Section):
     seed: Annotated[int, Field(ge=0, le=SEED_MAX)]
     verbose: Annotated[int, Field(ge=0, le=2)]  # Keras fit: 0 silent, 1 progress bar, 2 one line per epoch
     resume: bool
+    init_from: Optional[Name]  # a finished run whose weights and optimizer state a new run starts from
     input: TrainInputSection
     early_stopping: EarlyStoppingSection
     checkpoints: CheckpointsSection

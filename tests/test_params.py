@@ -113,12 +113,12 @@ def test_resuming_compares_only_the_rate_of_the_optimizer_used(tmp_path):
     adagrad = resolve_params("wide_deep", {"deep_optimizer": "adagrad", "learning_rate": 1e-3})
     state = {"model": "wide_deep", "params": adagrad}
     # Adam's rate is not used by an Adagrad run: another value of it resumes the run
-    Checkpoints(str(tmp_path), 1, "wide_deep", {**adagrad, "learning_rate": 0.5}, "h")._check(state)
+    Checkpoints(str(tmp_path), 1, "wide_deep", {**adagrad, "learning_rate": 0.5}, "h").check(state)
     with pytest.raises(RunMismatch, match=r"adagrad_learning_rate 0.05 \(now 0.1\)"):
-        Checkpoints(str(tmp_path), 1, "wide_deep", {**adagrad, "adagrad_learning_rate": 0.1}, "h")._check(state)
+        Checkpoints(str(tmp_path), 1, "wide_deep", {**adagrad, "adagrad_learning_rate": 0.1}, "h").check(state)
     # another optimizer: every rate counts
     with pytest.raises(RunMismatch, match=r'deep_optimizer "adagrad" \(now "adam"\).*learning_rate 0.001 \(now 0.01\)'):
-        Checkpoints(str(tmp_path), 1, "wide_deep", resolve_params("wide_deep"), "h")._check(state)
+        Checkpoints(str(tmp_path), 1, "wide_deep", resolve_params("wide_deep"), "h").check(state)
 
 
 def test_a_param_the_model_does_not_read_is_refused_naming_what_it_takes():

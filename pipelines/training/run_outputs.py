@@ -289,8 +289,11 @@ def run_summary(
     embeddings: dict,
     predictions: bool,
     distribute: dict | None = None,
+    init_from: dict | None = None,
+    initial_valid: dict | None = None,
 ) -> dict:
-    """The content of run.json (``distribute``: the cluster of a distributed run, where its tables lived)."""
+    """The content of run.json (``distribute``: the cluster of a distributed run, where its tables lived;
+    ``init_from`` and ``initial_valid``: a warm-started run's source and its valid metrics before any step)."""
     train_examples = sum(e.get("examples") or 0 for e in new_epochs)
     train_seconds = sum(e.get("train_seconds") or 0 for e in new_epochs)
     outputs = {
@@ -328,4 +331,7 @@ def run_summary(
     }
     if distribute is not None:
         summary["distribute"] = distribute
+    if init_from is not None:
+        summary["init_from"] = init_from
+        summary["initial_valid"] = initial_valid
     return summary

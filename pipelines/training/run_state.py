@@ -2,6 +2,7 @@
 
     RUN/_RUN.json                     marks RUN as a run of this job (mark_run)
     RUN/checkpoints/state.json        epoch, weights file, spec hash, model, params, early stopping, history
+                                      (+ init_from, initial_valid: a warm-started run, warm_start.py)
     RUN/checkpoints/epoch-NNNN.weights.h5, best.weights.h5
 
 `Checkpoints` reads and writes that folder; `Progress` is what a checkpoint carries and what the
@@ -36,6 +37,7 @@ RUN_MARKER = "_RUN.json"
 RUN_MARKERS = [RUN_MARKER, "run.json", f"checkpoints/{STATE_FILE}"]
 BEST_WEIGHTS = "best.weights.h5"
 EPOCH_WEIGHTS = re.compile(r"epoch-\d{4}\.weights\.h5")
+RESUME_REMEDY = "train into a new --output or pass --set resume=false to start over"
 
 
 class RunMismatch(ValueError):
@@ -99,15 +101,26 @@ def build_optimizers(model) -> None:
         optimizer.build(model.trainable_variables)
 
 
-def mark_run(run_dir: str, run_id: str) -> None:
-    """Write RUN/_RUN.json once, when the run starts (a resumed run keeps its marker)."""
+def mark_run(run_dir: str, run_id: str, init_from: str | None = None) -> None:
+    """Write RUN/_RUN.json once, when the run starts (a resumed run keeps its marker). A warm-started
+    run records the run it starts from: a rerun before its first checkpoint starts from it again."""
     publish.makedirs(run_dir)
     path = os.path.join(run_dir, RUN_MARKER)
     if not publish.exists(path):
-        write_json(
-            path,
-            {"job": "train", "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-        )
+        marker = {"job": "train", "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_json(path, {**marker, **({"init_from": init_from} if init_from else {})})
+
+
+def read_run_marker(run_dir: str) -> dict:
+    """RUN/_RUN.json ({} when absent or unreadable)."""
+    path = os.path.join(run_dir, RUN_MARKER)
+    if not publish.exists(path):
+        return {}
+    try:
+        marker = json.loads(publish.read_text(path))
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
 
 
 def _now() -> str:
@@ -132,6 +145,9 @@ class Progress:
     epoch: int = 0
     history: list = field(default_factory=list)
     early: EarlyStopping = field(default_factory=EarlyStopping)
+    # A warm-started run (--init-from): where its weights came from and its valid metrics before any step.
+    init_from: dict | None = None
+    initial_valid: dict | None = None
 
     @classmethod
     def from_state(cls, state: dict) -> "Progress":
@@ -139,6 +155,8 @@ class Progress:
             epoch=int(state["epoch"]),
             history=list(state.get("history") or []),
             early=EarlyStopping(**{**asdict(EarlyStopping()), **(state.get("early_stopping") or {})}),
+            init_from=state.get("init_from"),
+            initial_valid=state.get("initial_valid"),
         )
 
 
@@ -167,15 +185,17 @@ class Checkpoints:
             publish.remove(self.directory)
             state = None
         if state is not None:
-            self._check(state)
+            self.check(state)
         publish.makedirs(self.directory)
         return state
 
-    def _check(self, state: dict) -> None:
+    def check(self, state: dict, where: str | None = None, remedy: str = RESUME_REMEDY) -> None:
+        """Refuse a state.json of another model or other params (RunMismatch naming the params that differ);
+        `where` names the run in the message (default: this folder), `remedy` says what to do instead."""
+        where = where or self.directory
         if state.get("model") != self.model_name:
             raise RunMismatch(
-                f"{self.directory} holds checkpoints of model '{state.get('model')}', not "
-                f"'{self.model_name}'; train into a new --output or pass --set resume=false to start over"
+                f"{where} holds checkpoints of model '{state.get('model')}', not '{self.model_name}'; {remedy}"
             )
         # Resolved on both sides: a default written out and one left out are the same parameter; an old
         # record (every model's params, learning_rate for Adagrad too) reads as today's (recorded_params).
@@ -191,9 +211,8 @@ class Checkpoints:
                 if saved.get(k) != now.get(k)
             )
             raise RunMismatch(
-                f"{self.directory} was trained with params {json.dumps(saved, sort_keys=True)}, "
-                f"now {json.dumps(now, sort_keys=True)}; they differ in: {differ}; "
-                f"train into a new --output or pass --set resume=false to start over"
+                f"{where} was trained with params {json.dumps(saved, sort_keys=True)}, "
+                f"now {json.dumps(now, sort_keys=True)}; they differ in: {differ}; {remedy}"
             )
 
     def restore(self, model, state: dict | None) -> Progress:
@@ -218,6 +237,12 @@ class Checkpoints:
                 "early_stopping": asdict(progress.early),
                 "history": progress.history,
                 "saved_at": _now(),
+                # only in warm-started runs: a resumed one still records where it started
+                **(
+                    {"init_from": progress.init_from, "initial_valid": progress.initial_valid}
+                    if progress.init_from
+                    else {}
+                ),
             },
         )
         for old in sorted(f for f in publish.listdir(self.directory) if EPOCH_WEIGHTS.fullmatch(f))[: -self.keep]:

@@ -7,7 +7,9 @@ Training: binary cross-entropy, Keras fit with a fixed seed, early stopping on t
 valid AUC (patience from config) with the best epoch's weights restored, a
 checkpoint after every epoch (weights incl. optimizer state, epoch number,
 early-stopping state, history) under RUN/checkpoints. Rerunning into the same RUN
-resumes from the last checkpoint at the next epoch (also to train more epochs).
+resumes from the last checkpoint at the next epoch (also to train more epochs). With
+config.init_from (--init-from RUN0) a new run starts from RUN0's weights and optimizer state
+(pipelines/training/warm_start.py).
 
 RUN belongs to this job: it is refused (pipelines/publish.py, OutputRefused) when it overlaps
 SAMPLES, or when it is not empty and shows no earlier run (RUN/_RUN.json, written at the start,
@@ -53,6 +55,7 @@ from pipelines.training.run_outputs import (
     export_model,
     metric_rows,
     predict_final_splits,
+    predict_split,
     run_summary,
     serving_function,
     write_embeddings,
@@ -72,8 +75,15 @@ from pipelines.training.run_state import (
     mark_run,
     write_json,
 )
+from pipelines.training.warm_start import (
+    InitFromRefused,
+    init_source,
+    load_init_weights,
+    pending_init_from,
+    refuse_into_existing_run,
+)
 
-__all__ = ["RunMismatch", "SimulatedCrash", "model_params", "train"]
+__all__ = ["InitFromRefused", "RunMismatch", "SimulatedCrash", "model_params", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +156,22 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
     run_dir, model_name = publish.normalize(run_dir), config.model  # an absolute path, or s3://...
     run_id = config.run_id or os.path.basename(run_dir.rstrip("/"))
     started = time.time()
+    init_dir = config.init_from
     if chief:  # the other workers only read RUN/checkpoints
-        publish.check_output(run_dir, inputs=[samples_dir], markers=RUN_MARKERS)
+        publish.check_output(run_dir, inputs=[samples_dir, *([init_dir] if init_dir else [])], markers=RUN_MARKERS)
+        if init_dir:
+            refuse_into_existing_run(run_dir, init_dir)
     spec = open_samples(samples_dir, run_dir if chief else None)  # refuses samples this RUN was not trained on
+    checkpoints = Checkpoints(
+        os.path.join(run_dir, "checkpoints"), config.checkpoints.keep, model_name, params, spec_hash(spec)
+    )
+    if chief and not init_dir and config.resume:
+        init_dir = pending_init_from(run_dir)  # a warm-started run rerun before its first checkpoint
+    init = init_source(init_dir, checkpoints, spec_hash(spec), samples_dir) if init_dir else None
     strategy = make_strategy(kind, task)
     with _undone_on_write_failure(run_dir) if chief else contextlib.nullcontext():
-        checkpoints = Checkpoints(
-            os.path.join(run_dir, "checkpoints"), config.checkpoints.keep, model_name, params, spec_hash(spec)
-        )
         if chief:
-            mark_run(run_dir, run_id)
+            mark_run(run_dir, run_id, init.run if init else None)
             publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
             state = checkpoints.previous(resume=config.resume)
 
@@ -170,8 +186,14 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
             loop.barrier()  # the chief has settled RUN/checkpoints
         if not chief:
             state = checkpoints.load_state()
+            if state is None and init is None and config.resume and pending_init_from(run_dir):
+                init = init_source(pending_init_from(run_dir), checkpoints, spec_hash(spec), samples_dir)
         progress = checkpoints.restore(model, state)
         resumed_from = progress.epoch
+        if state is None and init is not None:  # a warm start: epoch 1 starts from RUN0's weights
+            progress.init_from = load_init_weights(model, init)
+            if chief:
+                progress.initial_valid = _initial_valid(model, strategy, spec, params, samples_dir, config, init)
         if state is not None:
             log.info(
                 "resuming %s from the checkpoint of epoch %d (best %s %.4f at epoch %s)",
@@ -216,6 +238,23 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
         )
         log.info("test %s", " ".join(f"{k} {v:.4f}" for k, v in summary["metrics"]["test"].items()))
         return jsonable(summary)
+
+
+def _initial_valid(model, strategy, spec: dict, params: dict, samples_dir: str, config: TrainConfig, init) -> dict:
+    """The valid metrics of a warm-started model before any step, by the code of the final evaluation:
+    the starting point of the run, equal to RUN0's final valid metrics on the same samples."""
+    scored = _single_process_copy(model, spec, params) if strategy is not None else model
+    serve = serving_function(scored, spec)
+    metrics = predict_split(serve, samples_dir, spec, "valid", config.eval_batch_size, None)["metrics"]
+    log.info(
+        "warm start from %s (%s, epoch %s): valid before any step %s; its final valid auc %s",
+        init.run,
+        init.weights,
+        init.epoch,
+        " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None),
+        f"{init.final_valid['auc']:.4f}" if init.final_valid.get("auc") is not None else "-",
+    )
+    return metrics
 
 
 def _single_process_copy(model, spec: dict, params: dict):
@@ -460,6 +499,8 @@ def write_run_outputs(
             best_epoch=best_epoch,
             monitor=monitor,
             best_value=progress.early.best,
+            init_from=progress.init_from,
+            initial_valid=progress.initial_valid,
             timings=clock.seconds,
             final=final,
             embeddings=embeddings,

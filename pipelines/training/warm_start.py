@@ -1,0 +1,150 @@
+"""--init-from RUN0: a new run whose epoch 1 starts from a finished run's weights and optimizer state.
+
+    refuse_into_existing_run(run_dir, init_dir)               # before anything else looks at RUN
+    source = init_source(init_dir, checkpoints, spec_hash, samples_dir)   # reads RUN0 only
+    record = load_init_weights(model, source)                 # after build_optimizers
+
+Which weights: those RUN0's outputs (model/, predictions/, its final metrics) were made from, the
+ones `Checkpoints.restore_best` loaded at its end: checkpoints/best.weights.h5 when it kept a best
+epoch, else the file of its last epoch. A weights file holds the optimizer state of the epoch it was
+saved at (Adam's moments and iteration count), so the weights and the optimizer state go together.
+
+Refused, each before RUN is touched: a RUN0 that is not a finished run of this job (InitFromRefused,
+exit 2), RUN0 trained on samples of another spec hash (SpecHashMismatch, exit 3), another model or
+other params (RunMismatch, exit 3), and a RUN that already holds a run, which is resumed by rerunning
+without --init-from (InitFromRefused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from pipelines import publish
+from pipelines.training.dataset import SpecHashMismatch, recorded_spec_hashes
+from pipelines.training.run_state import (
+    BEST_WEIGHTS,
+    RUN_MARKER,
+    RUN_MARKERS,
+    STATE_FILE,
+    Checkpoints,
+    read_run_marker,
+)
+
+WARM_START_REMEDY = (
+    "a warm start loads its weights into the same model: train with the model and params it was trained "
+    "with (its run.json `model` and `params`), or without --init-from"
+)
+
+
+class InitFromRefused(ValueError):
+    """--init-from names no finished run of this job, or RUN already holds a run."""
+
+
+@dataclass
+class InitSource:
+    run: str  # absolute path of RUN0
+    run_id: str | None
+    weights: str  # relative to RUN0
+    epoch: int | None
+    spec_hash: str
+    final_valid: dict  # RUN0's final valid metrics, for the log
+
+    def record(self) -> dict:
+        return {
+            "run": self.run,
+            "run_id": self.run_id,
+            "weights": self.weights,
+            "epoch": self.epoch,
+            "spec_hash": self.spec_hash,
+        }
+
+
+def refuse_into_existing_run(run_dir: str, init_dir: str) -> None:
+    held = [name for name in RUN_MARKERS if publish.exists(os.path.join(run_dir, name))]
+    if held:
+        raise InitFromRefused(
+            f"{run_dir} already holds a run ({held[0]}): --init-from {init_dir} starts a new run, and rerunning "
+            f"into an existing run resumes it; to resume it, rerun without --init-from (a warm-started run "
+            f"remembers where it started); to warm-start, train into a new --output"
+        )
+
+
+def pending_init_from(run_dir: str) -> str | None:
+    """The --init-from a RUN was started with, while it has no checkpoint yet (it died in epoch 1):
+    rerunning it then starts from those weights again, as resuming a run at epoch 1 does."""
+    if publish.exists(os.path.join(run_dir, "checkpoints", STATE_FILE)):
+        return None
+    return read_run_marker(run_dir).get("init_from")
+
+
+def _read_json(path: str) -> dict | None:
+    if not publish.exists(path):
+        return None
+    try:
+        value = json.loads(publish.read_text(path))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples_dir: str) -> InitSource:
+    """The weights file of RUN0 a warm start loads, after checking that RUN0 is a finished run of this
+    job, on samples of `spec_hash`, of the model and params of `checkpoints` (the new run's)."""
+    init_dir = publish.normalize(init_dir)  # an absolute path, or s3://...
+    if not publish.isdir(init_dir):
+        raise InitFromRefused(f"--init-from {init_dir}: no such directory")
+    marker = read_run_marker(init_dir)
+    summary = _read_json(os.path.join(init_dir, "run.json"))
+    state = _read_json(os.path.join(init_dir, "checkpoints", STATE_FILE))
+    if marker.get("job", "train") != "train" or (summary is None and state is None and not marker):
+        raise InitFromRefused(f"--init-from {init_dir} is not a run of jobs.train (no {RUN_MARKER} or run.json)")
+    if summary is None:
+        raise InitFromRefused(
+            f"--init-from {init_dir} is not a finished run: it has no readable run.json, which a run writes when "
+            f"it ends (rerun it into its own --output to finish it)"
+        )
+    if state is None:
+        raise InitFromRefused(
+            f"--init-from {init_dir} has no checkpoints/{STATE_FILE}: its weights and optimizer state are gone"
+        )
+    if int(state.get("epoch", -1)) != summary.get("epochs_completed"):
+        raise InitFromRefused(
+            f"--init-from {init_dir} is not a finished run: its checkpoints are at epoch {state.get('epoch')} but "
+            f"its run.json at epoch {summary.get('epochs_completed')} (a resume of it has not finished)"
+        )
+    for rel, recorded in recorded_spec_hashes(init_dir).items():
+        if recorded != spec_hash:
+            raise SpecHashMismatch(
+                f"--init-from {init_dir} was trained on spec hash {recorded} ({rel}), but samples {samples_dir} "
+                f"have spec hash {spec_hash}: its weights index other vocabularies and features. Warm-start "
+                f"only from a run on samples built with the same spec"
+            )
+    checkpoints.check(state, where=f"--init-from {init_dir}", remedy=WARM_START_REMEDY)
+    # As Checkpoints.restore_best chose at the end of RUN0: its best epoch's file, else its last epoch's.
+    best_epoch = (state.get("early_stopping") or {}).get("best_epoch")
+    best = os.path.join("checkpoints", BEST_WEIGHTS)
+    if best_epoch is not None and publish.exists(os.path.join(init_dir, best)):
+        weights, epoch = best, int(best_epoch)
+    else:
+        weights, epoch = os.path.join("checkpoints", state["weights"]), int(state["epoch"])
+    if not publish.exists(os.path.join(init_dir, weights)):
+        raise InitFromRefused(f"--init-from {init_dir}: its weights file {weights} is missing")
+    return InitSource(
+        run=init_dir,
+        run_id=summary.get("run_id"),
+        weights=weights,
+        epoch=epoch,
+        spec_hash=spec_hash,
+        final_valid=(summary.get("metrics") or {}).get("valid") or {},
+    )
+
+
+def load_init_weights(model, source: InitSource) -> dict:
+    """Load RUN0's weights and optimizer state into `model` (its optimizers built); the record for run.json."""
+    with publish.read_locally(os.path.join(source.run, source.weights)) as local:  # HDF5 reads a local file
+        model.load_weights(local)
+    optimizer = getattr(model, "optimizer", None)
+    iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
+    return {**source.record(), "optimizer_iterations": iterations}
