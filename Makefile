@@ -24,7 +24,7 @@ demo: venv
 test: venv lint
 	$(PY) -m pytest -q tests
 
-# The quick loop: every test not marked `slow` (1 min 54 s with lint on 2 idle cores, measured 2026-12-03).
+# The quick loop: every test not marked `slow` (2 min 43 s with lint, 500 tests, on 2 idle cores, measured 2026-12-03 in a fresh clone).
 test-fast: venv lint
 	$(PY) -m pytest -q -m "not slow" tests
 
