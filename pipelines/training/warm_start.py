@@ -29,6 +29,7 @@ from pipelines.training.run_state import (
     RUN_MARKERS,
     STATE_FILE,
     Checkpoints,
+    load_weights,
     read_run_marker,
 )
 
@@ -143,8 +144,7 @@ def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples
 
 def load_init_weights(model, source: InitSource) -> dict:
     """Load RUN0's weights and optimizer state into `model` (its optimizers built); the record for run.json."""
-    with publish.read_locally(os.path.join(source.run, source.weights)) as local:  # HDF5 reads a local file
-        model.load_weights(local)
+    load_weights(model, os.path.join(source.run, source.weights))
     optimizer = getattr(model, "optimizer", None)
     iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
     return {**source.record(), "optimizer_iterations": iterations}
