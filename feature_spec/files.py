@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 
 from feature_spec.format import SPEC_FILE
@@ -25,8 +26,10 @@ def gfile(path=None):
     if path is None or is_remote(path):
         try:
             import tensorflow_io  # noqa: F401 - registers its file systems with tf.io.gfile
-        except ImportError:
-            pass
+        except ImportError:  # it is in requirements.txt; without it only TensorFlow's own schemes work
+            logging.getLogger(__name__).warning(
+                "tensorflow-io is not installed: s3:// and hdfs:// paths cannot be read or written"
+            )
     return tf.io.gfile
 
 

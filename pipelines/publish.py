@@ -264,14 +264,10 @@ def _copy_object(gfile, src: str, dst: str) -> None:
 
 
 def _gfile():
-    """tf.io.gfile with tensorflow-io's file systems (s3://, hdfs://) registered."""
-    import tensorflow as tf
+    """tf.io.gfile with tensorflow-io's file systems (s3://, hdfs://) registered (feature_spec.files.gfile)."""
+    from feature_spec.files import gfile
 
-    try:
-        import tensorflow_io  # noqa: F401 - registering its plugins is all it takes
-    except ImportError:  # pragma: no cover - it is in requirements.txt; without it only TensorFlow's schemes work
-        log.warning("tensorflow-io is not installed: s3:// and hdfs:// paths cannot be read or written")
-    return tf.io.gfile
+    return gfile()
 
 
 _LOCAL = _LocalFs()

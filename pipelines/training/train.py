@@ -186,8 +186,9 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
             loop.barrier()  # the chief has settled RUN/checkpoints
         if not chief:
             state = checkpoints.load_state()
-            if state is None and init is None and config.resume and pending_init_from(run_dir):
-                init = init_source(pending_init_from(run_dir), checkpoints, spec_hash(spec), samples_dir)
+            pending = pending_init_from(run_dir) if state is None and init is None and config.resume else None
+            if pending:
+                init = init_source(pending, checkpoints, spec_hash(spec), samples_dir)
         progress = checkpoints.restore(model, state)
         resumed_from = progress.epoch
         if state is None and init is not None:  # a warm start: epoch 1 starts from RUN0's weights
