@@ -14,6 +14,7 @@ functions that need them.
                  their tokens, compression, rows_per_record
     parsing.py   tf.io.parse_example feature maps, the serving input signature
     files.py     load_spec(samples_dir)
+    dates.py     the layout of a date-partitioned SAMPLES (SAMPLES/date=YYYY-MM-DD/), date ranges
 
 Import names from here (`from feature_spec import load_spec`, or `import feature_spec`): callers hold
 the spec itself, a dict, in a variable named `spec`.
@@ -44,6 +45,7 @@ from feature_spec.access import (
     vocabulary_path,
     vocabulary_tokens,
 )
+from feature_spec.dates import DATE_PREFIX, DAY_SPLIT, day_folder, folder_date, parse_date, parse_date_range
 from feature_spec.dtypes import DTYPES, NULL_VALUES, arrow_type, null_value, tf_dtype
 from feature_spec.entries import (
     bucketized,
@@ -80,6 +82,12 @@ from feature_spec.parsing import input_signature, parse_block_features, parse_fe
 from feature_spec.validate import check_embedded_fields, check_entry, validate_spec
 
 __all__ = [
+    "DATE_PREFIX",
+    "DAY_SPLIT",
+    "day_folder",
+    "folder_date",
+    "parse_date",
+    "parse_date_range",
     "all_features",
     "split_label_rate",
     "with_splits",

@@ -1,0 +1,53 @@
+"""The layout of a date-partitioned SAMPLES (docs/feature_spec.md, "Date-partitioned samples").
+
+A daily build (`build_samples --date D --spec SPEC`) writes one folder per day:
+
+    SAMPLES/date=2026-01-21/
+        feature_spec.json    the applied spec: the same spec_hash every day; one split, DAY_SPLIT
+        samples/part-*.tfrecord.gz
+        vocab/  rejects/  report.json  _SUCCESS
+
+Training selects its splits as ranges of these days (`data.train_dates=2026-01-01..2026-01-20`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from datetime import date, timedelta
+
+DATE_PREFIX = "date="
+DAY_SPLIT = "samples"  # the one split of a day's folder: which days train, validate or test is chosen later
+_FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+
+def parse_date(text) -> date:
+    """A calendar day written YYYY-MM-DD (ValueError otherwise)."""
+    if isinstance(text, date):
+        return text
+    value = str(text).strip()
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError(f"{text!r} is not a date written YYYY-MM-DD")
+    return date.fromisoformat(value)
+
+
+def parse_date_range(text) -> list[date]:
+    """Every day of `FIRST..LAST` (both included), or the one day `D` (ValueError when LAST < FIRST)."""
+    value = str(text).strip()
+    first, sep, last = value.partition("..")
+    start = parse_date(first)
+    end = parse_date(last) if sep else start
+    if end < start:
+        raise ValueError(f"date range {value!r} ends before it starts")
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def day_folder(samples_dir: str, day) -> str:
+    """SAMPLES/date=YYYY-MM-DD."""
+    return posixpath.join(str(samples_dir).rstrip("/"), f"{DATE_PREFIX}{parse_date(day).isoformat()}")
+
+
+def folder_date(name: str) -> date | None:
+    """The day a folder name `date=YYYY-MM-DD` stands for; None for any other name."""
+    match = _FOLDER.match(posixpath.basename(str(name).rstrip("/")))
+    return date.fromisoformat(match.group(1)) if match else None
