@@ -122,6 +122,12 @@ def compression_type(spec: dict) -> str:
     return spec.get("compression", "GZIP") or ""
 
 
+def smoothed_ctr_prior(spec: dict) -> tuple[float, float] | None:
+    """(prior, smoothing) the smoothed CTR features were made with; None in a spec written before they were recorded."""
+    value = spec.get("smoothed_ctr")
+    return None if value is None else (float(value["prior"]), float(value["smoothing"]))
+
+
 def spec_hash(spec: dict) -> str:
     return spec["spec_hash"]
 

@@ -126,6 +126,12 @@ def split(*, pattern: str, num_examples: int, label_rate: float | None) -> dict:
     return {"pattern": pattern, "num_examples": int(num_examples), "label_rate": label_rate}
 
 
+def smoothed_ctr(*, prior: float, smoothing: float) -> dict:
+    """The spec's `smoothed_ctr`: CTR = (clicks + smoothing * prior) / (impressions + smoothing), prior = the
+    train label rate."""
+    return {"prior": float(prior), "smoothing": float(smoothing)}
+
+
 def with_splits(spec: dict, splits: dict) -> dict:
     """The spec with its `splits` (name -> split entry), once the shards are written; not hashed."""
     return {**spec, "splits": dict(splits)}
@@ -137,9 +143,13 @@ def new_spec(
     *,
     compression: str,
     rows_per_record: int = 1,
+    smoothed_ctr: dict | None = None,
     label_name: str = LABEL_NAME,
 ) -> dict:
-    """The spec with its hash (splits are added once the shards are written; they are not hashed)."""
+    """The spec with its hash (splits are added once the shards are written; they are not hashed).
+
+    `smoothed_ctr` ({"prior", "smoothing"}, see `smoothed_ctr`) records what the smoothed CTR features were
+    made with, so that a later build can apply the same spec (`build_samples --spec`)."""
     spec = {
         "format_version": FORMAT_VERSION,
         "compression": compression,
@@ -149,5 +159,7 @@ def new_spec(
     }
     if int(rows_per_record) != 1:  # absent means one Example per record, so earlier specs keep their hash
         spec["rows_per_record"] = int(rows_per_record)
+    if smoothed_ctr is not None:  # absent in specs written before daily builds: they keep their hash
+        spec["smoothed_ctr"] = dict(smoothed_ctr)
     spec["spec_hash"] = compute_spec_hash(spec)
     return spec

@@ -193,6 +193,17 @@ def _check_paths(spec: dict) -> None:
             check_inside(entry["path"], f"vocabularies.{name}.path")
 
 
+def _check_smoothed_ctr(value) -> None:
+    if value is None:
+        return
+    numbers = isinstance(value, dict) and all(
+        isinstance(value.get(key), (int, float)) and not isinstance(value.get(key), bool) and math.isfinite(value[key])
+        for key in ("prior", "smoothing")
+    )
+    if not numbers or not 0 <= value["prior"] <= 1 or value["smoothing"] < 0:
+        raise SpecError(f"smoothed_ctr must be {{'prior': in [0, 1], 'smoothing': >= 0}}, got {value!r}")
+
+
 def validate_spec(spec: dict) -> dict:
     """The spec itself if it is a whole, valid spec whose hash matches its content."""
     if spec.get("format_version") != FORMAT_VERSION:
@@ -216,6 +227,7 @@ def validate_spec(spec: dict) -> dict:
                     'rows_per_record > 1 a null is stored as NaN / "" / -1: its default must be null'
                 )
     _check_paths(spec)
+    _check_smoothed_ctr(spec.get("smoothed_ctr"))
     expected = compute_spec_hash(spec)
     if spec.get("spec_hash") != expected:
         raise SpecError(f"feature spec hash mismatch: file says {spec.get('spec_hash')}, content hashes to {expected}")

@@ -5,6 +5,12 @@
 
 Writes SAMPLES/{train,valid,test}/part-*.tfrecord.gz (.tfrecord with tfrecord.compression=none),
 feature_spec.json, report.json, vocab/, rejects/ and _SUCCESS, atomically.
+
+Daily runs (README, "Daily runs"): fit once, then build each day with that fit.
+
+    python -m jobs.build_samples --input RAW --output SPEC --fit-only --start D1 --end D2
+    python -m jobs.build_samples --input RAW --output SAMPLES --spec SPEC --date D        # SAMPLES/date=D/
+    python -m jobs.build_samples --input RAW --output SAMPLES --spec SPEC --start D1 --end D2 [--overwrite]
 """
 
 from __future__ import annotations
@@ -34,7 +40,64 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="override one config key, e.g. --set split.valid_start=2026-01-22 (repeatable)",
     )
-    return parser.parse_args(argv)
+    days = parser.add_argument_group("daily runs")
+    days.add_argument("--date", help="build the samples of this day (YYYY-MM-DD) into OUTPUT/date=YYYY-MM-DD/")
+    days.add_argument("--start", help="first day of a range (--end: the last, included): a backfill, or a fit window")
+    days.add_argument("--end", help="last day of the range started by --start (included)")
+    days.add_argument(
+        "--spec",
+        help="apply the fit of this folder (feature_spec.json + vocab/, from --fit-only or any build) instead of "
+        "fitting: every day's samples share its spec hash",
+    )
+    days.add_argument(
+        "--fit-only",
+        action="store_true",
+        help="fit vocabularies, normalization and buckets (on the days --start..--end, else on the train split) "
+        "and write OUTPUT/feature_spec.json and vocab/ without samples",
+    )
+    days.add_argument("--overwrite", action="store_true", help="rebuild days that are already complete")
+    args = parser.parse_args(argv)
+    problem = _check_day_args(args)
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def _check_day_args(args) -> str | None:
+    """What is wrong with the combination of the daily-run flags (argparse prints it, exit 2)."""
+    from feature_spec import parse_date
+
+    for flag in ("date", "start", "end"):
+        value = getattr(args, flag)
+        if value is not None:
+            try:
+                parse_date(value)
+            except ValueError as exc:
+                return f"--{flag}: {exc}"
+    if (args.start is None) != (args.end is None):
+        return "--start and --end come together"
+    if args.date and args.start:
+        return "--date and --start/--end exclude each other (one day: --date D)"
+    if args.start and parse_date(args.end) < parse_date(args.start):
+        return f"--end {args.end} is before --start {args.start}"
+    if args.fit_only:
+        if args.spec:
+            return "--fit-only fits a new spec: it takes no --spec"
+        if args.date:
+            return "--fit-only fits on a range of days: use --start D --end D"
+        if args.overwrite:
+            return "--overwrite applies to day builds (--date, --start/--end with --spec)"
+        return None
+    if (args.date or args.start) and not args.spec:
+        return (
+            "a build of days needs --spec SPEC, so that every day shares one fit and one spec hash; "
+            "fit one first: --fit-only --start D1 --end D2 --output SPEC"
+        )
+    if args.overwrite and not (args.date or args.start):
+        return (
+            "--overwrite applies to day builds (--date, --start/--end): a build of the whole log always replaces OUTPUT"
+        )
+    return None
 
 
 def main(argv=None) -> int:
@@ -49,17 +112,27 @@ def main(argv=None) -> int:
         print_config_error(exc)
         return 2
     from pipelines.publish import OutputRefused, check_output, write_failure
-    from pipelines.samples.build_samples import INPUT_ERRORS, SAMPLES_MARKERS, build_samples
+    from pipelines.samples import build_samples as job
     from pipelines.samples.spark import get_spark
 
+    days = _days(args)
     try:
-        check_output(args.output, [args.input], SAMPLES_MARKERS)  # refuse before Spark starts; checked again
+        if days and not args.fit_only:
+            job.check_dated_samples(args.output)  # refuse before Spark starts
+        else:
+            check_output(args.output, [args.input], job.SAMPLES_MARKERS)  # refuse before Spark starts; checked again
         # The YAML's settings fill in only what spark-submit (--master, --conf, spark-defaults.conf) left unset.
         spark = get_spark(
             config["spark"]["app_name"], {"spark.sql.shuffle.partitions": str(config["spark"]["shuffle_partitions"])}
         )
-        report = build_samples(spark, args.input, args.output, config)
-    except (OutputRefused, *INPUT_ERRORS) as exc:  # e.g. SAMPLES overlaps RAW; an empty split
+        if days and not args.fit_only:
+            results = job.build_days(spark, args.input, args.output, config, args.spec, days, args.overwrite)
+            print(json.dumps([_day_summary(result) for result in results], indent=2))
+            return 0
+        window = job.fit_window(config, days[0], days[-1]) if days else None
+        plan = job.Plan(spec_dir=args.spec, window=window, fit_only=args.fit_only)
+        report = job.build_samples(spark, args.input, args.output, config, plan)
+    except (OutputRefused, *job.INPUT_ERRORS) as exc:  # e.g. SAMPLES overlaps RAW; an empty split
         logging.getLogger("jobs.build_samples").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -69,24 +142,41 @@ def main(argv=None) -> int:
             raise
         print(f"error: {unwritable}", file=sys.stderr)
         return 2
-    samples = report["samples"]
-    print(
-        json.dumps(
-            {
-                "output": report["output"],
-                "samples": {k: v["rows"] for k, v in samples.items()},
-                "label_rate": {
-                    k: (round(v["label_rate"], 4) if v["label_rate"] is not None else None) for k, v in samples.items()
-                },
-                "rejected": report["rejected_total"],
-                "orphan_clicks": report["clicks"]["orphan"],
-                "spark": report["spark"],
-                "seconds": report["total_seconds"],
-            },
-            indent=2,
-        )
-    )
+    print(json.dumps(_summary(report), indent=2))
     return 0
+
+
+def _days(args) -> list:
+    from feature_spec import parse_date_range
+
+    if args.date:
+        return parse_date_range(args.date)
+    if args.start:
+        return parse_date_range(f"{args.start}..{args.end}")
+    return []
+
+
+def _day_summary(result: dict) -> dict:
+    if result["skipped"]:
+        return {"date": result["date"], "output": result["output"], "skipped": "complete (--overwrite rebuilds it)"}
+    return {"date": result["date"], **_summary(result["report"])}
+
+
+def _summary(report: dict) -> dict:
+    samples = report["samples"]
+    return {
+        "output": report["output"],
+        "samples": {k: v["rows"] for k, v in samples.items()},
+        "label_rate": {
+            k: (round(v["label_rate"], 4) if v["label_rate"] is not None else None) for k, v in samples.items()
+        },
+        "rejected": report["rejected_total"],
+        "orphan_clicks": report["clicks"]["orphan"],
+        "oov_rate": {name: counts["oov_rate"] for name, counts in report["oov"].items()},
+        "spec_hash": report["spec_hash"],
+        "spark": report["spark"],
+        "seconds": report["total_seconds"],
+    }
 
 
 if __name__ == "__main__":

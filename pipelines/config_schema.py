@@ -163,6 +163,22 @@ class SparkSection(Section):
     output_partitions: Optional[PositiveInt]  # null: as many shards as shuffle partitions
 
 
+def _time_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if value.upper() == "UTC":
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PydanticCustomError("time_zone", "must be UTC or an IANA time zone such as Europe/Paris") from None
+    return value
+
+
+class DatesSection(Section):
+    time_zone: Annotated[Name, AfterValidator(_time_zone)]
+
+
 class ValidationSection(Section):
     max_reject_fraction: Annotated[Number, Field(ge=0, le=1)]
     ts_min: Moment
@@ -291,6 +307,7 @@ class BuildConfig(Section):
     input: InputSection
     output: OutputSection
     spark: SparkSection
+    dates: DatesSection
     validation: ValidationSection
     labels: LabelsSection
     history: HistorySection

@@ -32,7 +32,7 @@ from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import validate_build_config
 from pipelines.publish import OutputRefused, StagedOutput
-from pipelines.samples import fitting
+from pipelines.samples import fitting, windows
 from pipelines.samples.raw_input import InputError, read_raw, type_csv_columns
 from pipelines.samples.spark import spark_settings
 from pipelines.samples.tfrecord import compression_options, write_tfrecords
@@ -52,7 +52,14 @@ class EmptySplitError(RuntimeError):
 
 
 # What the job refuses with a clear message (exit code 2), rather than a traceback.
-INPUT_ERRORS = (InputError, validate.SchemaError, RejectFractionError, EmptySplitError, ConfigError)
+INPUT_ERRORS = (
+    InputError,
+    validate.SchemaError,
+    RejectFractionError,
+    EmptySplitError,
+    ConfigError,
+    fitting.SpecNotApplicable,
+)
 
 
 class Timings:
@@ -68,20 +75,29 @@ class Timings:
         log.info("step %s done in %.1fs", name, self.seconds[name])
 
 
-def _count_by_reason(df: DataFrame) -> tuple[int, dict[str, int], dict[str, dict[str, int]]]:
-    """(rows read, rejects by reason, values nulled by column and reason) in one aggregation."""
-    rows = df.groupBy("reject_reason").agg(F.count(F.lit(1)).alias("_rows"), *validate.nulled_counts(df)).collect()
+def _count_by_reason(df: DataFrame) -> tuple[int, int, dict[str, int], dict[str, dict[str, int]]]:
+    """(rows read, rows owned, rejects by reason, values nulled by column and reason) in one aggregation;
+    rejects and nulled values are counted over the owned rows only (pipelines/samples/windows.py)."""
+    rows = (
+        df.groupBy("reject_reason", windows.OWNED)
+        .agg(F.count(F.lit(1)).alias("_rows"), *validate.nulled_counts(df))
+        .collect()
+    )
     total = sum(int(row["_rows"]) for row in rows)
-    rejected = {row["reject_reason"]: int(row["_rows"]) for row in rows if row["reject_reason"] is not None}
+    owned = [row for row in rows if row[windows.OWNED]]
+    rejected: dict[str, int] = {}
+    for row in owned:
+        if row["reject_reason"] is not None:
+            rejected[row["reject_reason"]] = rejected.get(row["reject_reason"], 0) + int(row["_rows"])
     nulled: dict[str, dict[str, int]] = {}
-    for row in rows:
+    for row in owned:
         for key, count in row.asDict().items():
             counted = validate.nulled_count_key(key)
             if counted and count:
                 column, reason = counted
                 nulled.setdefault(column, {})
                 nulled[column][reason] = nulled[column].get(reason, 0) + int(count)
-    return total, dict(sorted(rejected.items())), nulled
+    return total, sum(int(row["_rows"]) for row in owned), dict(sorted(rejected.items())), nulled
 
 
 def _spark_type_to_spec(dtype) -> str:
@@ -154,10 +170,45 @@ class _Validated:
     clicks: DataFrame
     items: DataFrame
     rows_read: dict
+    rows_owned: dict  # rows whose time lies in the build's days (all rows without --date)
+    partitioned: dict[str, bool]  # impressions / clicks: RAW is partitioned by date
     rejects: dict
     nulled: dict  # data set -> column -> reason -> values nulled by rule (features/validate.py)
     passthrough: list[tuple[str, str]]
     vector_lengths: dict[str, int]  # item vector column -> its length
+
+
+# The split of the impressions before a window's days: read as history events, never written as samples.
+CONTEXT = "context"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run builds.
+
+    - default: samples of the whole log, split by `split.*`, fitted on the train split (as always);
+    - `spec_dir`: apply that earlier fit (`feature_spec.json` + `vocab/`) instead of fitting one;
+    - `window`: only the impressions of those days become samples (one split, feature_spec.DAY_SPLIT);
+    - `fit_only`: fit, and write the spec (feature_spec.json, vocab/, report.json) without samples; with a
+      window, every impression of its days is train.
+    """
+
+    spec_dir: str | None = None
+    window: windows.Window | None = None
+    fit_only: bool = False
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        if self.window is None:
+            return split.SPLITS
+        return ("train",) if self.fit_only else (feature_spec.DAY_SPLIT,)
+
+    def describe(self) -> dict:
+        return {
+            "mode": "fit_only" if self.fit_only else "samples",
+            "days": self.window.days if self.window else None,
+            "spec": self.spec_dir,
+        }
 
 
 def _vector_columns(config: dict) -> dict[str, int | None]:
@@ -167,47 +218,74 @@ def _vector_columns(config: dict) -> dict[str, int | None]:
     return dict(value) if isinstance(value, dict) else dict.fromkeys(value)
 
 
-def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging: str) -> _Validated:
-    """Read RAW, quarantine bad rows into `staging/rejects`, fail past the reject threshold."""
+def _validate(
+    spark: SparkSession,
+    raw_dir: str,
+    config: dict,
+    persist,
+    staging: str,
+    window: windows.Window | None = None,
+    known_lengths: dict[str, int] | None = None,
+) -> _Validated:
+    """Read RAW (the window's events only, with one), quarantine the bad rows the build owns into
+    `staging/rejects`, fail past the reject threshold. `known_lengths`: item vector lengths a --spec fixes."""
     fmt, vconf = config["input"]["format"], config["validation"]
     numeric_columns = list(config["items"]["numeric_columns"] or [])
-    vectors = _vector_columns(config)
+    vectors = {**_vector_columns(config), **(known_lengths or {})}
     raw_items = read_raw(spark, raw_dir, "items", fmt)
     inferred = validate.vector_lengths(raw_items, [name for name, length in vectors.items() if length is None])
     vector_lengths = {name: int(length or inferred[name]) for name, length in vectors.items()}
     if vector_lengths:
         log.info("item vectors (column: length): %s", vector_lengths)
-    raw_imps = read_raw(spark, raw_dir, "impressions", fmt)
+    partitioned: dict[str, bool] = {}
+
+    def events(dataset: str) -> DataFrame:
+        df = read_raw(spark, raw_dir, dataset, fmt)
+        partitioned[dataset] = windows.PARTITION_COLUMN in df.columns and windows.is_date_partitioned(
+            spark, posixpath.join(raw_dir, dataset)
+        )
+        return windows.prune_partitions(df, window) if partitioned[dataset] and window is not None else df
+
+    def checked_events(df: DataFrame, dataset: str) -> DataFrame:
+        return (
+            validate.normalize_events(df, dataset, vconf["ts_min"], vconf["ts_max"])
+            .transform(lambda d: windows.in_window(d, dataset, window, partitioned[dataset]))
+            .transform(lambda d: validate.flag_duplicates(d, dataset))
+        )
+
+    raw_imps = events("impressions")
     if fmt == "csv":
         raw_imps = type_csv_columns(raw_imps, list(config.get("passthrough") or []))
-    passthrough = [c for c in (config.get("passthrough") or []) if c in raw_imps.columns]
+    passthrough = [
+        c for c in (config.get("passthrough") or []) if c in raw_imps.columns and c != windows.PARTITION_COLUMN
+    ]
     checked = {
-        "impressions": persist(validate.validate_events(raw_imps, "impressions", vconf["ts_min"], vconf["ts_max"])),
-        "clicks": persist(
-            validate.validate_events(
-                read_raw(spark, raw_dir, "clicks", fmt), "clicks", vconf["ts_min"], vconf["ts_max"]
-            )
+        "impressions": persist(checked_events(raw_imps, "impressions")),
+        "clicks": persist(checked_events(events("clicks"), "clicks")),
+        "items": persist(
+            validate.normalize_items(raw_items, numeric_columns, vector_lengths).withColumn(windows.OWNED, F.lit(True))
         ),
-        "items": persist(validate.normalize_items(raw_items, numeric_columns, vector_lengths)),
     }
     counted = {name: _count_by_reason(df) for name, df in checked.items()}
-    rows_read = {name: total for name, (total, _, _) in counted.items()}
-    rejects = {name: by_reason for name, (_, by_reason, _) in counted.items()}
-    nulled = {name: by_column for name, (_, _, by_column) in counted.items() if by_column}
+    rows_read = {name: total for name, (total, _, _, _) in counted.items()}
+    rows_owned = {name: owned for name, (_, owned, _, _) in counted.items()}
+    rejects = {name: by_reason for name, (_, _, by_reason, _) in counted.items()}
+    nulled = {name: by_column for name, (_, _, _, by_column) in counted.items() if by_column}
     rejected_events = sum(rejects["impressions"].values()) + sum(rejects["clicks"].values())
-    events_read = rows_read["impressions"] + rows_read["clicks"]
-    fraction = rejected_events / events_read if events_read else 0.0
+    events_owned = rows_owned["impressions"] + rows_owned["clicks"]
+    fraction = rejected_events / events_owned if events_owned else 0.0
     log.info("read %s; rejected %s", rows_read, rejects)
     if nulled:
         log.warning("values nulled by rule (data set: column: reason: count): %s", nulled)
     if fraction > float(vconf["max_reject_fraction"]):
         raise RejectFractionError(
-            f"{rejected_events} of {events_read} impression and click rows were rejected "
+            f"{rejected_events} of {events_owned} impression and click rows were rejected "
             f"({fraction:.2%} > validation.max_reject_fraction={vconf['max_reject_fraction']}); "
             f"by reason: {rejects}. Fix the input or raise the threshold (--set validation.max_reject_fraction=...)"
         )
     all_rejects = functools.reduce(
-        DataFrame.unionByName, [validate.rejects_of(df, name) for name, df in checked.items()]
+        DataFrame.unionByName,
+        [validate.rejects_of(df.where(F.col(windows.OWNED)), name) for name, df in checked.items()],
     )
     all_rejects.coalesce(1).write.mode("overwrite").parquet(posixpath.join(staging, "rejects"))
     keep = ["user_id", "item_id", "ts", "impression_id"] + (["position"] if "position" in raw_imps.columns else [])
@@ -215,8 +293,8 @@ def _validate(spark: SparkSession, raw_dir: str, config: dict, persist, staging:
     clicks = validate.valid_rows(checked["clicks"]).select("user_id", "item_id", "ts", "impression_id")
     metadata_names = dict(validate.IDENTITY_COLUMNS)
     typed = [(c, _spark_type_to_spec(raw_imps.schema[c].dataType)) for c in passthrough if c not in metadata_names]
-    items = validate.valid_rows(checked["items"])
-    return _Validated(imps, clicks, items, rows_read, rejects, nulled, typed, vector_lengths)
+    items = validate.valid_rows(checked["items"]).drop(windows.OWNED)
+    return _Validated(imps, clicks, items, rows_read, rows_owned, partitioned, rejects, nulled, typed, vector_lengths)
 
 
 def _attribution_window(config: dict) -> int:
@@ -283,8 +361,8 @@ def _declared_features(vocabulary_names, config: dict, vector_lengths: dict[str,
     return features
 
 
-def _per_split(shards: list) -> dict:
-    per_split = {name: {"rows": 0, "positives": 0, "shards": 0} for name in split.SPLITS}
+def _per_split(shards: list, names: tuple[str, ...]) -> dict:
+    per_split = {name: {"rows": 0, "positives": 0, "shards": 0} for name in names}
     for shard in shards:
         entry = per_split[shard["split"]]
         entry["rows"] += shard["rows"]
@@ -293,26 +371,46 @@ def _per_split(shards: list) -> dict:
     return per_split
 
 
-def _attributed_clicks(raw: _Validated, window: int, persist) -> tuple[DataFrame, DataFrame, int]:
-    """(keyed impressions, clicks with the impression they credit, number of orphan clicks)."""
+def _attributed_clicks(raw: _Validated, window: int, persist, plan: Plan) -> tuple[DataFrame, DataFrame, int]:
+    """(keyed impressions, clicks with the impression they credit, number of orphan clicks the build owns)."""
     keyed = labels.with_impression_key(raw.impressions)
     # The as-of branch shuffles every impression: only worth it when some click lacks an id.
     without_id = raw.clicks.where(F.col("impression_id").isNull()).limit(1).count() > 0
     attributed = persist(labels.attribute_clicks(raw.clicks, keyed, window, match_without_id=without_id))
-    return keyed, attributed, attributed.where(F.col("credited_key").isNull()).count()
+    orphans = attributed.where(F.col("credited_key").isNull())
+    if plan.window is not None:
+        orphans = orphans.where(plan.window.owns(F.col("ts")))
+    return keyed, attributed, orphans.count()
 
 
-def _labelled_splits(raw: _Validated, keyed, attributed, config: dict, persist) -> tuple[DataFrame, tuple]:
-    """Labelled impressions with their split and item attributes; the split boundaries."""
-    # Boundaries need only `ts`: taken from the unlabelled rows, so the labels are computed once.
-    boundaries = split.split_boundaries(raw.impressions, config["split"])
+def _labelled_splits(raw: _Validated, keyed, attributed, config: dict, persist, plan: Plan) -> tuple:
+    """Labelled impressions with their split and item attributes; the split boundaries (None with a window:
+    the build's days are its one split, and the impressions before them are CONTEXT, history only)."""
     numeric_columns = list(config["items"]["numeric_columns"] or [])
+    labelled = labels.label_impressions(keyed, attributed)
+    if plan.window is None:
+        # Boundaries need only `ts`: taken from the unlabelled rows, so the labels are computed once.
+        boundaries = split.split_boundaries(raw.impressions, config["split"])
+        labelled = split.assign_split(labelled, *boundaries)
+    else:
+        boundaries = None
+        own_split = F.lit(plan.splits[0])
+        labelled = labelled.withColumn(
+            "split", F.when(plan.window.owns(F.col("ts")), own_split).otherwise(F.lit(CONTEXT))
+        )
     imps = persist(
-        split.assign_split(labels.label_impressions(keyed, attributed), *boundaries).transform(
+        labelled.transform(
             lambda d: item_features.join_item_attributes(d, raw.items, numeric_columns, list(raw.vector_lengths))
         )
     )
-    _check_splits_not_empty(imps, *boundaries)
+    if boundaries is not None:
+        _check_splits_not_empty(imps, *boundaries)
+    elif imps.where(F.col("split") != CONTEXT).limit(1).count() == 0:
+        raise EmptySplitError(
+            f"no valid impressions on {plan.window.days} ({plan.window.time_zone}): "
+            f"{raw.rows_owned['impressions']} impressions of those days were read, "
+            f"{sum(raw.rejects['impressions'].values())} of them rejected"
+        )
     return imps, boundaries
 
 
@@ -393,19 +491,66 @@ def _write_metadata(staging: str, spec: dict, report: dict) -> None:
     publish.write_text(posixpath.join(staging, "_SUCCESS"), "")
 
 
-def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) -> dict:
+def _oov_counts(samples: DataFrame) -> tuple[int, dict[str, dict]]:
+    """(samples, per vocabulary: the tokens of the samples' own ids and genres, and how many were out of
+    vocabulary) in one aggregation: a rising OOV rate says a refit (`--fit-only`) is due."""
+    oov = F.lit(feature_spec.OOV_INDEX)
+    parts = {
+        name: (F.count(F.col(column)), F.sum((F.col(index) == oov).cast("long")))
+        for name, (column, index) in vocab.ID_INDICES.items()
+        if index in samples.columns
+    }
+    parts["genre"] = (
+        F.sum(F.size("genre_idxs")),
+        F.sum(F.size(F.filter("genre_idxs", lambda x: x == oov))),
+    )
+    aggregates = [F.count(F.lit(1)).alias("_rows")]
+    for name, (tokens, unseen) in parts.items():
+        aggregates += [tokens.alias(f"{name}\u0001tokens"), unseen.alias(f"{name}\u0001oov")]
+    row = samples.agg(*aggregates).collect()[0]
+    counts = {}
+    for name in parts:
+        tokens, unseen = int(row[f"{name}\u0001tokens"] or 0), int(row[f"{name}\u0001oov"] or 0)
+        counts[name] = {"tokens": tokens, "oov": unseen, "oov_rate": round(unseen / tokens, 6) if tokens else None}
+    return int(row["_rows"]), counts
+
+
+def _spec_differences(applied: dict, built: dict) -> list[str]:
+    """What differs between the --spec and the spec this config makes with its fit (for the message)."""
+    ours = {entry["name"]: entry for entry in feature_spec.all_features(built)}
+    theirs = {entry["name"]: entry for entry in feature_spec.all_features(applied)}
+    problems = [f"the config makes feature {name}, the spec has none" for name in ours if name not in theirs]
+    problems += [f"the spec has feature {name}, the config does not make it" for name in theirs if name not in ours]
+    problems += [
+        f"feature {name} differs: spec {theirs[name]}, config {ours[name]}"
+        for name in ours
+        if name in theirs and ours[name] != theirs[name]
+    ]
+    if not problems and list(ours) != list(theirs):
+        problems.append("the features come in another order")
+    for key in feature_spec.HASHED_KEYS:
+        if key != "features" and applied.get(key) != built.get(key):
+            problems.append(f"{key}: spec {applied.get(key)!r}, config {built.get(key)!r}")
+    return problems
+
+
+def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, plan: Plan | None = None) -> dict:
     """Run the whole job; return the report. Output appears atomically at `output`.
 
+    `plan` says what to build (default: samples of the whole log, fitted on its train split); see Plan.
     `config` is validated first (pipelines/config_schema.py): a bad value is a ConfigError before any work."""
+    plan = plan or Plan()
     timings, started = Timings(), time.perf_counter()
     config = validate_build_config(config)
     compression = compression_options(config["tfrecord"]["compression"])
     window = _attribution_window(config)
     persist = _Persisted()
     _check_spark_reads(spark, raw_dir)
+    applied = _load_applied_spec(spark, plan, [raw_dir])
     scratch_folder = spark_parts_folder(spark, raw_dir, output, config)  # refuses before anything is written
-    # Refuses an output that overlaps RAW or holds something else than earlier samples.
-    stage = StagedOutput(output, inputs=[raw_dir], markers=SAMPLES_MARKERS)
+    # Refuses an output that overlaps RAW (or the --spec) or holds something else than earlier samples.
+    inputs = [raw_dir] + ([plan.spec_dir] if plan.spec_dir else [])
+    stage = StagedOutput(output, inputs=inputs, markers=SAMPLES_MARKERS)
     scratch = None
     try:
         if scratch_folder is not None:
@@ -416,33 +561,57 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             _declared_features(vocab.ID_INDICES, config, dict.fromkeys(_vector_columns(config), 1)), config
         )
         with timings.step("validate"):
-            raw = _validate(spark, raw_dir, config, persist, spark_dir)
+            known_lengths = _spec_vector_lengths(applied, config) if applied else None
+            raw = _validate(spark, raw_dir, config, persist, spark_dir, plan.window, known_lengths)
         with timings.step("labels"):
-            keyed, attributed, orphan_clicks = _attributed_clicks(raw, window, persist)
+            keyed, attributed, orphan_clicks = _attributed_clicks(raw, window, persist, plan)
         with timings.step("split"):
-            imps, boundaries = _labelled_splits(raw, keyed, attributed, config, persist)
+            imps, boundaries = _labelled_splits(raw, keyed, attributed, config, persist, plan)
         with timings.step("fit_vocabularies"):
-            vocabularies = fitting.fit_vocabularies(imps.where(F.col("split") == "train"), config["vocab"]["min_count"])
+            if applied:
+                fitted = fitting.Fitted.from_spec(spark, plan.spec_dir, applied)
+                vocabularies = fitted.vocabularies
+            else:
+                vocabularies = fitting.fit_vocabularies(
+                    imps.where(F.col("split") == "train"), config["vocab"]["min_count"]
+                )
             for name, frame in vocabularies.frames.items():
                 frame.coalesce(1).write.mode("overwrite").parquet(posixpath.join(spark_dir, "vocab", name))
         with timings.step("features"):
-            samples = persist(_point_in_time_features(imps, attributed, raw, vocabularies, config))
-            samples.count()  # materialized here, so that the step timings say where the time goes
+            # Impressions before the build's days (CONTEXT) were history events only: they make no sample.
+            features = _point_in_time_features(imps, attributed, raw, vocabularies, config)
+            samples = persist(features.where(F.col("split") != CONTEXT))
+            num_samples, oov = _oov_counts(samples)  # materialized here, so the step timings say where time goes
         with timings.step("fit_transform"):
             declared = _declared_features(vocabularies.frames, config, raw.vector_lengths)
-            fitted = fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
+            if not applied:
+                fitted = fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
             samples = fitted.transform(samples)
         spec = feature_spec.new_spec(
             fitted.spec_features(declared, list(validate.IDENTITY_COLUMNS) + raw.passthrough),
             vocabularies.spec_entries(),
             compression=compression.tf_type,
             rows_per_record=int(config["tfrecord"]["rows_per_record"]),
+            smoothed_ctr=fitted.spec_smoothed_ctr(),
         )
-        with timings.step("write_tfrecords"):
-            per_split = _per_split(_write_shards(samples, spec, stage.path, config))
+        if applied and feature_spec.spec_hash(spec) != feature_spec.spec_hash(applied):
+            raise ConfigError(
+                f"--spec {plan.spec_dir} (spec hash {feature_spec.spec_hash(applied)}) does not describe the samples "
+                f"this config makes (spec hash {feature_spec.spec_hash(spec)}): "
+                + "; ".join(_spec_differences(applied, spec)[:5])
+                + ". Build with the config the spec was fitted with, or fit a new spec (--fit-only)"
+            )
+        if plan.fit_only:
+            per_split = {}
+        else:
+            with timings.step("write_tfrecords"):
+                per_split = _per_split(_write_shards(samples, spec, stage.path, config, plan.splits), plan.splits)
         spec = feature_spec.with_splits(spec, _spec_splits(per_split, compression.extension))
         where = (raw_dir, stage.final)
-        report = _report(spark, where, raw, orphan_clicks, per_split, spec, boundaries, fitted, timings, started)
+        report = _report(
+            spark, where, raw, orphan_clicks, per_split, spec, boundaries, fitted, timings, started, plan, num_samples
+        )
+        report["oov"] = oov
         if scratch is not None:
             for part in ("rejects", "vocab"):
                 publish.copy_tree(posixpath.join(scratch.path, part), posixpath.join(stage.path, part))
@@ -456,8 +625,40 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict) 
             scratch.close()
 
 
-def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict) -> list:
-    for name in split.SPLITS:
+def _load_applied_spec(spark: SparkSession, plan: Plan, inputs: list[str]) -> dict | None:
+    """The --spec to apply (validated; its vocab/ must be where Spark reads), or None to fit one."""
+    if plan.spec_dir is None:
+        return None
+    folder = publish.normalize(plan.spec_dir)
+    if not _hadoop_has_file_system(spark, folder):
+        raise fitting.SpecNotApplicable(
+            f"--spec {folder}: Spark cannot read its vocab/ there (no {folder.split('://', 1)[0]}:// in its Hadoop "
+            "file system); copy the spec folder to a local or hdfs:// path"
+        )
+    try:
+        applied = feature_spec.load_spec(folder)
+    except FileNotFoundError:
+        raise fitting.SpecNotApplicable(
+            f"--spec {folder} has no {feature_spec.SPEC_FILE}: give the folder a --fit-only build (or any build) wrote"
+        ) from None
+    except feature_spec.SpecError as exc:
+        raise fitting.SpecNotApplicable(f"--spec {folder}: {exc}") from None
+    if feature_spec.smoothed_ctr_prior(applied) is None:
+        raise fitting.SpecNotApplicable(
+            f"--spec {folder} does not record its CTR prior (written before daily builds existed): "
+            "fit a new spec with build_samples --fit-only"
+        )
+    return applied
+
+
+def _spec_vector_lengths(spec: dict, config: dict) -> dict[str, int]:
+    """The lengths of the configured item vectors, as the spec fixes them (a day's data may not say)."""
+    names = {entry["name"]: entry for entry in feature_spec.model_inputs(spec)}
+    return {name: feature_spec.numeric_width(names[name]) for name in _vector_columns(config) if name in names}
+
+
+def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict, splits: tuple[str, ...]) -> list:
+    for name in splits:
         publish.makedirs(posixpath.join(staging, name))
     features = [(f["name"], f["dtype"]) for f in feature_spec.all_features(spec)]
     return write_tfrecords(
@@ -476,23 +677,26 @@ def _report(
     orphan_clicks: int,
     per_split: dict,
     spec: dict,
-    boundaries: tuple,
+    boundaries: tuple | None,
     fitted,
     timings: Timings,
     started: float,
+    plan: Plan,
+    num_samples: int,
 ) -> dict:
-    samples_written = sum(e["rows"] for e in per_split.values())
+    samples_made = num_samples if plan.fit_only else sum(e["rows"] for e in per_split.values())
     imp_rejected = sum(raw.rejects["impressions"].values())
-    if samples_written + imp_rejected != raw.rows_read["impressions"]:
+    if samples_made + imp_rejected != raw.rows_owned["impressions"]:
         raise RuntimeError(
-            f"accounting mismatch: {raw.rows_read['impressions']} impressions read, "
-            f"{samples_written} samples + {imp_rejected} rejects written"
+            f"accounting mismatch: {raw.rows_owned['impressions']} impressions of the build's time read, "
+            f"{samples_made} samples + {imp_rejected} rejects written"
         )
-    valid_clicks = raw.rows_read["clicks"] - sum(raw.rejects["clicks"].values())
-    return {
+    valid_clicks = raw.rows_owned["clicks"] - sum(raw.rejects["clicks"].values())
+    report = {
         "spark": spark_settings(spark),
         "input": where[0],
         "output": where[1],
+        "build": plan.describe(),
         "rows_read": raw.rows_read,
         "rejected": raw.rejects,
         "rejected_total": {k: sum(v.values()) for k, v in raw.rejects.items()},
@@ -502,7 +706,9 @@ def _report(
             name: {"rows": e["rows"], "label_rate": feature_spec.split_label_rate(spec, name), "shards": e["shards"]}
             for name, e in per_split.items()
         },
-        "split_boundaries": {"valid_start": boundaries[0], "test_start": boundaries[1]},
+        "split_boundaries": (
+            {"valid_start": boundaries[0], "test_start": boundaries[1]} if boundaries is not None else None
+        ),
         "vocabulary_sizes": fitted.vocabularies.sizes,
         "item_vector_lengths": raw.vector_lengths,
         "train_label_rate": fitted.prior,
@@ -510,3 +716,73 @@ def _report(
         "step_seconds": timings.seconds,
         "total_seconds": round(time.perf_counter() - started, 3),
     }
+    if plan.window is not None:
+        report["window"] = plan.window.describe(raw.partitioned)
+        report["rows_owned"] = raw.rows_owned
+    return report
+
+
+def _window(config: dict, first_day, last_day) -> windows.Window:
+    return windows.Window(
+        first_day=feature_spec.parse_date(first_day),
+        last_day=feature_spec.parse_date(last_day),
+        time_zone=config["dates"]["time_zone"],
+        lookback=int(round(float(config["history"]["lookback_days"]) * 86400)),
+        attribution=_attribution_window(config),
+    )
+
+
+def fit_window(config: dict, first_day, last_day) -> windows.Window:
+    """The window of a --fit-only build over the days first_day..last_day (config validated first)."""
+    return _window(validate_build_config(config), first_day, last_day)
+
+
+def check_dated_samples(samples_dir: str) -> str:
+    """OutputRefused unless `samples_dir` is absent or holds only day folders (and their stagings)."""
+    final = publish.normalize(samples_dir)
+    if not publish.exists(final):
+        return final
+    if not publish.isdir(final):
+        raise OutputRefused(f"output {final} exists and is not a directory")
+    others = sorted(
+        name
+        for name in publish.listdir(final)
+        if feature_spec.folder_date(name) is None and not name.startswith(f".{feature_spec.DATE_PREFIX}")
+    )
+    if others:
+        raise OutputRefused(
+            f"output {final} holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}: a date-partitioned "
+            f"SAMPLES holds only {feature_spec.DATE_PREFIX}YYYY-MM-DD folders; choose another output"
+        )
+    return final
+
+
+def build_days(
+    spark: SparkSession, raw_dir: str, samples_dir: str, config: dict, spec_dir: str, days: list, overwrite=False
+) -> list[dict]:
+    """Build each of `days` into SAMPLES/date=D with the fit of `spec_dir`, one after the other.
+
+    A day already complete with this spec is skipped, unless `overwrite`; one built with another spec is
+    refused unless `overwrite`. Each day is published atomically on its own: a failed day leaves the days
+    before it built (a rerun skips them) and its own folder as it was. Returns one entry per day."""
+    config = validate_build_config(config)
+    final = check_dated_samples(samples_dir)
+    applied = _load_applied_spec(spark, Plan(spec_dir=spec_dir), [raw_dir])
+    results = []
+    for day in days:
+        folder = feature_spec.day_folder(final, day)
+        if publish.exists(posixpath.join(folder, "_SUCCESS")) and not overwrite:
+            built = feature_spec.spec_hash(feature_spec.load_spec(folder))
+            if built != feature_spec.spec_hash(applied):
+                raise OutputRefused(
+                    f"{folder} was built with spec hash {built}, not {feature_spec.spec_hash(applied)} of --spec "
+                    f"{spec_dir}: give --overwrite to rebuild it with this spec"
+                )
+            log.info("%s is complete (spec hash %s): skipped; --overwrite rebuilds it", folder, built[:12])
+            results.append({"date": feature_spec.parse_date(day).isoformat(), "output": folder, "skipped": True})
+            continue
+        plan = Plan(spec_dir=spec_dir, window=_window(config, day, day))
+        log.info("building %s into %s", plan.window.days, folder)
+        report = build_samples(spark, raw_dir, folder, config, plan)
+        results.append({"date": plan.window.days, "output": folder, "skipped": False, "report": report})
+    return results

@@ -8,7 +8,9 @@ Two phases, because the point-in-time features need item indices before they can
     fitted.spec_features(declared, metadata)                        # what goes into the spec
 
 `Fitted` holds the vocabularies (sizes and token counts), the CTR prior (train label rate), the
-normalization statistics and the bucket boundaries; nothing fitted lives anywhere else.
+normalization statistics and the bucket boundaries; nothing fitted lives anywhere else. The spec records
+all of it, so `from_spec` rebuilds the `Fitted` of an earlier build (`build_samples --spec SPEC`): a
+daily build applies the fit of a chosen training window rather than fitting its own day.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import feature_spec
 from features import history, normalize, vocab
 from features.declared import Declared
 from pipelines.config import ConfigError
+from pipelines.samples.spark import literal_path
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,30 @@ class Vocabularies:
         }
 
 
+class SpecNotApplicable(ValueError):
+    """A `--spec` that cannot be applied: written before the fit was recorded whole, or unreadable."""
+
+
+def vocabularies_from_spec(spark, spec_dir: str, spec: dict) -> Vocabularies:
+    """The vocabularies of an earlier build, read from its `vocab/` folders (Spark reads them: local or hdfs://)."""
+    entries = spec.get("vocabularies") or {}
+    frames = {
+        name: spark.read.parquet(literal_path(feature_spec.vocabulary_path(spec_dir, spec, name))).select(
+            F.col("index").cast("long"), F.col("token").cast("string"), F.col("count").cast("long")
+        )
+        for name in entries
+    }
+    if "genre" not in frames:
+        raise SpecNotApplicable(f"the spec of {spec_dir} has no genre vocabulary")
+    min_counts = {int(entry["min_count"]) for entry in entries.values()}
+    return Vocabularies(
+        frames=frames,
+        num_tokens={name: int(entry["num_tokens"]) for name, entry in entries.items()},
+        min_count=min_counts.pop() if len(min_counts) == 1 else max(min_counts),
+        genre_index=vocab.small_vocabulary_map(frames["genre"]),
+    )
+
+
 def fit_vocabularies(train: DataFrame, min_count: int) -> Vocabularies:
     """Every vocabulary (ids present in `train`, genres) in one count and one sort."""
     fitted, counted = vocab.fit_vocabularies(vocab.vocabulary_tokens(train), int(min_count))
@@ -65,6 +92,32 @@ class Fitted:
     smoothing: float
     normalization: dict[str, dict]  # numeric feature -> {log1p, mean, std}
     boundaries: dict[str, list[float]]  # bucketized feature -> boundaries
+
+    @classmethod
+    def from_spec(cls, spark, spec_dir: str, spec: dict) -> "Fitted":
+        """The fit an earlier build recorded in its spec (and `vocab/`): applied as is, never refitted."""
+        recorded = feature_spec.smoothed_ctr_prior(spec)
+        if recorded is None:
+            raise SpecNotApplicable(
+                f"the spec of {spec_dir} does not record its CTR prior (it was written before daily builds): "
+                "fit a new one with build_samples --fit-only"
+            )
+        normalization, boundaries = {}, {}
+        for entry in feature_spec.model_inputs(spec):
+            if entry["kind"] == "numeric":
+                normalization[entry["name"]] = copy.deepcopy(entry["normalization"])
+            elif entry.get("bucketization"):
+                boundaries[entry["bucketization"]["source"]] = list(entry["bucketization"]["boundaries"])
+        return cls(
+            vocabularies=vocabularies_from_spec(spark, spec_dir, spec),
+            prior=recorded[0],
+            smoothing=recorded[1],
+            normalization=normalization,
+            boundaries=boundaries,
+        )
+
+    def spec_smoothed_ctr(self) -> dict:
+        return feature_spec.smoothed_ctr(prior=self.prior, smoothing=self.smoothing)
 
     def transform(self, samples: DataFrame) -> DataFrame:
         """Smoothed CTRs, bucket indices, then normalized numerics (the raw values are replaced)."""
