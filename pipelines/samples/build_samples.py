@@ -560,6 +560,8 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         fitting.check_vector_config(
             _declared_features(vocab.ID_INDICES, config, dict.fromkeys(_vector_columns(config), 1)), config
         )
+        if applied:
+            _check_spec_fits_config(applied, config, plan.spec_dir)
         with timings.step("validate"):
             known_lengths = _spec_vector_lengths(applied, config) if applied else None
             raw = _validate(spark, raw_dir, config, persist, spark_dir, plan.window, known_lengths)
@@ -569,7 +571,9 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             imps, boundaries = _labelled_splits(raw, keyed, attributed, config, persist, plan)
         with timings.step("fit_vocabularies"):
             if applied:
-                fitted = fitting.Fitted.from_spec(spark, plan.spec_dir, applied)
+                fitted = fitting.Fitted.from_spec(
+                    applied, fitting.vocabularies_from_spec(applied, spark, plan.spec_dir)
+                )
                 vocabularies = fitted.vocabularies
             else:
                 vocabularies = fitting.fit_vocabularies(
@@ -612,6 +616,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             spark, where, raw, orphan_clicks, per_split, spec, boundaries, fitted, timings, started, plan, num_samples
         )
         report["oov"] = oov
+        report["config"] = config  # what the spec was fitted (or applied) with: a later --spec build needs the same
         if scratch is not None:
             for part in ("rejects", "vocab"):
                 publish.copy_tree(posixpath.join(scratch.path, part), posixpath.join(stage.path, part))
@@ -649,6 +654,44 @@ def _load_applied_spec(spark: SparkSession, plan: Plan, inputs: list[str]) -> di
             "fit a new spec with build_samples --fit-only"
         )
     return applied
+
+
+def _check_spec_fits_config(applied: dict, config: dict, spec_dir: str) -> None:
+    """ConfigError, before any work, when the config makes other model inputs than the --spec describes
+    (history lengths, item columns, buckets...); what only the data shows is checked by the spec hash later."""
+    lengths = {**dict.fromkeys(_vector_columns(config), 1), **_spec_vector_lengths(applied, config)}
+    declared = _declared_features(list(applied.get("vocabularies") or {}), config, lengths)
+    recorded = fitting.Fitted.from_spec(applied, fitting.vocabularies_from_spec(applied, spec_dir=spec_dir))
+    bucketized = [c for c in (config["bucketize"]["features"] or []) if c in {d.name for d in declared}]
+    boundaries = {source: recorded.boundaries.get(source) for source in bucketized}
+    made = [
+        entry
+        for entry in fitting.Fitted(
+            vocabularies=recorded.vocabularies,
+            prior=recorded.prior,
+            smoothing=recorded.smoothing,
+            normalization={d.name: recorded.normalization.get(d.name) for d in declared if d.kind == "numeric"},
+            boundaries={source: bounds or [] for source, bounds in boundaries.items()},
+        ).spec_features(declared, [])
+        if entry["role"] == "model_input"
+    ]
+    shape = {entry["name"]: (entry["kind"], entry["shape"], entry.get("vocab_size")) for entry in made}
+    expected = {
+        entry["name"]: (entry["kind"], entry["shape"], entry.get("vocab_size"))
+        for entry in feature_spec.model_inputs(applied)
+    }
+    problems = [f"{name} is made by the config, not in the spec" for name in shape if name not in expected]
+    problems += [f"{name} is in the spec, not made by the config" for name in expected if name not in shape]
+    problems += [
+        f"{name} is {shape[name]} by the config, {expected[name]} in the spec (kind, shape, vocab_size)"
+        for name in shape
+        if name in expected and shape[name] != expected[name]
+    ]
+    if problems:
+        raise ConfigError(
+            f"--spec {spec_dir} was fitted with another config: " + "; ".join(problems[:5]) + ". Build with the "
+            "config the spec was fitted with (its report.json lists it), or fit a new spec (--fit-only)"
+        )
 
 
 def _spec_vector_lengths(spec: dict, config: dict) -> dict[str, int]:

@@ -52,23 +52,25 @@ class SpecNotApplicable(ValueError):
     """A `--spec` that cannot be applied: written before the fit was recorded whole, or unreadable."""
 
 
-def vocabularies_from_spec(spark, spec_dir: str, spec: dict) -> Vocabularies:
-    """The vocabularies of an earlier build, read from its `vocab/` folders (Spark reads them: local or hdfs://)."""
+def vocabularies_from_spec(spec: dict, spark=None, spec_dir: str | None = None) -> Vocabularies:
+    """The vocabularies an earlier build recorded: with `spark`, their tokens too, read from `spec_dir`'s
+    `vocab/` (Spark reads them: local or hdfs://); without, their sizes only (no frames)."""
     entries = spec.get("vocabularies") or {}
-    frames = {
-        name: spark.read.parquet(literal_path(feature_spec.vocabulary_path(spec_dir, spec, name))).select(
-            F.col("index").cast("long"), F.col("token").cast("string"), F.col("count").cast("long")
-        )
-        for name in entries
-    }
-    if "genre" not in frames:
+    if "genre" not in entries:
         raise SpecNotApplicable(f"the spec of {spec_dir} has no genre vocabulary")
-    min_counts = {int(entry["min_count"]) for entry in entries.values()}
+    frames = {}
+    if spark is not None:
+        frames = {
+            name: spark.read.parquet(literal_path(feature_spec.vocabulary_path(spec_dir, spec, name))).select(
+                F.col("index").cast("long"), F.col("token").cast("string"), F.col("count").cast("long")
+            )
+            for name in entries
+        }
     return Vocabularies(
         frames=frames,
         num_tokens={name: int(entry["num_tokens"]) for name, entry in entries.items()},
-        min_count=min_counts.pop() if len(min_counts) == 1 else max(min_counts),
-        genre_index=vocab.small_vocabulary_map(frames["genre"]),
+        min_count=max(int(entry["min_count"]) for entry in entries.values()),
+        genre_index=vocab.small_vocabulary_map(frames["genre"]) if frames else {},
     )
 
 
@@ -94,12 +96,12 @@ class Fitted:
     boundaries: dict[str, list[float]]  # bucketized feature -> boundaries
 
     @classmethod
-    def from_spec(cls, spark, spec_dir: str, spec: dict) -> "Fitted":
-        """The fit an earlier build recorded in its spec (and `vocab/`): applied as is, never refitted."""
+    def from_spec(cls, spec: dict, vocabularies: Vocabularies) -> "Fitted":
+        """The fit an earlier build recorded in its spec: applied as is, never refitted."""
         recorded = feature_spec.smoothed_ctr_prior(spec)
         if recorded is None:
             raise SpecNotApplicable(
-                f"the spec of {spec_dir} does not record its CTR prior (it was written before daily builds): "
+                "the spec does not record its CTR prior (it was written before daily builds): "
                 "fit a new one with build_samples --fit-only"
             )
         normalization, boundaries = {}, {}
@@ -109,7 +111,7 @@ class Fitted:
             elif entry.get("bucketization"):
                 boundaries[entry["bucketization"]["source"]] = list(entry["bucketization"]["boundaries"])
         return cls(
-            vocabularies=vocabularies_from_spec(spark, spec_dir, spec),
+            vocabularies=vocabularies,
             prior=recorded[0],
             smoothing=recorded[1],
             normalization=normalization,

@@ -1,0 +1,274 @@
+"""Daily builds (issue 18): fit once (--fit-only), apply the spec day by day (--spec --date), rebuild a day.
+
+The reference for every day build is one build of the whole log with the same spec: a sample must not
+depend on whether its day was built alone, which proves that a day's window reads all the history it needs.
+"""
+
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date, datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import feature_spec
+from pipelines.config import ConfigError, load_config
+from pipelines.publish import OutputRefused
+from pipelines.samples import build_samples as job
+from pipelines.samples.fitting import SpecNotApplicable
+from pipelines.samples.windows import Window, day_start
+from sources.synthetic import generate
+from tests.samples_io import read_all, read_split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DAY = 86400
+D = [date(2026, 1, day) for day in range(1, 5)]  # the generator starts at 2026-01-01T00:00Z
+KEY = ["user_id", "ts", "item_id", "position_idx"]  # one impression (the samples carry no impression_id)
+
+
+def _config(*sets):
+    return load_config("build_samples", None, ["spark.shuffle_partitions=2", "spark.output_partitions=2", *sets])
+
+
+def _partition_by_date(src: str, dst: str) -> None:
+    """RAW with impressions/ and clicks/ partitioned by UTC day (date=YYYY-MM-DD), items as they are."""
+    for dataset in ("impressions", "clicks"):
+        table = pq.read_table(os.path.join(src, dataset)).to_pandas()
+        table["date"] = pd.to_datetime(table["ts"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+        pq.write_to_dataset(
+            pa.Table.from_pandas(table, preserve_index=False),
+            os.path.join(dst, dataset),
+            partition_cols=["date"],
+        )
+    os.makedirs(os.path.join(dst, "items"))
+    for part in glob.glob(os.path.join(src, "items", "*.parquet")):
+        os.link(part, os.path.join(dst, "items", os.path.basename(part)))
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(KEY).reset_index(drop=True)
+
+
+def _assert_same_samples(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    a, b = _sorted(a), _sorted(b)
+    assert len(a) == len(b)
+    assert sorted(a.columns) == sorted(b.columns)
+    for column in a.columns:
+        left, right = np.stack(a[column].to_numpy()), np.stack(b[column].to_numpy())
+        np.testing.assert_array_equal(left, right, err_msg=column)
+
+
+def _day_samples(samples_dir: str, day: date) -> pd.DataFrame:
+    return read_split(feature_spec.day_folder(samples_dir, day), feature_spec.DAY_SPLIT)
+
+
+def _file_digests(folder: str) -> dict:
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "**", "*"), recursive=True)):
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def _spec_copy(spec_dir: str, folder, change) -> str:
+    """A copy of a spec folder, its spec changed by `change(spec)` and hashed again."""
+    shutil.copytree(spec_dir, folder)
+    spec = feature_spec.load_spec(str(folder))
+    change(spec)
+    spec["spec_hash"] = feature_spec.compute_spec_hash(spec)
+    (folder / feature_spec.SPEC_FILE).write_text(feature_spec.to_json(spec))
+    return str(folder)
+
+
+# ---------------------------------------------------------------- fast: the window and the flags
+
+
+def test_window_of_a_day_reaches_back_a_lookback_and_forward_an_attribution_window():
+    w = Window(date(2026, 1, 21), date(2026, 1, 21), "UTC", lookback=7 * DAY, attribution=30 * 60)
+    t = int(datetime(2026, 1, 21, tzinfo=timezone.utc).timestamp())
+    assert (w.start, w.end) == (t, t + DAY)
+    assert w.read_range("impressions") == (t - 7 * DAY, t + DAY)
+    assert w.read_range("clicks") == (t - 7 * DAY, t + DAY + 1800)
+    assert w.partitions() == (date(2026, 1, 13), date(2026, 1, 23))
+    assert w.describe({"impressions": True, "clicks": False})["raw_partitions"] == {
+        "impressions": "2026-01-13..2026-01-23",
+        "clicks": "none: filtered by time",
+    }
+
+
+def test_a_day_in_a_time_zone_starts_at_its_midnight_and_may_last_23_hours():
+    paris = Window(date(2026, 3, 29), date(2026, 3, 29), "Europe/Paris", lookback=DAY, attribution=60)
+    assert paris.start == int(datetime(2026, 3, 28, 23, tzinfo=timezone.utc).timestamp())
+    assert paris.end - paris.start == 23 * 3600  # summer time starts that night
+    assert day_start(date(2026, 1, 21), "UTC") == 1768953600
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--date", "2026-01-02"], "needs --spec"),
+        (["--date", "2026-01-02", "--spec", "S", "--start", "2026-01-01", "--end", "2026-01-03"], "exclude"),
+        (["--start", "2026-01-03", "--end", "2026-01-01", "--spec", "S"], "before --start"),
+        (["--start", "2026-01-03", "--spec", "S"], "come together"),
+        (["--fit-only", "--spec", "S"], "takes no --spec"),
+        (["--date", "2026-02-30", "--spec", "S"], "--date"),
+        (["--overwrite"], "applies to day builds"),
+    ],
+)
+def test_daily_flags_that_do_not_go_together_exit_2(argv, message, capsys):
+    from jobs.build_samples import parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--input", "RAW", "--output", "OUT", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dated_samples_must_hold_only_day_folders(tmp_path):
+    (tmp_path / "date=2026-01-01").mkdir()
+    (tmp_path / ".date=2026-01-02.staging-1234").mkdir()
+    assert job.check_dated_samples(str(tmp_path)) == str(tmp_path)
+    (tmp_path / "train").mkdir()
+    with pytest.raises(OutputRefused, match="train"):
+        job.check_dated_samples(str(tmp_path))
+
+
+# ---------------------------------------------------------------- four days, built day by day and at once
+
+
+@pytest.fixture(scope="module")
+def four_days(tmp_path_factory, spark):
+    """A 4-day log partitioned by date; a spec fitted on days 1-2; days 1..4 built with it; one build of
+    the whole log with it."""
+    root = tmp_path_factory.mktemp("daily")
+    flat, raw = str(root / "flat"), str(root / "raw")
+    generate(flat, users=60, items=40, days=4, impressions=4000, seed=5)
+    _partition_by_date(flat, raw)
+    config = _config()
+    spec_dir, samples, whole = str(root / "spec"), str(root / "samples"), str(root / "whole")
+    fit = job.Plan(window=job.fit_window(config, D[0], D[1]), fit_only=True)
+    fit_report = job.build_samples(spark, raw, spec_dir, config, fit)
+    days = job.build_days(spark, raw, samples, config, spec_dir, D)
+    job.build_samples(spark, raw, whole, config, job.Plan(spec_dir=spec_dir))
+    return {
+        "root": root,
+        "flat": flat,
+        "raw": raw,
+        "config": config,
+        "spec": spec_dir,
+        "samples": samples,
+        "whole": whole,
+        "fit_report": fit_report,
+        "days": days,
+    }
+
+
+@pytest.mark.slow
+def test_every_day_sample_equals_the_one_build_of_the_whole_log(four_days):
+    whole = read_all(four_days["whole"]).drop(columns=["split"])
+    days = pd.concat([_day_samples(four_days["samples"], day) for day in D], ignore_index=True)
+    assert len(whole) == 4000  # every impression of the log: none lost, none twice
+    _assert_same_samples(days, whole)
+    # Every day shares the spec's hash, which the whole build has too.
+    spec_hash = feature_spec.spec_hash(feature_spec.load_spec(four_days["spec"]))
+    for day in D:
+        assert feature_spec.spec_hash(feature_spec.load_spec(feature_spec.day_folder(four_days["samples"], day))) == (
+            spec_hash
+        )
+    assert feature_spec.spec_hash(feature_spec.load_spec(four_days["whole"])) == spec_hash
+
+
+@pytest.mark.slow
+def test_the_fit_uses_its_days_only_and_a_day_counts_its_oov_tokens(four_days):
+    raw = pq.read_table(os.path.join(four_days["flat"], "impressions")).to_pandas()
+    fit_days = raw[raw.ts < day_start(D[2], "UTC")]
+    spec = feature_spec.load_spec(four_days["spec"])
+    # The user vocabulary holds the users of the fit window, nobody else.
+    users = pq.read_table(os.path.join(four_days["spec"], "vocab", "user_id")).to_pandas()
+    assert set(users.token) == set(fit_days.user_id)
+    assert feature_spec.get_vocabulary(spec, "user_id")["num_tokens"] == fit_days.user_id.nunique()
+    assert four_days["fit_report"]["rows_owned"]["impressions"] == len(fit_days)
+    assert spec["splits"] == {}
+    # Day 4: its impressions whose user or item the fit never saw are counted as OOV.
+    day4 = raw[(raw.ts >= day_start(D[3], "UTC")) & (raw.ts < day_start(D[3], "UTC") + DAY)]
+    report = four_days["days"][3]["report"]
+    items = set(pq.read_table(os.path.join(four_days["spec"], "vocab", "item_id")).to_pandas().token)
+    assert report["oov"]["user_id"] == {
+        "tokens": len(day4),
+        "oov": int((~day4.user_id.isin(set(users.token))).sum()),
+        "oov_rate": pytest.approx((~day4.user_id.isin(set(users.token))).mean(), abs=1e-6),
+    }
+    assert report["oov"]["item_id"]["oov"] == int((~day4.item_id.isin(items)).sum())
+    assert report["rows_owned"]["impressions"] == len(day4) == report["samples"]["samples"]["rows"]
+    assert report["window"]["raw_partitions"]["impressions"] == "2025-12-04..2026-01-06"  # 30-day lookback
+
+
+@pytest.mark.slow
+def test_a_day_is_skipped_when_complete_and_replaced_alone_with_overwrite(four_days, spark):
+    samples, others = four_days["samples"], [D[0], D[2], D[3]]
+    before = {day: _file_digests(feature_spec.day_folder(samples, day)) for day in D}
+    day2 = _day_samples(samples, D[1])
+
+    skipped = job.build_days(spark, four_days["raw"], samples, four_days["config"], four_days["spec"], [D[1]])
+    assert skipped[0]["skipped"] is True
+    assert _file_digests(feature_spec.day_folder(samples, D[1])) == before[D[1]]
+
+    rebuilt = job.build_days(
+        spark, four_days["raw"], samples, four_days["config"], four_days["spec"], [D[1]], overwrite=True
+    )
+    assert rebuilt[0]["skipped"] is False
+    for day in others:
+        assert _file_digests(feature_spec.day_folder(samples, day)) == before[day], day
+    _assert_same_samples(_day_samples(samples, D[1]), day2)
+    assert sorted(os.listdir(samples)) == [f"date={day.isoformat()}" for day in D]  # no staging left behind
+
+    # A spec with another hash (a refit) does not silently mix into complete days.
+    refit = _spec_copy(
+        four_days["spec"], four_days["root"] / "refit", lambda spec: spec["smoothed_ctr"].update(prior=0.5)
+    )
+    with pytest.raises(OutputRefused, match="--overwrite"):
+        job.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]])
+    assert _file_digests(feature_spec.day_folder(samples, D[1])) != {}
+
+
+@pytest.mark.slow
+def test_two_dates_built_at_once_by_two_processes(four_days):
+    out = str(four_days["root"] / "concurrent")
+    command = [sys.executable, "-m", "jobs.build_samples", "--input", four_days["raw"], "--output", out]
+    command += ["--spec", four_days["spec"], "--set", "spark.shuffle_partitions=2"]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    procs = [
+        subprocess.Popen(
+            [*command, "--date", day.isoformat()], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for day in (D[1], D[2])
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-3000:]
+    assert sorted(os.listdir(out)) == ["date=2026-01-02", "date=2026-01-03"]
+    for day in (D[1], D[2]):
+        _assert_same_samples(_day_samples(out, day), _day_samples(four_days["samples"], day))
+
+
+@pytest.mark.slow
+def test_a_config_that_makes_other_features_than_the_spec_is_refused_before_any_work(four_days, spark, tmp_path):
+    config = _config("history.max_len=5")
+    with pytest.raises(ConfigError, match="hist_click_items"):
+        job.build_days(spark, four_days["raw"], str(tmp_path / "s"), config, four_days["spec"], [D[2]])
+    assert not (tmp_path / "s").exists() or not os.listdir(tmp_path / "s")
+
+
+@pytest.mark.slow
+def test_a_spec_without_its_ctr_prior_is_refused(four_days, spark, tmp_path):
+    old = _spec_copy(four_days["spec"], tmp_path / "old_spec", lambda spec: spec.pop("smoothed_ctr"))
+    with pytest.raises(SpecNotApplicable, match="--fit-only"):
+        job.build_days(spark, four_days["raw"], str(tmp_path / "s"), four_days["config"], old, [D[2]])
