@@ -272,3 +272,55 @@ def test_a_spec_without_its_ctr_prior_is_refused(four_days, spark, tmp_path):
     old = _spec_copy(four_days["spec"], tmp_path / "old_spec", lambda spec: spec.pop("smoothed_ctr"))
     with pytest.raises(SpecNotApplicable, match="--fit-only"):
         job.build_days(spark, four_days["raw"], str(tmp_path / "s"), four_days["config"], old, [D[2]])
+
+
+# ---------------------------------------------------------------- 28 days: a day reads its window only
+
+
+def _trap(raw: str, dataset: str, day: str) -> None:
+    """A file in the partition of `day` whose `ts` is text: any scan of it fails the job."""
+    folder = os.path.join(raw, dataset, f"date={day}")
+    os.makedirs(folder, exist_ok=True)
+    columns = {"user_id": ["u1"], "item_id": ["i1"], "ts": ["not a number"], "impression_id": ["x"]}
+    pq.write_table(pa.table(columns), os.path.join(folder, "zz-trap.parquet"))
+
+
+@pytest.mark.slow
+def test_a_day_build_reads_the_events_of_its_window_not_the_log(tmp_path, spark):
+    flat, raw = str(tmp_path / "flat"), str(tmp_path / "raw")
+    generate(flat, users=40, items=30, days=28, impressions=5600, seed=11)
+    _partition_by_date(flat, raw)
+    for dataset in ("impressions", "clicks"):
+        _trap(raw, dataset, "2026-01-28")
+    with pytest.raises(Exception, match="(?i)parquet|convert|ts"):
+        spark.read.parquet(os.path.join(raw, "impressions")).select("ts").collect()  # the trap is live
+    config = _config("history.lookback_days=7", "item_stats.recent_days=7")
+    spec_dir = str(tmp_path / "spec")
+    job.build_samples(
+        spark, raw, spec_dir, config, job.Plan(window=job.fit_window(config, "2026-01-20", "2026-01-21"), fit_only=True)
+    )
+    day = date(2026, 1, 22)
+    (built,) = job.build_days(spark, raw, str(tmp_path / "samples"), config, spec_dir, [day])
+    report = built["report"]
+
+    start = day_start(day, "UTC")
+    imps = pq.read_table(os.path.join(flat, "impressions")).to_pandas()
+    clicks = pq.read_table(os.path.join(flat, "clicks")).to_pandas()
+    in_window = {
+        "impressions": int(((imps.ts >= start - 7 * DAY) & (imps.ts < start + DAY)).sum()),
+        "clicks": int(((clicks.ts >= start - 7 * DAY) & (clicks.ts < start + DAY + 1800)).sum()),
+    }
+    assert {k: report["rows_read"][k] for k in in_window} == in_window
+    assert in_window["impressions"] < len(imps) / 3 and in_window["clicks"] < len(clicks) / 3
+    assert report["window"]["raw_partitions"] == {
+        "impressions": "2026-01-14..2026-01-24",
+        "clicks": "2026-01-14..2026-01-24",
+    }
+    on_day = int(((imps.ts >= start) & (imps.ts < start + DAY)).sum())
+    assert report["rows_owned"]["impressions"] == report["samples"]["samples"]["rows"] == on_day
+
+    # Unpartitioned RAW gives the same day through a time filter (it reads every file, then keeps the window).
+    (filtered,) = job.build_days(spark, flat, str(tmp_path / "from_flat"), config, spec_dir, [day])
+    assert filtered["report"]["rows_read"] == report["rows_read"]
+    assert filtered["report"]["window"]["raw_partitions"]["impressions"] == "none: filtered by time"
+    _assert_same_samples(_day_samples(str(tmp_path / "from_flat"), day), _day_samples(str(tmp_path / "samples"), day))
