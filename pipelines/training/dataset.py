@@ -209,7 +209,7 @@ def make_dataset(
     if repeat:
         ds = ds.repeat()
     parse, element = record_parser(spec, with_metadata), _element_fn(spec, with_metadata)
-    size = None if repeat else samples.num_examples(split)
+    size = None if repeat or shard is not None else samples.num_examples(split)  # a share's size is not known
     if block == 1:
         ds = _with_cardinality(
             ds.batch(int(batch_size), drop_remainder=drop_remainder), size, batch_size, drop_remainder

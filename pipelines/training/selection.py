@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from feature_spec import (
     DATE_PREFIX,
@@ -81,7 +81,7 @@ class Samples:
     spec: dict
     splits: dict[str, SplitShards]
     vocab_dir: str  # the folder the spec's vocabulary paths are relative to
-    vocab_day: str | None = field(default=None)  # the day whose vocab/ is read (a date-partitioned SAMPLES)
+    vocab_day: str | None = None  # the day whose vocab/ is read (a date-partitioned SAMPLES)
 
     @classmethod
     def of(cls, samples_dir: str, spec: dict) -> "Samples":
@@ -215,7 +215,7 @@ def _refuse_unbuilt_days(samples_dir: str, selected: dict) -> None:
         )
     raise SamplesRefused(
         f"{len(problems)} selected day(s) of {samples_dir} cannot be read: {'; '.join(problems)}. Build each "
-        f"with `{BUILD_A_DAY}` (D = {', '.join(unbuilt)}), then rerun{ordinary}"
+        f"with `{BUILD_A_DAY}` (D = {', '.join(dict.fromkeys(unbuilt))}), then rerun{ordinary}"
     )
 
 
