@@ -8,8 +8,11 @@ hash) whose one split is DAY_SPLIT, vocab/ and _SUCCESS.
     2026-01-01  train part 0     2026-01-04  test           2026-01-06..08  another spec hash
     2026-01-02  train parts 1-2  2026-01-05  valid again    2026-01-09      incomplete (no _SUCCESS)
     2026-01-03  valid                                       2026-01-10      only a hidden staging folder
+
+The last test puts days on s3:// (the emulator fixture of tests/test_s3.py).
 """
 
+import io
 import json
 import shutil
 from datetime import date
@@ -24,6 +27,7 @@ from jobs.train import main
 from pipelines.config import load_config
 from pipelines.config_schema import validate_train_config
 from pipelines.training.dataset import SamplesRefused, make_dataset, open_samples, record_parser
+from tests.test_s3 import _ok, s3  # noqa: F401 - s3: the emulator fixture
 from tests.tf_samples import write_samples
 
 MODEL = "emb_mlp"
@@ -380,3 +384,42 @@ def test_the_dates_are_written_back_as_ranges_or_days():
         "valid": "2026-01-21",
         "test": "2026-01-22..2026-01-22",
     }
+
+
+# ---------------------------------------------------------------- on an object store
+
+
+@pytest.mark.slow
+def test_days_on_s3_train_and_are_refused_as_local_ones(ordinary, s3, tmp_path):  # noqa: F811 - the fixture
+    """SAMPLES on s3:// (the emulator of tests/test_s3.py): days selected, vocabularies and shards read through
+    tf.io.gfile, an incomplete day and a staging folder seen as such."""
+    source, spec, _ = ordinary
+    root = tmp_path / "daily"
+    parts = {split: sorted((source / split).glob("part-*.tfrecord.gz")) for split in SIZES}
+    write_day(root, "2026-01-01", source, spec, parts["train"])
+    write_day(root, "2026-01-02", source, spec, parts["valid"])
+    write_day(root, "2026-01-03", source, spec, parts["test"])
+    write_day(root, "2026-01-04", source, spec, parts["test"], complete=False)
+    write_day(root, "2026-01-05", source, spec, parts["test"], folder=".date=2026-01-05.staging-1234")
+    s3.upload(root, "daily")
+    train = ["-m", "jobs.train", "--samples", "s3://bucket/daily", "--model", MODEL, "--epochs", "1", *FAST]
+
+    refused = s3.run(
+        *train, "--output", "s3://bucket/runs/late", *_dates("2026-01-01", "2026-01-02", "2026-01-03..2026-01-05")
+    )
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "2026-01-04 (test) is incomplete" in refused.stderr and "2026-01-05 (test) is missing" in refused.stderr
+    assert not s3.keys("runs/late")
+
+    _ok(s3.run(*train, "--output", "s3://bucket/runs/days", *_dates("2026-01-01", "2026-01-02", "2026-01-03")))
+    summary = json.loads(s3.read("runs/days/run.json"))
+    assert summary["spec_hash"] == spec["spec_hash"] and summary["train_examples"] == SIZES["train"]
+    assert summary["data"]["splits"]["test"] == {
+        "dates": "2026-01-03",
+        "days": ["2026-01-03"],
+        "num_examples": SIZES["test"],
+        "label_rate": pytest.approx(spec["splits"]["test"]["label_rate"], abs=1e-12),
+    }
+    assert summary["num_examples"] == {"valid": SIZES["valid"], "test": SIZES["test"]}
+    tokens = pd.read_parquet(io.BytesIO(s3.read("runs/days/embeddings/item_id.parquet"))).sort_values("index").token
+    assert tokens.tolist() == ["<PAD>", "<OOV>"] + [f"i{k}" for k in range(10)]
