@@ -33,9 +33,11 @@ PARAMS = {"embedding_dim": 16, "hidden_units": [256, 128, 64]}
 
 
 def read_parse_rate(samples: str, spec: dict, batch_size: int, steps: int) -> float:
-    from pipelines.training.dataset import make_dataset
+    from pipelines.training.dataset import Samples, make_dataset
 
-    ds = make_dataset(samples, spec, "train", batch_size, training=True, shuffle_buffer=100_000, seed=1, repeat=True)
+    ds = make_dataset(
+        Samples.of(samples, spec), "train", batch_size, training=True, shuffle_buffer=100_000, seed=1, repeat=True
+    )
     it = iter(ds)
     for _ in range(20):  # warm-up: fills the shuffle buffer partly, autotunes
         next(it)
@@ -77,14 +79,14 @@ def relayout(samples: str, spec: dict, output: str, rows_per_record: int, compre
 
     from feature_spec import SPEC_FILE, compute_spec_hash
     from pipelines.samples.tfrecord import compression_options, write_partition_shards
-    from pipelines.training.dataset import record_parser, split_files
+    from pipelines.training.dataset import Samples, record_parser
 
     options = compression_options(compression)
     features = [(entry["name"], entry["dtype"]) for entry in spec["features"]]
     parse = record_parser(spec)
     shutil.rmtree(output, ignore_errors=True)
     os.makedirs(os.path.join(output, "train"))
-    for k, path in enumerate(split_files(samples, spec, "train")):
+    for k, path in enumerate(Samples.of(samples, spec).files("train")):
         # Outside Spark every shard is part-00000: write each alone, then give it its number.
         staging = os.path.join(output, f"shard{k}")
         written = list(
@@ -114,7 +116,7 @@ def step_rate(name: str, samples: str, spec: dict, batch_size: int, steps: int) 
     import keras
 
     from models import build_model, compile_model
-    from pipelines.training.dataset import make_dataset
+    from pipelines.training.dataset import Samples, make_dataset
 
     keras.utils.set_random_seed(1)
     model = build_model(name, spec, PARAMS)
@@ -122,8 +124,7 @@ def step_rate(name: str, samples: str, spec: dict, batch_size: int, steps: int) 
     batches = min(steps, 50)
     cached = (
         make_dataset(
-            samples,
-            spec,
+            Samples.of(samples, spec),
             "train",
             batch_size,
             training=True,

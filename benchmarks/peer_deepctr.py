@@ -50,7 +50,7 @@ from deepctr.models import DCN, WDL, DeepFM  # noqa: E402
 
 from benchmarks.measure import emit  # noqa: E402
 from feature_spec import load_spec, model_inputs, numeric_width  # noqa: E402
-from pipelines.training.dataset import make_dataset  # noqa: E402
+from pipelines.training.dataset import Samples, make_dataset  # noqa: E402
 from pipelines.training.metrics import auc  # noqa: E402
 
 LOAD_BATCH = 8192
@@ -84,7 +84,7 @@ def feature_columns(spec: dict, embedding_dim: int) -> list:
 def load_split(samples: str, spec: dict, split: str) -> tuple[dict, np.ndarray]:
     """One split as {feature: array} (scalars as [n, 1], DeepCTR's input shape) and labels [n]."""
     parts, labels = {}, []
-    for features, label in make_dataset(samples, spec, split, LOAD_BATCH).as_numpy_iterator():
+    for features, label in make_dataset(Samples.of(samples, spec), split, LOAD_BATCH).as_numpy_iterator():
         for name, value in features.items():
             parts.setdefault(name, []).append(value.reshape(len(value), -1))
         labels.append(label.reshape(-1))

@@ -46,7 +46,16 @@ from feature_spec.access import (
     vocabulary_path,
     vocabulary_tokens,
 )
-from feature_spec.dates import DATE_PREFIX, DAY_SPLIT, day_folder, folder_date, parse_date, parse_date_range
+from feature_spec.dates import (
+    DATE_PREFIX,
+    DAY_COMPLETE,
+    DAY_SPLIT,
+    day_folder,
+    folder_date,
+    parse_date,
+    parse_date_range,
+    range_text,
+)
 from feature_spec.dtypes import DTYPES, NULL_VALUES, arrow_type, null_value, tf_dtype
 from feature_spec.entries import (
     bucketized,
@@ -85,11 +94,13 @@ from feature_spec.validate import check_embedded_fields, check_entry, validate_s
 
 __all__ = [
     "DATE_PREFIX",
+    "DAY_COMPLETE",
     "DAY_SPLIT",
     "day_folder",
     "folder_date",
     "parse_date",
     "parse_date_range",
+    "range_text",
     "all_features",
     "split_label_rate",
     "with_splits",

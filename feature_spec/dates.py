@@ -18,6 +18,7 @@ from datetime import date, timedelta
 
 DATE_PREFIX = "date="
 DAY_SPLIT = "samples"  # the one split of a day's folder: which days train, validate or test is chosen later
+DAY_COMPLETE = "_SUCCESS"  # a day's folder is complete, and may be read, once it holds this file
 _FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -40,6 +41,14 @@ def parse_date_range(text) -> list[date]:
     if end < start:
         raise ValueError(f"date range {value!r} ends before it starts")
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def range_text(days) -> str:
+    """The days (consecutive, in order) written as parse_date_range reads them: `FIRST..LAST`, or `D` for one day."""
+    days = [parse_date(day) for day in days]
+    if not days:
+        raise ValueError("no days")
+    return days[0].isoformat() if len(days) == 1 else f"{days[0].isoformat()}..{days[-1].isoformat()}"
 
 
 def day_folder(samples_dir: str, day) -> str:

@@ -4,6 +4,10 @@
                          [--conf FILE] [--set key=value ...]
     python jobs/train.py --samples SAMPLES --model deepfm --output runs/deepfm
 
+SAMPLES is an ordinary build (train/, valid/, test/), or with --set data.train_dates=FIRST..LAST
+--set data.valid_dates=... --set data.test_dates=... (each a range or one day YYYY-MM-DD) a date-partitioned
+one (SAMPLES/date=YYYY-MM-DD/): the run reads those days; a missing or incomplete day is refused (exit code 2),
+days of different spec hashes too (exit code 3).
 Writes RUN/metrics.parquet, predictions/, embeddings/, model/ (SavedModel), run.json,
 tensorboard/ and checkpoints/. Rerunning into the same RUN resumes from its last
 checkpoint; samples with another feature spec hash than RUN was trained on are refused
@@ -55,7 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__, epilog=_params_help(), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--samples", required=True, help="samples directory (feature_spec.json, train/, valid/, test/, vocab/)"
+        "--samples",
+        required=True,
+        help="samples directory (feature_spec.json, train/, valid/, test/, vocab/; or date=YYYY-MM-DD/ folders "
+        "with data.*_dates)",
     )
     parser.add_argument(
         "--model", choices=MODEL_NAMES, metavar="NAME", help=f"{' | '.join(MODEL_NAMES)} (default: config `model`)"
@@ -110,7 +117,7 @@ def main(argv=None) -> int:
 
     from feature_spec import SpecError
     from pipelines.publish import OutputRefused, write_failure
-    from pipelines.training.dataset import CorruptShardError
+    from pipelines.training.dataset import CorruptShardError, SamplesRefused
     from pipelines.training.train import InitFromRefused, RunMismatch, SimulatedCrash, train
 
     try:
@@ -118,7 +125,8 @@ def main(argv=None) -> int:
     except ConfigError as exc:  # train() validates its config on entry too (checked above already)
         print_config_error(exc)
         return 2
-    except (OutputRefused, CorruptShardError, InitFromRefused) as exc:  # RUN overlaps SAMPLES, ...; a truncated shard
+    # RUN overlaps SAMPLES, ...; a truncated shard; a selected day missing or incomplete
+    except (OutputRefused, CorruptShardError, InitFromRefused, SamplesRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (SpecError, RunMismatch) as exc:  # spec hash mismatch, another model in RUN or --init-from, broken spec

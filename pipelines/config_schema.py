@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from feature_spec import parse_date_range, range_text
 from pipelines.config import ConfigError
 
 __all__ = ["BuildConfig", "TrainConfig", "config_problems", "validate_build_config", "validate_train_config"]
@@ -407,6 +408,83 @@ def _params(value):
     return value
 
 
+def _date_range(value):
+    """data.*_dates: null, a day `YYYY-MM-DD` (a string or an unquoted YAML date) or a range `FIRST..LAST`
+    (both days included), written back as FIRST..LAST or D."""
+    if value is None:
+        return None
+    if isinstance(value, datetime) or not isinstance(value, (str, date)):
+        raise PydanticCustomError("date_range", "must be a day YYYY-MM-DD or a range FIRST..LAST (both days included)")
+    text = value.isoformat() if isinstance(value, date) else value
+    try:
+        days = parse_date_range(text)
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "date_range",
+            "must be a day YYYY-MM-DD or a range FIRST..LAST (both days included): {reason}",
+            {"reason": str(exc)},
+        ) from None
+    return range_text(days) if ".." not in text else f"{days[0].isoformat()}..{days[-1].isoformat()}"
+
+
+DateRange = Annotated[Optional[str], BeforeValidator(_date_range)]
+DATE_KEYS = {"train": "train_dates", "valid": "valid_dates", "test": "test_dates"}  # in the order of time
+
+
+class DataSection(Section):
+    """Which samples train, validate and test: null for an ordinary SAMPLES (its train/, valid/, test/), or
+    days of a date-partitioned SAMPLES (SAMPLES/date=YYYY-MM-DD/, feature_spec/dates.py)."""
+
+    train_dates: DateRange
+    valid_dates: DateRange
+    test_dates: DateRange
+
+    def dates(self) -> dict[str, str] | None:
+        """{split: FIRST..LAST or D}, or None for an ordinary SAMPLES."""
+        if self.train_dates is None:
+            return None
+        return {split: getattr(self, key) for split, key in DATE_KEYS.items()}
+
+    @model_validator(mode="after")
+    def _together_and_in_order(self):
+        keys = list(DATE_KEYS.values())
+        given = [key for key in keys if getattr(self, key) is not None]
+        if not given:
+            return self
+        if len(given) < len(keys):
+            missing = [key for key in keys if key not in given]
+            raise _relation(
+                missing[0],
+                "must be given with data.{given}: a date-partitioned SAMPLES needs the train, valid and test days "
+                "(data.train_dates, data.valid_dates, data.test_dates), an ordinary one none of them, got None",
+                given=" and data.".join(given),
+            )
+        days = {key: parse_date_range(getattr(self, key)) for key in keys}
+        for earlier, later in zip(keys, keys[1:]):
+            first, then = days[earlier], days[later]
+            if then[0] > first[-1]:
+                continue
+            shared = sorted(set(first) & set(then))
+            if shared:
+                raise _relation(
+                    later,
+                    "overlaps data.{earlier} ({first}) on {shared}: the train, valid and test days must not overlap "
+                    "(a model is not validated or tested on days it trained on), got {then}",
+                    earlier=earlier,
+                    first=getattr(self, earlier),
+                    shared=range_text(shared),
+                    then=repr(getattr(self, later)),
+                )
+            raise _relation(
+                later,
+                "must come after data.{earlier} ({first}): train days first, then valid, then test, got {then}",
+                earlier=earlier,
+                first=getattr(self, earlier),
+                then=repr(getattr(self, later)),
+            )
+        return self
+
+
 class TrainConfig(Section):
     model: Annotated[str, WrapValidator(lambda v, h: _model_name(h(v)))]
     run_id: Optional[Name]  # null: the name of the output directory
@@ -420,6 +498,7 @@ class TrainConfig(Section):
     verbose: Annotated[int, Field(ge=0, le=2)]  # Keras fit: 0 silent, 1 progress bar, 2 one line per epoch
     resume: bool
     init_from: Optional[Name]  # a finished run whose weights and optimizer state a new run starts from
+    data: DataSection
     input: TrainInputSection
     early_stopping: EarlyStoppingSection
     checkpoints: CheckpointsSection

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from feature_spec import load_spec, model_inputs
-from pipelines.training.dataset import SpecHashMismatch, check_run_spec_hash, make_dataset, open_samples, split_files
+from pipelines.training.dataset import Samples, SpecHashMismatch, check_run_spec_hash, make_dataset, open_samples
 from tests.tf_samples import write_samples
 
 
@@ -31,7 +31,7 @@ def _collect(ds):
 def test_spec_loads_and_files_are_listed(samples):
     path, spec, _ = samples
     assert load_spec(path)["spec_hash"] == spec["spec_hash"]
-    assert [os.path.basename(f) for f in split_files(path, spec, "train")] == [
+    assert [os.path.basename(f) for f in Samples.of(path, spec).files("train")] == [
         "part-00000.tfrecord.gz",
         "part-00001.tfrecord.gz",
     ]
@@ -40,7 +40,7 @@ def test_spec_loads_and_files_are_listed(samples):
 @pytest.mark.parametrize("split", ["valid", "test"])
 def test_parse_gives_exactly_the_values_written(samples, split):
     path, spec, rows = samples
-    got = _collect(make_dataset(path, spec, split, batch_size=8, with_metadata=True))
+    got = _collect(make_dataset(Samples.of(path, spec), split, batch_size=8, with_metadata=True))
     expected = rows[split].set_index("ts")
     assert len(got["ts"]) == len(expected)
     order = np.argsort(got["ts"])
@@ -66,7 +66,7 @@ def test_parse_gives_exactly_the_values_written(samples, split):
 
 def test_train_batches_have_the_spec_shapes(samples):
     path, spec, rows = samples
-    ds = make_dataset(path, spec, "train", batch_size=16, training=True, shuffle_buffer=64, seed=1)
+    ds = make_dataset(Samples.of(path, spec), "train", batch_size=16, training=True, shuffle_buffer=64, seed=1)
     total, labels = 0, 0.0
     for features, label in ds:
         assert set(features) == {e["name"] for e in model_inputs(spec)}
@@ -85,7 +85,13 @@ def test_training_shuffle_is_seeded_when_deterministic(samples):
 
     def users(seed):
         ds = make_dataset(
-            path, spec, "train", batch_size=50, training=True, shuffle_buffer=50, seed=seed, deterministic=True
+            Samples.of(path, spec),
+            "train",
+            batch_size=50,
+            training=True,
+            shuffle_buffer=50,
+            seed=seed,
+            deterministic=True,
         )
         return np.concatenate([f["user_idx"].numpy() for f, _ in ds]).tolist()
 
@@ -100,7 +106,7 @@ def test_spec_hash_mismatch_is_refused_with_both_hashes(samples, tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     check_run_spec_hash(str(run), spec["spec_hash"])  # nothing recorded yet: fine
     (run / "checkpoints" / "state.json").write_text(json.dumps({"spec_hash": spec["spec_hash"], "epoch": 1}))
-    assert open_samples(path, str(run))["spec_hash"] == spec["spec_hash"]
+    assert open_samples(path, str(run)).spec_hash == spec["spec_hash"]
     old = "0" * 64
     (run / "checkpoints" / "state.json").write_text(json.dumps({"spec_hash": old, "epoch": 1}))
     with pytest.raises(SpecHashMismatch) as err:
@@ -113,7 +119,7 @@ def test_missing_split_files_are_a_clear_error(samples, tmp_path):
     path, spec, _ = samples
     broken = dict(spec, splits={**spec["splits"], "test": {"pattern": "nope/part-*.tfrecord.gz"}})
     with pytest.raises(FileNotFoundError, match="nope"):
-        make_dataset(path, broken, "test", batch_size=4)
+        make_dataset(Samples.of(path, broken), "test", batch_size=4)
     assert math.isfinite(spec["splits"]["train"]["label_rate"])
 
 
@@ -144,8 +150,8 @@ def _batch_sizes(ds):
 def test_blocks_parse_to_exactly_the_rows_of_one_example_per_record(samples, block_samples, split, batch_size):
     path, spec, rows = samples
     block_path, block_spec, _ = block_samples
-    expected = _by_ts(_collect(make_dataset(path, spec, split, batch_size=batch_size, with_metadata=True)))
-    ds = make_dataset(block_path, block_spec, split, batch_size=batch_size, with_metadata=True)
+    expected = _by_ts(_collect(make_dataset(Samples.of(path, spec), split, batch_size=batch_size, with_metadata=True)))
+    ds = make_dataset(Samples.of(block_path, block_spec), split, batch_size=batch_size, with_metadata=True)
     got = _by_ts(_collect(ds))
     assert set(got) == set(expected)
     for name in expected:  # NaN (a null p_click) equals NaN here
@@ -161,7 +167,7 @@ def test_block_eval_order_is_deterministic(block_samples):
     path, spec, rows = block_samples
 
     def ts():
-        return _collect(make_dataset(path, spec, "valid", batch_size=5, with_metadata=True))["ts"].tolist()
+        return _collect(make_dataset(Samples.of(path, spec), "valid", batch_size=5, with_metadata=True))["ts"].tolist()
 
     first = ts()
     assert first == ts() and sorted(first) == sorted(rows["valid"]["ts"])
@@ -169,14 +175,16 @@ def test_block_eval_order_is_deterministic(block_samples):
 
 def test_block_drop_remainder_gives_only_full_batches(block_samples):
     path, spec, _ = block_samples
-    ds = make_dataset(path, spec, "train", batch_size=12, drop_remainder=True)
+    ds = make_dataset(Samples.of(path, spec), "train", batch_size=12, drop_remainder=True)
     assert int(ds.cardinality()) == SIZES["train"] // 12
     assert _batch_sizes(ds) == [12] * (SIZES["train"] // 12)
 
 
 def test_block_training_sees_every_row_once_per_epoch_in_a_new_order(block_samples):
     path, spec, rows = block_samples
-    ds = make_dataset(path, spec, "train", batch_size=7, training=True, shuffle_buffer=24, seed=4, with_metadata=True)
+    ds = make_dataset(
+        Samples.of(path, spec), "train", batch_size=7, training=True, shuffle_buffer=24, seed=4, with_metadata=True
+    )
     epochs = [_collect(ds)["ts"].tolist() for _ in range(2)]
     file_order = rows["train"]["ts"].tolist()
     for epoch in epochs:
@@ -190,7 +198,9 @@ def test_block_training_permutes_rows_inside_each_batch(block_samples):
     """Without any block shuffle the rows of a block must still not stay neighbours."""
     path, spec, rows = block_samples
     block_of = {ts: k // BLOCK for k, ts in enumerate(rows["train"]["ts"])}  # every shard holds 25 rows
-    ds = make_dataset(path, spec, "train", batch_size=50, training=True, shuffle_buffer=0, seed=2, with_metadata=True)
+    ds = make_dataset(
+        Samples.of(path, spec), "train", batch_size=50, training=True, shuffle_buffer=0, seed=2, with_metadata=True
+    )
     blocks = [block_of[ts] for ts in _collect(ds)["ts"].tolist()]
     neighbours = sum(a == b for a, b in zip(blocks, blocks[1:]))
     assert neighbours < (BLOCK - 1) * len(set(blocks)) / 2  # kept together, they would be ~43 of 49
@@ -201,8 +211,7 @@ def test_block_training_shuffle_is_seeded_when_deterministic(block_samples):
 
     def ts(seed):
         ds = make_dataset(
-            path,
-            spec,
+            Samples.of(path, spec),
             "train",
             batch_size=16,
             training=True,
@@ -227,8 +236,8 @@ def test_corrupt_block_shard_is_named(block_samples, tmp_path):
     shard = copy / "test" / "part-00001.tfrecord.gz"
     shard.write_bytes(shard.read_bytes()[:-20])
     with pytest.raises(CorruptShardError, match="part-00001"):
-        with naming_corrupt_shards(str(copy), spec, ("test",)):
-            _collect(make_dataset(str(copy), spec, "test", batch_size=4, with_metadata=True))
+        with naming_corrupt_shards(Samples.of(str(copy), spec), ("test",)):
+            _collect(make_dataset(Samples.of(str(copy), spec), "test", batch_size=4, with_metadata=True))
 
 
 # ---------------------------------------------------------------- rows_per_record in the spec
@@ -364,7 +373,7 @@ def test_vector_numeric_round_trips_through_the_writer_and_record_parser(tmp_pat
     # and through make_dataset, batches cut across blocks
     (tmp_path / "feature_spec.json").write_text(json.dumps(spec))
     got = {"ts": [], "item_vec": []}
-    for features_, _, meta in make_dataset(str(tmp_path), spec, "train", batch_size=5, with_metadata=True):
+    for features_, _, meta in make_dataset(Samples.of(str(tmp_path), spec), "train", batch_size=5, with_metadata=True):
         assert features_["item_vec"].shape[1:] == (3,)
         got["ts"].append(meta["ts"].numpy())
         got["item_vec"].append(features_["item_vec"].numpy())
@@ -377,7 +386,9 @@ def test_tf_samples_vector_feature_reads_back_exactly(tmp_path, rows_per_record)
     spec, rows = write_samples(
         tmp_path / "samples", sizes=SIZES, seed=3, rows_per_record=rows_per_record, vector_feature=True
     )
-    got = _by_ts(_collect(make_dataset(str(tmp_path / "samples"), spec, "valid", batch_size=6, with_metadata=True)))
+    got = _by_ts(
+        _collect(make_dataset(Samples.of(str(tmp_path / "samples"), spec), "valid", batch_size=6, with_metadata=True))
+    )
     want = rows["valid"].sort_values("ts")
     assert got["item_vec"].shape == (SIZES["valid"], 3) and got["item_vec"].dtype == np.float32
     np.testing.assert_array_equal(got["item_vec"], np.array(want["item_vec"].tolist(), dtype=np.float32))

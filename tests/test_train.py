@@ -12,7 +12,7 @@ import tensorflow as tf
 from feature_spec import load_spec
 from jobs.train import main
 from pipelines.training import metrics as offline_metrics
-from pipelines.training.dataset import make_dataset
+from pipelines.training.dataset import Samples, make_dataset
 from tests.tf_samples import write_samples
 
 MODEL = "emb_mlp"
@@ -136,7 +136,7 @@ def test_saved_model_scores_equal_the_predictions(samples, finished_run):
     predictions = pd.read_parquet(run / "predictions" / "test.parquet").set_index("ts").score
     for batch_size in (128, 50):  # the job's eval batch size: bit-exact; another one: equal up to float32 rounding
         ts, scores = [], []
-        for features, _, meta in make_dataset(path, spec, "test", batch_size, with_metadata=True):
+        for features, _, meta in make_dataset(Samples.of(path, spec), "test", batch_size, with_metadata=True):
             scores.append(serve(**features)["score"].numpy()[:, 0])
             ts.append(meta["ts"].numpy())
         scores = pd.Series(np.concatenate(scores), index=np.concatenate(ts))
@@ -204,7 +204,7 @@ def test_weights_checkpoint_restores_the_optimizer_state(samples, tmp_path):
 
     path, spec, _ = samples
     params = {"hidden_units": [8], "embedding_dim": 4, "seed": 0}
-    ds = make_dataset(path, spec, "train", 64)
+    ds = make_dataset(Samples.of(path, spec), "train", 64)
     model = build_model(MODEL, spec, params)
     compile_model(model, params)
     model.fit(ds, epochs=1, verbose=0, shuffle=False)
@@ -304,7 +304,7 @@ def test_a_vector_numeric_trains_exports_and_serves(tmp_path):
     assert serve.structured_input_signature[1]["item_vec"].shape.as_list() == [None, 3]
     predictions = pd.read_parquet(run / "predictions" / "test.parquet").set_index("ts").score
     ts, scores = [], []
-    for features, _, meta in make_dataset(str(path), spec, "test", 128, with_metadata=True):
+    for features, _, meta in make_dataset(Samples.of(str(path), spec), "test", 128, with_metadata=True):
         scores.append(serve(**features)["score"].numpy()[:, 0])
         ts.append(meta["ts"].numpy())
     ts = np.concatenate(ts)

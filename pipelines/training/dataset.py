@@ -1,12 +1,15 @@
 """tf.data input straight from a SAMPLES directory (docs/feature_spec.md).
 
-    spec = open_samples(samples_dir, run_dir)          # load + refuse a spec-hash change
-    ds = make_dataset(samples_dir, spec, "train", batch_size=1024, training=True,
-                      shuffle_buffer=100_000, seed=42)  # -> (features, label)
+    samples = open_samples(samples_dir, run_dir, dates)  # select (selection.py) + refuse a spec-hash change
+    ds = make_dataset(samples, "train", batch_size=1024, training=True,
+                      shuffle_buffer=100_000, seed=42)    # -> (features, label)
+
+`samples` (selection.Samples) holds the spec and each split's shards: an ordinary SAMPLES's train/,
+valid/, test/, or the union of the selected days of a date-partitioned one.
 
 The pipeline is streamed and has no Python in the per-record path:
 
-    list_files (shuffled with a seed for train)
+    the split's sorted files (shuffled with a seed for train)
       -> interleave(TFRecordDataset(GZIP)) in parallel (non-deterministic order for train)
       -> shuffle records (train) -> batch
       -> tf.io.parse_example(parse_features(spec)) on the whole batch
@@ -15,7 +18,7 @@ The pipeline is streamed and has no Python in the per-record path:
 When the spec's `rows_per_record` n > 1 a record is a block of n samples (shuffled at write
 time), which takes the per-record cost off each sample:
 
-    list_files -> interleave -> shuffle blocks (train, shuffle_buffer / n of them)
+    files -> interleave -> shuffle blocks (train, shuffle_buffer / n of them)
       -> batch ceil(batch_size / n) blocks -> parse_example(parse_block_features(spec)),
          flat values reshaped to [rows] + shape -> rebatch(batch_size)
       -> permute the rows inside each batch (train) -> the same elements as above
@@ -35,21 +38,21 @@ import re
 import tensorflow as tf
 
 from feature_spec import (
-    SpecError,
     all_features,
     compression_type,
     label_name,
-    load_spec,
     metadata_entries,
     model_inputs,
-    num_examples,
     parse_block_features,
     parse_features,
     rows_per_record,
-    spec_hash,
-    split_pattern,
 )
-from pipelines import publish
+from pipelines.training.selection import (  # noqa: F401 - SamplesRefused: open_samples raises it too
+    Samples,
+    SamplesRefused,
+    SpecHashMismatch,
+    select_samples,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPEC_HASH_FILES = (
@@ -57,10 +60,6 @@ SPEC_HASH_FILES = (
     os.path.join("checkpoints", "state.json"),
     os.path.join("model", "assets.extra", "spec_hash"),
 )
-
-
-class SpecHashMismatch(SpecError):
-    """The samples' feature spec differs from the one a run was trained on."""
 
 
 class CorruptShardError(IOError):
@@ -81,7 +80,7 @@ def corrupt_shards(files: list[str], compression: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def naming_corrupt_shards(samples_dir: str, spec: dict, splits: tuple[str, ...]):
+def naming_corrupt_shards(samples: Samples, splits: tuple[str, ...]):
     """Turn TensorFlow's DataLossError, which names no file, into a CorruptShardError that does.
 
     The shards are scanned only after a read has failed, so reading stays one pass.
@@ -89,26 +88,17 @@ def naming_corrupt_shards(samples_dir: str, spec: dict, splits: tuple[str, ...])
     try:
         yield
     except tf.errors.DataLossError as exc:
-        compression = compression_type(spec)
+        compression = compression_type(samples.spec)
         bad = {}
         for split in splits:
-            bad.update(corrupt_shards(split_files(samples_dir, spec, split), compression))
+            bad.update(corrupt_shards(samples.files(split), compression))
         if not bad:
             raise
         listed = "; ".join(f"{path}: {reason}" for path, reason in bad.items())
         raise CorruptShardError(
-            f"{len(bad)} corrupt or truncated TFRecord shard(s) in {samples_dir}: {listed}. "
+            f"{len(bad)} corrupt or truncated TFRecord shard(s) in {samples.path}: {listed}. "
             "Rebuild the samples (jobs.build_samples) or restore these files"
         ) from exc
-
-
-def split_files(samples_dir: str, spec: dict, split: str) -> list[str]:
-    publish.register_file_system(samples_dir)  # s3://, hdfs:// samples need tensorflow-io's file systems
-    pattern = split_pattern(samples_dir, spec, split)
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"no files match {pattern} (split '{split}')")
-    return files
 
 
 def record_parser(spec: dict, with_metadata: bool = True):
@@ -160,14 +150,14 @@ def shard_files(files: list[str], split: str, count: int, index: int) -> list[st
     if len(files) < count:
         raise ValueError(
             f"the {split} split has {len(files)} file(s) for {count} workers, and every worker needs one: "
-            f"rebuild the samples with --set spark.output_partitions={count} or more"
+            f"rebuild the samples with --set spark.output_partitions={count} or more (or select more days of a "
+            "date-partitioned SAMPLES)"
         )
     return sorted(files)[index::count]
 
 
 def make_dataset(
-    samples_dir: str,
-    spec: dict,
+    samples: Samples,
     split: str,
     batch_size: int,
     *,
@@ -197,15 +187,13 @@ def make_dataset(
         deterministic = not training
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    files = split_files(samples_dir, spec, split)  # fails early and clearly when nothing matches
+    spec = samples.spec
+    files = samples.files(split)  # fails early and clearly when nothing matches
     compression = compression_type(spec)
-    pattern = split_pattern(samples_dir, spec, split)
     if shard is not None:
         files = shard_files(files, split, *shard)
-    if training and shard is not None:
+    if training:  # the order tf.data.Dataset.list_files(pattern, shuffle=True, seed=seed) gives
         ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    elif training:
-        ds = tf.data.Dataset.list_files(pattern, shuffle=True, seed=seed)
     else:
         ds = tf.data.Dataset.from_tensor_slices(files)  # sorted: a deterministic order
     ds = ds.interleave(
@@ -221,7 +209,7 @@ def make_dataset(
     if repeat:
         ds = ds.repeat()
     parse, element = record_parser(spec, with_metadata), _element_fn(spec, with_metadata)
-    size = None if repeat else num_examples(spec, split)
+    size = None if repeat or shard is not None else samples.num_examples(split)  # a share's size is not known
     if block == 1:
         ds = _with_cardinality(
             ds.batch(int(batch_size), drop_remainder=drop_remainder), size, batch_size, drop_remainder
@@ -275,7 +263,8 @@ def recorded_spec_hashes(run_dir: str) -> dict[str, str]:
 
 
 def check_run_spec_hash(run_dir: str, spec_hash: str, samples_dir: str = "SAMPLES") -> None:
-    """Raise SpecHashMismatch when a checkpoint / model / run.json in `run_dir` was trained on other samples."""
+    """Raise SpecHashMismatch when a checkpoint / model / run.json in `run_dir` was trained on other samples
+    (`samples_dir` names the samples in the message: Samples.describe())."""
     for rel, recorded in recorded_spec_hashes(run_dir).items():
         if recorded != spec_hash:
             raise SpecHashMismatch(
@@ -286,9 +275,10 @@ def check_run_spec_hash(run_dir: str, spec_hash: str, samples_dir: str = "SAMPLE
             )
 
 
-def open_samples(samples_dir: str, run_dir: str | None = None) -> dict:
-    """Load and validate the spec; with `run_dir`, refuse samples the run was not trained on."""
-    spec = load_spec(samples_dir)
+def open_samples(samples_dir: str, run_dir: str | None = None, dates: dict | None = None) -> Samples:
+    """The samples of SAMPLES (with `dates`, those days of a date-partitioned SAMPLES: selection.py), their
+    specs loaded and validated; with `run_dir`, refuse samples the run was not trained on."""
+    samples = select_samples(samples_dir, dates)
     if run_dir is not None:
-        check_run_spec_hash(run_dir, spec_hash(spec), samples_dir)
-    return spec
+        check_run_spec_hash(run_dir, samples.spec_hash, samples.describe())
+    return samples

@@ -10,7 +10,8 @@ RUN/predictions/         {valid,test}.parquet: split, user_id, item_id, ts, labe
 RUN/embeddings/          <table>.parquet: feature, index, token, vector (list<float>)
 RUN/model/               SavedModel, signature serving_default(parsed model inputs) -> {"score"};
                          assets.extra/ holds feature_spec.json and spec_hash
-RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics
+RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics, and `data`:
+                         per split its size and label rate (+ the dates and days of a date-partitioned SAMPLES)
 
 On a `scheme://` RUN (s3://) the staging lies there too: the Parquet files are written to local
 temporary files and copied into it (publish.written_locally), the SavedModel is written straight
@@ -43,7 +44,7 @@ from feature_spec import (
 from pipelines import publish
 from pipelines.config_schema import TrainConfig
 from pipelines.training import metrics as offline_metrics
-from pipelines.training.dataset import make_dataset, naming_corrupt_shards
+from pipelines.training.dataset import Samples, make_dataset, naming_corrupt_shards
 
 ID_COLUMNS = ("user_id", "item_id", "ts")
 FINAL_SPLITS = ("valid", "test")
@@ -109,24 +110,24 @@ def _arrow_column(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
     return pa.array(values, type=dtype, from_pandas=pa.types.is_floating(dtype))  # NaN (missing) -> null
 
 
-def predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: int, path: str | None) -> dict:
+def predict_split(serve, samples: Samples, split: str, batch_size: int, path: str | None) -> dict:
     """Score a split batch by batch, appending rows to the Parquet file `path` (None: no file).
 
     Returns the exact metrics of the split and its size; only labels, scores and user ids
     are kept in memory for them.
     """
     with publish.written_locally(path) if path else contextlib.nullcontext() as local:
-        return _predict_split(serve, samples_dir, spec, split, batch_size, local)
+        return _predict_split(serve, samples, split, batch_size, local)
 
 
-def _predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: int, path: str | None) -> dict:
-    schema = prediction_schema(spec)
-    label = label_name(spec)
+def _predict_split(serve, samples: Samples, split: str, batch_size: int, path: str | None) -> dict:
+    schema = prediction_schema(samples.spec)
+    label = label_name(samples.spec)
     labels, scores, users = [], [], []
     writer = pq.ParquetWriter(path, schema) if path else None
     try:
-        with naming_corrupt_shards(samples_dir, spec, (split,)):
-            for features, _, meta in make_dataset(samples_dir, spec, split, batch_size, with_metadata=True):
+        with naming_corrupt_shards(samples, (split,)):
+            for features, _, meta in make_dataset(samples, split, batch_size, with_metadata=True):
                 score = serve(features)["score"].numpy().reshape(-1)
                 y = meta[label].numpy().astype(np.int64)
                 labels.append(y)
@@ -154,13 +155,13 @@ def _predict_split(serve, samples_dir: str, spec: dict, split: str, batch_size: 
     return {"metrics": offline_metrics.evaluate(y, s, users=u), "num_examples": int(y.size)}
 
 
-def predict_final_splits(serve, samples_dir: str, spec: dict, batch_size: int, folder: str | None) -> dict:
+def predict_final_splits(serve, samples: Samples, batch_size: int, folder: str | None) -> dict:
     """{split: predict_split(...)} for valid and test; `folder` None writes no prediction files."""
     if folder is not None:
         publish.makedirs(folder)
     return {
         split: predict_split(
-            serve, samples_dir, spec, split, batch_size, os.path.join(folder, f"{split}.parquet") if folder else None
+            serve, samples, split, batch_size, os.path.join(folder, f"{split}.parquet") if folder else None
         )
         for split in FINAL_SPLITS
     }
@@ -173,13 +174,14 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def write_embeddings(tables: dict, samples_dir: str, spec: dict, folder: str, chunk_rows: int) -> dict:
-    """One Parquet file per table: feature, index, token, vector; written `chunk_rows` rows at a time."""
+def write_embeddings(tables: dict, samples: Samples, folder: str, chunk_rows: int) -> dict:
+    """One Parquet file per table: feature, index, token, vector; written `chunk_rows` rows at a time
+    (the tokens from the vocabularies in samples.vocab_dir)."""
     publish.makedirs(folder)
     written = {}
     for name, variable in tables.items():
         size, dim = (int(n) for n in variable.shape)
-        tokens = vocabulary_tokens(samples_dir, spec, name, size)
+        tokens = vocabulary_tokens(samples.vocab_dir, samples.spec, name, size)
         path = os.path.join(folder, f"{_safe_name(name)}.parquet")
         with publish.written_locally(path) as local, pq.ParquetWriter(local, EMBEDDINGS_SCHEMA) as writer:
             for start in range(0, size, max(1, int(chunk_rows))):
@@ -272,9 +274,8 @@ def run_summary(
     *,
     run_id: str,
     model_name: str,
-    samples_dir: str,
+    samples: Samples,
     run_dir: str,
-    spec_hash: str,
     config: TrainConfig,
     params: dict,
     history: list,
@@ -292,8 +293,9 @@ def run_summary(
     init_from: dict | None = None,
     initial_valid: dict | None = None,
 ) -> dict:
-    """The content of run.json (``distribute``: the cluster of a distributed run, where its tables lived;
-    ``init_from`` and ``initial_valid``: a warm-started run's source and its valid metrics before any step)."""
+    """The content of run.json (``data``: what each split read, samples.record(); ``distribute``: the cluster of
+    a distributed run, where its tables lived; ``init_from`` and ``initial_valid``: a warm-started run's source
+    and its valid metrics before any step)."""
     train_examples = sum(e.get("examples") or 0 for e in new_epochs)
     train_seconds = sum(e.get("train_seconds") or 0 for e in new_epochs)
     outputs = {
@@ -307,9 +309,10 @@ def run_summary(
     summary = {
         "run_id": run_id,
         "model": model_name,
-        "samples": os.path.abspath(samples_dir) if "://" not in str(samples_dir) else str(samples_dir),
+        "samples": os.path.abspath(samples.path) if "://" not in samples.path else samples.path,
+        "data": samples.record(),
         "output": run_dir,
-        "spec_hash": spec_hash,
+        "spec_hash": samples.spec_hash,
         "config": config.model_dump(),  # as a plain dict, as the YAML holds it
         "params": params,
         "versions": library_versions(),

@@ -3,6 +3,9 @@
     summary = train(samples_dir, run_dir, config)   # config: a TrainConfig (pipelines/config_schema.py),
                                                     # or a mapping with the keys of conf/train.yaml
 
+The samples are SAMPLES's train/valid/test splits, or with config.data's dates those days of a
+date-partitioned SAMPLES (pipelines/training/selection.py); either way a `Samples` that the rest reads.
+
 Training: binary cross-entropy, Keras fit with a fixed seed, early stopping on the
 valid AUC (patience from config) with the best epoch's weights restored, a
 checkpoint after every epoch (weights incl. optimizer state, epoch number,
@@ -33,12 +36,11 @@ from contextlib import contextmanager, suppress
 import keras
 import tensorflow as tf
 
-from feature_spec import num_examples, spec_hash
 from models import ParamError, build_model, compile_model, embedding_tables, resolve_params
 from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import TrainConfig, validate_train_config
-from pipelines.training.dataset import make_dataset, naming_corrupt_shards, open_samples
+from pipelines.training.dataset import Samples, make_dataset, naming_corrupt_shards, open_samples
 from pipelines.training.distributed import (
     LOOP_STRATEGIES,
     DistributedLoop,
@@ -161,13 +163,15 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
         publish.check_output(run_dir, inputs=[samples_dir, *([init_dir] if init_dir else [])], markers=RUN_MARKERS)
         if init_dir:
             refuse_into_existing_run(run_dir, init_dir)
-    spec = open_samples(samples_dir, run_dir if chief else None)  # refuses samples this RUN was not trained on
+    # the selected days checked, and samples this RUN was not trained on refused, before RUN is touched
+    samples = open_samples(samples_dir, run_dir if chief else None, config.data.dates())
+    spec = samples.spec
     checkpoints = Checkpoints(
-        os.path.join(run_dir, "checkpoints"), config.checkpoints.keep, model_name, params, spec_hash(spec)
+        os.path.join(run_dir, "checkpoints"), config.checkpoints.keep, model_name, params, samples.spec_hash
     )
     if chief and not init_dir and config.resume:
         init_dir = pending_init_from(run_dir)  # a warm-started run rerun before its first checkpoint
-    init = init_source(init_dir, checkpoints, spec_hash(spec), samples_dir) if init_dir else None
+    init = init_source(init_dir, checkpoints, samples.spec_hash, samples.describe()) if init_dir else None
     strategy = make_strategy(kind, task)
     with _undone_on_write_failure(run_dir) if chief else contextlib.nullcontext():
         if chief:
@@ -182,19 +186,19 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
             build_optimizers(model)
         loop = None
         if kind in LOOP_STRATEGIES:
-            loop = DistributedLoop(model, strategy, kind, task, _train_stream(samples_dir, spec, config, kind))
+            loop = DistributedLoop(model, strategy, kind, task, _train_stream(samples, config, kind))
             loop.barrier()  # the chief has settled RUN/checkpoints
         if not chief:
             state = checkpoints.load_state()
             pending = pending_init_from(run_dir) if state is None and init is None and config.resume else None
             if pending:
-                init = init_source(pending, checkpoints, spec_hash(spec), samples_dir)
+                init = init_source(pending, checkpoints, samples.spec_hash, samples.describe())
         progress = checkpoints.restore(model, state)
         resumed_from = progress.epoch
         if state is None and init is not None:  # a warm start: epoch 1 starts from RUN0's weights
             progress.init_from = load_init_weights(model, init)
             if chief:
-                progress.initial_valid = _initial_valid(model, strategy, spec, params, samples_dir, config, init)
+                progress.initial_valid = _initial_valid(model, strategy, samples, params, config, init)
         if state is not None:
             log.info(
                 "resuming %s from the checkpoint of epoch %d (best %s %.4f at epoch %s)",
@@ -207,9 +211,9 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
         clock.since_start("setup")
         with clock.step("train"):
             if loop is not None:
-                new_epochs = fit_with_loop(loop, model, samples_dir, spec, config, progress, checkpoints, task, run_dir)
+                new_epochs = fit_with_loop(loop, model, samples, config, progress, checkpoints, task, run_dir)
             else:
-                new_epochs = fit(model, samples_dir, spec, config, progress, checkpoints, run_dir)
+                new_epochs = fit(model, samples, config, progress, checkpoints, run_dir)
         if config.debug.weights_dir:
             _save_worker_weights(model, config.debug.weights_dir, task)
         if not chief:
@@ -223,8 +227,7 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
 
         summary = write_run_outputs(
             model,
-            spec,
-            samples_dir,
+            samples,
             run_dir,
             config,
             params,
@@ -241,12 +244,12 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
         return jsonable(summary)
 
 
-def _initial_valid(model, strategy, spec: dict, params: dict, samples_dir: str, config: TrainConfig, init) -> dict:
+def _initial_valid(model, strategy, samples: Samples, params: dict, config: TrainConfig, init) -> dict:
     """The valid metrics of a warm-started model before any step, by the code of the final evaluation:
     the starting point of the run, equal to RUN0's final valid metrics on the same samples."""
-    scored = _single_process_copy(model, spec, params) if strategy is not None else model
-    serve = serving_function(scored, spec)
-    metrics = predict_split(serve, samples_dir, spec, "valid", config.eval_batch_size, None)["metrics"]
+    scored = _single_process_copy(model, samples.spec, params) if strategy is not None else model
+    serve = serving_function(scored, samples.spec)
+    metrics = predict_split(serve, samples, "valid", config.eval_batch_size, None)["metrics"]
     log.info(
         "warm start from %s (%s, epoch %s): valid before any step %s; its final valid auc %s",
         init.run,
@@ -280,15 +283,14 @@ def _nothing_to_train(progress: Progress, epochs: int) -> bool:
     return False
 
 
-def _train_stream(samples_dir: str, spec: dict, config: TrainConfig, kind: str):
+def _train_stream(samples: Samples, config: TrainConfig, kind: str):
     """``dataset_fn(input_context)`` of DistributedLoop: a worker's repeated train stream at its
     replicas' share of the global batch; under multi_worker, its share of the files."""
 
     def dataset_fn(context: tf.distribute.InputContext):
         shard = (context.num_input_pipelines, context.input_pipeline_id) if kind == "multi_worker" else None
         return make_dataset(
-            samples_dir,
-            spec,
+            samples,
             "train",
             context.get_per_replica_batch_size(config.batch_size),
             training=True,
@@ -322,8 +324,7 @@ def epoch_callbacks(
 def fit_with_loop(
     loop: DistributedLoop,
     model,
-    samples_dir: str,
-    spec: dict,
+    samples: Samples,
     config: TrainConfig,
     progress: Progress,
     checkpoints: Checkpoints,
@@ -336,13 +337,11 @@ def fit_with_loop(
     epochs = config.epochs
     if _nothing_to_train(progress, epochs):
         return []
-    num_train = num_examples(spec, "train")
+    num_train = samples.num_examples("train")
     steps = steps_per_epoch(config, num_train)
     callbacks, valid_ds = [], None
     if task.is_chief:
-        valid_ds = make_dataset(
-            samples_dir, spec, "valid", config.eval_batch_size, cycle_length=config.input.cycle_length
-        )
+        valid_ds = make_dataset(samples, "valid", config.eval_batch_size, cycle_length=config.input.cycle_length)
         # a simulated crash is raised below, on every worker
         callbacks = epoch_callbacks(config, progress, checkpoints, run_dir, num_train, crash=False)
     for callback in callbacks:
@@ -351,19 +350,19 @@ def fit_with_loop(
     log.info(
         "training %s on %s under %s (%s): epochs %d..%d, %d steps of global batch %d, spec hash %s",
         config.model,
-        samples_dir,
+        samples.describe(),
         config.distribute.strategy,
         task.describe(),
         progress.epoch + 1,
         epochs,
         steps,
         config.batch_size,
-        spec_hash(spec)[:12],
+        samples.spec_hash[:12],
     )
     before = len(progress.history)
     for callback in callbacks:
         callback.on_train_begin()
-    with naming_corrupt_shards(samples_dir, spec, ("train", "valid")):
+    with naming_corrupt_shards(samples, ("train", "valid")):
         for epoch in range(progress.epoch + 1, epochs + 1):
             for callback in callbacks:
                 callback.on_epoch_begin(epoch - 1)
@@ -391,7 +390,7 @@ def fit_with_loop(
 
 
 def fit(
-    model, samples_dir: str, spec: dict, config: TrainConfig, progress: Progress, checkpoints: Checkpoints, run_dir: str
+    model, samples: Samples, config: TrainConfig, progress: Progress, checkpoints: Checkpoints, run_dir: str
 ) -> list:
     """Keras fit from epoch progress.epoch + 1 to config.epochs, unless the run already ended;
     returns the history entries of the epochs trained now."""
@@ -401,8 +400,7 @@ def fit(
     steps = config.max_steps_per_epoch
     input_conf = config.input
     train_ds = make_dataset(
-        samples_dir,
-        spec,
+        samples,
         "train",
         batch_size,
         training=True,
@@ -412,19 +410,19 @@ def fit(
         cycle_length=input_conf.cycle_length,
         deterministic=input_conf.deterministic or None,
     )
-    valid_ds = make_dataset(samples_dir, spec, "valid", config.eval_batch_size, cycle_length=input_conf.cycle_length)
-    callbacks = epoch_callbacks(config, progress, checkpoints, run_dir, num_examples(spec, "train"))
+    valid_ds = make_dataset(samples, "valid", config.eval_batch_size, cycle_length=input_conf.cycle_length)
+    callbacks = epoch_callbacks(config, progress, checkpoints, run_dir, samples.num_examples("train"))
     log.info(
         "training %s on %s: epochs %d..%d, batch size %d, spec hash %s",
         config.model,
-        samples_dir,
+        samples.describe(),
         progress.epoch + 1,
         epochs,
         batch_size,
-        spec_hash(spec)[:12],
+        samples.spec_hash[:12],
     )
     before = len(progress.history)
-    with naming_corrupt_shards(samples_dir, spec, ("train", "valid")):
+    with naming_corrupt_shards(samples, ("train", "valid")):
         model.fit(
             train_ds,
             validation_data=valid_ds,
@@ -441,8 +439,7 @@ def fit(
 
 def write_run_outputs(
     model,
-    spec,
-    samples_dir,
+    samples: Samples,
     run_dir,
     config: TrainConfig,
     params,
@@ -459,13 +456,13 @@ def write_run_outputs(
     """Predictions, embeddings, the SavedModel, metrics and run.json, published into RUN/ together."""
     outputs, monitor = config.outputs, config.early_stopping.monitor
     model_name, eval_batch_size = config.model, config.eval_batch_size
+    spec = samples.spec
     with StagedRunOutputs(run_dir, STAGING_PREFIX, started) as out:
         serve = serving_function(model, spec)
         with clock.step("evaluate"):
             final = predict_final_splits(
                 serve,
-                samples_dir,
-                spec,
+                samples,
                 eval_batch_size,
                 out.file("predictions") if outputs.predictions else None,
             )
@@ -473,8 +470,7 @@ def write_run_outputs(
             embeddings = (
                 write_embeddings(
                     embedding_tables(model),
-                    samples_dir,
-                    spec,
+                    samples,
                     out.file("embeddings"),
                     outputs.embeddings_chunk_rows,
                 )
@@ -488,9 +484,8 @@ def write_run_outputs(
         summary = run_summary(
             run_id=run_id,
             model_name=model_name,
-            samples_dir=samples_dir,
+            samples=samples,
             run_dir=run_dir,
-            spec_hash=spec_hash(spec),
             config=config,
             params=params,
             history=progress.history,
