@@ -324,3 +324,21 @@ def test_a_day_build_reads_the_events_of_its_window_not_the_log(tmp_path, spark)
     assert filtered["report"]["rows_read"] == report["rows_read"]
     assert filtered["report"]["window"]["raw_partitions"]["impressions"] == "none: filtered by time"
     _assert_same_samples(_day_samples(str(tmp_path / "from_flat"), day), _day_samples(str(tmp_path / "samples"), day))
+
+
+@pytest.mark.slow
+def test_a_model_trains_on_the_built_days_and_the_next_night_warm_starts_from_it(four_days, tmp_path):
+    """The daily schedule end to end: runs over days of the real builds; the next night's run, warm-started,
+    scores the day they share exactly as the run it started from."""
+    from tests.test_train_dates import _dates, _run, _summary
+
+    samples = four_days["samples"]
+    first, second = tmp_path / "night1", tmp_path / "night2"
+    assert _run(samples, first, *_dates(D[0].isoformat(), D[1].isoformat(), D[2].isoformat())) == 0
+    assert _run(samples, second, "--init-from", str(first), *_dates(*[d.isoformat() for d in D[1:]])) == 0
+    one, two = _summary(first), _summary(second)
+    sizes = {day: four_days["days"][i]["report"]["samples"]["samples"]["rows"] for i, day in enumerate(D)}
+    assert one["train_examples"] == sizes[D[0]] and one["num_examples"] == {"valid": sizes[D[1]], "test": sizes[D[2]]}
+    assert one["spec_hash"] == two["spec_hash"] == feature_spec.spec_hash(feature_spec.load_spec(four_days["spec"]))
+    for name, value in one["metrics"]["test"].items():  # both score D3: before its first step, night 2 is night 1
+        assert two["initial_valid"][name] == pytest.approx(value, abs=1e-6), name

@@ -515,17 +515,23 @@ def _oov_counts(samples: DataFrame) -> tuple[int, dict[str, dict]]:
     return int(row["_rows"]), counts
 
 
+def _differences(in_spec: dict, by_config: dict) -> list[str]:
+    """Per feature name (-> what is compared): in one side only, or different."""
+    problems = [f"{name} is made by the config, not in the spec" for name in by_config if name not in in_spec]
+    problems += [f"{name} is in the spec, not made by the config" for name in in_spec if name not in by_config]
+    problems += [
+        f"{name} is {by_config[name]} by the config, {in_spec[name]} in the spec"
+        for name in by_config
+        if name in in_spec and by_config[name] != in_spec[name]
+    ]
+    return problems
+
+
 def _spec_differences(applied: dict, built: dict) -> list[str]:
     """What differs between the --spec and the spec this config makes with its fit (for the message)."""
     ours = {entry["name"]: entry for entry in feature_spec.all_features(built)}
     theirs = {entry["name"]: entry for entry in feature_spec.all_features(applied)}
-    problems = [f"the config makes feature {name}, the spec has none" for name in ours if name not in theirs]
-    problems += [f"the spec has feature {name}, the config does not make it" for name in theirs if name not in ours]
-    problems += [
-        f"feature {name} differs: spec {theirs[name]}, config {ours[name]}"
-        for name in ours
-        if name in theirs and ours[name] != theirs[name]
-    ]
+    problems = _differences(theirs, ours)
     if not problems and list(ours) != list(theirs):
         problems.append("the features come in another order")
     for key in feature_spec.HASHED_KEYS:
@@ -675,18 +681,11 @@ def _check_spec_fits_config(applied: dict, config: dict, spec_dir: str) -> None:
         ).spec_features(declared, [])
         if entry["role"] == "model_input"
     ]
-    shape = {entry["name"]: (entry["kind"], entry["shape"], entry.get("vocab_size")) for entry in made}
-    expected = {
-        entry["name"]: (entry["kind"], entry["shape"], entry.get("vocab_size"))
-        for entry in feature_spec.model_inputs(applied)
-    }
-    problems = [f"{name} is made by the config, not in the spec" for name in shape if name not in expected]
-    problems += [f"{name} is in the spec, not made by the config" for name in expected if name not in shape]
-    problems += [
-        f"{name} is {shape[name]} by the config, {expected[name]} in the spec (kind, shape, vocab_size)"
-        for name in shape
-        if name in expected and shape[name] != expected[name]
-    ]
+
+    def described(entries) -> dict:
+        return {e["name"]: f"{e['kind']} {e['shape']} of {e.get('vocab_size')} indices" for e in entries}
+
+    problems = _differences(described(feature_spec.model_inputs(applied)), described(made))
     if problems:
         raise ConfigError(
             f"--spec {spec_dir} was fitted with another config: " + "; ".join(problems[:5]) + ". Build with the "
