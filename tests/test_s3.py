@@ -246,7 +246,7 @@ FAST = [
     "--set",
     "verbose=0",
 ]
-RUN_NAMES = {"_RUN.json", "checkpoints", "embeddings", "metrics.parquet", "model", "predictions", "run.json"}
+RUN_NAMES = {"_RUN.json", "checkpoints", "embeddings", "metrics.parquet", "model", "plots", "predictions", "run.json"}
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ RUN/model/               SavedModel, signature serving_default(parsed model inpu
                          assets.extra/ holds feature_spec.json and spec_hash
 RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics, and `data`:
                          per split its size and label rate (+ the dates and days of a date-partitioned SAMPLES)
+RUN/plots/               training_curves.png, roc.png, reliability.png (pipelines/training/plots.py)
 
 On a `scheme://` RUN (s3://) the staging lies there too: the Parquet files are written to local
 temporary files and copied into it (publish.written_locally), the SavedModel is written straight
@@ -48,7 +49,7 @@ from pipelines.training.dataset import Samples, make_dataset, naming_corrupt_sha
 
 ID_COLUMNS = ("user_id", "item_id", "ts")
 FINAL_SPLITS = ("valid", "test")
-PUBLISHED = ("metrics.parquet", "predictions", "embeddings", "model", "run.json")
+PUBLISHED = ("metrics.parquet", "predictions", "embeddings", "model", "plots", "run.json")
 METRICS_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -113,8 +114,8 @@ def _arrow_column(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
 def predict_split(serve, samples: Samples, split: str, batch_size: int, path: str | None) -> dict:
     """Score a split batch by batch, appending rows to the Parquet file `path` (None: no file).
 
-    Returns the exact metrics of the split and its size; only labels, scores and user ids
-    are kept in memory for them.
+    Returns the exact metrics of the split, its size, and its `labels` and `scores` (numpy arrays, for the
+    plots); only labels, scores and user ids are kept in memory.
     """
     with publish.written_locally(path) if path else contextlib.nullcontext() as local:
         return _predict_split(serve, samples, split, batch_size, local)
@@ -152,7 +153,7 @@ def _predict_split(serve, samples: Samples, split: str, batch_size: int, path: s
     y = np.concatenate(labels) if labels else np.zeros(0, np.int64)
     s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
     u = np.concatenate(users) if users else None
-    return {"metrics": offline_metrics.evaluate(y, s, users=u), "num_examples": int(y.size)}
+    return {"metrics": offline_metrics.evaluate(y, s, users=u), "num_examples": int(y.size), "labels": y, "scores": s}
 
 
 def predict_final_splits(serve, samples: Samples, batch_size: int, folder: str | None) -> dict:
@@ -300,7 +301,16 @@ def run_summary(
     train_seconds = sum(e.get("train_seconds") or 0 for e in new_epochs)
     outputs = {
         name: os.path.join(run_dir, name)
-        for name in ("metrics.parquet", "predictions", "embeddings", "model", "run.json", "tensorboard", "checkpoints")
+        for name in (
+            "metrics.parquet",
+            "predictions",
+            "embeddings",
+            "model",
+            "plots",
+            "run.json",
+            "tensorboard",
+            "checkpoints",
+        )
     }
     if not predictions:
         outputs.pop("predictions")

@@ -20,6 +20,7 @@ or the run.json / checkpoints/state.json of runs made before that marker existed
 
     pipelines/training/run_state.py     RUN/_RUN.json, RUN/checkpoints/ and the callbacks that write them
     pipelines/training/run_outputs.py   metrics.parquet, predictions/, embeddings/, model/, run.json
+    pipelines/training/plots.py         plots/: training curves, ROC, reliability diagram (PNG)
     RUN/tensorboard/           Keras TensorBoard logs
 """
 
@@ -40,6 +41,7 @@ from models import ParamError, build_model, compile_model, embedding_tables, res
 from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import TrainConfig, validate_train_config
+from pipelines.training import plots
 from pipelines.training.dataset import Samples, make_dataset, naming_corrupt_shards, open_samples
 from pipelines.training.distributed import (
     LOOP_STRATEGIES,
@@ -453,7 +455,7 @@ def write_run_outputs(
     best_epoch,
     distribute=None,
 ) -> dict:
-    """Predictions, embeddings, the SavedModel, metrics and run.json, published into RUN/ together."""
+    """Predictions, embeddings, the SavedModel, metrics, plots and run.json, published into RUN/ together."""
     outputs, monitor = config.outputs, config.early_stopping.monitor
     model_name, eval_batch_size = config.model, config.eval_batch_size
     spec = samples.spec
@@ -479,7 +481,11 @@ def write_run_outputs(
             )
         with clock.step("export"):
             export_model(model, serve, spec, out.file("model"))
-        write_metrics(metric_rows(run_id, model_name, progress.history, final, best_epoch), out.file("metrics.parquet"))
+        metrics = metric_rows(run_id, model_name, progress.history, final, best_epoch)
+        write_metrics(metrics, out.file("metrics.parquet"))
+        with clock.step("plots"):
+            scored = {split: (result["labels"], result["scores"]) for split, result in final.items()}
+            plots.write_run_plots(out.file(plots.PLOTS), metrics, scored, title=f"{run_id} ({model_name})")
         clock.since_start("total")
         summary = run_summary(
             run_id=run_id,
