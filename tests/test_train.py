@@ -13,7 +13,7 @@ from feature_spec import load_spec
 from jobs.train import main
 from pipelines.training import metrics as offline_metrics
 from pipelines.training.dataset import Samples, make_dataset
-from tests.tf_samples import write_samples
+from tests.tf_samples import GENRES, write_samples
 
 MODEL = "emb_mlp"
 EMBEDDING_DIM = 8
@@ -107,7 +107,7 @@ def test_all_outputs_exist_with_exact_columns(samples, finished_run):
 
 @pytest.mark.slow
 def test_embeddings_carry_the_vocabulary_tokens(samples, finished_run):
-    path, spec, _ = samples
+    path, spec, written = samples
     run, _ = finished_run
     e = pd.read_parquet(run / "embeddings")
     assert list(e.columns) == ["feature", "index", "token", "vector"]
@@ -123,6 +123,15 @@ def test_embeddings_carry_the_vocabulary_tokens(samples, finished_run):
     assert len(item) == 1 and len(item.vector.iloc[0]) == EMBEDDING_DIM
     buckets = e[e.feature == "item_ctr_bucket"].sort_values("index")
     assert buckets.token.tolist() == ["<PAD>", "bucket_1", "bucket_2", "bucket_3"]
+    # the item table also names each item's genres, as the train samples give them (item_genres)
+    items = pd.read_parquet(run / "embeddings" / "item_id.parquet").set_index("index")
+    assert list(items.columns) == ["feature", "token", "vector", "genres"]
+    assert items.genres[0] is None and items.genres[1] is None  # <PAD>, <OOV>: no item
+    train_items = set(written["train"].item_idx) - {1}
+    assert {i for i in items.index if items.genres[i] is not None} == train_items
+    for index in train_items:
+        genres = list(items.genres[index])
+        assert genres and set(genres) <= set(GENRES) and len(genres) == len(set(genres)), (index, genres)
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ RUN/metrics.parquet      run_id, model, split, epoch, metric, value
                          gauc, pr_auc, calibration (exact, from the predictions)
 RUN/predictions/         {valid,test}.parquet: split, user_id, item_id, ts, label, score,
                          + the spec's other metadata columns (e.g. p_click)
-RUN/embeddings/          <table>.parquet: feature, index, token, vector (list<float>)
+                         + position (int64, null when unknown) when the samples index positions
+RUN/embeddings/          <table>.parquet: feature, index, token, vector (list<float>); the item table
+                         (item_id) also genres (list<string>, from the train samples: item_genres)
 RUN/model/               SavedModel, signature serving_default(parsed model inputs) -> {"score"};
                          assets.extra/ holds feature_spec.json and spec_hash
 RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics, and `data`:
@@ -35,9 +37,13 @@ import pyarrow.parquet as pq
 from feature_spec import (
     SPEC_FILE,
     arrow_type,
+    compression_type,
+    embedding_table,
     input_signature,
     label_name,
     metadata_entries,
+    model_inputs,
+    rows_per_record,
     spec_hash,
     to_json,
     vocabulary_tokens,
@@ -45,7 +51,7 @@ from feature_spec import (
 from pipelines import publish
 from pipelines.config_schema import TrainConfig
 from pipelines.training import metrics as offline_metrics
-from pipelines.training.dataset import Samples, make_dataset, naming_corrupt_shards
+from pipelines.training.dataset import Samples, make_dataset, naming_corrupt_shards, record_parser
 
 ID_COLUMNS = ("user_id", "item_id", "ts")
 FINAL_SPLITS = ("valid", "test")
@@ -63,6 +69,11 @@ METRICS_SCHEMA = pa.schema(
 EMBEDDINGS_SCHEMA = pa.schema(
     [("feature", pa.string()), ("index", pa.int64()), ("token", pa.string()), ("vector", pa.list_(pa.float32()))]
 )
+GENRES_FIELD = pa.field("genres", pa.list_(pa.string()))
+# The samples' features (docs/feature_spec.md) that the outputs decode for a person: the impression's
+# position (an index of the `position` vocabulary) into predictions, the item's genres into its embeddings.
+POSITION = "position"
+ITEM_INDEX, ITEM_GENRES = "item_idx", "item_genres"
 
 
 class StagedRunOutputs(publish.Staging):
@@ -95,14 +106,43 @@ def serving_function(model, spec: dict):
     return serve
 
 
+def position_input(spec: dict) -> dict | None:
+    """The model input that indexes the impression's position (a categorical of the `position` vocabulary),
+    unless the samples carry `position` as metadata already (a passthrough column)."""
+    if any(e["name"] == POSITION for e in metadata_entries(spec)):
+        return None
+    for entry in model_inputs(spec):
+        if entry["kind"] == "categorical" and entry.get("vocabulary") == POSITION:
+            return entry
+    return None
+
+
 def prediction_schema(spec: dict) -> pa.Schema:
-    """split, the id columns, label, score, then the spec's other metadata columns."""
+    """split, the id columns, label, score, then the spec's other metadata columns, then `position` when the
+    samples index positions (position_input)."""
     meta = {e["name"]: e for e in metadata_entries(spec)}
     fields = [("split", pa.string())]
     fields += [(name, arrow_type(meta[name]["dtype"])) for name in ID_COLUMNS if name in meta]
     fields += [("label", pa.int64()), ("score", pa.float32())]
     fields += [(name, arrow_type(e["dtype"])) for name, e in meta.items() if name not in ID_COLUMNS]
+    if position_input(spec) is not None:
+        fields.append((POSITION, pa.int64()))
     return pa.schema(fields)
+
+
+def _position_lookup(samples: Samples) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(input name, position of each index, whether it has one): the `position` vocabulary's tokens as
+    numbers; padding (no position), OOV and any token that is not a whole number have none."""
+    entry = position_input(samples.spec)
+    if entry is None:
+        return None
+    size = int(entry["vocab_size"])
+    tokens = vocabulary_tokens(samples.vocab_dir, samples.spec, embedding_table(entry), size)
+    values, known = np.zeros(size, np.int64), np.zeros(size, bool)
+    for index, token in enumerate(tokens):
+        if isinstance(token, str) and re.fullmatch(r"-?\d+", token.strip()):
+            values[index], known[index] = int(token), True
+    return entry["name"], values, known
 
 
 def _arrow_column(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
@@ -125,6 +165,7 @@ def _predict_split(serve, samples: Samples, split: str, batch_size: int, path: s
     schema = prediction_schema(samples.spec)
     label = label_name(samples.spec)
     labels, scores, users = [], [], []
+    positions = _position_lookup(samples) if path else None
     writer = pq.ParquetWriter(path, schema) if path else None
     try:
         with naming_corrupt_shards(samples, (split,)):
@@ -141,6 +182,10 @@ def _predict_split(serve, samples: Samples, split: str, batch_size: int, path: s
                         "label": pa.array(y, pa.int64()),
                         "score": pa.array(score, pa.float32()),
                     }
+                    if positions is not None:
+                        name, values, known = positions
+                        index = np.clip(features[name].numpy().reshape(-1), 0, values.size - 1)
+                        columns[POSITION] = pa.array(values[index], pa.int64(), mask=~known[index])
                     for f in schema:
                         if f.name not in columns:
                             columns[f.name] = _arrow_column(meta[f.name].numpy(), f.type)
@@ -175,33 +220,84 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def write_embeddings(tables: dict, samples: Samples, folder: str, chunk_rows: int) -> dict:
+def item_genres(samples: Samples, batch_size: int) -> tuple[str, list] | None:
+    """(the item table's name, each item index's genre tokens): read from the train split's `item_idx` and
+    `item_genres` (only those two features parsed), the first row of each item, until every item of the
+    vocabulary has been seen. An index never seen in train (padding, OOV) has None. None when the samples
+    lack either feature.
+
+    RAW/items is no input of training, and the item's genres are in the samples only: this is one more pass
+    over train's files, much cheaper than an epoch (no model), and ends early once every item is found."""
+    import tensorflow as tf
+
+    entries = {e["name"]: e for e in model_inputs(samples.spec)}
+    if ITEM_INDEX not in entries or ITEM_GENRES not in entries:
+        return None
+    item, genres = entries[ITEM_INDEX], entries[ITEM_GENRES]
+    size, width = int(item["vocab_size"]), int(genres["shape"][0])
+    parse = record_parser({**samples.spec, "features": [item, genres]}, with_metadata=False)
+    files = samples.files("train")
+    records = -(-int(batch_size) // rows_per_record(samples.spec))
+    dataset = (
+        tf.data.TFRecordDataset(files, compression_type=compression_type(samples.spec), num_parallel_reads=4)
+        .batch(max(1, records))
+        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(2)
+    )
+    found = np.zeros((size, width), np.int64)
+    seen = np.zeros(size, bool)
+    seen[:2] = True  # padding and OOV: no item
+    with naming_corrupt_shards(samples, ("train",)):
+        for batch in dataset:
+            index = batch[ITEM_INDEX].numpy().reshape(-1)
+            new = ~seen[np.clip(index, 0, size - 1)] & (index >= 0) & (index < size)
+            if new.any():
+                first_index, first_row = np.unique(index[new], return_index=True)
+                found[first_index] = batch[ITEM_GENRES].numpy().reshape(-1, width)[new][first_row]
+                seen[first_index] = True
+                if seen.all():
+                    break
+    genre_size = int(genres["vocab_size"])
+    tokens = vocabulary_tokens(samples.vocab_dir, samples.spec, embedding_table(genres), genre_size)
+    seen[:2] = False
+    listed = [
+        [tokens[g] for g in row if 0 < g < genre_size] if seen[i] else None for i, row in enumerate(found.tolist())
+    ]
+    return embedding_table(item), listed
+
+
+def write_embeddings(
+    tables: dict, samples: Samples, folder: str, chunk_rows: int, genres: tuple[str, list] | None = None
+) -> dict:
     """One Parquet file per table: feature, index, token, vector; written `chunk_rows` rows at a time
-    (the tokens from the vocabularies in samples.vocab_dir)."""
+    (the tokens from the vocabularies in samples.vocab_dir). `genres` (item_genres()) adds the column
+    `genres` to the item table."""
     publish.makedirs(folder)
     written = {}
     for name, variable in tables.items():
         size, dim = (int(n) for n in variable.shape)
         tokens = vocabulary_tokens(samples.vocab_dir, samples.spec, name, size)
         path = os.path.join(folder, f"{_safe_name(name)}.parquet")
-        with publish.written_locally(path) as local, pq.ParquetWriter(local, EMBEDDINGS_SCHEMA) as writer:
+        listed = genres[1] if genres is not None and genres[0] == name and len(genres[1]) == size else None
+        schema = EMBEDDINGS_SCHEMA.append(GENRES_FIELD) if listed is not None else EMBEDDINGS_SCHEMA
+        with publish.written_locally(path) as local, pq.ParquetWriter(local, schema) as writer:
             for start in range(0, size, max(1, int(chunk_rows))):
                 stop = min(size, start + int(chunk_rows))
                 vectors = np.asarray(variable[start:stop].numpy(), dtype=np.float32)
                 values = pa.array(vectors.reshape(-1), pa.float32())
                 offsets = pa.array(np.arange(0, (stop - start) * dim + 1, dim, dtype=np.int32), pa.int32())
-                writer.write_table(
-                    pa.table(
-                        {
-                            "feature": pa.array([name] * (stop - start), pa.string()),
-                            "index": pa.array(np.arange(start, stop, dtype=np.int64), pa.int64()),
-                            "token": pa.array(tokens[start:stop], pa.string()),
-                            "vector": pa.ListArray.from_arrays(offsets, values, type=pa.list_(pa.float32())),
-                        },
-                        schema=EMBEDDINGS_SCHEMA,
-                    )
-                )
+                columns = {
+                    "feature": pa.array([name] * (stop - start), pa.string()),
+                    "index": pa.array(np.arange(start, stop, dtype=np.int64), pa.int64()),
+                    "token": pa.array(tokens[start:stop], pa.string()),
+                    "vector": pa.ListArray.from_arrays(offsets, values, type=pa.list_(pa.float32())),
+                }
+                if listed is not None:
+                    columns["genres"] = pa.array(listed[start:stop], GENRES_FIELD.type)
+                writer.write_table(pa.table(columns, schema=schema))
         written[name] = {"rows": size, "dim": dim, "path": os.path.basename(path)}
+        if listed is not None:
+            written[name]["genres"] = sum(entry is not None for entry in listed)
     return written
 
 

@@ -57,6 +57,7 @@ from pipelines.training.distributed import (
 from pipelines.training.run_outputs import (
     StagedRunOutputs,
     export_model,
+    item_genres,
     metric_rows,
     predict_final_splits,
     predict_split,
@@ -475,6 +476,7 @@ def write_run_outputs(
                     samples,
                     out.file("embeddings"),
                     outputs.embeddings_chunk_rows,
+                    genres=item_genres(samples, eval_batch_size),
                 )
                 if outputs.embeddings
                 else {}
