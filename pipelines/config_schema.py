@@ -495,7 +495,7 @@ class TrainConfig(Section):
     max_steps_per_epoch: Optional[PositiveInt]
     max_validation_steps: Optional[PositiveInt]
     seed: Annotated[int, Field(ge=0, le=SEED_MAX)]
-    verbose: Annotated[int, Field(ge=0, le=2)]  # Keras fit: 0 silent, 1 progress bar, 2 one line per epoch
+    verbose: Annotated[int, Field(ge=0, le=2)]  # 0 silent, 1 progress bar, 2 one line per epoch (conf/train.yaml)
     resume: bool
     init_from: Optional[Name]  # a finished run whose weights and optimizer state a new run starts from
     data: DataSection

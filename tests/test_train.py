@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -318,3 +319,30 @@ def test_a_vector_numeric_trains_exports_and_serves(tmp_path):
         ts.append(meta["ts"].numpy())
     ts = np.concatenate(ts)
     np.testing.assert_array_equal(np.concatenate(scores), predictions.loc[ts].to_numpy())
+
+
+@pytest.mark.slow
+def test_progress_lines_within_and_after_each_epoch(samples, tmp_path, caplog, monkeypatch):
+    path, _, _ = samples
+    monkeypatch.setattr("pipelines.training.train.PROGRESS_SECONDS", 0.0)  # a line after every step
+    caplog.set_level(logging.INFO, logger="pipelines.training.train")
+    assert _run(path, tmp_path / "run", "--epochs", "2", "--set", "early_stopping.patience=5") == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.training.train"]
+    steps = -(-480 // 64)
+    within = [line for line in lines if re.match(r"epoch 1/2: step \d+/8 \(\d+%\), \d+ examples/s, ", line)]
+    assert len(within) == steps and within[-1].startswith(f"epoch 1/2: step {steps}/{steps} (100%)")
+    assert "about 0s to the epoch's validation" in within[-1]
+    ends = [line for line in lines if re.match(r"epoch \d/2: train loss", line)]
+    assert len(ends) == 2 and "examples/s | ETA " in ends[0] and "for the 1 epoch(s) left" in ends[0]
+    assert ends[1].endswith("| the last epoch")
+
+
+def test_the_progress_bar_of_the_distributed_loop(capsys):
+    from pipelines.training.run_state import EpochLog, Progress, duration
+
+    log = EpochLog(Progress(), epochs=3, batch_size=10, max_examples=None, steps_per_epoch=4, progress_bar=True)
+    log.on_epoch_begin(0)
+    for step in range(4):
+        log.on_train_batch_end(step)
+    assert "4/4" in capsys.readouterr().out
+    assert [duration(s) for s in (4.4, 65, 3600 + 125, 0)] == ["4s", "1m05s", "1h02m", "0s"]

@@ -191,10 +191,16 @@ class DistributedLoop:
         # Keras divides each replica's loss by the replicas in sync: their sum is the batch's mean.
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    def train_epoch(self, steps: int) -> float:
-        """One epoch of ``steps`` global steps; the mean train loss."""
+    def train_epoch(self, steps: int, on_step=None) -> float:
+        """One epoch of ``steps`` global steps; the mean train loss. ``on_step(i)`` is called after step i
+        (0-based) under multi_worker, where steps run one after the other here; under parameter_server the
+        steps are scheduled on the workers and only their end is known (the caller reports it)."""
         if self.coordinator is None:
-            losses = [self._step(self.iterator) for _ in range(steps)]
+            losses = []
+            for i in range(steps):
+                losses.append(self._step(self.iterator))
+                if on_step is not None:
+                    on_step(i)
             return float(np.mean([float(v) for v in losses]))
         scheduled = [self.coordinator.schedule(self._step, args=(self.iterator,)) for _ in range(steps)]
         self.coordinator.join()

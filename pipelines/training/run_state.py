@@ -265,20 +265,86 @@ class Checkpoints:
 # ---------------------------------------------------------------- callbacks
 
 
-class EpochLog(keras.callbacks.Callback):
-    """Times each epoch, counts its train batches, appends its entry to `progress.history`, logs one line."""
+PROGRESS_SECONDS = 60.0  # EpochLog: a progress line at most this often inside an epoch (without a progress bar)
 
-    def __init__(self, progress: Progress, epochs: int, batch_size: int, max_examples: int | None):
+
+def duration(seconds: float) -> str:
+    """12s, 3m05s, 2h04m: a duration as a person reads it in a log."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Times each epoch, counts its train batches, appends its entry to `progress.history`, logs one line
+    per epoch with its examples/s and the ETA of the epochs left.
+
+    Inside an epoch of `steps_per_epoch` steps (None: unknown): with `progress_bar`, a Keras progress bar
+    (the distributed loop at verbose=1; Keras fit draws its own); otherwise, with `log_every` seconds, a
+    log line at most that often: steps done, examples/s, the time to the end of the epoch's training."""
+
+    def __init__(
+        self,
+        progress: Progress,
+        epochs: int,
+        batch_size: int,
+        max_examples: int | None,
+        steps_per_epoch: int | None = None,
+        log_every: float | None = None,
+        progress_bar: bool = False,
+    ):
         super().__init__()
         self.progress, self.epochs, self.batch_size, self.max_examples = progress, epochs, batch_size, max_examples
+        self.steps_per_epoch, self.log_every, self.progress_bar = steps_per_epoch, log_every, progress_bar
+        self.epoch_seconds: list[float] = []  # the epochs timed by this process, for the ETA
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.start = self.logged = time.perf_counter()
         self.train_end = None
         self.steps = 0
+        self.epoch = epoch + 1
+        self.bar = keras.utils.Progbar(self.steps_per_epoch, unit_name="step") if self.progress_bar else None
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps = batch + 1
+        if self.bar is not None:
+            self.bar.update(self.steps)
+            return
+        if self.log_every is None:
+            return
+        now = time.perf_counter()
+        if now - self.logged >= self.log_every:
+            self.logged = now
+            self._log_within_epoch(now - self.start)
+
+    def _log_within_epoch(self, seconds: float) -> None:
+        rate = self.steps * self.batch_size / seconds if seconds > 0 else 0.0
+        total = self.steps_per_epoch
+        if total:
+            left = duration(seconds / self.steps * (total - self.steps)) if self.steps else "?"
+            log.info(
+                "epoch %d/%d: step %d/%d (%.0f%%), %.0f examples/s, %s in, about %s to the epoch's validation",
+                self.epoch,
+                self.epochs,
+                self.steps,
+                total,
+                100.0 * self.steps / total,
+                rate,
+                duration(seconds),
+                left,
+            )
+        else:
+            log.info(
+                "epoch %d/%d: step %d, %.0f examples/s, %s in",
+                self.epoch,
+                self.epochs,
+                self.steps,
+                rate,
+                duration(seconds),
+            )
 
     def on_test_begin(self, logs=None):
         if self.train_end is None:
@@ -300,8 +366,15 @@ class EpochLog(keras.callbacks.Callback):
         }
         entry.update({k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))})
         self.progress.history.append(entry)
+        self.epoch_seconds.append(entry["seconds"])
+        left = self.epochs - (epoch + 1)
+        if left > 0:
+            each = sum(self.epoch_seconds) / len(self.epoch_seconds)
+            eta = f"ETA {duration(each * left)} for the {left} epoch(s) left (early stopping may end sooner)"
+        else:
+            eta = "the last epoch"
         log.info(
-            "epoch %d/%d: train loss %.4f auc %.4f | valid loss %.4f auc %.4f | %.1fs, %.0f examples/s",
+            "epoch %d/%d: train loss %.4f auc %.4f | valid loss %.4f auc %.4f | %.1fs, %.0f examples/s | %s",
             epoch + 1,
             self.epochs,
             entry.get("loss", float("nan")),
@@ -310,6 +383,7 @@ class EpochLog(keras.callbacks.Callback):
             entry.get("val_auc", float("nan")),
             entry["seconds"],
             entry["examples_per_second"] or 0.0,
+            eta,
         )
 
 

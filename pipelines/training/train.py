@@ -67,6 +67,7 @@ from pipelines.training.run_outputs import (
     write_metrics,
 )
 from pipelines.training.run_state import (
+    PROGRESS_SECONDS,
     RUN_MARKERS,
     Checkpoint,
     Checkpoints,
@@ -309,13 +310,29 @@ def _train_stream(samples: Samples, config: TrainConfig, kind: str):
 
 
 def epoch_callbacks(
-    config: TrainConfig, progress: Progress, checkpoints: Checkpoints, run_dir: str, num_train: int, crash: bool = True
+    config: TrainConfig,
+    progress: Progress,
+    checkpoints: Checkpoints,
+    run_dir: str,
+    num_train: int,
+    crash: bool = True,
+    progress_bar: bool = False,
 ) -> list:
-    """What happens after every epoch, in Keras fit and in the distributed loop alike."""
+    """What happens after every epoch, in Keras fit and in the distributed loop alike. Inside an epoch:
+    `progress_bar` (the loop at verbose=1) or, unless Keras fit draws its bar (verbose=1), a log line every
+    PROGRESS_SECONDS."""
     es = config.early_stopping
     max_examples = None if config.max_steps_per_epoch else num_train
     return [
-        EpochLog(progress, config.epochs, config.batch_size, max_examples=max_examples),
+        EpochLog(
+            progress,
+            config.epochs,
+            config.batch_size,
+            max_examples=max_examples,
+            steps_per_epoch=steps_per_epoch(config, num_train),
+            log_every=None if config.verbose == 1 else PROGRESS_SECONDS,
+            progress_bar=progress_bar,
+        ),
         EarlyStoppingWithState(progress, checkpoints, es.monitor, es.mode, es.patience, es.min_delta),
         Checkpoint(progress, checkpoints, config.debug.crash_after_epoch if crash else None),
         keras.callbacks.TensorBoard(
@@ -346,7 +363,9 @@ def fit_with_loop(
     if task.is_chief:
         valid_ds = make_dataset(samples, "valid", config.eval_batch_size, cycle_length=config.input.cycle_length)
         # a simulated crash is raised below, on every worker
-        callbacks = epoch_callbacks(config, progress, checkpoints, run_dir, num_train, crash=False)
+        callbacks = epoch_callbacks(
+            config, progress, checkpoints, run_dir, num_train, crash=False, progress_bar=config.verbose == 1
+        )
     for callback in callbacks:
         callback.set_model(model)
     model.stop_training = False
@@ -369,7 +388,7 @@ def fit_with_loop(
         for epoch in range(progress.epoch + 1, epochs + 1):
             for callback in callbacks:
                 callback.on_epoch_begin(epoch - 1)
-            loss = loop.train_epoch(steps)
+            loss = loop.train_epoch(steps, on_step=callbacks[0].on_train_batch_end if callbacks else None)
             stop = False
             if task.is_chief:
                 for callback in callbacks:
