@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print_config_error(exc)
         return 2
-    from pipelines.publish import OutputRefused, check_output, write_failure
+    from pipelines.publish import OutputRefused, check_output, print_outputs, write_failure
     from pipelines.samples import build_samples as job
     from pipelines.samples.spark import get_spark
 
@@ -128,6 +128,7 @@ def main(argv=None) -> int:
         if days and not args.fit_only:
             results = job.build_days(spark, args.input, args.output, config, args.spec, days, args.overwrite)
             print(json.dumps([_day_summary(result) for result in results], indent=2))
+            print_outputs(args.output, ", ".join(f"{os.path.basename(r['output'].rstrip('/'))}/" for r in results))
             return 0
         window = job.fit_window(config, days[0], days[-1]) if days else None
         plan = job.Plan(spec_dir=args.spec, window=window, fit_only=args.fit_only)
@@ -143,6 +144,10 @@ def main(argv=None) -> int:
         print(f"error: {unwritable}", file=sys.stderr)
         return 2
     print(json.dumps(_summary(report), indent=2))
+    print_outputs(
+        report["output"],
+        "feature_spec.json, report.json, vocab/" + ("" if args.fit_only else ", train/ valid/ test/, rejects/"),
+    )
     return 0
 
 

@@ -171,8 +171,7 @@ def main(argv=None) -> int:
         print(shown.to_string(index=False))
     if table["spec_hash"].nunique() > 1:
         print("note: the runs were trained on samples of different spec hashes (--allow-different-samples)")
-    sys.stdout.flush()
-    print(f"outputs: {output} ({TABLE}, {PICTURE})", file=sys.stderr)
+    publish.print_outputs(output, f"{TABLE}, {PICTURE}")
     return 0
 
 

@@ -122,7 +122,9 @@ def main(argv=None) -> int:
     print(f"outputs: samples {samples}")
     for name, path in summary["outputs"].items():
         print(f"         {name:<16} {path}")
-    print(f"open them with pandas.read_parquet, e.g. pd.read_parquet('{os.path.join(run_dir, 'metrics.parquet')}')")
+    print(f"open them with pandas.read_parquet, e.g. pd.read_parquet('{os.path.join(run_dir, 'metrics.parquet')}'),")
+    print("or in the notebook notebooks/inspect_run.ipynb: `make notebook` (README, Looking at the outputs)")
+    print(f"outputs: {workdir} (raw/, samples/, runs/{model}/; pictures in runs/{model}/plots/)")
     return 0
 
 

@@ -25,7 +25,7 @@ import sys
 if not __package__:  # run as a script: python jobs/generate_synthetic.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.publish import OutputRefused  # noqa: E402
+from pipelines.publish import OutputRefused, print_outputs  # noqa: E402
 from sources.synthetic import DEFAULT_VECTOR_NOISE, DEFAULTS, MIN_ITEMS, generate  # noqa: E402
 
 PRINTED = (
@@ -106,6 +106,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: summary[k] for k in PRINTED if k in summary}, indent=2))
+    print_outputs(summary["output"], "impressions/, clicks/, items/")
     return 0
 
 

@@ -23,7 +23,7 @@ import sys
 if not __package__:  # run as a script (spark-submit jobs/import_movielens.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.publish import OutputRefused  # noqa: E402
+from pipelines.publish import OutputRefused, print_outputs  # noqa: E402
 from pipelines.samples.spark import get_spark  # noqa: E402
 from sources.movielens import import_movielens  # noqa: E402
 
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
+    print_outputs(summary["output"], "impressions/, clicks/, items/")
     return 0
 
 

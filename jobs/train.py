@@ -142,8 +142,11 @@ def main(argv=None) -> int:
             raise
         print(f"error: {unwritable}", file=sys.stderr)
         return 2
+    from pipelines.publish import print_outputs
+
     if "task" in summary:  # a worker of a multi-worker run: the chief writes and prints the run's outputs
         print(json.dumps(summary, indent=2))
+        print_outputs(summary["run_dir"], "written by the chief")
         return 0
     print(
         json.dumps(
@@ -160,7 +163,13 @@ def main(argv=None) -> int:
             indent=2,
         )
     )
+    print_outputs(summary["output"], ", ".join(_listed(summary["outputs"])))
     return 0
+
+
+def _listed(outputs: dict) -> list[str]:
+    """The names of run.json's `outputs`, folders with a slash."""
+    return [name if "." in name else f"{name}/" for name in outputs]
 
 
 if __name__ == "__main__":

@@ -776,6 +776,14 @@ class StagedOutput:
 
 # ---------------------------------------------------------------- leaving the process
 
+
+def print_outputs(path, contents: str = "") -> None:
+    """A job's last line, on stderr after whatever it printed on stdout (often JSON, which stays parseable):
+    where its outputs are, e.g. `outputs: /data/runs/deepfm (metrics.parquet, ...)`."""
+    sys.stdout.flush()
+    print(f"outputs: {path}{f' ({contents})' if contents else ''}", file=sys.stderr, flush=True)
+
+
 # Schemes whose tensorflow-io client aborts the interpreter at exit ("pure virtual method called", exit
 # code 134, tensorflow/io#2039, not fixed in 0.37.1) once it has been used.
 HARD_EXIT_SCHEMES = ("s3://",)

@@ -201,7 +201,10 @@ def test_item_vectors_are_optional_and_change_nothing_else(tmp_path, capsys):
     assert (
         main(["--output", str(tmp_path / "vec"), *[f"--{k}={v}" for k, v in args.items()], "--item-vector-dim=6"]) == 0
     )
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    # the last line, on stderr (stdout stays JSON), says where the outputs are
+    assert captured.err.splitlines()[-1] == f"outputs: {tmp_path / 'vec'} (impressions/, clicks/, items/)"
     plain, vec = files_of(tmp_path / "plain"), files_of(tmp_path / "vec")
     # Impressions and clicks are byte-identical: the vectors come from a random stream of their own.
     assert {k: v for k, v in plain.items() if not k.startswith(("items", "_"))} == {

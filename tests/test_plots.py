@@ -115,7 +115,7 @@ def test_the_figures_of_hand_made_outputs_are_pngs(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_run_writes_its_plots(tmp_path):
+def test_every_run_writes_its_plots(tmp_path, capsys):
     from jobs.train import main
     from tests.test_warm_start import FAST
     from tests.tf_samples import write_samples
@@ -124,6 +124,8 @@ def test_every_run_writes_its_plots(tmp_path):
     write_samples(samples, sizes={"train": 320, "valid": 120, "test": 120}, seed=3)
     args = ["--samples", str(samples), "--model", "emb_mlp", "--output", str(run), "--epochs", "2", *FAST]
     assert main(args) == 0
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(f"outputs: {run} (metrics.parquet, predictions/, embeddings/, model/, plots/, run.json")
     summary = json.loads((run / "run.json").read_text())
     assert summary["outputs"]["plots"] == str(run / "plots")
     assert "plots" in summary["timings"]

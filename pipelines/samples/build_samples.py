@@ -68,11 +68,15 @@ class Timings:
 
     @contextmanager
     def step(self, name: str):
+        """Log the step's start and its seconds at the end, with the rows the step put in the dict it yields
+        (counts the job has anyway: no Spark action is added to count)."""
         log.info("step %s ...", name)
         start = time.perf_counter()
-        yield
+        rows: dict[str, int] = {}
+        yield rows
         self.seconds[name] = round(time.perf_counter() - start, 3)
-        log.info("step %s done in %.1fs", name, self.seconds[name])
+        counted = "".join(f", {what} {count:,}" for what, count in rows.items())
+        log.info("step %s done in %.1fs%s", name, self.seconds[name], counted)
 
 
 def _count_by_reason(df: DataFrame) -> tuple[int, int, dict[str, int], dict[str, dict[str, int]]]:
@@ -568,9 +572,10 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         )
         if applied:
             _check_spec_fits_config(applied, config, plan.spec_dir)
-        with timings.step("validate"):
+        with timings.step("validate") as rows:
             known_lengths = _spec_vector_lengths(applied, config) if applied else None
             raw = _validate(spark, raw_dir, config, persist, spark_dir, plan.window, known_lengths)
+            rows.update({f"{name} read": count for name, count in raw.rows_read.items()})
         with timings.step("labels"):
             keyed, attributed, orphan_clicks = _attributed_clicks(raw, window, persist, plan)
         with timings.step("split"):
@@ -587,11 +592,12 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
                 )
             for name, frame in vocabularies.frames.items():
                 frame.coalesce(1).write.mode("overwrite").parquet(posixpath.join(spark_dir, "vocab", name))
-        with timings.step("features"):
+        with timings.step("features") as rows:
             # Impressions before the build's days (CONTEXT) were history events only: they make no sample.
             features = _point_in_time_features(imps, attributed, raw, vocabularies, config)
             samples = persist(features.where(F.col("split") != CONTEXT))
             num_samples, oov = _oov_counts(samples)  # materialized here, so the step timings say where time goes
+            rows["samples"] = num_samples
         with timings.step("fit_transform"):
             declared = _declared_features(vocabularies.frames, config, raw.vector_lengths)
             if not applied:
@@ -614,8 +620,9 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         if plan.fit_only:
             per_split = {}
         else:
-            with timings.step("write_tfrecords"):
+            with timings.step("write_tfrecords") as rows:
                 per_split = _per_split(_write_shards(samples, spec, stage.path, config, plan.splits), plan.splits)
+                rows.update({f"{name} rows": entry["rows"] for name, entry in per_split.items()})
         spec = feature_spec.with_splits(spec, _spec_splits(per_split, compression.extension))
         where = (raw_dir, stage.final)
         report = _report(
