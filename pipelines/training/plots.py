@@ -9,7 +9,7 @@
 `jobs.train` writes them (`write_run_plots`) from the labels and scores it already holds for the final
 metrics, through the same staging as the other RUN outputs (so also on s3:// and from the chief of a
 distributed run); `jobs.compare` draws `comparison_figure`; `notebooks/inspect_run.ipynb` reads predictions
-with `read_labels_scores` (only the `label` and `score` columns, and at most `max_rows` of them).
+with `read_predictions` (only the columns it needs, and at most `max_rows` rows).
 
 Every figure is a `matplotlib.figure.Figure` drawn by the Agg canvas, never through pyplot: nothing here
 changes the backend or the global state of a notebook that imports it.
@@ -57,28 +57,29 @@ def save_png(figure, path: str) -> None:
 # ---------------------------------------------------------------- numbers
 
 
-def read_labels_scores(path: str, max_rows: int = MAX_ROWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """(labels int64, scores float64, rows in the file) of a predictions Parquet file, read column by column.
+def read_predictions(path: str, columns: list[str], max_rows: int = MAX_ROWS, seed: int = 0):
+    """(DataFrame of `columns`, rows in the file) of a predictions Parquet file, read column by column.
 
     A file of more than `max_rows` rows gives a uniform sample of about `max_rows` of them (each row kept
     with probability max_rows / rows, seeded), read batch by batch, so memory stays bounded by the sample."""
+    import pyarrow as pa
+
     with publish.read_locally(path) as local:
         reader = pq.ParquetFile(local)
         total = reader.metadata.num_rows
         if total <= max_rows:
-            table = reader.read(columns=["label", "score"])
-            return (
-                table.column("label").to_numpy().astype(np.int64),
-                table.column("score").to_numpy().astype(np.float64),
-                total,
-            )
+            return reader.read(columns=columns).to_pandas(), total
         keep, rng = max_rows / total, np.random.default_rng(seed)
-        labels, scores = [], []
-        for batch in reader.iter_batches(batch_size=1 << 20, columns=["label", "score"]):
-            chosen = rng.random(batch.num_rows) < keep
-            labels.append(batch.column(0).to_numpy()[chosen].astype(np.int64))
-            scores.append(batch.column(1).to_numpy()[chosen].astype(np.float64))
-        return np.concatenate(labels), np.concatenate(scores), total
+        parts = []
+        for batch in reader.iter_batches(batch_size=1 << 20, columns=columns):
+            parts.append(batch.filter(pa.array(rng.random(batch.num_rows) < keep)))
+        return pa.Table.from_batches(parts, schema=parts[0].schema if parts else None).to_pandas(), total
+
+
+def read_labels_scores(path: str, max_rows: int = MAX_ROWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """(labels int64, scores float64, rows in the file) of a predictions Parquet file (read_predictions)."""
+    frame, total = read_predictions(path, ["label", "score"], max_rows, seed)
+    return frame["label"].to_numpy(np.int64), frame["score"].to_numpy(np.float64), total
 
 
 def roc_points(labels, scores, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
