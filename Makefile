@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= data
 MODEL ?=
 
-.PHONY: venv demo test test-fast lint format bench lock clean cluster-up cluster-down
+.PHONY: venv demo notebook test test-fast lint format bench lock clean cluster-up cluster-down
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -19,6 +19,17 @@ venv: $(VENV)/.installed
 # End to end on the embedded synthetic data.
 demo: venv
 	$(PY) -m jobs.demo --workdir $(DATA) $(if $(MODEL),--model $(MODEL),)
+
+# notebooks/inspect_run.ipynb on `make demo`'s outputs (DATA, MODEL): installs Jupyter into the venv when it is
+# missing (requirements-notebook.txt; make demo and make test never need it), writes a copy whose parameters name
+# those outputs to $(DATA)/inspect_run.ipynb (papermill --prepare-only: nothing is run), and opens it.
+NOTEBOOK_MODEL = $(or $(MODEL),$(shell $(PY) -c "from pipelines.config import load_job_config; print(load_job_config('train').model)"))
+notebook: venv
+	@$(PY) -c "import notebook" 2>/dev/null || $(PY) -m pip install --quiet -r requirements-notebook.txt -c constraints.txt
+	@test -f $(DATA)/runs/$(NOTEBOOK_MODEL)/run.json || { echo "no finished run in $(DATA)/runs/$(NOTEBOOK_MODEL): run make demo first"; exit 1; }
+	$(PY) -m papermill --prepare-only --no-progress-bar notebooks/inspect_run.ipynb $(DATA)/inspect_run.ipynb \
+		-p samples $(abspath $(DATA))/samples -y '{"runs": ["$(abspath $(DATA))/runs/$(NOTEBOOK_MODEL)"]}'
+	$(PY) -m jupyter notebook $(DATA)/inspect_run.ipynb $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 # Everything, the slow end-to-end tests included (what CI runs, through .ci/run).
 test: venv lint
