@@ -8,8 +8,8 @@ SAMPLES is an ordinary build (train/, valid/, test/), or with --set data.train_d
 --set data.valid_dates=... --set data.test_dates=... (each a range or one day YYYY-MM-DD) a date-partitioned
 one (SAMPLES/date=YYYY-MM-DD/): the run reads those days; a missing or incomplete day is refused (exit code 2),
 days of different spec hashes too (exit code 3).
-Writes RUN/metrics.parquet, predictions/, embeddings/, model/ (SavedModel), run.json,
-tensorboard/ and checkpoints/. Rerunning into the same RUN resumes from its last
+Writes RUN/metrics.parquet, predictions/, embeddings/, model/ (SavedModel), plots/ (PNG), run.json,
+tensorboard/ and checkpoints/; the last line (stderr) says where. Rerunning into the same RUN resumes from its last
 checkpoint; samples with another feature spec hash than RUN was trained on are refused
 (exit code 3). A RUN that overlaps SAMPLES, or that is not empty and holds no earlier run,
 is refused (exit code 2).
