@@ -119,7 +119,7 @@ def main(argv=None) -> int:
             f"true p_click AUC on the same test rows {oracle:.4f}; the model reaches {test['auc'] / oracle:.3f} of it"
         )
     print("seconds " + "  ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
-    print(f"outputs: samples {samples}")
+    print(f"written: samples {samples}")
     for name, path in summary["outputs"].items():
         print(f"         {name:<16} {path}")
     print(f"open them with pandas.read_parquet, e.g. pd.read_parquet('{os.path.join(run_dir, 'metrics.parquet')}'),")

@@ -506,7 +506,12 @@ def write_run_outputs(
         write_metrics(metrics, out.file("metrics.parquet"))
         with clock.step("plots"):
             scored = {split: (result["labels"], result["scores"]) for split, result in final.items()}
-            plots.write_run_plots(out.file(plots.PLOTS), metrics, scored, title=f"{run_id} ({model_name})")
+            plots.write_run_plots(
+                out.file(plots.PLOTS),
+                metrics,
+                scored,
+                title=run_id if run_id == model_name else f"{run_id} ({model_name})",
+            )
         clock.since_start("total")
         summary = run_summary(
             run_id=run_id,
