@@ -28,6 +28,7 @@ from pipelines.config import load_config
 from pipelines.samples.build_samples import build_samples
 from pipelines.training import metrics as offline_metrics
 from tests.samples_io import read_all
+from tests.test_plots import png_size
 from tests.tf_samples import write_samples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -283,6 +284,12 @@ def test_train_reads_s3_samples_writes_its_run_there_and_resumes_from_it(s3, tmp
     items = pd.read_parquet(local / "embeddings" / "item_id.parquet").sort_values("index")
     assert items["token"].tolist() == ["<PAD>", "<OOV>"] + [f"i{k}" for k in range(10)]
     assert (local / "model" / "assets.extra" / "spec_hash").read_text().strip() == spec["spec_hash"]
+    # the item table's genres were read from the train samples on s3:// too
+    assert items["genres"].iloc[0] is None and all(len(g) > 0 for g in items["genres"].iloc[2:])
+    # the plots, published with the other outputs through local temporary files, are whole PNG files
+    plots = sorted((local / "plots").iterdir())
+    assert [p.name for p in plots] == ["reliability.png", "roc.png", "training_curves.png"]
+    assert all(png_size(p)[0] >= 500 for p in plots)
     state = json.loads((local / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 2
 

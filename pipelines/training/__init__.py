@@ -4,6 +4,7 @@
     dataset.py      the training input: tf.data streams of parsed TFRecord shards
     run_state.py    RUN/_RUN.json, checkpoints and the callbacks that write them
     run_outputs.py  metrics.parquet, predictions/, embeddings/, the exported model, run.json
+    plots.py        plots/: training curves, ROC, reliability diagram (no TensorFlow; jobs.compare and the notebook too)
     warm_start.py   --init-from: a new run started from a finished run's weights and optimizer state
     metrics.py      offline metrics (AUC, logloss, calibration, per-user AUC)
     distributed.py  tf.distribute strategies from TF_CONFIG; the multi-worker / parameter-server loop

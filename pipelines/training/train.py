@@ -388,6 +388,7 @@ def fit_with_loop(
         for epoch in range(progress.epoch + 1, epochs + 1):
             for callback in callbacks:
                 callback.on_epoch_begin(epoch - 1)
+            # the chief's EpochLog (the first callback) follows the steps: its progress bar or lines
             loss = loop.train_epoch(steps, on_step=callbacks[0].on_train_batch_end if callbacks else None)
             stop = False
             if task.is_chief:
