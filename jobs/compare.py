@@ -8,6 +8,7 @@ one table, a row per run, and writes it to DIR:
     DIR/comparison.parquet   run, path, model, run_id, best_epoch, split, rows, auc, gauc, pr_auc, logloss,
                              calibration, spec_hash (one row per RUN, in the order given)
     DIR/comparison.png       the same table as a picture, the best run of each metric in bold
+                             (a run is named by its folder, or by more of its path where folders repeat)
     DIR/_COMPARE.json        the runs compared and when: marks DIR as this job's output
 
 Runs trained on samples of different spec hashes are refused (exit code 2): their test rows or features
@@ -67,12 +68,15 @@ def read_run(path: str) -> dict:
         raise CompareRefused(f"{run_json} is not valid JSON: {exc}") from None
 
 
-def _names(paths: list[str]) -> list[str]:
-    """Each run's folder name; the last two path components where folder names repeat."""
-    names = [posixpath.basename(p.rstrip("/")) for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    return ["/".join(p.rstrip("/").split("/")[-2:]) for p in paths]
+def run_names(paths: list[str]) -> list[str]:
+    """Each run's folder name, or where folder names repeat, the shortest tails of the paths that differ
+    (runs/deepfm and runs_v2/deepfm; the whole paths at worst)."""
+    parts = [p.rstrip("/").split("/") for p in paths]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return list(paths)
 
 
 def comparison_table(paths: list[str], split: str = "test", allow_different_samples: bool = False):
@@ -92,7 +96,7 @@ def comparison_table(paths: list[str], split: str = "test", allow_different_samp
             "compare them anyway"
         )
     rows = []
-    for path, name, run in zip(paths, _names(paths), runs):
+    for path, name, run in zip(paths, run_names(paths), runs):
         metrics = (run.get("metrics") or {}).get(split)
         if metrics is None:
             raise CompareRefused(f"{path}/run.json has no final {split} metrics")

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from jobs.compare import MARKER, PICTURE, TABLE, main
+from jobs.compare import MARKER, PICTURE, TABLE, main, run_names
 from tests.test_plots import png_size
 
 COLUMNS = [
@@ -58,6 +58,13 @@ def test_two_runs_side_by_side(tmp_path, capsys):
     # --split valid; a rerun replaces the earlier comparison
     assert main([str(a), str(b), "--output", str(out), "--split", "valid"]) == 0
     assert pd.read_parquet(out / TABLE)["auc"].round(4).tolist() == [0.74, 0.79]
+
+
+def test_runs_are_named_by_the_shortest_tails_that_differ():
+    assert run_names(["/d/runs/a", "/d/runs/b"]) == ["a", "b"]
+    assert run_names(["/d/runs/a", "/d/runs_v2/a", "/d/runs/b"]) == ["runs/a", "runs_v2/a", "runs/b"]
+    assert run_names(["/x/runs/a", "/y/runs/a"]) == ["x/runs/a", "y/runs/a"]
+    assert run_names(["s3://b/runs/a", "/b/runs/a"]) == ["s3://b/runs/a", "/b/runs/a"]
 
 
 def test_refusals_touch_nothing(tmp_path, capsys):
