@@ -36,7 +36,7 @@ from sources.click_model import MAX_POSITION, START_TS, Simulator, World, item_v
 log = logging.getLogger("generate_synthetic")
 
 # The demo's world: 2,000 impressions per user, enough for the models to learn the user x item factors
-# (deepfm reaches 0.966 of the true p_click's AUC; 2,000 users gave 100 per user and 0.82: docs/model_quality.md).
+# (deepfm reaches 0.965 of the true p_click's AUC; 2,000 users gave 100 per user and 0.82: docs/model_quality.md).
 DEFAULTS = {"users": 100, "items": 150, "days": 28, "impressions": 200_000, "seed": 42}
 VECTOR_COLUMN = "item_vec"
 DEFAULT_VECTOR_NOISE = 0.5
