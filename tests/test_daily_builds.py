@@ -260,9 +260,20 @@ def test_two_dates_built_at_once_by_two_processes(four_days):
 
 
 @pytest.mark.slow
-def test_a_config_that_makes_other_features_than_the_spec_is_refused_before_any_work(four_days, spark, tmp_path):
-    config = _config("history.max_len=5")
-    with pytest.raises(ConfigError, match="hist_click_items"):
+@pytest.mark.parametrize(
+    "setting, named",
+    [
+        ("history.max_len=5", "hist_click_items"),
+        ("items.numeric_columns=[duration_min]", "duration_min is made by the config, not in the spec"),
+        ("items.vector_columns={item_vec: 4}", "item_vec is made by the config"),
+        ("bucketize.features=[item_ctr]", "item_impressions_bucket is in the spec, not made by the config"),
+    ],
+)
+def test_a_config_that_makes_other_features_than_the_spec_is_refused_before_any_work(
+    setting, named, four_days, spark, tmp_path
+):
+    config = _config(setting)
+    with pytest.raises(ConfigError, match=named):
         job.build_days(spark, four_days["raw"], str(tmp_path / "s"), config, four_days["spec"], [D[2]])
     assert not (tmp_path / "s").exists() or not os.listdir(tmp_path / "s")
 

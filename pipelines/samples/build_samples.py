@@ -683,7 +683,11 @@ def _check_spec_fits_config(applied: dict, config: dict, spec_dir: str) -> None:
             vocabularies=recorded.vocabularies,
             prior=recorded.prior,
             smoothing=recorded.smoothing,
-            normalization={d.name: recorded.normalization.get(d.name) for d in declared if d.kind == "numeric"},
+            normalization={
+                d.name: recorded.normalization.get(d.name) or _placeholder_statistics(d)
+                for d in declared
+                if d.kind == "numeric"
+            },
             boundaries={source: bounds or [] for source, bounds in boundaries.items()},
         ).spec_features(declared, [])
         if entry["role"] == "model_input"
@@ -698,6 +702,13 @@ def _check_spec_fits_config(applied: dict, config: dict, spec_dir: str) -> None:
             f"--spec {spec_dir} was fitted with another config: " + "; ".join(problems[:5]) + ". Build with the "
             "config the spec was fitted with (its report.json lists it), or fit a new spec (--fit-only)"
         )
+
+
+def _placeholder_statistics(declared) -> dict:
+    """Statistics for a numeric the spec lacks: only its name, kind and shape are compared."""
+    if declared.is_vector:
+        return {"log1p": False, "mean": [0.0] * declared.length, "std": [1.0] * declared.length}
+    return {"log1p": False, "mean": 0.0, "std": 1.0}
 
 
 def _spec_vector_lengths(spec: dict, config: dict) -> dict[str, int]:
