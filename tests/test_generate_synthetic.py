@@ -117,7 +117,9 @@ def test_items_table(default_data):
     assert genre_lists.map(lambda g: len(set(g)) == len(g) and set(g) <= set(GENRES)).all()
     assert len(set(genre_lists.explode())) >= 12
     years = items["release_year"]
-    assert 0.02 < years.isna().mean() < 0.09
+    # Each item's year is missing with probability 0.05 (click_model.World): within 4 standard errors.
+    missing, n = years.isna().mean(), len(years)
+    assert years.isna().any() and abs(missing - 0.05) < 4 * np.sqrt(0.05 * 0.95 / n)
     assert years.dropna().between(1950, 2025).all()
     assert items["duration_min"].notna().all() and (items["duration_min"] > 0).all()
 
@@ -128,7 +130,7 @@ def test_p_click_is_a_probability_and_matches_the_realized_rate(default_raw):
     imps = read(raw, "impressions")
     p = imps["p_click"].to_numpy()
     assert ((p > 0) & (p < 1)).all()
-    assert 0.05 <= cal["click_rate"] <= 0.15
+    assert 0.05 <= cal["click_rate"] <= 0.25  # the default world is dense (2,000 impressions per user): about 0.19
     se = np.sqrt(cal["mean_p_click"] * (1 - cal["mean_p_click"]) / len(p))
     assert abs(cal["click_rate"] - cal["mean_p_click"]) < 4 * se + 1e-3
     assert summary["click_rate"] == pytest.approx(cal["click_rate"], abs=2e-3)
@@ -169,12 +171,16 @@ def test_every_click_credits_a_real_impression_or_is_late_or_orphan(default_data
     delays = np.concatenate([delay_with_id, delay_anonymous])
     regular = (delays >= 1) & (delays < 1800)
     late = (delays >= 35 * 60) & (delays <= 120 * 60)
-    assert (regular | late).all()
+    # A random orphan click that lands within 2 h after an impression of its pair passes for a credit here: only
+    # those (the orphans the summary counts and the as-of match missed) may have another delay.
+    assert (~(regular | late)).sum() <= summary["orphan_clicks"] - orphans.sum()
     credited = len(delays)
     assert 0.01 <= late.sum() / credited <= 0.02
     assert 0.77 <= len(with_id) / credited <= 0.83
     assert 0.002 <= orphans.sum() / len(clicks) <= 0.01
-    assert abs(orphans.sum() - summary["orphan_clicks"]) <= 3  # a random orphan may land next to an impression
+    # A random orphan may land within 2 h after an impression of its pair (more often in a dense world: 7 of 190
+    # in the default one), and the as-of match then takes it for a credit; never the other way round.
+    assert 0 <= summary["orphan_clicks"] - orphans.sum() <= max(3, 0.05 * summary["orphan_clicks"])
     assert np.median(delays[regular]) < 180  # mean ~2 minutes, exponential
     # one click per clicked impression
     assert with_id["impression_id"].is_unique
