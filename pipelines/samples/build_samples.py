@@ -556,7 +556,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
     window = _attribution_window(config)
     persist = _Persisted()
     _check_spark_reads(spark, raw_dir)
-    applied = _load_applied_spec(spark, plan, [raw_dir])
+    applied = _load_applied_spec(spark, plan)
     scratch_folder = spark_parts_folder(spark, raw_dir, output, config)  # refuses before anything is written
     # Refuses an output that overlaps RAW (or the --spec) or holds something else than earlier samples.
     inputs = [raw_dir] + ([plan.spec_dir] if plan.spec_dir else [])
@@ -643,7 +643,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             scratch.close()
 
 
-def _load_applied_spec(spark: SparkSession, plan: Plan, inputs: list[str]) -> dict | None:
+def _load_applied_spec(spark: SparkSession, plan: Plan) -> dict | None:
     """The --spec to apply (validated; its vocab/ must be where Spark reads), or None to fit one."""
     if plan.spec_dir is None:
         return None
@@ -827,7 +827,7 @@ def build_days(
     before it built (a rerun skips them) and its own folder as it was. Returns one entry per day."""
     config = validate_build_config(config)
     final = check_dated_samples(samples_dir)
-    applied = _load_applied_spec(spark, Plan(spec_dir=spec_dir), [raw_dir])
+    applied = _load_applied_spec(spark, Plan(spec_dir=spec_dir))
     results = []
     for day in days:
         folder = feature_spec.day_folder(final, day)
