@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from pipelines.samples.spark import get_spark
 
     config = load_job_config("build_samples", None, args.overrides)  # validated before Spark starts
-    spark = get_spark(f"bench-{args.job}", {"spark.sql.shuffle.partitions": str(config["spark"]["shuffle_partitions"])})
+    spark = get_spark(f"bench-{args.job}")  # build_samples sizes its shuffle partitions (config: spark.*)
     output = os.path.join(args.workdir, args.job)
     shutil.rmtree(output, ignore_errors=True)
     spark.range(10).count()  # JVM start-up is not part of either job

@@ -71,13 +71,8 @@ def raw_for(scale: int, workdir: str) -> str:
 
 def bench_build(scale: int, workdir: str, results: dict) -> None:
     raw = raw_for(scale, workdir)
-    parts = str(max(8, scale // 250_000))
-    sets = [
-        "--set",
-        f"spark.shuffle_partitions={parts}",
-        "--set",
-        f"spark.output_partitions={max(4, scale // 1_000_000)}",
-    ]
+    # Shuffle partitions and driver memory: the job's own defaults (auto from the impressions, a share of the machine).
+    sets = ["--set", f"spark.output_partitions={max(4, scale // 1_000_000)}"]
     out = os.path.join(workdir, f"scale_{scale}")
     entry = {
         "bare": run_module("benchmarks.build", "--raw", raw, "--workdir", out, "--job", "bare", *sets),
@@ -86,7 +81,6 @@ def bench_build(scale: int, workdir: str, results: dict) -> None:
         ),
     }
     entry["ratio"] = entry["build_samples"]["seconds"] / entry["bare"]["seconds"]
-    entry["shuffle_partitions"] = int(parts)
     results.setdefault("build", {})[str(scale)] = entry
 
 
@@ -188,7 +182,7 @@ def report(results: dict, command: str) -> str:
         "# Benchmarks",
         "",
         f"One run of `{command}` on {results['machine']} ({results['started']}), Spark in local mode with "
-        f"spark.driver.memory {results.get('driver_memory', '2g')}.",
+        f"spark.driver.memory {results.get('driver_memory') or 'the default (a quarter of the machine)'}.",
         "Every figure sits beside a baseline measured in the same run; the machine is shared, so compare "
         "the ratios, not the absolute rates, with other runs.",
         "",
@@ -359,15 +353,16 @@ def main(argv=None) -> int:
     parser.add_argument("--encoding-rows", type=int, default=None, help="default: the largest scale")
     parser.add_argument(
         "--driver-memory",
-        default="8g",
-        help="spark.driver.memory of every Spark job (local mode: the driver JVM also runs the tasks)",
+        default=None,
+        help="spark.driver.memory of every Spark job (default: the jobs' own, a quarter of the machine in local mode)",
     )
     args = parser.parse_args(argv)
     if args.report_only:
         with open(args.results) as fh:
             results = json.load(fh)
         return write_report(results, results["command"], args)
-    os.environ["CTR_DRIVER_MEMORY"] = args.driver_memory  # read by pipelines.samples.spark.get_spark
+    if args.driver_memory:
+        os.environ["CTR_DRIVER_MEMORY"] = args.driver_memory  # read by pipelines.samples.spark.get_spark
     only = set(args.only.split(","))
     unknown = only - set(SECTIONS)
     if unknown:

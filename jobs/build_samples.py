@@ -122,9 +122,7 @@ def main(argv=None) -> int:
         else:
             check_output(args.output, [args.input], job.SAMPLES_MARKERS)  # refuse before Spark starts; checked again
         # The YAML's settings fill in only what spark-submit (--master, --conf, spark-defaults.conf) left unset.
-        spark = get_spark(
-            config["spark"]["app_name"], {"spark.sql.shuffle.partitions": str(config["spark"]["shuffle_partitions"])}
-        )
+        spark = get_spark(config["spark"]["app_name"])  # the build sizes its shuffle partitions itself
         if days and not args.fit_only:
             results = job.build_days(spark, args.input, args.output, config, args.spec, days, args.overwrite)
             print(json.dumps([_day_summary(result) for result in results], indent=2))
@@ -137,6 +135,10 @@ def main(argv=None) -> int:
         logging.getLogger("jobs.build_samples").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except job.OutOfMemory as exc:  # a few lines that name the setting to raise, not a Java traceback
+        logging.getLogger("jobs.build_samples").error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except Exception as exc:  # a full disk while writing: the staging is already removed
         unwritable = write_failure(exc, args.output)
         if unwritable is None:

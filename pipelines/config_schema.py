@@ -158,9 +158,19 @@ class InputSection(Section):
     format: Literal["parquet", "csv"]
 
 
+def _auto_or_positive(value: Any) -> Any:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise PydanticCustomError("auto_or_count", "must be auto or an integer >= 1")
+
+
+AutoOrCount = Annotated[Any, AfterValidator(_auto_or_positive)]
+
+
 class SparkSection(Section):
     app_name: Name
-    shuffle_partitions: PositiveInt
+    shuffle_partitions: AutoOrCount  # auto: from the impressions read
+    impressions_per_partition: PositiveInt
     output_partitions: Optional[PositiveInt]  # null: as many shards as shuffle partitions
 
 

@@ -17,7 +17,7 @@ import json
 import logging
 import posixpath
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -34,7 +34,7 @@ from pipelines.config_schema import validate_build_config
 from pipelines.publish import OutputRefused, StagedOutput
 from pipelines.samples import fitting, windows
 from pipelines.samples.raw_input import InputError, read_raw, type_csv_columns
-from pipelines.samples.spark import spark_settings
+from pipelines.samples.spark import memory_settings, spark_settings
 from pipelines.samples.tfrecord import compression_options, write_tfrecords
 
 log = logging.getLogger("build_samples")
@@ -51,6 +51,22 @@ class EmptySplitError(RuntimeError):
     pass
 
 
+class OutOfMemory(RuntimeError):
+    """A step ran out of JVM heap; the message names the step and the setting to raise."""
+
+
+# How a failed Spark action says that memory ran out: the task's own error, or the context stopped by it.
+_OUT_OF_MEMORY_SIGNS = ("java.lang.OutOfMemoryError", "SparkContext was shut down", "stopped SparkContext")
+
+
+def _ran_out_of_memory(exc: BaseException) -> bool:
+    try:
+        text = str(exc)  # a Py4JJavaError's text holds the Java exception and its causes
+    except Exception:  # the JVM is gone: its text cannot be fetched
+        text = repr(exc)
+    return any(sign in text for sign in _OUT_OF_MEMORY_SIGNS)
+
+
 # What the job refuses with a clear message (exit code 2), rather than a traceback.
 INPUT_ERRORS = (
     InputError,
@@ -63,17 +79,31 @@ INPUT_ERRORS = (
 
 
 class Timings:
-    def __init__(self):
+    def __init__(self, spark: SparkSession | None = None):
         self.seconds: dict[str, float] = {}
+        self.spark = spark
 
     @contextmanager
     def step(self, name: str):
         """Log the step's start and its seconds at the end, with the rows the step put in the dict it yields
-        (counts the job has anyway: no Spark action is added to count)."""
+        (counts the job has anyway: no Spark action is added to count). A step that runs out of memory
+        raises OutOfMemory, naming the step and the setting to raise, instead of Spark's traceback."""
         log.info("step %s ...", name)
         start = time.perf_counter()
         rows: dict[str, int] = {}
-        yield rows
+        try:
+            yield rows
+        except Exception as exc:
+            if self.spark is None or not _ran_out_of_memory(exc):
+                raise
+            try:
+                advice = memory_settings(self.spark)
+            except Exception:  # the session is too broken to say
+                advice = "raise spark.driver.memory (local mode) or spark.executor.memory (a cluster)"
+            raise OutOfMemory(
+                f"step {name} ran out of memory (java.lang.OutOfMemoryError in the Spark log above); "
+                f"nothing was published. {advice[0].upper()}{advice[1:]}"
+            ) from None
         self.seconds[name] = round(time.perf_counter() - start, 3)
         counted = "".join(f", {what} {count:,}" for what, count in rows.items())
         log.info("step %s done in %.1fs%s", name, self.seconds[name], counted)
@@ -154,18 +184,26 @@ def _iso(seconds) -> str:
 
 
 class _Persisted:
-    """The frames a run persists, released when it ends."""
+    """The frames a run persists, released when it ends.
+
+    On local disk only: a block is written and read back as a stream, so a task's memory does not grow
+    with its partition. In memory, a partition was one block unrolled in the heap, and its columnar
+    batches competed with the sorts of the same task: 10M impressions failed with the heap full
+    (docs/memory.md). Measured at 1M impressions, the disk level was not slower (BENCHMARKS.md)."""
 
     def __init__(self):
         self.frames: list[DataFrame] = []
 
     def __call__(self, df: DataFrame) -> DataFrame:
-        self.frames.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        self.frames.append(df.persist(StorageLevel.DISK_ONLY))
         return df
 
     def release(self) -> None:
         for df in self.frames:
-            df.unpersist()
+            try:
+                df.unpersist()
+            except Exception as exc:  # e.g. the context stopped after running out of memory: keep that error
+                log.warning("could not release a persisted frame: %s", str(exc).splitlines()[0][:200])
 
 
 @dataclass
@@ -222,6 +260,67 @@ def _vector_columns(config: dict) -> dict[str, int | None]:
     return dict(value) if isinstance(value, dict) else dict.fromkeys(value)
 
 
+def _read_events(
+    spark: SparkSession, raw_dir: str, dataset: str, fmt: str, window: windows.Window | None
+) -> tuple[DataFrame, bool]:
+    """(RAW's `dataset`, pruned to the window's days when it is date-partitioned; whether it is)."""
+    df = read_raw(spark, raw_dir, dataset, fmt)
+    partitioned = windows.PARTITION_COLUMN in df.columns and windows.is_date_partitioned(
+        spark, posixpath.join(raw_dir, dataset)
+    )
+    return (windows.prune_partitions(df, window) if partitioned and window is not None else df), partitioned
+
+
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+
+
+def shuffle_partitions_for(impressions: int, per_partition: int, parallelism: int) -> int:
+    """Partitions that hold at most `per_partition` of `impressions` each, and at least one per core."""
+    return max(int(parallelism), -(-int(impressions) // int(per_partition)))
+
+
+@contextmanager
+def _sized_partitions(spark: SparkSession, config: dict, count_impressions):
+    """Set spark.sql.shuffle.partitions for one build, and yield the choice for report.json.
+
+    What the session already has wins (spark-submit --conf, spark-defaults.conf, the test's session);
+    then the config's `spark.shuffle_partitions`; with `auto`, one partition per
+    `spark.impressions_per_partition` impressions read (a count that Parquet answers from its footers),
+    so that a task's rows do not grow with the data. The session's setting is restored at the end."""
+    preset = spark.conf.getAll.get(SHUFFLE_PARTITIONS)
+    if preset is not None:
+        choice = {"shuffle_partitions": int(preset), "chosen_by": f"{SHUFFLE_PARTITIONS} of the Spark session"}
+        log.info("shuffle partitions: %d (%s)", choice["shuffle_partitions"], choice["chosen_by"])
+        yield choice
+        return
+    configured = config["spark"]["shuffle_partitions"]
+    if configured != "auto":
+        choice = {"shuffle_partitions": int(configured), "chosen_by": "spark.shuffle_partitions of the config"}
+    else:
+        impressions, per_partition = int(count_impressions()), int(config["spark"]["impressions_per_partition"])
+        parallelism = spark.sparkContext.defaultParallelism
+        choice = {
+            "shuffle_partitions": shuffle_partitions_for(impressions, per_partition, parallelism),
+            "chosen_by": "auto",
+            "impressions": impressions,
+            "impressions_per_partition": per_partition,
+            "default_parallelism": parallelism,
+        }
+    log.info(
+        "shuffle partitions: %d (%s)",
+        choice["shuffle_partitions"],
+        choice["chosen_by"]
+        if configured != "auto"
+        else f"auto: {choice['impressions']:,} impressions read, at most {choice['impressions_per_partition']:,} "
+        f"per partition, at least {choice['default_parallelism']} (one per core)",
+    )
+    spark.conf.set(SHUFFLE_PARTITIONS, str(choice["shuffle_partitions"]))
+    try:
+        yield choice
+    finally:
+        spark.conf.unset(SHUFFLE_PARTITIONS)
+
+
 def _validate(
     spark: SparkSession,
     raw_dir: str,
@@ -244,11 +343,8 @@ def _validate(
     partitioned: dict[str, bool] = {}
 
     def events(dataset: str) -> DataFrame:
-        df = read_raw(spark, raw_dir, dataset, fmt)
-        partitioned[dataset] = windows.PARTITION_COLUMN in df.columns and windows.is_date_partitioned(
-            spark, posixpath.join(raw_dir, dataset)
-        )
-        return windows.prune_partitions(df, window) if partitioned[dataset] and window is not None else df
+        df, partitioned[dataset] = _read_events(spark, raw_dir, dataset, fmt, window)
+        return df
 
     def checked_events(df: DataFrame, dataset: str) -> DataFrame:
         return (
@@ -550,7 +646,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
     `plan` says what to build (default: samples of the whole log, fitted on its train split); see Plan.
     `config` is validated first (pipelines/config_schema.py): a bad value is a ConfigError before any work."""
     plan = plan or Plan()
-    timings, started = Timings(), time.perf_counter()
+    timings, started = Timings(spark), time.perf_counter()
     config = validate_build_config(config)
     compression = compression_options(config["tfrecord"]["compression"])
     window = _attribution_window(config)
@@ -562,7 +658,14 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
     inputs = [raw_dir] + ([plan.spec_dir] if plan.spec_dir else [])
     stage = StagedOutput(output, inputs=inputs, markers=SAMPLES_MARKERS)
     scratch = None
+    restore = ExitStack()  # the session's shuffle partitions, as they were before this build
     try:
+        fmt = config["input"]["format"]
+        partitions = restore.enter_context(
+            _sized_partitions(
+                spark, config, lambda: _read_events(spark, raw_dir, "impressions", fmt, plan.window)[0].count()
+            )
+        )
         if scratch_folder is not None:
             scratch = _scratch_staging(scratch_folder, stage.final, stage.staging.started)
         spark_dir = scratch.path if scratch else stage.path  # where Spark writes rejects/ and vocab/
@@ -629,6 +732,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             spark, where, raw, orphan_clicks, per_split, spec, boundaries, fitted, timings, started, plan, num_samples
         )
         report["oov"] = oov
+        report["partitions"] = partitions
         report["config"] = config  # what the spec was fitted (or applied) with: a later --spec build needs the same
         if scratch is not None:
             for part in ("rejects", "vocab"):
@@ -638,6 +742,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         return report
     finally:
         persist.release()
+        restore.close()
         stage.close()
         if scratch is not None:
             scratch.close()

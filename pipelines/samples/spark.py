@@ -118,6 +118,40 @@ def executor_python(python: str) -> str:
     return os.path.abspath(python) if os.sep in python and not os.path.isabs(python) else python
 
 
+LOCAL_MEMORY_SHARE = 0.25  # of the machine's (or the container's) memory: the local driver's default heap
+MIN_LOCAL_MEMORY_MB = 1024
+OTHER_MASTER_MEMORY = "2g"  # the driver of a cluster only coordinates
+
+
+def machine_memory_bytes() -> int | None:
+    """Physical memory, or the cgroup's limit when a container sets a lower one (None: unknown)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and (total is None or int(text) < total):
+            total = int(text)
+    return total
+
+
+def default_driver_memory(master: str) -> str:
+    """spark.driver.memory when nothing sets it: in local mode the driver JVM runs every task, so it
+    gets LOCAL_MEMORY_SHARE of the machine (at least 1g); the rest stays for the Python workers (one per
+    core) and the page cache that Spark's shuffle and spill files go through."""
+    if not master.startswith("local"):
+        return OTHER_MASTER_MEMORY
+    total = machine_memory_bytes()
+    if total is None:
+        return OTHER_MASTER_MEMORY
+    return f"{max(MIN_LOCAL_MEMORY_MB, int(total * LOCAL_MEMORY_SHARE) >> 20)}m"
+
+
 def get_spark(app_name: str, conf: dict | None = None):
     """Return the active SparkSession or build one.
 
@@ -140,13 +174,18 @@ def get_spark(app_name: str, conf: dict | None = None):
         "spark.master": "local[*]",
         "spark.app.name": app_name,
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": "8",
         "spark.sql.adaptive.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.driver.memory": os.environ.get("CTR_DRIVER_MEMORY", "2g"),
+        # Rows per batch of a persisted frame: the batch is built in the heap, column by column, and ours
+        # are wide (history lists); Spark's 10,000 made single allocations of tens of MB.
+        "spark.sql.inMemoryColumnarStorage.batchSize": "1024",
         **(conf or {}),
     }
+    if "spark.driver.memory" not in defaults:
+        defaults["spark.driver.memory"] = os.environ.get("CTR_DRIVER_MEMORY") or default_driver_memory(
+            str(defaults["spark.master"])
+        )
     _start_jvm(defaults)
     launcher = SparkConf()  # with the JVM up, this holds the launcher's settings (system properties)
     builder = SparkSession.builder
@@ -158,10 +197,10 @@ def get_spark(app_name: str, conf: dict | None = None):
     spark.sparkContext.setLogLevel("WARN")
     ship_code(spark)
     log.info(
-        "Spark %s: master %s, spark.sql.shuffle.partitions %s",
+        "Spark %s: master %s, spark.driver.memory %s",
         spark.version,
         spark.sparkContext.master,
-        spark.conf.get("spark.sql.shuffle.partitions"),
+        spark.sparkContext.getConf().get("spark.driver.memory", "1g"),
     )
     return spark
 
@@ -186,9 +225,29 @@ def ship_code(spark) -> None:
 
 def spark_settings(spark) -> dict:
     """The settings a report should show, as the session really has them."""
+    conf = spark.sparkContext.getConf()
     return {
         "master": spark.sparkContext.master,
         "app_id": spark.sparkContext.applicationId,
         "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions")),
         "default_parallelism": spark.sparkContext.defaultParallelism,
+        "driver_memory": conf.get("spark.driver.memory", "1g"),
+        "executor_memory": conf.get("spark.executor.memory", "1g"),
     }
+
+
+def memory_settings(spark) -> str:
+    """The memory and partition settings to name when memory runs out, as the session has them."""
+    settings = spark_settings(spark)
+    if settings["master"].startswith("local"):
+        where = (
+            f"in local mode the driver runs every task: raise spark.driver.memory (now {settings['driver_memory']}; "
+            "CTR_DRIVER_MEMORY=8g, or spark-submit --driver-memory 8g)"
+        )
+    else:
+        where = (
+            f"on a cluster raise spark.executor.memory (now {settings['executor_memory']}) "
+            f"or the partition count: spark.sql.shuffle.partitions is {settings['shuffle_partitions']} "
+            "(fewer impressions per partition: --set spark.impressions_per_partition=...)"
+        )
+    return where
