@@ -161,3 +161,19 @@ def test_running_out_of_memory_names_the_step_and_the_setting_and_publishes_noth
     assert not any("Py4JJavaError" in line or "Traceback" in line for line in lines[-20:])
     assert not out.exists()
     assert [name for name in os.listdir(tmp_path) if name.startswith(".samples")] == []
+
+
+# ---------------------------------------------------------------- the check that a change kept every sample
+def test_same_samples_sees_past_shards_and_row_order_but_not_past_one_changed_row(tmp_path):
+    from benchmarks.same_samples import compare
+    from tests.tf_samples import write_samples
+
+    sizes = {"train": 60, "valid": 20, "test": 20}
+    write_samples(tmp_path / "a", sizes=sizes, seed=3, shards=2)
+    write_samples(tmp_path / "b", sizes=sizes, seed=3, shards=3)  # the same rows, cut into other shards
+    write_samples(tmp_path / "c", sizes=sizes, seed=4, shards=2)  # other rows
+    write_samples(tmp_path / "d", sizes={**sizes, "valid": 19}, seed=3, shards=2)  # a row fewer in valid
+    assert compare(str(tmp_path / "a"), str(tmp_path / "b")) == []
+    other = compare(str(tmp_path / "a"), str(tmp_path / "c"))
+    assert [line.split(":")[0] for line in other] == sorted(sizes) and all("row hashes differ" in x for x in other)
+    assert "valid: 20 rows != 19 rows" in compare(str(tmp_path / "a"), str(tmp_path / "d"))

@@ -225,21 +225,23 @@ def ship_code(spark) -> None:
 
 def spark_settings(spark) -> dict:
     """The settings a report should show, as the session really has them."""
-    conf = spark.sparkContext.getConf()
-    return {
-        "master": spark.sparkContext.master,
+    conf, master = spark.sparkContext.getConf(), spark.sparkContext.master
+    settings = {
+        "master": master,
         "app_id": spark.sparkContext.applicationId,
         "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions")),
         "default_parallelism": spark.sparkContext.defaultParallelism,
-        "driver_memory": conf.get("spark.driver.memory", "1g"),
-        "executor_memory": conf.get("spark.executor.memory", "1g"),
+        "driver_memory": conf.get("spark.driver.memory", "1g"),  # Spark's own default is 1g
     }
+    if not master.startswith("local"):  # in local mode the driver runs the tasks: there is no executor
+        settings["executor_memory"] = conf.get("spark.executor.memory", "1g")
+    return settings
 
 
 def memory_settings(spark) -> str:
     """The memory and partition settings to name when memory runs out, as the session has them."""
     settings = spark_settings(spark)
-    if settings["master"].startswith("local"):
+    if "executor_memory" not in settings:
         where = (
             f"in local mode the driver runs every task: raise spark.driver.memory (now {settings['driver_memory']}; "
             "CTR_DRIVER_MEMORY=8g, or spark-submit --driver-memory 8g)"
