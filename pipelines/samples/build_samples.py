@@ -82,6 +82,11 @@ class Timings:
     def __init__(self, spark: SparkSession | None = None):
         self.seconds: dict[str, float] = {}
         self.spark = spark
+        self.advice: str | None = None  # read while the session is alive: after an OOM the JVM may be gone
+
+    def note_memory_settings(self) -> None:
+        """Read the settings to name if memory runs out, once the build has set them."""
+        self.advice = memory_settings(self.spark)
 
     @contextmanager
     def step(self, name: str):
@@ -96,10 +101,7 @@ class Timings:
         except Exception as exc:
             if self.spark is None or not _ran_out_of_memory(exc):
                 raise
-            try:
-                advice = memory_settings(self.spark)
-            except Exception:  # the session is too broken to say
-                advice = "raise spark.driver.memory (local mode) or spark.executor.memory (a cluster)"
+            advice = self.advice or "raise spark.driver.memory (local mode) or spark.executor.memory (a cluster)"
             raise OutOfMemory(
                 f"step {name} ran out of memory (java.lang.OutOfMemoryError in the Spark log above); "
                 f"nothing was published. {advice[0].upper()}{advice[1:]}"
@@ -318,7 +320,10 @@ def _sized_partitions(spark: SparkSession, config: dict, count_impressions):
     try:
         yield choice
     finally:
-        spark.conf.unset(SHUFFLE_PARTITIONS)
+        try:
+            spark.conf.unset(SHUFFLE_PARTITIONS)
+        except Exception as exc:  # the JVM is gone (it ran out of memory): keep the build's own error
+            log.warning("could not restore %s: %s", SHUFFLE_PARTITIONS, str(exc).splitlines()[0][:200])
 
 
 def _validate(
@@ -666,6 +671,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
                 spark, config, lambda: _read_events(spark, raw_dir, "impressions", fmt, plan.window)[0].count()
             )
         )
+        timings.note_memory_settings()
         if scratch_folder is not None:
             scratch = _scratch_staging(scratch_folder, stage.final, stage.staging.started)
         spark_dir = scratch.path if scratch else stage.path  # where Spark writes rejects/ and vocab/

@@ -160,6 +160,8 @@ def get_spark(app_name: str, conf: dict | None = None):
     keys the launcher left unset.
     """
     ensure_java()
+    # py4j logs every closed connection at INFO: many lines after a job's last word, none of use to a user.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     # Workers must run the same interpreter as the driver (the project's venv).
     os.environ["PYSPARK_PYTHON"] = executor_python(os.environ.get("PYSPARK_PYTHON", sys.executable))
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
