@@ -102,6 +102,11 @@ def test_the_machine_memory_is_the_containers_limit_when_that_is_lower():
     assert spark_setup.machine_memory_bytes() == (min(physical, limit) if limit else physical)
 
 
+def test_the_session_draws_no_console_progress_bars(spark):
+    # PySpark starts its JVM as a shell, for which spark-submit turns the bars on unless told otherwise.
+    assert spark.sparkContext.getConf().get("spark.ui.showConsoleProgress") == "false"
+
+
 # ---------------------------------------------------------------- whole builds on a 512 MB heap
 SMALL_HEAP = "512m"
 
@@ -137,6 +142,7 @@ def test_a_512m_heap_builds_400k_impressions_in_one_partition(raw_400k, tmp_path
     result = _build(raw_400k, out, "spark.shuffle_partitions=1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OutOfMemoryError" not in result.stderr
+    assert "[Stage " not in result.stderr  # no console progress bars in the job's log
     with open(os.path.join(out, "report.json")) as fh:
         report = json.load(fh)
     assert report["spark"]["driver_memory"] == SMALL_HEAP

@@ -71,6 +71,9 @@ def ensure_java(min_major: int = 17) -> str:
 WORKER_PACKAGES = ("features", "pipelines", "feature_spec")  # imported by our Python code on the executors
 # Read when the driver JVM starts, so they must be known before it is launched.
 JVM_LAUNCH_KEYS = ("spark.driver.memory", "spark.driver.extraJavaOptions", "spark.driver.extraClassPath")
+# Set by spark-submit itself for a shell, and PySpark launches its JVM as "pyspark-shell": our value must be
+# on the launch command to win (progress bars would otherwise fill the log of every `python -m jobs...` run).
+SHELL_SET_KEYS = ("spark.ui.showConsoleProgress",)
 
 
 def _properties_file_keys() -> set[str]:
@@ -106,7 +109,7 @@ def _start_jvm(defaults: dict) -> None:
         return
     from_file = _properties_file_keys()
     launch = SparkConf(loadDefaults=False)
-    for key in JVM_LAUNCH_KEYS:
+    for key in JVM_LAUNCH_KEYS + SHELL_SET_KEYS:
         if key in defaults and key not in from_file:
             launch.set(key, str(defaults[key]))
     SparkContext._ensure_initialized(conf=launch)
