@@ -12,9 +12,16 @@ from feature_spec import load_spec
 from pipelines.training.dataset import record_parser
 
 
+def shard_files(samples_dir: str, split: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(glob.escape(samples_dir), split, "part-*.tfrecord.gz")))
+
+
 def read_split(samples_dir: str, split: str) -> pd.DataFrame:
-    spec = load_spec(samples_dir)
-    files = sorted(glob.glob(os.path.join(glob.escape(samples_dir), split, "part-*.tfrecord.gz")))
+    return read_files(load_spec(samples_dir), shard_files(samples_dir, split))
+
+
+def read_files(spec: dict, files: list[str]) -> pd.DataFrame:
+    """The rows of these shards, in the order they were written."""
     frames = []
     if not files:
         return pd.DataFrame()

@@ -1,6 +1,7 @@
 """build_samples end to end on small synthetic data (CSV input with injected bad rows)."""
 
 import glob
+import gzip
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from feature_spec import load_spec, model_inputs
 from pipelines.config import load_config
 from pipelines.samples.build_samples import RejectFractionError, build_samples
-from tests.samples_io import raw_value, read_all
+from tests.samples_io import raw_value, read_all, read_files, shard_files
 
 # Whole builds on generated data (a subprocess generates it): `make test`, not `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -160,6 +161,31 @@ def test_layout_spec_and_report(built):
     rep = built["report"]
     assert {k: v["rows"] for k, v in rep["samples"].items()} == built["samples"].groupby("split").size().to_dict()
     assert set(rep["step_seconds"]) >= {"validate", "labels", "features", "write_tfrecords"}
+
+
+def test_shards_are_random_samples_in_an_order_a_rebuild_reproduces(spark, built, raw, tmp_path):
+    # Training shuffles blocks of 64 rows, not rows: a shard must not be a run of users or of times.
+    for split in ("train", "valid", "test"):
+        files = shard_files(built["dir"], split)
+        assert len(files) == 2, split  # spark.output_partitions
+        shards = [read_files(built["spec"], [path])["user_id"] for path in files]
+        for users in shards:
+            changes = (users != users.shift()).iloc[1:].mean()
+            assert changes > 0.9, (split, changes)  # 150 users in random order: about 0.99
+        # Each shard a random sample of rows, not of users: a user with 8 rows is in both but 1 time in 128.
+        counts = pd.concat(shards).value_counts()
+        frequent = set(counts[counts >= 8].index)
+        in_both = frequent & set(shards[0]) & set(shards[1])
+        assert len(frequent) >= 20 and len(in_both) >= 0.9 * len(frequent), (split, len(frequent), len(in_both))
+    # The same data and config give the same shards, row for row.
+    again = str(tmp_path / "again")
+    build_samples(spark, _write_csv(raw["tables"], tmp_path / "raw"), again, _config())
+    for split in ("train", "valid", "test"):
+        first, second = (
+            [gzip.decompress(open(path, "rb").read()) for path in shard_files(folder, split)]
+            for folder in (built["dir"], again)
+        )
+        assert sorted(first) == sorted(second), split
 
 
 def test_every_input_row_is_a_sample_or_a_counted_reject(built, raw):

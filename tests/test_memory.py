@@ -164,7 +164,9 @@ def test_running_out_of_memory_names_the_step_and_the_setting_and_publishes_noth
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: step ") and "ran out of memory" in lines[-1]
     assert f"spark.driver.memory (now {SMALL_HEAP}" in lines[-1] and "CTR_DRIVER_MEMORY" in lines[-1]
-    assert not any("Py4JJavaError" in line or "Traceback" in line for line in lines[-20:])
+    # No traceback of the job itself (the Python workers that the dying JVM drops may print their own).
+    ours = [line for line in lines if 'jobs/build_samples.py", line' in line or line.startswith("py4j.protocol.")]
+    assert not ours, "\n".join(lines[-60:])
     assert not out.exists()
     assert [name for name in os.listdir(tmp_path) if name.startswith(".samples")] == []
 

@@ -99,7 +99,9 @@ class Timings:
         try:
             yield rows
         except Exception as exc:
-            if self.spark is None or not _ran_out_of_memory(exc):
+            with _quiet_py4j():  # reading a Py4JJavaError's text calls the JVM, which may be gone
+                out_of_memory = self.spark is not None and _ran_out_of_memory(exc)
+            if not out_of_memory:
                 raise
             advice = self.advice or "raise spark.driver.memory (local mode) or spark.executor.memory (a cluster)"
             raise OutOfMemory(
@@ -109,6 +111,29 @@ class Timings:
         self.seconds[name] = round(time.perf_counter() - start, 3)
         counted = "".join(f", {what} {count:,}" for what, count in rows.items())
         log.info("step %s done in %.1fs%s", name, self.seconds[name], counted)
+
+
+def _py4j_command_error(record: logging.LogRecord) -> bool:
+    # py4j logs each failed call with its traceback on the root logger ("Exception while sending command.").
+    return record.name == "root" and str(record.msg).startswith("Exception while sending command")
+
+
+@contextmanager
+def _quiet_py4j():
+    """Keep py4j's tracebacks out of cleanup code that logs its own failures (the JVM may be gone)."""
+    root, py4j = logging.getLogger(), logging.getLogger("py4j")
+    level = py4j.level
+    py4j.setLevel(logging.CRITICAL)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not _py4j_command_error(record)
+
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+        py4j.setLevel(level)
 
 
 def _count_by_reason(df: DataFrame) -> tuple[int, int, dict[str, int], dict[str, dict[str, int]]]:
@@ -147,16 +172,22 @@ def _spark_type_to_spec(dtype) -> str:
 
 
 def _shard_layout(samples: DataFrame, config: dict) -> DataFrame:
-    """The rows of each output shard, in the order they are written."""
-    partitions = config["spark"].get("output_partitions")
+    """The rows of each output shard, in the order they are written.
+
+    The item statistics join leaves the samples hash-partitioned by `impression_key`: every partition is
+    already a random sample of impressions, so `spark.output_partitions` fewer shards are partitions merged
+    without a shuffle. With blocks of rows (rows_per_record > 1), a block keeps its rows together in every
+    epoch: the rows of a shard are ordered by a hash of their key seeded with `tfrecord.shuffle_seed`, a
+    random order that the same data and seed reproduce."""
+    have = samples.rdd.getNumPartitions()  # the persisted samples': known without running anything
+    partitions = int(config["spark"].get("output_partitions") or samples.sparkSession.conf.get(SHUFFLE_PARTITIONS))
+    if partitions <= have:
+        rows = samples.coalesce(partitions)
+    else:
+        rows = samples.repartition(partitions, "impression_key")
     if int(config["tfrecord"]["rows_per_record"]) > 1:
-        # A block keeps its rows together in every epoch, and after the per-user pass a partition is
-        # grouped by user and time: each shard must be a random sample of rows, in random order.
-        partitions = (
-            int(partitions) if partitions else int(samples.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-        )
-        return samples.repartition(partitions).sortWithinPartitions(F.rand(int(config["tfrecord"]["shuffle_seed"])))
-    return samples.repartition(int(partitions)) if partitions else samples
+        rows = rows.sortWithinPartitions(F.xxhash64(F.lit(int(config["tfrecord"]["shuffle_seed"])), "impression_key"))
+    return rows
 
 
 def _check_splits_not_empty(imps: DataFrame, valid_start: int, test_start: int) -> None:
@@ -435,7 +466,7 @@ def _point_in_time_features(
             int(h["genre_history_len"]),
             vectors,
         )
-    ).transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
+    ).transform(lambda d: history.item_statistics(d, click_events, "impression_key", lookback, recent))
 
 
 # Columns the job itself gives the impressions: an item column may not take one of these names.
@@ -747,8 +778,9 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         stage.publish()
         return report
     finally:
-        persist.release()
-        restore.close()
+        with _quiet_py4j():  # after the JVM died of an OutOfMemoryError, each call would log a traceback
+            persist.release()
+            restore.close()
         stage.close()
         if scratch is not None:
             scratch.close()
