@@ -459,25 +459,23 @@ def user_history(
     )
 
 
-def item_counts(
+def item_statistics(
     impressions: DataFrame,
     clicks: DataFrame,
-    key: str,
     lookback_seconds: int,
     recent_seconds: int,
 ) -> DataFrame:
-    """`key` and the item statistics of each impression: its item's prior impressions and clicks, over the
-    lookback and a recent window. A narrow pass: only `key`, item_id and ts go through the shuffle by item.
+    """Impressions with their item's prior impressions and clicks, over the lookback and a recent window.
 
-    `impressions`: `key` (unique), item_id, ts. `clicks`: item_id, ts.
-    Returns `key`, item_impressions, item_clicks, item_impressions_recent, item_clicks_recent.
+    `impressions`: item_id, ts (plus any other columns, kept). `clicks`: item_id, ts.
+    Adds item_impressions, item_clicks, item_impressions_recent, item_clicks_recent.
     """
 
     def compute(events: pa.Table, segment: np.ndarray, query: np.ndarray) -> Features:
         return _item_counts(events, segment, query, lookback_seconds, recent_seconds)
 
     return _with_features(
-        impressions.select(key, "item_id", "ts"),
+        impressions,
         clicks,
         "item_id",
         {"item_id": F.col("item_id"), "ts": F.col("ts")},
@@ -486,28 +484,7 @@ def item_counts(
         [T.StructField(name, T.LongType()) for name in ITEM_STATISTICS],
         max(lookback_seconds, recent_seconds),
         compute,
-    ).drop("item_id", "ts")
-
-
-def item_statistics(
-    impressions: DataFrame,
-    clicks: DataFrame,
-    key: str,
-    lookback_seconds: int,
-    recent_seconds: int,
-) -> DataFrame:
-    """Impressions with their item's prior impressions and clicks, over the lookback and a recent window.
-
-    `impressions`: `key` (unique, never null), item_id, ts (plus any other columns, kept). `clicks`: item_id, ts.
-    Adds item_impressions, item_clicks, item_impressions_recent, item_clicks_recent.
-
-    The wide rows do not go through the item pass (`item_counts`): its counts join back by `key`, through a
-    shuffle by `key` that also leaves every partition a random sample of impressions, not a run of users
-    or items (what the TFRecord shards need). The counts side is hashed, so the wide rows are not sorted.
-    """
-    counts = item_counts(impressions, clicks, key, lookback_seconds, recent_seconds)
-    joined = impressions.join(counts.hint("shuffle_hash"), on=key, how="inner")
-    return joined.select(*impressions.columns, *ITEM_STATISTICS)
+    )
 
 
 def smoothed_ctr(clicks: str, impressions: str, prior: float, smoothing: float) -> Column:

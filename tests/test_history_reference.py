@@ -226,7 +226,7 @@ def compare(spark, module, imps, clicks, max_len, top_genres, genre_history_len,
         module.user_history(
             imps_df, clicks_df, WINDOW, lookback, max_len, top_genres, genre_history_len, {"v": VECTOR_LENGTH}
         )
-        .transform(lambda d: module.item_statistics(d, clicks_df, "impression_id", lookback, RECENT))
+        .transform(lambda d: module.item_statistics(d, clicks_df, lookback, RECENT))
         .withColumn("item_ctr", module.smoothed_ctr("item_clicks", "item_impressions", 0.2, 5.0))
     )
     assert out.columns == imps_df.columns + USER_FEATURES + ITEM_FEATURES + ["item_ctr"]

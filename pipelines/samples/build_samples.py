@@ -172,22 +172,16 @@ def _spark_type_to_spec(dtype) -> str:
 
 
 def _shard_layout(samples: DataFrame, config: dict) -> DataFrame:
-    """The rows of each output shard, in the order they are written.
-
-    The item statistics join leaves the samples hash-partitioned by `impression_key`: every partition is
-    already a random sample of impressions, so `spark.output_partitions` fewer shards are partitions merged
-    without a shuffle. With blocks of rows (rows_per_record > 1), a block keeps its rows together in every
-    epoch: the rows of a shard are ordered by a hash of their key seeded with `tfrecord.shuffle_seed`, a
-    random order that the same data and seed reproduce."""
-    have = samples.rdd.getNumPartitions()  # the persisted samples': known without running anything
-    partitions = int(config["spark"].get("output_partitions") or samples.sparkSession.conf.get(SHUFFLE_PARTITIONS))
-    if partitions <= have:
-        rows = samples.coalesce(partitions)
-    else:
-        rows = samples.repartition(partitions, "impression_key")
+    """The rows of each output shard, in the order they are written."""
+    partitions = config["spark"].get("output_partitions")
     if int(config["tfrecord"]["rows_per_record"]) > 1:
-        rows = rows.sortWithinPartitions(F.xxhash64(F.lit(int(config["tfrecord"]["shuffle_seed"])), "impression_key"))
-    return rows
+        # A block keeps its rows together in every epoch, and after the per-user pass a partition is
+        # grouped by user and time: each shard must be a random sample of rows, in random order.
+        partitions = (
+            int(partitions) if partitions else int(samples.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+        )
+        return samples.repartition(partitions).sortWithinPartitions(F.rand(int(config["tfrecord"]["shuffle_seed"])))
+    return samples.repartition(int(partitions)) if partitions else samples
 
 
 def _check_splits_not_empty(imps: DataFrame, valid_start: int, test_start: int) -> None:
@@ -466,7 +460,7 @@ def _point_in_time_features(
             int(h["genre_history_len"]),
             vectors,
         )
-    ).transform(lambda d: history.item_statistics(d, click_events, "impression_key", lookback, recent))
+    ).transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
 
 
 # Columns the job itself gives the impressions: an item column may not take one of these names.
