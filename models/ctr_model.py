@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from feature_spec import checked_model_inputs
+from models.optimizers import FusedAdam
 from models.params import recorded_params, resolve_params
 
 try:  # keras 3 internals used by the stock TF train_step
@@ -60,8 +61,9 @@ class CTRModel(keras.Model):
         return json.loads(self._params_json)
 
     def default_optimizers(self, p: dict) -> dict:
-        """``compile`` keyword arguments naming the optimizers for resolved params ``p``: Adam (learning_rate)."""
-        return {"optimizer": keras.optimizers.Adam(learning_rate=p["learning_rate"])}
+        """``compile`` keyword arguments naming the optimizers for resolved params ``p``: Adam (learning_rate),
+        one fused kernel per variable (models/optimizers.py)."""
+        return {"optimizer": FusedAdam(learning_rate=p["learning_rate"])}
 
     # -- training --------------------------------------------------------
     def optimizer_groups(self) -> list[tuple]:

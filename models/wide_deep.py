@@ -22,6 +22,7 @@ from models.heads import logit_head, probability
 from models.inputs import build_inputs
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
+from models.optimizers import FusedAdam, FusedFtrl
 
 WIDE_LAYER = "wide"
 
@@ -96,12 +97,13 @@ class WideDeepModel(CTRModel):
 
     def default_optimizers(self, p: dict) -> dict:
         """The deep part: ``deep_optimizer``, Adagrad (adagrad_learning_rate) or Adam (learning_rate);
-        the wide part: FTRL (ftrl_learning_rate, ftrl_l1, ftrl_l2)."""
+        the wide part: FTRL (ftrl_learning_rate, ftrl_l1, ftrl_l2). Adam and FTRL are the fused ones
+        (models/optimizers.py), Adagrad is Keras's: its epsilon sits elsewhere than in the fused kernel."""
         if p["deep_optimizer"] == "adam":
-            deep = keras.optimizers.Adam(learning_rate=p["learning_rate"])
+            deep = FusedAdam(learning_rate=p["learning_rate"])
         else:
             deep = keras.optimizers.Adagrad(learning_rate=p["adagrad_learning_rate"])
-        wide = keras.optimizers.Ftrl(
+        wide = FusedFtrl(
             learning_rate=p["ftrl_learning_rate"],
             l1_regularization_strength=p["ftrl_l1"],
             l2_regularization_strength=p["ftrl_l2"],
