@@ -52,16 +52,18 @@ __all__ = [
 ]
 
 
-def compile_model(model: CTRModel, params: dict | None = None) -> None:
+def compile_model(model: CTRModel, params: dict | None = None, steps_per_execution: int = 1) -> None:
     """Compile with binary cross-entropy, AUC (``name="auc"``) and the model's own optimizers
     (``model.default_optimizers``): Adam(learning_rate, default 3e-3), except wide_deep's and dfn's
-    FTRL + deep pair. ``params`` (of the model's) are merged over the params it was built with."""
+    FTRL + deep pair. ``params`` (of the model's) are merged over the params it was built with.
+    ``steps_per_execution``: Keras's, the batches ``fit`` runs per call into TensorFlow."""
     p = resolve_params(model.model_name, {**model.ctr_params, **(params or {})})
     model.compile(
         **model.default_optimizers(p),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc")],
         jit_compile=bool(p["jit_compile"]),
+        steps_per_execution=int(steps_per_execution),
     )
 
 

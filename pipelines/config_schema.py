@@ -504,6 +504,7 @@ class TrainConfig(Section):
     shuffle_buffer: NonNegativeInt
     max_steps_per_epoch: Optional[PositiveInt]
     max_validation_steps: Optional[PositiveInt]
+    steps_per_execution: PositiveInt
     seed: Annotated[int, Field(ge=0, le=SEED_MAX)]
     verbose: Annotated[int, Field(ge=0, le=2)]  # 0 silent, 1 progress bar, 2 one line per epoch (conf/train.yaml)
     resume: bool

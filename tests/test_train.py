@@ -326,7 +326,9 @@ def test_progress_lines_within_and_after_each_epoch(samples, tmp_path, caplog, m
     path, _, _ = samples
     monkeypatch.setattr("pipelines.training.train.PROGRESS_SECONDS", 0.0)  # a line after every step
     caplog.set_level(logging.INFO, logger="pipelines.training.train")
-    assert _run(path, tmp_path / "run", "--epochs", "2", "--set", "early_stopping.patience=5") == 0
+    # one batch per call into TensorFlow, so a line after each batch (with 8 per call: one after each call)
+    one_per_call = ("--set", "steps_per_execution=1")
+    assert _run(path, tmp_path / "run", "--epochs", "2", "--set", "early_stopping.patience=5", *one_per_call) == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.training.train"]
     steps = -(-480 // 64)
     within = [line for line in lines if re.match(r"epoch 1/2: step \d+/8 \(\d+%\), \d+ examples/s, ", line)]
@@ -346,3 +348,29 @@ def test_the_progress_bar_of_the_distributed_loop(capsys):
         log.on_train_batch_end(step)
     assert "4/4" in capsys.readouterr().out
     assert [duration(s) for s in (4.4, 65, 3600 + 125, 0)] == ["4s", "1m05s", "1h02m", "0s"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("per_call, max_steps", [(3, None), (4, 6)], ids=["short-last-call", "max-steps"])
+def test_batches_per_call_change_neither_the_training_nor_the_steps_counted(samples, tmp_path, per_call, max_steps):
+    """steps_per_execution runs several batches per call into TensorFlow: the same batches, in the same order,
+    train the same weights as one per call. 480 rows in batches of 64 are 8 batches an epoch, so 3 per call
+    ends each epoch with a call of 2 (which Keras reports as 3); with max_steps_per_epoch 6, 4 per call
+    becomes 2, since a call of 4 would run past the epoch's 6 batches."""
+    path, _, _ = samples
+    extra = ["--epochs", "2", "--set", "input.deterministic=true"]
+    if max_steps:
+        extra += ["--set", f"max_steps_per_epoch={max_steps}"]
+    runs = {}
+    for n in (1, per_call):
+        run = tmp_path / f"run{n}"
+        assert _run(path, run, *extra, "--set", f"steps_per_execution={n}") == 0
+        runs[n] = (
+            json.loads((run / "run.json").read_text()),
+            pd.read_parquet(run / "predictions" / "test.parquet").sort_values("ts").score.to_numpy(),
+        )
+    steps = max_steps or 8
+    for summary, _ in runs.values():
+        assert [e["steps"] for e in summary["history"]] == [steps, steps]
+        assert summary["train_examples"] == 2 * min(steps * 64, 480)
+    np.testing.assert_allclose(runs[per_call][1], runs[1][1], rtol=1e-6, atol=1e-7)

@@ -306,7 +306,16 @@ class EpochLog(keras.callbacks.Callback):
         self.train_end = None
         self.steps = 0
         self.epoch = epoch + 1
+        self.iterations_at_start = self._iterations()
         self.bar = keras.utils.Progbar(self.steps_per_epoch, unit_name="step") if self.progress_bar else None
+
+    def _iterations(self) -> int | None:
+        """The optimizer's step count when Keras fit runs several batches per call: it then reports the
+        last call of an epoch as full even when the data ran out inside it, so the batch index overcounts."""
+        model = getattr(self, "_model", None)
+        if model is None or int(getattr(model, "steps_per_execution", 1) or 1) <= 1 or model.optimizer is None:
+            return None
+        return int(model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps = batch + 1
@@ -353,6 +362,8 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         train_seconds = (self.train_end or now) - self.start
+        if self.iterations_at_start is not None:
+            self.steps = self._iterations() - self.iterations_at_start
         examples = self.steps * self.batch_size
         if self.max_examples:  # the last batch of a pass may be short
             examples = min(examples, self.max_examples)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -186,7 +187,7 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             keras.utils.set_random_seed(config.seed)
             model = build_model(model_name, spec, params)
-            compile_model(model)
+            compile_model(model, steps_per_execution=_steps_per_execution(config, kind))
             build_optimizers(model)
         loop = None
         if kind in LOOP_STRATEGIES:
@@ -263,6 +264,16 @@ def _initial_valid(model, strategy, samples: Samples, params: dict, config: Trai
         f"{init.final_valid['auc']:.4f}" if init.final_valid.get("auc") is not None else "-",
     )
     return metrics
+
+
+def _steps_per_execution(config: TrainConfig, kind: str) -> int:
+    """Batches per call into TensorFlow in Keras fit: 1 in the distributed loops, which step one batch at a
+    time; with max_steps_per_epoch, a divisor of it, since Keras would run a whole call past the epoch's end."""
+    if kind in LOOP_STRATEGIES:
+        return 1
+    if config.max_steps_per_epoch:
+        return math.gcd(config.steps_per_execution, config.max_steps_per_epoch)
+    return config.steps_per_execution
 
 
 def _single_process_copy(model, spec: dict, params: dict):
