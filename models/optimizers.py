@@ -2,8 +2,7 @@
 
 Keras 3 writes an optimizer's update as a dozen element-wise ops per variable. A CTR model has dozens
 of small variables (an embedding table per feature, the wide part's weights, each layer's kernel and
-bias), so a step spends more time dispatching those ops than in its matrix products, and tracing them
-lengthens the first step. tf_keras, and deepctr on it, call TensorFlow's fused kernels instead: one
+bias), so those ops are a large share of a step, and tracing them lengthens the first step. tf_keras, and deepctr on it, call TensorFlow's fused kernels instead: one
 ``ResourceApplyAdam`` or ``ResourceApplyFtrlV2`` per variable. These subclasses do the same.
 
 The formulas are Keras 3's own, with t the step (``iterations + 1``):
@@ -14,8 +13,9 @@ The formulas are Keras 3's own, with t the step (``iterations + 1``):
            w = (clip(z, -l1, l1) - z) / (n'^-p / lr + 2 (l2 + beta / (2 lr)));  n = n'
 
 A sparse gradient (``tf.IndexedSlices``, from an embedding lookup) is made dense first, as Keras 3's
-update does: every row's moments decay at every step. tests/test_optimizers.py checks the updates
-against Keras 3's, step by step, for dense and sparse gradients.
+update does: every row's moments decay at every step. A row looked up several times in a batch gets the
+square of its summed gradient, like tf_keras; Keras 3 adds up the squares of the lookups' gradients instead.
+tests/test_optimizers.py checks the updates against Keras 3's, step by step, for dense and sparse gradients.
 """
 
 from __future__ import annotations
