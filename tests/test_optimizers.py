@@ -43,43 +43,36 @@ def _run(optimizer, gradients, graph: bool, summed: bool = False) -> list[np.nda
 
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize(
-    "fused, reference",
+    "fused, reference, settings",
     [
-        (lambda: FusedAdam(0.01), lambda: keras.optimizers.Adam(0.01)),
+        (FusedAdam, keras.optimizers.Adam, {"learning_rate": 0.01}),
+        (FusedAdam, keras.optimizers.Adam, {"learning_rate": 0.05, "beta_1": 0.8, "beta_2": 0.95, "epsilon": 1e-3}),
         (
-            lambda: FusedAdam(0.05, beta_1=0.8, beta_2=0.95, epsilon=1e-3),
-            lambda: keras.optimizers.Adam(0.05, beta_1=0.8, beta_2=0.95, epsilon=1e-3),
+            FusedFtrl,
+            keras.optimizers.Ftrl,
+            {"learning_rate": 0.1, "l1_regularization_strength": 0.01, "l2_regularization_strength": 0.1},
         ),
         (
-            lambda: FusedFtrl(0.1, l1_regularization_strength=0.01, l2_regularization_strength=0.1),
-            lambda: keras.optimizers.Ftrl(0.1, l1_regularization_strength=0.01, l2_regularization_strength=0.1),
-        ),
-        (
-            lambda: FusedFtrl(
-                0.2,
-                learning_rate_power=-0.7,
-                l1_regularization_strength=0.5,
-                l2_shrinkage_regularization_strength=0.05,
-                beta=0.3,
-            ),
-            lambda: keras.optimizers.Ftrl(
-                0.2,
-                learning_rate_power=-0.7,
-                l1_regularization_strength=0.5,
-                l2_shrinkage_regularization_strength=0.05,
-                beta=0.3,
-            ),
+            FusedFtrl,
+            keras.optimizers.Ftrl,
+            {
+                "learning_rate": 0.2,
+                "learning_rate_power": -0.7,
+                "l1_regularization_strength": 0.5,
+                "l2_shrinkage_regularization_strength": 0.05,
+                "beta": 0.3,
+            },
         ),
     ],
     ids=["adam", "adam-settings", "ftrl", "ftrl-power-shrinkage-beta"],
 )
-def test_fused_updates_equal_keras_updates(fused, reference, graph):
+def test_fused_updates_equal_keras_updates(fused, reference, settings, graph):
     """A sparse gradient's repeated row is one row of the true gradient, the sum of its slices. Keras 3
     squares each slice before adding them up (its second moment of an embedding row seen twice in a
     batch is g1^2 + g2^2, not (g1 + g2)^2); the fused kernels, like tf_keras, use the true gradient. So
     the reference is Keras's update of the same gradient with the repeated row summed."""
     gradients = _gradients(steps=5, seed=3)
-    ours, theirs = _run(fused(), gradients, graph), _run(reference(), gradients, graph, summed=True)
+    ours, theirs = _run(fused(**settings), gradients, graph), _run(reference(**settings), gradients, graph, summed=True)
     assert len(ours) == len(theirs)
     for got, want in zip(ours, theirs):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
