@@ -31,6 +31,8 @@ are read the way Parquet's values would be: `1977`, `1977.0`, `1.977e3` and `" 1
 
 from __future__ import annotations
 
+from typing import Callable
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -255,14 +257,20 @@ _CANDIDATE = "_duplicate_candidate"
 BROADCAST_CANDIDATES = 2_000_000
 
 
-def flag_duplicates(df: DataFrame, dataset: str, broadcast_limit: int = BROADCAST_CANDIDATES) -> DataFrame:
+def flag_duplicates(
+    df: DataFrame,
+    dataset: str,
+    broadcast_limit: int = BROADCAST_CANDIDATES,
+    persist: Callable[[DataFrame], DataFrame] | None = None,
+) -> DataFrame:
     """Mark repeats among otherwise valid rows; the earliest copy (then the smallest row) is kept.
 
     Ranking every row in a window would shuffle every row with its raw copy. Instead a narrow count
     of a 64-bit hash of each valid row's identity finds the few keys seen more than once (a hash
     collision only makes a candidate, never a reject); only the candidate rows go through the
     window. This runs one Spark job to count the candidates: when there are more than
-    `broadcast_limit`, all rows take the window instead.
+    `broadcast_limit`, all rows take the window instead. `persist` (the caller's, who releases it)
+    keeps the candidates that job found, so the join does not read and hash every row again.
     """
     valid = F.col("reject_reason").isNull()
     hashed = df.withColumn(_CANDIDATE, F.when(valid, F.xxhash64(_event_identity(df, dataset))))
@@ -273,6 +281,8 @@ def flag_duplicates(df: DataFrame, dataset: str, broadcast_limit: int = BROADCAS
         .where(F.col("count") > 1)
         .select(_CANDIDATE, F.lit(True).alias("_repeated"))
     )
+    if persist is not None:
+        candidates = persist(candidates)
     if candidates.count() > broadcast_limit:
         return _rank_copies(df, dataset)
     marked = hashed.join(F.broadcast(candidates), on=_CANDIDATE, how="left")

@@ -50,6 +50,28 @@ def test_candidate_dedup_matches_the_window_over_every_row(spark):
         assert sum(r[0] == reason for r in got) > 20  # the data really has repeats
 
 
+def test_persisted_candidates_give_the_same_rejects_and_are_the_frame_the_join_reads(spark):
+    df = spark.createDataFrame(_generated_impressions(11, 300), IMP_SCHEMA)
+    normalized = validate.normalize_events(df, "impressions", "1990-01-01", "2100-01-01")
+    kept = []
+
+    def persist(frame):
+        kept.append(frame.persist())
+        return frame
+
+    try:
+        flagged = validate.flag_duplicates(normalized, "impressions", persist=persist)
+        reference = validate.flag_duplicates(normalized, "impressions", broadcast_limit=-1)
+        assert _outcome(flagged) == _outcome(reference)
+        (candidates,) = kept
+        assert candidates.is_cached
+        # Only identities seen more than once: far fewer rows than the input.
+        assert 0 < candidates.count() < df.count() / 3
+    finally:
+        for frame in kept:
+            frame.unpersist()
+
+
 def test_a_row_seen_once_is_never_a_duplicate_even_beside_repeats(spark):
     rows = [
         ("u1", "i1", str(T0), None, 1, "a"),

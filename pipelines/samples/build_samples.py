@@ -380,7 +380,7 @@ def _validate(
         return (
             validate.normalize_events(df, dataset, vconf["ts_min"], vconf["ts_max"])
             .transform(lambda d: windows.in_window(d, dataset, window, partitioned[dataset]))
-            .transform(lambda d: validate.flag_duplicates(d, dataset))
+            .transform(lambda d: validate.flag_duplicates(d, dataset, persist=persist))
         )
 
     raw_imps = events("impressions")
