@@ -58,6 +58,58 @@ def _exact_moments(train: DataFrame, values: list[Column]) -> list[tuple]:
     return [(row[f"n{i}"], row[f"s{i}"], row[f"q{i}"]) for i in range(len(values))]
 
 
+def value_counts(train: DataFrame, columns: list[str]) -> DataFrame:
+    """(column, value, count): the train rows that hold each finite value of each column, as a double.
+
+    The scalar fits read these instead of the rows. A column's values repeat (counts, an item's
+    attributes), so a cast to decimal or a rounding then runs once per distinct value, not per row."""
+    fields = [F.struct(F.lit(c).alias("column"), _finite(c).alias("value")) for c in dict.fromkeys(columns)]
+    values = F.explode(F.array(*fields))
+    return (
+        train.select(values.alias("v"))
+        .select("v.column", "v.value")
+        .where(F.col("value").isNotNull())
+        .groupBy("column", "value")
+        .agg(F.count(F.lit(1)).alias("count"))
+    )
+
+
+# A value times its count (decimal(11,0)) is exact in decimal(38,10): 26 + 11 + 1 digits. Past these
+# bounds a column is summed row by row instead, so the sums stay those of `_exact_moments`.
+_VALUE_EXACT, _COUNT_EXACT = "decimal(26,10)", "decimal(11,0)"
+_VALUE_BOUND, _COUNT_BOUND = 1e15, 1e11
+
+
+def _counted_moments(counted: DataFrame, columns: list[str], log1p_columns: list[str]) -> dict[str, tuple | None]:
+    """`_exact_moments` of each column's (log1p'd) values from `value_counts`: the same Decimals, as
+    sum(count * value) is exact. None for a column whose values or counts are too large for that."""
+    if not columns:
+        return {}
+    value = F.col("value")
+    if log1p_columns:
+        log1p = F.log1p(F.greatest(value, F.lit(0.0)))
+        value = F.when(F.col("column").isin(list(log1p_columns)), log1p).otherwise(value)
+    rows = F.col("count").try_cast(_COUNT_EXACT)
+    moments = (
+        counted.where(F.col("column").isin(list(columns)))
+        .select("column", "count", value.alias("x"), (value * value).alias("xx"))
+        .groupBy("column")
+        .agg(
+            F.sum("count").alias("n"),
+            F.try_sum(F.col("x").try_cast(_VALUE_EXACT) * rows).alias("s"),
+            F.try_sum(F.col("xx").try_cast(_VALUE_EXACT) * rows).alias("q"),
+            F.max(F.greatest(F.abs("x"), F.col("xx"))).alias("largest"),
+            F.max("count").alias("most"),
+        )
+        .collect()
+    )
+    by_column: dict[str, tuple | None] = {c: (0, None, None) for c in columns}  # no finite value: count 0
+    for row in moments:
+        exact = row["largest"] < _VALUE_BOUND and row["most"] < _COUNT_BOUND
+        by_column[row["column"]] = (row["n"], row["s"], row["q"]) if exact else None
+    return by_column
+
+
 def _mean_std(count: int, total: Decimal, squares: Decimal) -> tuple[float, float]:
     with localcontext() as ctx:
         ctx.prec = 60
@@ -94,11 +146,16 @@ def _fitted_mean_std(train: DataFrame, name: str, value: Column, moments: tuple)
 
 
 def fit_normalization(
-    train: DataFrame, columns: list[str], log1p_columns: list[str], vector_lengths: dict[str, int] | None = None
+    train: DataFrame,
+    columns: list[str],
+    log1p_columns: list[str],
+    vector_lengths: dict[str, int] | None = None,
+    counted: DataFrame | None = None,
 ) -> dict[str, dict]:
     """Per column {"log1p", "mean", "std"} from the train split (population std).
 
-    The scalars take one aggregation. A column of `vector_lengths` (name -> d) is a vector: its mean
+    The scalars take one aggregation, over their distinct values (`counted`: `value_counts` of at least
+    them, computed here when not given). A column of `vector_lengths` (name -> d) is a vector: its mean
     and std are lists of d values, one per dimension (`fit_vector`), and it is never log1p'd.
     """
     vector_lengths = dict(vector_lengths or {})
@@ -106,20 +163,20 @@ def fit_normalization(
     if bad:
         raise ValueError(f"normalize.log1p names vector feature(s) {bad}: vectors are normalized per dimension only")
     scalars = [c for c in columns if c not in vector_lengths]
-    values = [_transformed(c, c in log1p_columns) for c in scalars]
-    moments = _exact_moments(train, values) if scalars else []
+    if scalars and counted is None:
+        counted = value_counts(train, scalars)
+    moments = _counted_moments(counted, scalars, [c for c in scalars if c in log1p_columns]) if scalars else {}
+    too_large = [c for c in scalars if moments[c] is None]
+    values = {c: _transformed(c, c in log1p_columns) for c in scalars}
+    moments.update(zip(too_large, _exact_moments(train, [values[c] for c in too_large]) if too_large else []))
     stats = {}
-    for column, value, moment in zip(scalars, values, moments):
-        mean, std = _fitted_mean_std(train, column, value, moment)
+    for column in scalars:
+        mean, std = _fitted_mean_std(train, column, values[column], moments[column])
         stats[column] = {"log1p": column in log1p_columns, "mean": mean, "std": std}
     for column in columns:
         if column in vector_lengths:
             stats[column] = fit_vector(train, column, vector_lengths[column])
     return {column: stats[column] for column in columns}
-
-
-# A dimension's value times a row count (decimal(11,0)) is exact in decimal(38,10): 26 + 11 + 1 digits.
-_VECTOR_EXACT, _COUNT_EXACT = "decimal(26,10)", "decimal(11,0)"
 
 
 def fit_vector(train: DataFrame, column: str, length: int) -> dict:
@@ -141,8 +198,8 @@ def fit_vector(train: DataFrame, column: str, length: int) -> dict:
         value = _finite(F.col("_vector").getItem(i))
         aggs += [
             F.sum(F.when(value.isNotNull(), F.col("_rows"))).alias(f"n{i}"),
-            F.try_sum(value.try_cast(_VECTOR_EXACT) * rows).alias(f"s{i}"),
-            F.try_sum((value * value).try_cast(_VECTOR_EXACT) * rows).alias(f"q{i}"),
+            F.try_sum(value.try_cast(_VALUE_EXACT) * rows).alias(f"s{i}"),
+            F.try_sum((value * value).try_cast(_VALUE_EXACT) * rows).alias(f"q{i}"),
         ]
     row = counted.agg(*aggs).collect()[0]
     means, stds = [], []
@@ -174,37 +231,38 @@ def apply_normalization(df: DataFrame, stats: dict[str, dict]) -> DataFrame:
 
 
 def fit_bucket_boundaries(
-    train: DataFrame, columns: list[str], num_buckets: int, significant_digits: int = 4
+    train: DataFrame,
+    columns: list[str],
+    num_buckets: int,
+    significant_digits: int = 4,
+    counted: DataFrame | None = None,
 ) -> dict[str, list[float]]:
     """Quantile boundaries (deduplicated, ascending) per column, from the train split.
 
     Exact quantiles of the values rounded to `significant_digits` (integers below 10^digits stay
     exact): one count per distinct rounded value, so the driver receives a bounded histogram,
     never the rows. Unlike an approximate sketch, the result does not depend on how Spark
-    partitions the data. The q-quantile is the value at rank ceil(q * n).
+    partitions the data. The q-quantile is the value at rank ceil(q * n). `counted`: `value_counts`
+    of at least these columns (computed here when not given); the rounding runs per distinct value.
     """
     if not columns:
         return {}
     if num_buckets < 2:
         raise ValueError(f"bucketize.num_buckets must be at least 2, got {num_buckets}")
-    pattern = f"%.{int(significant_digits)}g"
-    rounded = [F.format_string(pattern, _finite(c)).try_cast("double") for c in columns]
-    values = F.explode(
-        F.array(*[F.struct(F.lit(i).alias("column"), value.alias("value")) for i, value in enumerate(rounded)])
-    ).alias("v")
+    counted = value_counts(train, columns) if counted is None else counted
+    rounded = F.format_string(f"%.{int(significant_digits)}g", F.col("value")).try_cast("double")
     histogram = (
-        train.select(values)
-        .select("v.column", "v.value")
+        counted.where(F.col("column").isin(list(columns)))
+        .groupBy("column", rounded.alias("value"))
+        .agg(F.sum("count").alias("count"))
         .where(F.col("value").isNotNull())
-        .groupBy("column", "value")
-        .count()
         .collect()
     )
-    by_column: dict[int, list[tuple[float, int]]] = {i: [] for i in range(len(columns))}
+    by_column: dict[str, list[tuple[float, int]]] = {c: [] for c in columns}
     for row in histogram:
         by_column[row["column"]].append((float(row["value"]), int(row["count"])))
     fractions = [i / num_buckets for i in range(1, num_buckets)]
-    return {column: sorted(set(histogram_quantiles(by_column[i], fractions))) for i, column in enumerate(columns)}
+    return {column: sorted(set(histogram_quantiles(by_column[column], fractions))) for column in columns}
 
 
 def histogram_quantiles(histogram: list[tuple[float, int]], fractions: list[float]) -> list[float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -196,9 +197,19 @@ def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], 
     log1p = [d.name for d in numeric if d.count] if log1p is None else list(log1p)
     check_vector_config(declared, config)
     bucketized = [c for c in (config["bucketize"]["features"] or []) if c in train.columns]
-    boundaries = normalize.fit_bucket_boundaries(train, bucketized, int(config["bucketize"]["num_buckets"]))
     own = [d.name for d in numeric if d.statistics_of is None]
-    stats = normalize.fit_normalization(train, own, log1p, {n: vectors[n] for n in own if n in vectors})
+    # Both fits read the distinct values of their scalars, counted in one pass over the train rows.
+    scalars = bucketized + [c for c in own if c not in vectors]
+    counted = normalize.value_counts(train, scalars).persist(StorageLevel.DISK_ONLY) if scalars else None
+    try:
+        buckets = int(config["bucketize"]["num_buckets"])
+        boundaries = normalize.fit_bucket_boundaries(train, bucketized, buckets, counted=counted)
+        stats = normalize.fit_normalization(
+            train, own, log1p, {n: vectors[n] for n in own if n in vectors}, counted=counted
+        )
+    finally:
+        if counted is not None:
+            counted.unpersist()
     for d in numeric:
         if d.statistics_of is not None:
             if d.statistics_of not in stats or vectors.get(d.statistics_of) != d.length:
