@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from feature_spec import load_spec, model_inputs
 from pipelines.config import load_config
-from pipelines.samples.build_samples import RejectFractionError, build_samples
+from pipelines.samples.build_samples import RejectFractionError, _shard_layout, build_samples
 from tests.samples_io import raw_value, read_all, read_files, shard_files
 
 # Whole builds on generated data (a subprocess generates it): `make test`, not `make test-fast`.
@@ -186,6 +187,20 @@ def test_shards_are_random_samples_in_an_order_a_rebuild_reproduces(spark, built
             for folder in (built["dir"], again)
         )
         assert sorted(first) == sorted(second), split
+
+
+def test_the_shards_do_not_depend_on_the_order_rows_reach_the_write(spark):
+    # On a cluster, rows arrive from other partitions in another order in every run; a rebuild must
+    # still write the same shards, row for row, in a random order.
+    df = spark.createDataFrame([(f"key{i}", i % 7) for i in range(300)], "impression_key string, user long")
+    layouts = []
+    for arranged in (df.repartition(3), df.orderBy(F.desc("impression_key")).coalesce(1), df.repartition(5, "user")):
+        shards = _shard_layout(arranged, _config()).rdd.glom().collect()
+        layouts.append([[row["impression_key"] for row in shard] for shard in shards])
+    assert layouts[0] == layouts[1] == layouts[2]
+    assert len(layouts[0]) == 2 and sorted(sum(layouts[0], [])) == sorted(f"key{i}" for i in range(300))
+    for keys in layouts[0]:
+        assert keys != sorted(keys) and min(len(keys), 300 - len(keys)) > 100  # random order, random halves
 
 
 def test_every_input_row_is_a_sample_or_a_counted_reject(built, raw):

@@ -172,16 +172,23 @@ def _spark_type_to_spec(dtype) -> str:
 
 
 def _shard_layout(samples: DataFrame, config: dict) -> DataFrame:
-    """The rows of each output shard, in the order they are written."""
+    """The rows of each output shard, in the order they are written.
+
+    Shards by a hash of the impression's identity (`impression_key`, unique), which needs no sort before
+    the shuffle as a round robin does. With blocks of rows (`rows_per_record` > 1) each shard is ordered by
+    a seeded hash of the same identity: the order does not depend on the order rows arrive in, so the same
+    samples make the same shards, row for row."""
     partitions = config["spark"].get("output_partitions")
+    key = F.col("impression_key")
     if int(config["tfrecord"]["rows_per_record"]) > 1:
         # A block keeps its rows together in every epoch, and after the per-user pass a partition is
         # grouped by user and time: each shard must be a random sample of rows, in random order.
         partitions = (
             int(partitions) if partitions else int(samples.sparkSession.conf.get("spark.sql.shuffle.partitions"))
         )
-        return samples.repartition(partitions).sortWithinPartitions(F.rand(int(config["tfrecord"]["shuffle_seed"])))
-    return samples.repartition(int(partitions)) if partitions else samples
+        order = F.xxhash64(F.lit(int(config["tfrecord"]["shuffle_seed"])), key)
+        return samples.repartition(partitions, key).sortWithinPartitions(order, key)
+    return samples.repartition(int(partitions), key) if partitions else samples
 
 
 def _check_splits_not_empty(imps: DataFrame, valid_start: int, test_start: int) -> None:
