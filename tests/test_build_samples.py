@@ -203,6 +203,23 @@ def test_the_shards_do_not_depend_on_the_order_rows_reach_the_write(spark):
         assert keys != sorted(keys) and min(len(keys), 300 - len(keys)) > 100  # random order, random halves
 
 
+def test_each_step_runs_its_spark_jobs_in_a_group_named_after_it(spark, raw, tmp_path):
+    # What a user reads in the Spark UI or the event log to see which step a slow job belongs to.
+    context = spark.sparkContext
+    context.setJobGroup("caller", "the caller's own jobs")
+    try:
+        report = build_samples(spark, _write_csv(raw["tables"], tmp_path / "raw"), str(tmp_path / "out"), _config())
+        assert context.getLocalProperty("spark.jobGroup.id") == "caller"  # the caller's group comes back
+        tracker = context.statusTracker()
+        assert len(report["step_seconds"]) == 7
+        for step in report["step_seconds"]:
+            assert tracker.getJobIdsForGroup(f"build_samples:{step}"), step
+        assert not tracker.getJobIdsForGroup("build_samples:no such step")
+    finally:
+        for key in ("spark.jobGroup.id", "spark.job.description"):
+            context.setLocalProperty(key, None)
+
+
 def test_every_input_row_is_a_sample_or_a_counted_reject(built, raw):
     rep = built["report"]
     tables = raw["tables"]

@@ -97,7 +97,8 @@ class Timings:
         start = time.perf_counter()
         rows: dict[str, int] = {}
         try:
-            yield rows
+            with _jobs_named(self.spark, name):
+                yield rows
         except Exception as exc:
             with _quiet_py4j():  # reading a Py4JJavaError's text calls the JVM, which may be gone
                 out_of_memory = self.spark is not None and _ran_out_of_memory(exc)
@@ -111,6 +112,30 @@ class Timings:
         self.seconds[name] = round(time.perf_counter() - start, 3)
         counted = "".join(f", {what} {count:,}" for what, count in rows.items())
         log.info("step %s done in %.1fs%s", name, self.seconds[name], counted)
+
+
+_JOB_PROPERTIES = ("spark.jobGroup.id", "spark.job.description")
+
+
+@contextmanager
+def _jobs_named(spark: SparkSession | None, step: str):
+    """The step's Spark jobs in the job group `build_samples:STEP` (the Spark UI and the event log then say
+    which step ran each job); the caller's own group and description come back after."""
+    if spark is None:
+        yield
+        return
+    context = spark.sparkContext
+    before = {key: context.getLocalProperty(key) for key in _JOB_PROPERTIES}
+    context.setJobGroup(f"build_samples:{step}", f"build_samples: step {step}")
+    try:
+        yield
+    finally:
+        with _quiet_py4j():  # the JVM may be gone (out of memory): keep the step's own error
+            try:
+                for key, value in before.items():
+                    context.setLocalProperty(key, value)
+            except Exception as exc:
+                log.warning("could not restore the Spark job group: %s", str(exc).splitlines()[0][:200])
 
 
 def _py4j_command_error(record: logging.LogRecord) -> bool:
