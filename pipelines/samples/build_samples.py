@@ -481,10 +481,7 @@ def _point_in_time_features(
         .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabularies.frames["item_id"], "item_idx"))
         .transform(lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres))
     )
-    # The item pass first, while the rows are narrow: the user history (two lists of max_len items, and more)
-    # would otherwise cross the item pass's shuffle and its round trip through Python too.
-    with_items = imps.transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
-    with_history = with_items.transform(
+    return imps.transform(
         lambda d: history.user_history(
             d,
             click_events,
@@ -495,9 +492,7 @@ def _point_in_time_features(
             int(h["genre_history_len"]),
             vectors,
         )
-    )
-    user_columns = [c for c in with_history.columns if c not in with_items.columns]
-    return with_history.select(*imps.columns, *user_columns, *history.ITEM_STATISTICS)
+    ).transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
 
 
 # Columns the job itself gives the impressions: an item column may not take one of these names.
