@@ -71,8 +71,7 @@ def _row_histogram_boundaries(train, columns, num_buckets, digits=4):
 
 def test_bucket_boundaries_from_counted_values_are_the_row_histograms(spark):
     train = spark.createDataFrame(_rows(9, 600), SCHEMA)
-    columns = ["count", "year", "signed", "rare", "huge", "empty"]
     counted = normalize.value_counts(train, COLUMNS)
-    got = normalize.fit_bucket_boundaries(train, columns, 5, counted=counted)
-    assert got == _row_histogram_boundaries(train, columns, 5)
+    got = normalize.fit_bucket_boundaries(train, COLUMNS, 5, counted=counted)
+    assert got == _row_histogram_boundaries(train, COLUMNS, 5)
     assert len(got["rare"]) == 4 and got["empty"] == []
