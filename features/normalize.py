@@ -87,8 +87,7 @@ def _counted_moments(counted: DataFrame, columns: list[str], log1p_columns: list
         return {}
     value = F.col("value")
     if log1p_columns:
-        log1p = F.log1p(F.greatest(value, F.lit(0.0)))
-        value = F.when(F.col("column").isin(list(log1p_columns)), log1p).otherwise(value)
+        value = F.when(F.col("column").isin(list(log1p_columns)), _transformed(value, True)).otherwise(value)
     rows = F.col("count").try_cast(_COUNT_EXACT)
     moments = (
         counted.where(F.col("column").isin(list(columns)))
