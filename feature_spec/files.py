@@ -6,7 +6,7 @@ import json
 import logging
 import posixpath
 
-from feature_spec.format import SPEC_FILE
+from feature_spec.format import SPEC_FILE, SpecError
 from feature_spec.validate import validate_spec
 
 
@@ -34,12 +34,37 @@ def gfile(path=None):
 
 
 def load_spec(samples_dir: str) -> dict:
-    """Load and validate SAMPLES/feature_spec.json."""
+    """Load and validate SAMPLES/feature_spec.json.
+
+    FileNotFoundError when there is no such file (whatever the file system says); SpecError, naming the
+    path, when the file is not a valid spec (not JSON, not an object, or against the format)."""
     path = spec_path(samples_dir)
+    text = _read_text(path)
     try:
-        with gfile(path).GFile(path, "r") as fh:  # gfile reads hdfs:// and s3:// too
-            text = fh.read()
+        content = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise SpecError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(content, dict):
+        raise SpecError(f"{path} holds a JSON {type(content).__name__}, not a feature spec object")
+    try:
+        return validate_spec(content)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError) as exc:  # an entry of the wrong shape
+        raise SpecError(f"{path} is not a valid feature spec ({type(exc).__name__}: {exc})") from None
+
+
+def _read_text(path: str) -> str:
+    """The file's text; FileNotFoundError when it is absent on any file system (tf.io.gfile's NotFoundError)."""
+    try:
+        gf = gfile(path)
     except ImportError:
-        with open(path) as fh:
-            text = fh.read()
-    return validate_spec(json.loads(text))
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    import tensorflow as tf
+
+    try:
+        with gf.GFile(path, "r") as fh:  # gfile reads hdfs:// and s3:// too
+            return fh.read()
+    except (tf.errors.NotFoundError, tf.errors.FailedPreconditionError):  # absent; a folder; below a file
+        raise FileNotFoundError(f"{path} is not a file") from None
