@@ -22,6 +22,7 @@ the spec itself, a dict, in a variable named `spec`.
 
 from feature_spec.access import (
     all_features,
+    check_vocabularies,
     checked_model_inputs,
     compression_type,
     embedded_fields,
@@ -38,6 +39,7 @@ from feature_spec.access import (
     numeric_names,
     numeric_width,
     rows_per_record,
+    sample_settings,
     smoothed_ctr_prior,
     spec_hash,
     split_label_rate,
@@ -90,7 +92,14 @@ from feature_spec.format import (
     to_json,
 )
 from feature_spec.parsing import input_signature, parse_block_features, parse_features
-from feature_spec.validate import check_embedded_fields, check_entry, validate_spec
+from feature_spec.validate import (
+    VOCABULARY_COUNTS,
+    VocabularyError,
+    check_embedded_fields,
+    check_entry,
+    check_vocabulary_rows,
+    validate_spec,
+)
 
 __all__ = [
     "DATE_PREFIX",
@@ -124,6 +133,10 @@ __all__ = [
     "categorical",
     "check_embedded_fields",
     "check_entry",
+    "check_vocabularies",
+    "check_vocabulary_rows",
+    "VOCABULARY_COUNTS",
+    "VocabularyError",
     "checked_model_inputs",
     "compression_type",
     "compute_spec_hash",
@@ -152,6 +165,7 @@ __all__ = [
     "parse_features",
     "rows_per_record",
     "sequence",
+    "sample_settings",
     "spec_hash",
     "spec_path",
     "smoothed_ctr",

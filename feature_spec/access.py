@@ -10,7 +10,12 @@ import posixpath
 
 from feature_spec.files import gfile, is_remote
 from feature_spec.format import EMBEDDED_KINDS, NUMERIC_KIND, OOV_INDEX, PADDING_INDEX, SpecError
-from feature_spec.validate import check_entry, rows_per_record  # noqa: F401 - rows_per_record is an accessor too
+from feature_spec.validate import (  # noqa: F401 - rows_per_record is an accessor too
+    VocabularyError,
+    check_entry,
+    check_vocabulary_rows,
+    rows_per_record,
+)
 
 # ---------------------------------------------------------------- entries
 
@@ -128,6 +133,13 @@ def smoothed_ctr_prior(spec: dict) -> tuple[float, float] | None:
     return None if value is None else (float(value["prior"]), float(value["smoothing"]))
 
 
+def sample_settings(spec: dict) -> dict | None:
+    """{dotted build setting: value} the samples were made with (hashed); None in a spec written before they
+    were recorded."""
+    value = spec.get("sample_settings")
+    return None if value is None else dict(value)
+
+
 def spec_hash(spec: dict) -> str:
     return spec["spec_hash"]
 
@@ -159,6 +171,31 @@ def vocabulary_tokens(samples_dir: str, spec: dict, table: str, size: int) -> li
         return tokens
     prefix = "bucket" if is_bucketized_table(spec, table) else "index"
     return ["<PAD>" if i == 0 else f"{prefix}_{i}" for i in range(size)]
+
+
+def check_vocabularies(samples_dir: str, spec: dict) -> None:
+    """VocabularyError, naming the vocabulary, unless every vocabulary of the spec can be read from
+    `samples_dir` and its rows match its entry (check_vocabulary_rows). Reads index and token only."""
+    import pyarrow.compute as pc
+
+    for name, entry in sorted((spec.get("vocabularies") or {}).items()):
+        path = vocabulary_path(samples_dir, spec, name)
+        try:
+            data = _read_parquet_folder(path, ["index", "token"])
+            index, token = data.column("index"), data.column("token")
+            counts = {
+                "rows": data.num_rows,
+                "null_rows": int(pc.sum(pc.or_(pc.is_null(index), pc.is_null(token))).as_py() or 0),
+                "distinct_tokens": int(pc.count_distinct(token).as_py()),
+                "distinct_indices": int(pc.count_distinct(index).as_py()),
+                "min_index": pc.min(index).as_py(),
+                "max_index": pc.max(index).as_py(),
+            }
+        except Exception as exc:  # missing folder or files, not Parquet, columns missing or of another type
+            raise VocabularyError(
+                f"vocabulary {name} ({path}) cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            ) from None
+        check_vocabulary_rows(name, entry, counts, path)
 
 
 def _read_parquet_folder(path: str, columns: list[str]):

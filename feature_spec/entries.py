@@ -144,12 +144,16 @@ def new_spec(
     compression: str,
     rows_per_record: int = 1,
     smoothed_ctr: dict | None = None,
+    sample_settings: dict | None = None,
     label_name: str = LABEL_NAME,
 ) -> dict:
     """The spec with its hash (splits are added once the shards are written; they are not hashed).
 
     `smoothed_ctr` ({"prior", "smoothing"}, see `smoothed_ctr`) records what the smoothed CTR features were
-    made with, so that a later build can apply the same spec (`build_samples --spec`)."""
+    made with, so that a later build can apply the same spec (`build_samples --spec`). `sample_settings`
+    ({dotted build setting: value}) records the build settings that decide labels and feature values and leave
+    no other trace in the spec (the attribution window, the lookbacks...): they are hashed, so samples made
+    under other settings never share a hash."""
     spec = {
         "format_version": FORMAT_VERSION,
         "compression": compression,
@@ -161,5 +165,7 @@ def new_spec(
         spec["rows_per_record"] = int(rows_per_record)
     if smoothed_ctr is not None:  # absent in specs written before daily builds: they keep their hash
         spec["smoothed_ctr"] = dict(smoothed_ctr)
+    if sample_settings is not None:  # absent in specs written before they were recorded: they keep their hash
+        spec["sample_settings"] = dict(sorted(sample_settings.items()))
     spec["spec_hash"] = compute_spec_hash(spec)
     return spec

@@ -204,6 +204,16 @@ def _check_smoothed_ctr(value) -> None:
         raise SpecError(f"smoothed_ctr must be {{'prior': in [0, 1], 'smoothing': >= 0}}, got {value!r}")
 
 
+def _check_sample_settings(value) -> None:
+    if value is None:
+        return
+    scalar = (str, int, float, bool, type(None))
+    if not isinstance(value, dict) or not all(
+        isinstance(key, str) and isinstance(setting, scalar) for key, setting in value.items()
+    ):
+        raise SpecError(f"sample_settings must map setting names to single values, got {value!r}")
+
+
 def validate_spec(spec: dict) -> dict:
     """The spec itself if it is a whole, valid spec whose hash matches its content."""
     if spec.get("format_version") != FORMAT_VERSION:
@@ -228,7 +238,45 @@ def validate_spec(spec: dict) -> dict:
                 )
     _check_paths(spec)
     _check_smoothed_ctr(spec.get("smoothed_ctr"))
+    _check_sample_settings(spec.get("sample_settings"))
     expected = compute_spec_hash(spec)
     if spec.get("spec_hash") != expected:
         raise SpecError(f"feature spec hash mismatch: file says {spec.get('spec_hash')}, content hashes to {expected}")
     return spec
+
+
+# ---------------------------------------------------------------- vocabulary contents
+
+
+class VocabularyError(SpecError):
+    """A vocabulary under vocab/ that cannot be read, or whose rows do not match its spec entry."""
+
+
+# What check_vocabulary_rows reads of a vocabulary's rows, computed by whoever reads them (Spark or Arrow).
+VOCABULARY_COUNTS = ("rows", "null_rows", "distinct_tokens", "distinct_indices", "min_index", "max_index")
+
+
+def check_vocabulary_rows(name: str, entry: dict, counts: dict, where: str) -> None:
+    """VocabularyError naming the vocabulary unless its rows are exactly what `entry` says: `num_tokens` rows,
+    no null, no token twice, and indices that are a permutation of FIRST..size-1 (0 and 1 are padding and OOV)."""
+    first = int(entry.get("oov_index", 1)) + 1
+    size, expected = int(entry["size"]), int(entry["num_tokens"])
+    rows = int(counts["rows"])
+    problems = []
+    if rows != expected:
+        problems.append(f"{rows} rows, the spec says {expected} tokens")
+    if size != expected + first:
+        problems.append(f"size {size} in the spec is not its {expected} tokens + {first}")
+    if counts["null_rows"]:
+        problems.append(f"{counts['null_rows']} rows with no token or no index")
+    if int(counts["distinct_tokens"]) != rows:
+        problems.append(f"{rows - int(counts['distinct_tokens'])} tokens repeated")
+    if int(counts["distinct_indices"]) != rows:
+        problems.append(f"{rows - int(counts['distinct_indices'])} indices repeated")
+    if rows and (counts["min_index"] != first or counts["max_index"] != size - 1):
+        problems.append(f"indices {counts['min_index']}..{counts['max_index']}, not {first}..{size - 1}")
+    if problems:
+        raise VocabularyError(
+            f"vocabulary {name} ({where}) does not match the spec: {'; '.join(problems)}. "
+            "A vocabulary is written by the build with its spec: do not edit it; rebuild or refit the spec"
+        )

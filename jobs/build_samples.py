@@ -56,6 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "and write OUTPUT/feature_spec.json and vocab/ without samples",
     )
     days.add_argument("--overwrite", action="store_true", help="rebuild days that are already complete")
+    days.add_argument(
+        "--allow-mixed-specs",
+        action="store_true",
+        help="build days into an OUTPUT that holds days of another spec (refused by default: a training run "
+        "reads days of one spec only)",
+    )
     args = parser.parse_args(argv)
     problem = _check_day_args(args)
     if problem:
@@ -93,6 +99,8 @@ def _check_day_args(args) -> str | None:
             "a build of days needs --spec SPEC, so that every day shares one fit and one spec hash; "
             "fit one first: --fit-only --start D1 --end D2 --output SPEC"
         )
+    if args.allow_mixed_specs and not (args.date or args.start):
+        return "--allow-mixed-specs applies to day builds (--date, --start/--end with --spec)"
     if args.overwrite and not (args.date or args.start):
         return (
             "--overwrite applies to day builds (--date, --start/--end): a build of the whole log always replaces OUTPUT"
@@ -124,7 +132,9 @@ def main(argv=None) -> int:
         # The YAML's settings fill in only what spark-submit (--master, --conf, spark-defaults.conf) left unset.
         spark = get_spark(config["spark"]["app_name"])  # the build sizes its shuffle partitions itself
         if days and not args.fit_only:
-            results = job.build_days(spark, args.input, args.output, config, args.spec, days, args.overwrite)
+            results = job.build_days(
+                spark, args.input, args.output, config, args.spec, days, args.overwrite, args.allow_mixed_specs
+            )
             print(json.dumps([_day_summary(result) for result in results], indent=2))
             print_outputs(args.output, ", ".join(f"{os.path.basename(r['output'].rstrip('/'))}/" for r in results))
             return 0

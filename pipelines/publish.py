@@ -733,18 +733,45 @@ class Staging:
         self.close()
 
 
+def _missing_folders(fs, folder: str) -> list[str]:
+    """`folder` and its ancestors that do not exist yet, deepest first (local file systems only: an object
+    store has no folders to leave behind)."""
+    missing = []
+    while fs.local and folder and not fs.exists(folder):
+        missing.append(folder)
+        above = posixpath.dirname(folder.rstrip("/"))
+        if above == folder:
+            break
+        folder = above
+    return missing
+
+
+def _remove_empty_folders(fs, folders: list[str]) -> None:
+    """Remove the folders this run created, deepest first, each only while it is empty."""
+    for folder in folders:
+        try:
+            if fs.exists(folder) and not fs.listdir(folder):
+                os.rmdir(folder)
+        except OSError as exc:  # someone else wrote there meanwhile, or removed it: leave it
+            log.debug("left %s: %s", folder, exc)
+
+
 class StagedOutput:
     """A whole output written beside `final` and swapped into place by `publish()`.
 
     Checks `final` (check_output), removes the stale stagings of `final`, then creates the staging;
     write the output under `.path`. As a context manager it publishes on a normal exit, and it
-    always removes its own staging at the end."""
+    always removes its own staging at the end; when nothing was published, also the folders above it
+    that it created (a refused or failed run leaves the tree as it found it)."""
 
     def __init__(self, output, inputs: Iterable = (), markers: Markers = ()):
         self.inputs, self.markers = list(inputs), list(markers)
         self.final = check_output(output, self.inputs, self.markers)
         parent, name = posixpath.split(self.final)
-        _fs(parent).makedirs(parent)
+        fs = _fs(parent)
+        self._made = _missing_folders(fs, parent)
+        self._published = False
+        fs.makedirs(parent)
         started = time.time()
         remove_stale_stagings(parent, f".{name}.staging-", started)
         self.staging = Staging(parent, f".{name}.staging-", started, output=self.final)
@@ -758,10 +785,13 @@ class StagedOutput:
     def publish(self) -> None:
         check_output(self.final, self.inputs, self.markers)  # someone may have written there since the start
         swap_into_place(self.path, self.final)
+        self._published = True
         self.close()
 
     def close(self) -> None:
         self.staging.close()
+        if not self._published:
+            _remove_empty_folders(self.staging.fs, self._made)
 
     def __enter__(self) -> "StagedOutput":
         return self

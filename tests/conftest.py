@@ -34,3 +34,11 @@ def movielens_dir():
     if not (MOVIELENS_DIR / "ratings.csv").exists():
         pytest.skip(f"MovieLens data not found at {MOVIELENS_DIR} (only on developer machines and CI)")
     return MOVIELENS_DIR
+
+
+@pytest.fixture(scope="session")
+def four_days(tmp_path_factory, spark):
+    """The daily-build world of tests/daily_world.py, built once for every module that uses it."""
+    from tests.daily_world import build_four_days
+
+    return build_four_days(spark, tmp_path_factory.mktemp("daily"))

@@ -4,89 +4,35 @@ The reference for every day build is one build of the whole log with the same sp
 depend on whether its day was built alone, which proves that a day's window reads all the history it needs.
 """
 
-import glob
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from datetime import date, datetime, timezone
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import feature_spec
-from pipelines.config import ConfigError, load_config
+from pipelines.config import ConfigError
 from pipelines.publish import OutputRefused
 from pipelines.samples import build_samples as job
 from pipelines.samples.fitting import SpecNotApplicable
 from pipelines.samples.windows import Window, day_start
 from sources.synthetic import generate
-from tests.samples_io import read_all, read_split
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DAY = 86400
-D = [date(2026, 1, day) for day in range(1, 5)]  # the generator starts at 2026-01-01T00:00Z
-KEY = ["user_id", "ts", "item_id", "position_idx"]  # one impression (the samples carry no impression_id)
-
-
-def _config(*sets):
-    return load_config("build_samples", None, ["spark.shuffle_partitions=2", "spark.output_partitions=2", *sets])
-
-
-def _partition_by_date(src: str, dst: str) -> None:
-    """RAW with impressions/ and clicks/ partitioned by UTC day (date=YYYY-MM-DD), items as they are."""
-    for dataset in ("impressions", "clicks"):
-        table = pq.read_table(os.path.join(src, dataset)).to_pandas()
-        table["date"] = pd.to_datetime(table["ts"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
-        pq.write_to_dataset(
-            pa.Table.from_pandas(table, preserve_index=False),
-            os.path.join(dst, dataset),
-            partition_cols=["date"],
-        )
-    os.makedirs(os.path.join(dst, "items"))
-    for part in glob.glob(os.path.join(src, "items", "*.parquet")):
-        os.link(part, os.path.join(dst, "items", os.path.basename(part)))
-
-
-def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values(KEY).reset_index(drop=True)
-
-
-def _assert_same_samples(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    a, b = _sorted(a), _sorted(b)
-    assert len(a) == len(b)
-    assert sorted(a.columns) == sorted(b.columns)
-    for column in a.columns:
-        left, right = np.stack(a[column].to_numpy()), np.stack(b[column].to_numpy())
-        np.testing.assert_array_equal(left, right, err_msg=column)
-
-
-def _day_samples(samples_dir: str, day: date) -> pd.DataFrame:
-    return read_split(feature_spec.day_folder(samples_dir, day), feature_spec.DAY_SPLIT)
-
-
-def _file_digests(folder: str) -> dict:
-    out = {}
-    for path in sorted(glob.glob(os.path.join(folder, "**", "*"), recursive=True)):
-        if os.path.isfile(path):
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
-
-
-def _spec_copy(spec_dir: str, folder, change) -> str:
-    """A copy of a spec folder, its spec changed by `change(spec)` and hashed again."""
-    shutil.copytree(spec_dir, folder)
-    spec = feature_spec.load_spec(str(folder))
-    change(spec)
-    spec["spec_hash"] = feature_spec.compute_spec_hash(spec)
-    (folder / feature_spec.SPEC_FILE).write_text(feature_spec.to_json(spec))
-    return str(folder)
-
+from tests.daily_world import (
+    DAY,
+    ROOT,
+    D,
+    assert_same_samples,
+    day_config,
+    day_samples,
+    file_digests,
+    partition_by_date,
+    spec_copy,
+)
+from tests.samples_io import read_all
 
 # ---------------------------------------------------------------- fast: the window and the flags
 
@@ -144,39 +90,12 @@ def test_dated_samples_must_hold_only_day_folders(tmp_path):
 # ---------------------------------------------------------------- four days, built day by day and at once
 
 
-@pytest.fixture(scope="module")
-def four_days(tmp_path_factory, spark):
-    """A 4-day log partitioned by date; a spec fitted on days 1-2; days 1..4 built with it; one build of
-    the whole log with it."""
-    root = tmp_path_factory.mktemp("daily")
-    flat, raw = str(root / "flat"), str(root / "raw")
-    generate(flat, users=60, items=40, days=4, impressions=4000, seed=5)
-    _partition_by_date(flat, raw)
-    config = _config()
-    spec_dir, samples, whole = str(root / "spec"), str(root / "samples"), str(root / "whole")
-    fit = job.Plan(window=job.fit_window(config, D[0], D[1]), fit_only=True)
-    fit_report = job.build_samples(spark, raw, spec_dir, config, fit)
-    days = job.build_days(spark, raw, samples, config, spec_dir, D)
-    job.build_samples(spark, raw, whole, config, job.Plan(spec_dir=spec_dir))
-    return {
-        "root": root,
-        "flat": flat,
-        "raw": raw,
-        "config": config,
-        "spec": spec_dir,
-        "samples": samples,
-        "whole": whole,
-        "fit_report": fit_report,
-        "days": days,
-    }
-
-
 @pytest.mark.slow
 def test_every_day_sample_equals_the_one_build_of_the_whole_log(four_days):
     whole = read_all(four_days["whole"]).drop(columns=["split"])
-    days = pd.concat([_day_samples(four_days["samples"], day) for day in D], ignore_index=True)
+    days = pd.concat([day_samples(four_days["samples"], day) for day in D], ignore_index=True)
     assert len(whole) == 4000  # every impression of the log: none lost, none twice
-    _assert_same_samples(days, whole)
+    assert_same_samples(days, whole)
     # Every day shares the spec's hash, which the whole build has too.
     spec_hash = feature_spec.spec_hash(feature_spec.load_spec(four_days["spec"]))
     for day in D:
@@ -214,29 +133,29 @@ def test_the_fit_uses_its_days_only_and_a_day_counts_its_oov_tokens(four_days):
 @pytest.mark.slow
 def test_a_day_is_skipped_when_complete_and_replaced_alone_with_overwrite(four_days, spark):
     samples, others = four_days["samples"], [D[0], D[2], D[3]]
-    before = {day: _file_digests(feature_spec.day_folder(samples, day)) for day in D}
-    day2 = _day_samples(samples, D[1])
+    before = {day: file_digests(feature_spec.day_folder(samples, day)) for day in D}
+    day2 = day_samples(samples, D[1])
 
     skipped = job.build_days(spark, four_days["raw"], samples, four_days["config"], four_days["spec"], [D[1]])
     assert skipped[0]["skipped"] is True
-    assert _file_digests(feature_spec.day_folder(samples, D[1])) == before[D[1]]
+    assert file_digests(feature_spec.day_folder(samples, D[1])) == before[D[1]]
 
     rebuilt = job.build_days(
         spark, four_days["raw"], samples, four_days["config"], four_days["spec"], [D[1]], overwrite=True
     )
     assert rebuilt[0]["skipped"] is False
     for day in others:
-        assert _file_digests(feature_spec.day_folder(samples, day)) == before[day], day
-    _assert_same_samples(_day_samples(samples, D[1]), day2)
+        assert file_digests(feature_spec.day_folder(samples, day)) == before[day], day
+    assert_same_samples(day_samples(samples, D[1]), day2)
     assert sorted(os.listdir(samples)) == [f"date={day.isoformat()}" for day in D]  # no staging left behind
 
     # A spec with another hash (a refit) does not silently mix into complete days.
-    refit = _spec_copy(
+    refit = spec_copy(
         four_days["spec"], four_days["root"] / "refit", lambda spec: spec["smoothed_ctr"].update(prior=0.5)
     )
     with pytest.raises(OutputRefused, match="--overwrite"):
         job.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]])
-    assert _file_digests(feature_spec.day_folder(samples, D[1])) != {}
+    assert file_digests(feature_spec.day_folder(samples, D[1])) != {}
 
 
 @pytest.mark.slow
@@ -256,7 +175,7 @@ def test_two_dates_built_at_once_by_two_processes(four_days):
         assert proc.returncode == 0, err.decode()[-3000:]
     assert sorted(os.listdir(out)) == ["date=2026-01-02", "date=2026-01-03"]
     for day in (D[1], D[2]):
-        _assert_same_samples(_day_samples(out, day), _day_samples(four_days["samples"], day))
+        assert_same_samples(day_samples(out, day), day_samples(four_days["samples"], day))
 
 
 @pytest.mark.slow
@@ -272,7 +191,7 @@ def test_two_dates_built_at_once_by_two_processes(four_days):
 def test_a_config_that_makes_other_features_than_the_spec_is_refused_before_any_work(
     setting, named, four_days, spark, tmp_path
 ):
-    config = _config(setting)
+    config = day_config(setting)
     with pytest.raises(ConfigError, match=named):
         job.build_days(spark, four_days["raw"], str(tmp_path / "s"), config, four_days["spec"], [D[2]])
     assert not (tmp_path / "s").exists() or not os.listdir(tmp_path / "s")
@@ -280,7 +199,7 @@ def test_a_config_that_makes_other_features_than_the_spec_is_refused_before_any_
 
 @pytest.mark.slow
 def test_a_spec_without_its_ctr_prior_is_refused(four_days, spark, tmp_path):
-    old = _spec_copy(four_days["spec"], tmp_path / "old_spec", lambda spec: spec.pop("smoothed_ctr"))
+    old = spec_copy(four_days["spec"], tmp_path / "old_spec", lambda spec: spec.pop("smoothed_ctr"))
     with pytest.raises(SpecNotApplicable, match="--fit-only"):
         job.build_days(spark, four_days["raw"], str(tmp_path / "s"), four_days["config"], old, [D[2]])
 
@@ -300,12 +219,12 @@ def _trap(raw: str, dataset: str, day: str) -> None:
 def test_a_day_build_reads_the_events_of_its_window_not_the_log(tmp_path, spark):
     flat, raw = str(tmp_path / "flat"), str(tmp_path / "raw")
     generate(flat, users=40, items=30, days=28, impressions=5600, seed=11)
-    _partition_by_date(flat, raw)
+    partition_by_date(flat, raw)
     for dataset in ("impressions", "clicks"):
         _trap(raw, dataset, "2026-01-28")
     with pytest.raises(Exception, match="(?i)parquet|convert|ts"):
         spark.read.parquet(os.path.join(raw, "impressions")).select("ts").collect()  # the trap is live
-    config = _config("history.lookback_days=7", "item_stats.recent_days=7")
+    config = day_config("history.lookback_days=7", "item_stats.recent_days=7")
     spec_dir = str(tmp_path / "spec")
     job.build_samples(
         spark, raw, spec_dir, config, job.Plan(window=job.fit_window(config, "2026-01-20", "2026-01-21"), fit_only=True)
@@ -334,7 +253,7 @@ def test_a_day_build_reads_the_events_of_its_window_not_the_log(tmp_path, spark)
     (filtered,) = job.build_days(spark, flat, str(tmp_path / "from_flat"), config, spec_dir, [day])
     assert filtered["report"]["rows_read"] == report["rows_read"]
     assert filtered["report"]["window"]["raw_partitions"]["impressions"] == "none: filtered by time"
-    _assert_same_samples(_day_samples(str(tmp_path / "from_flat"), day), _day_samples(str(tmp_path / "samples"), day))
+    assert_same_samples(day_samples(str(tmp_path / "from_flat"), day), day_samples(str(tmp_path / "samples"), day))
 
 
 @pytest.mark.slow

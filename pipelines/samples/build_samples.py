@@ -32,7 +32,7 @@ from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import validate_build_config
 from pipelines.publish import OutputRefused, StagedOutput
-from pipelines.samples import fitting, windows
+from pipelines.samples import fitting, settings, windows
 from pipelines.samples.raw_input import InputError, read_raw, type_csv_columns
 from pipelines.samples.spark import memory_settings, spark_settings
 from pipelines.samples.tfrecord import compression_options, write_tfrecords
@@ -322,11 +322,20 @@ def _vector_columns(config: dict) -> dict[str, int | None]:
 def _read_events(
     spark: SparkSession, raw_dir: str, dataset: str, fmt: str, window: windows.Window | None
 ) -> tuple[DataFrame, bool]:
-    """(RAW's `dataset`, pruned to the window's days when it is date-partitioned; whether it is)."""
+    """(RAW's `dataset`, pruned to the window's days when it is date-partitioned; whether it is).
+
+    InputError when a `date=` folder does not name a day: some builds would read its rows, others not."""
+    folder = posixpath.join(raw_dir, dataset)
+    names = windows.partition_folders(spark, folder)
+    bad = windows.not_days(names)
+    if bad:
+        raise InputError(
+            f"{folder} holds {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}: a date partition is named "
+            f"{windows.PARTITION_COLUMN}=YYYY-MM-DD; rename or move the folder"
+            f"{'s' if len(bad) > 1 else ''} out of RAW (its rows would belong to no day)"
+        )
     df = read_raw(spark, raw_dir, dataset, fmt)
-    partitioned = windows.PARTITION_COLUMN in df.columns and windows.is_date_partitioned(
-        spark, posixpath.join(raw_dir, dataset)
-    )
+    partitioned = windows.PARTITION_COLUMN in df.columns and bool(names)
     return (windows.prune_partitions(df, window) if partitioned and window is not None else df), partitioned
 
 
@@ -715,6 +724,12 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
     persist = _Persisted()
     _check_spark_reads(spark, raw_dir)
     applied = _load_applied_spec(spark, plan)
+    # Name clashes and misuses of the configured item columns fail before any work (lengths do not matter).
+    fitting.check_vector_config(
+        _declared_features(vocab.ID_INDICES, config, dict.fromkeys(_vector_columns(config), 1)), config
+    )
+    if applied:
+        _check_spec_fits_config(applied, config, plan.spec_dir)
     scratch_folder = spark_parts_folder(spark, raw_dir, output, config)  # refuses before anything is written
     # Refuses an output that overlaps RAW (or the --spec) or holds something else than earlier samples.
     inputs = [raw_dir] + ([plan.spec_dir] if plan.spec_dir else [])
@@ -732,12 +747,6 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         if scratch_folder is not None:
             scratch = _scratch_staging(scratch_folder, stage.final, stage.staging.started)
         spark_dir = scratch.path if scratch else stage.path  # where Spark writes rejects/ and vocab/
-        # Name clashes and misuses of the configured item columns fail before any work (lengths do not matter).
-        fitting.check_vector_config(
-            _declared_features(vocab.ID_INDICES, config, dict.fromkeys(_vector_columns(config), 1)), config
-        )
-        if applied:
-            _check_spec_fits_config(applied, config, plan.spec_dir)
         with timings.step("validate") as rows:
             known_lengths = _spec_vector_lengths(applied, config) if applied else None
             raw = _validate(spark, raw_dir, config, persist, spark_dir, plan.window, known_lengths)
@@ -775,6 +784,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             compression=compression.tf_type,
             rows_per_record=int(config["tfrecord"]["rows_per_record"]),
             smoothed_ctr=fitted.spec_smoothed_ctr(),
+            sample_settings=settings.recorded(config),
         )
         if applied and feature_spec.spec_hash(spec) != feature_spec.spec_hash(applied):
             raise ConfigError(
@@ -835,12 +845,34 @@ def _load_applied_spec(spark: SparkSession, plan: Plan) -> dict | None:
             f"--spec {folder} does not record its CTR prior (written before daily builds existed): "
             "fit a new spec with build_samples --fit-only"
         )
+    if feature_spec.sample_settings(applied) is None:
+        raise fitting.SpecNotApplicable(
+            f"--spec {folder} does not record the sample settings it was fitted with (the attribution window, "
+            "the lookbacks...: written before they were recorded), so a build cannot prove it makes the same "
+            "samples: fit a new spec with build_samples --fit-only"
+        )
+    fitting.check_vocabularies(spark, applied, folder)
     return applied
 
 
 def _check_spec_fits_config(applied: dict, config: dict, spec_dir: str) -> None:
     """ConfigError, before any work, when the config makes other model inputs than the --spec describes
-    (history lengths, item columns, buckets...); what only the data shows is checked by the spec hash later."""
+    (history lengths, item columns, buckets...) or under other sample settings (pipelines/samples/settings.py);
+    what only the data shows is checked by the spec hash later."""
+    settings.check_recorded(feature_spec.sample_settings(applied), config, spec_dir)
+    written = {
+        "compression": compression_options(config["tfrecord"]["compression"]).tf_type,
+        "rows_per_record": int(config["tfrecord"]["rows_per_record"]),
+    }
+    recorded_format = {
+        "compression": applied.get("compression"),
+        "rows_per_record": feature_spec.rows_per_record(applied),
+    }
+    if written != recorded_format:
+        raise ConfigError(
+            f"--spec {spec_dir} records shards of {recorded_format}, this config writes {written}: set "
+            "tfrecord.compression and tfrecord.rows_per_record as the spec was fitted, or fit a new spec (--fit-only)"
+        )
     lengths = {**dict.fromkeys(_vector_columns(config), 1), **_spec_vector_lengths(applied, config)}
     declared = _declared_features(list(applied.get("vocabularies") or {}), config, lengths)
     recorded = fitting.Fitted.from_spec(applied, fitting.vocabularies_from_spec(applied, spec_dir=spec_dir))
@@ -986,22 +1018,69 @@ def check_dated_samples(samples_dir: str) -> str:
     return final
 
 
+def _day_spec_hash(folder: str) -> str:
+    """The spec hash of a complete day folder; OutputRefused, naming it, when its spec cannot be read."""
+    try:
+        return feature_spec.spec_hash(feature_spec.load_spec(folder))
+    except (FileNotFoundError, feature_spec.SpecError) as exc:
+        raise OutputRefused(
+            f"{folder} is marked complete but its {feature_spec.SPEC_FILE} cannot be read ({exc}): "
+            "give --overwrite to rebuild the day, or move the folder away"
+        ) from None
+
+
+def _check_no_other_specs(final: str, days: list, spec_hash: str, spec_dir: str) -> None:
+    """OutputRefused when SAMPLES holds complete days (other than `days`) of another spec: a training run
+    reads the days of one spec only, so a mix is refused unless asked for (`mixed_specs`)."""
+    if not publish.exists(final):
+        return
+    building = {feature_spec.parse_date(day) for day in days}
+    others = {}
+    for name in sorted(publish.listdir(final)):
+        day = feature_spec.folder_date(name)
+        folder = posixpath.join(final, name)
+        if day is None or day in building or not publish.exists(posixpath.join(folder, feature_spec.DAY_COMPLETE)):
+            continue
+        built = _day_spec_hash(folder)
+        if built != spec_hash:
+            others.setdefault(built, []).append(name)
+    if others:
+        listed = "; ".join(
+            f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''} (spec hash {h[:12]})"
+            for h, names in others.items()
+        )
+        raise OutputRefused(
+            f"{final} holds days of another spec than --spec {spec_dir} (spec hash {spec_hash[:12]}): {listed}. "
+            "A training run reads days of one spec only: build into another SAMPLES, or give --allow-mixed-specs"
+        )
+
+
 def build_days(
-    spark: SparkSession, raw_dir: str, samples_dir: str, config: dict, spec_dir: str, days: list, overwrite=False
+    spark: SparkSession,
+    raw_dir: str,
+    samples_dir: str,
+    config: dict,
+    spec_dir: str,
+    days: list,
+    overwrite=False,
+    mixed_specs=False,
 ) -> list[dict]:
     """Build each of `days` into SAMPLES/date=D with the fit of `spec_dir`, one after the other.
 
     A day already complete with this spec is skipped, unless `overwrite`; one built with another spec is
-    refused unless `overwrite`. Each day is published atomically on its own: a failed day leaves the days
-    before it built (a rerun skips them) and its own folder as it was. Returns one entry per day."""
+    refused unless `overwrite`. Days of another spec elsewhere in SAMPLES refuse the build unless
+    `mixed_specs`. Each day is published atomically on its own: a failed day leaves the days before it
+    built (a rerun skips them) and its own folder as it was. Returns one entry per day."""
     config = validate_build_config(config)
     final = check_dated_samples(samples_dir)
     applied = _load_applied_spec(spark, Plan(spec_dir=spec_dir))
+    if not mixed_specs:
+        _check_no_other_specs(final, days, feature_spec.spec_hash(applied), spec_dir)
     results = []
     for day in days:
         folder = feature_spec.day_folder(final, day)
         if publish.exists(posixpath.join(folder, "_SUCCESS")) and not overwrite:
-            built = feature_spec.spec_hash(feature_spec.load_spec(folder))
+            built = _day_spec_hash(folder)
             if built != feature_spec.spec_hash(applied):
                 raise OutputRefused(
                     f"{folder} was built with spec hash {built}, not {feature_spec.spec_hash(applied)} of --spec "

@@ -16,6 +16,7 @@ daily build applies the fit of a chosen training window rather than fitting its 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -61,18 +62,72 @@ def vocabularies_from_spec(spec: dict, spark=None, spec_dir: str | None = None) 
         raise SpecNotApplicable(f"the spec of {spec_dir} has no genre vocabulary")
     frames = {}
     if spark is not None:
-        frames = {
-            name: spark.read.parquet(literal_path(feature_spec.vocabulary_path(spec_dir, spec, name))).select(
-                F.col("index").cast("long"), F.col("token").cast("string"), F.col("count").cast("long")
-            )
-            for name in entries
-        }
+        frames = {name: _read_vocabulary(spark, spec, spec_dir, name) for name in entries}
     return Vocabularies(
         frames=frames,
         num_tokens={name: int(entry["num_tokens"]) for name, entry in entries.items()},
         min_count=max(int(entry["min_count"]) for entry in entries.values()),
         genre_index=vocab.small_vocabulary_map(frames["genre"]) if frames else {},
     )
+
+
+def _read_vocabulary(spark, spec: dict, spec_dir: str, name: str) -> DataFrame:
+    path = feature_spec.vocabulary_path(spec_dir, spec, name)
+    try:
+        return spark.read.parquet(literal_path(path)).select(
+            F.col("index").cast("long"), F.col("token").cast("string"), F.col("count").cast("long")
+        )
+    except Exception as exc:  # AnalysisException: no such folder, no Parquet in it, no such column
+        raise SpecNotApplicable(
+            f"--spec {spec_dir}: vocabulary {name} ({path}) cannot be read: {_first_line(exc)}"
+        ) from None
+
+
+def check_vocabularies(spark, spec: dict, spec_dir: str) -> None:
+    """SpecNotApplicable, naming the vocabulary, unless each one of the spec can be read from `spec_dir` and
+    its rows match its entry (feature_spec.check_vocabulary_rows); one small Spark job reads them all, so
+    Spark's own checks (checksums, Parquet footers) run before any work."""
+    entries = spec.get("vocabularies") or {}
+    frames = {name: _read_vocabulary(spark, spec, spec_dir, name) for name in entries}
+    counted = [
+        frame.agg(
+            F.lit(name).alias("name"),
+            F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(F.col("index").isNull() | F.col("token").isNull(), 1)).alias("null_rows"),
+            F.countDistinct("token").alias("distinct_tokens"),
+            F.countDistinct("index").alias("distinct_indices"),
+            F.min("index").alias("min_index"),
+            F.max("index").alias("max_index"),
+        )
+        for name, frame in frames.items()
+    ]
+    if not counted:
+        return
+    try:
+        rows = functools.reduce(DataFrame.unionByName, counted).collect()
+    except Exception:  # a corrupt or truncated file, a checksum that does not match: find whose, one by one
+        for name, count in zip(frames, counted):
+            try:
+                count.collect()
+            except Exception as exc:
+                raise SpecNotApplicable(
+                    f"--spec {spec_dir}: vocabulary {name} ({feature_spec.vocabulary_path(spec_dir, spec, name)}) "
+                    f"cannot be read: {_first_line(exc)}"
+                ) from None
+        raise
+    for row in rows:
+        try:
+            feature_spec.check_vocabulary_rows(row["name"], entries[row["name"]], row.asDict(), spec_dir)
+        except feature_spec.VocabularyError as exc:
+            raise SpecNotApplicable(f"--spec {spec_dir}: {exc}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """What went wrong, in one line: a Py4JJavaError's first line only names the call, so its first Java
+    exception is taken instead."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line for line in lines if "Exception:" in line or "Error:" in line]
+    return ((causes or lines or [type(exc).__name__])[0])[:300]
 
 
 def fit_vocabularies(train: DataFrame, min_count: int) -> Vocabularies:

@@ -13,6 +13,7 @@ An empty `clicks/` or `items/` folder means no clicks or no item metadata. An em
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 from pyspark.errors import AnalysisException
@@ -20,7 +21,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.validate import trim_space
-from pipelines.samples.spark import literal_path
+from pipelines.samples.spark import has_glob_characters, literal_path, process_temp_folder
+
+DATASETS = ("impressions", "clicks", "items")
 
 # What an empty folder stands for; impressions have no such meaning, the job needs some.
 EMPTY_SCHEMAS = {
@@ -41,12 +44,39 @@ class InputError(ValueError):
     pass
 
 
+CSV_LINKS_PREFIX = "ctr-csv-links-"
+_csv_links: dict[str, str] = {}  # dataset folder -> the link this process reads it through
+
+
+def _csv_readable_path(path: str) -> str:
+    """A path to `path` that Spark's multi-line CSV reader can read.
+
+    That reader hands each file's path to Hadoop's input format, which expands it as a glob again: a folder
+    named `raw [v2]` matches no file however it is escaped. A local folder with glob characters is read
+    through a link of this process (a folder of the system's temp folder, removed at exit); other file
+    systems cannot be, and are refused with a clear error."""
+    if not has_glob_characters(path):
+        return literal_path(path)
+    if "://" in path and not path.startswith("file:"):
+        raise InputError(
+            f"{path}: Spark's multi-line CSV reader cannot read a folder whose path holds any of * ? [ ] {{ }} "
+            "outside the local file system; rename the folder, or give RAW as Parquet"
+        )
+    local = os.path.abspath(path[len("file:") :] if path.startswith("file:") else path)
+    if local not in _csv_links:
+        folder = process_temp_folder(CSV_LINKS_PREFIX, set(DATASETS))
+        link = os.path.join(folder, posixpath.basename(local.rstrip("/")))
+        os.symlink(local, link)
+        _csv_links[local] = link
+    return _csv_links[local]
+
+
 def read_raw(spark: SparkSession, raw_dir: str, dataset: str, fmt: str) -> DataFrame:
     path = posixpath.join(raw_dir, dataset)
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"input.format must be 'parquet' or 'csv', got {fmt!r}")
     try:
-        literal = literal_path(path)
+        literal = literal_path(path) if fmt == "parquet" else _csv_readable_path(path)
         df = spark.read.parquet(literal) if fmt == "parquet" else spark.read.options(**CSV_OPTIONS).csv(literal)
         df.schema  # noqa: B018 - resolves the schema now, so an empty folder fails here
     except AnalysisException as exc:

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 _HADOOP_GLOB = re.compile(r"([\\*?\[\]{}])")
 
 
+def has_glob_characters(path: str) -> bool:
+    return bool(_HADOOP_GLOB.search(str(path)))
+
+
 def literal_path(path: str) -> str:
     """`path` as Spark's readers take it literally: they expand Hadoop globs (`*?[]{}`), so a
     folder named `raw [v2]` must have those characters escaped."""
@@ -210,6 +214,57 @@ def get_spark(app_name: str, conf: dict | None = None):
     return spark
 
 
+CODE_ARCHIVE_PREFIX, CODE_ARCHIVE = "ctr-code-", "ctr_code.zip"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temp_folders(folder: str, prefix: str, contents: set[str]) -> list[str]:
+    """Remove the folders `<prefix><pid>-*` in `folder` that jobs on this machine made for themselves and
+    left behind when killed before their exit handlers ran (their process is gone). A folder holding any
+    other name than `contents` is left alone; links inside are removed, never followed."""
+    removed = []
+    for name in os.listdir(folder):
+        pid = name[len(prefix) :].split("-", 1)[0]
+        path = os.path.join(folder, name)
+        if not name.startswith(prefix) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path) and set(os.listdir(path)) <= contents:
+                _remove_own_folder(path)
+                removed.append(path)
+        except OSError:  # another job removes it at the same time, or it is not ours to remove
+            continue
+    return removed
+
+
+def _remove_own_folder(path: str) -> None:
+    for name in os.listdir(path):
+        entry = os.path.join(path, name)
+        if os.path.isdir(entry) and not os.path.islink(entry):
+            shutil.rmtree(entry)
+        else:
+            os.unlink(entry)  # a link: removed, never followed
+    os.rmdir(path)
+
+
+def process_temp_folder(prefix: str, contents: set[str]) -> str:
+    """A new folder `<tmp>/<prefix><pid>-*` of this process, removed when it exits; the ones of killed
+    processes (same prefix and contents) are removed first."""
+    remove_stale_temp_folders(tempfile.gettempdir(), prefix, contents)
+    folder = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+    atexit.register(lambda: os.path.isdir(folder) and _remove_own_folder(folder))
+    return folder
+
+
 def ship_code(spark) -> None:
     """Send our worker-side packages to the executors as a zip on their Python path.
 
@@ -218,9 +273,8 @@ def ship_code(spark) -> None:
     this zip (spark-submit --py-files does the same by hand).
     """
     root = Path(__file__).resolve().parents[2]  # the project folder (this is pipelines/samples/spark.py)
-    folder = tempfile.mkdtemp(prefix="ctr-code-")
-    atexit.register(shutil.rmtree, folder, True)
-    path = os.path.join(folder, "ctr_code.zip")
+    folder = process_temp_folder(CODE_ARCHIVE_PREFIX, {CODE_ARCHIVE})  # a killed job's is removed by the next
+    path = os.path.join(folder, CODE_ARCHIVE)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for package in WORKER_PACKAGES:
             for file in sorted((root / package).rglob("*.py")):

@@ -21,6 +21,13 @@ The build owns the events of its own days: their rejects go into its `rejects/` 
 events before and after are read as history only; the build of their own day quarantines them. A row
 with no valid time belongs to the day of its partition; in unpartitioned RAW it belongs to no day
 (a build of the whole log quarantines it).
+
+A row stored in a partition whose day (UTC, with the day's margin on each side) does not hold its time
+could be missed by the build of its own day, which need not read that partition. Such a row is
+*misplaced*: every build sees the same thing, a reject with reason `misplaced_partition`, owned (counted
+and quarantined) by the build of the partition's day, and by a build of the whole log; it is never a
+sample nor a history event. Every `date=` folder must name a day (YYYY-MM-DD): RAW holding any other is
+refused (InputError), rather than read by some builds and pruned away by others.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pyspark.sql import functions as F
 
 PARTITION_COLUMN = "date"
 OWNED = "_owned"  # column: the row's time lies in the build's days
+MISPLACED = "misplaced_partition"  # the reject reason of a row stored in a partition far from its time
 
 
 def zone(name: str):
@@ -97,38 +105,78 @@ def _iso_range(start: int, end: int) -> list[str]:
     return [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for t in (start, end)]
 
 
-def is_date_partitioned(spark: SparkSession, folder: str) -> bool:
-    """True when `folder` holds `date=...` sub-folders (Hadoop's file system: local or hdfs://)."""
+def partition_folders(spark: SparkSession, folder: str) -> list[str]:
+    """The names of `folder`'s `date=...` sub-folders (Hadoop's file system: local or hdfs://)."""
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(folder)
     fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if not fs.exists(path):
-        return False
-    return any(
-        status.isDirectory() and status.getPath().getName().startswith(f"{PARTITION_COLUMN}=")
+        return []
+    return sorted(
+        status.getPath().getName()
         for status in fs.listStatus(path)
+        if status.isDirectory() and status.getPath().getName().startswith(f"{PARTITION_COLUMN}=")
+    )
+
+
+def not_days(names: list[str]) -> list[str]:
+    """The partition folder names that do not name a calendar day as YYYY-MM-DD."""
+    bad = []
+    for name in names:
+        value = name[len(PARTITION_COLUMN) + 1 :]
+        try:
+            if len(value) != 10 or not value.isascii():
+                raise ValueError(value)
+            date.fromisoformat(value)
+        except ValueError:
+            bad.append(name)
+    return bad
+
+
+def is_date_partitioned(spark: SparkSession, folder: str) -> bool:
+    """True when `folder` holds `date=...` sub-folders."""
+    return bool(partition_folders(spark, folder))
+
+
+def _partition_day() -> Column:
+    return F.col(PARTITION_COLUMN).cast("date")
+
+
+def misplaced(ts: Column) -> Column:
+    """The row's valid time lies outside its partition's UTC day widened by a day on each side (RAW may be
+    cut by day in another time zone): a build of the row's own day might not read that partition."""
+    start = F.datediff(_partition_day(), F.lit(date(1970, 1, 1))).cast("long") * F.lit(86400)
+    return ts.isNotNull() & ((ts < start - F.lit(86400)) | (ts >= start + F.lit(2 * 86400)))
+
+
+def _reject_misplaced(events: DataFrame) -> DataFrame:
+    ts = F.col("ts")
+    return events.withColumn(
+        "reject_reason", F.coalesce(F.col("reject_reason"), F.when(misplaced(ts), F.lit(MISPLACED)))
     )
 
 
 def prune_partitions(df: DataFrame, window: Window) -> DataFrame:
     """Only the date partitions that can hold the window's events (Spark reads no other file)."""
     first, last = window.partitions()
-    day = F.col(PARTITION_COLUMN).cast("date")
-    return df.where(day.between(F.lit(first), F.lit(last)))
+    return df.where(_partition_day().between(F.lit(first), F.lit(last)))
 
 
 def in_window(events: DataFrame, dataset: str, window: Window | None, partitioned: bool) -> DataFrame:
     """`events` (with `ts` parsed by validation, null when it is not valid) restricted to what the build
     reads, with OWNED; the partition column is dropped. Without a window: every row, every row owned."""
     if window is None:
-        return events.withColumn(OWNED, F.lit(True)).drop(*([PARTITION_COLUMN] if partitioned else []))
+        if partitioned:
+            events = _reject_misplaced(events).drop(PARTITION_COLUMN)
+        return events.withColumn(OWNED, F.lit(True))
     since, until = window.read_range(dataset)
     ts = F.col("ts")
     timed = ts.isNotNull() & (ts >= F.lit(since)) & (ts < F.lit(until))
     owned = ts.isNotNull() & window.owns(ts)
-    if partitioned:  # a row without a valid time belongs to the day of its partition
-        own_partition = F.col(PARTITION_COLUMN).cast("date").between(F.lit(window.first_day), F.lit(window.last_day))
-        undated = ts.isNull() & own_partition
-        events = events.where(timed | undated).withColumn(OWNED, owned | undated).drop(PARTITION_COLUMN)
-        return events
+    if partitioned:
+        # A row without a valid time, or misplaced, belongs to the day of its partition (and to no other build).
+        own_partition = _partition_day().between(F.lit(window.first_day), F.lit(window.last_day))
+        astray = ts.isNull() | misplaced(ts)
+        events = _reject_misplaced(events).where((timed & ~astray) | (astray & own_partition))
+        return events.withColumn(OWNED, (owned & ~astray) | astray).drop(PARTITION_COLUMN)
     return events.where(timed).withColumn(OWNED, owned)
