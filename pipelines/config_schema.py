@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from feature_spec import parse_date_range, range_text
-from pipelines.config import ConfigError
+from pipelines.config import ConfigError, cut, shown
 
 __all__ = ["BuildConfig", "TrainConfig", "config_problems", "validate_build_config", "validate_train_config"]
 
@@ -111,7 +111,7 @@ def _distinct(names: list[str]) -> list[str]:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise PydanticCustomError(
-            "repeated", "names must be distinct, {repeated} repeated", {"repeated": repr(repeated)}
+            "repeated", "names must be distinct, {repeated} repeated", {"repeated": shown(repeated)}
         )
     return names
 
@@ -127,14 +127,14 @@ def _vector_columns(value):
         raise PydanticCustomError("vector_columns", "must be a list of names or a mapping name: length")
     for name in value:
         if not isinstance(name, str) or not name:
-            raise PydanticCustomError("vector_columns", "{name} is not a column name", {"name": repr(name)})
+            raise PydanticCustomError("vector_columns", "{name} is not a column name", {"name": shown(name)})
     columns = dict.fromkeys(_distinct(value)) if isinstance(value, list) else value
     for name, length in columns.items():
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             raise PydanticCustomError(
                 "vector_columns",
                 "the length of {name} must be a positive integer or null",
-                {"name": repr(name), "length": repr(length)},
+                {"name": shown(name), "length": shown(length)},
             )
     return value
 
@@ -181,7 +181,9 @@ def _time_zone(value: str) -> str:
         return value
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    # A zone name is a path into the zone database: a folder of it (America) is an IsADirectoryError, a file
+    # that is no zone (zone.tab) or a path that leaves it (../etc) a ValueError.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise PydanticCustomError("time_zone", "must be UTC or an IANA time zone such as Europe/Paris") from None
     return value
 
@@ -574,10 +576,10 @@ def config_problems(exc: ValidationError) -> list[str]:
             key = str(ctx["key"])
             # A key naming its section already (item_stats.recent_days: a relation across sections) is absolute.
             loc = (loc if "." not in key else []) + [key]
-        key = ".".join(loc) or "config"
+        key = cut(".".join(loc) or "config")
         what = _what(error)
         if error["type"] not in _NO_VALUE:
-            what += f", got {error['input']!r}"
+            what += f", got {shown(error['input'])}"
         lines.append(f"{key}: {what}")
     return lines
 

@@ -184,6 +184,30 @@ def test_build_settings_of_the_wrong_type_or_range_are_refused(setting, problem,
     assert line.startswith(f"config error: {problem}"), line
 
 
+# Every name here reached zoneinfo as a path under the zone database: a folder of it (America, America/Argentina,
+# Etc) was an IsADirectoryError traceback, not a config error.
+@pytest.mark.parametrize(
+    "zone",
+    ["America", "America/Argentina", "Etc", "America/", "../etc", "/etc/localtime", "Not/AZone", "zone.tab", "''"],
+)
+def test_a_time_zone_that_names_no_zone_is_a_config_error(zone, tmp_path, capsys):
+    code, out = _run("build_samples", tmp_path, f"dates.time_zone={zone}")
+    assert code == 2 and not out.exists()
+    (line,) = _errors(capsys)
+    assert line.startswith("config error: dates.time_zone: must "), line
+
+
+@pytest.mark.parametrize("value", [5, None, ["Europe/Paris"], {"name": "Europe/Paris"}, "Europe/Paris\x00", "Europe/"])
+def test_a_time_zone_that_is_no_zone_name_is_a_config_error(value):
+    config = load_config("build_samples")
+    config["dates"]["time_zone"] = value
+    with pytest.raises(ConfigError, match=r"^dates.time_zone: must "):
+        validate_build_config(config)
+    for zone in ("UTC", "utc", "Europe/Paris", "America/Argentina/Buenos_Aires"):  # still taken
+        config["dates"]["time_zone"] = zone
+        assert validate_build_config(config)["dates"]["time_zone"] == zone
+
+
 def test_vector_columns_are_checked_as_build_samples_reads_them():
     def check(*sets):
         return validate_build_config(load_config("build_samples", None, list(sets)))["items"]["vector_columns"]
