@@ -15,7 +15,7 @@ import pytest
 from jobs.train import main
 from pipelines.training import metrics as offline_metrics
 from pipelines.training.dataset import shard_files
-from pipelines.training.distributed import Task, check_cluster, steps_per_epoch
+from pipelines.training.distributed import Task, check_cluster, parse_tf_config, steps_per_epoch
 from tests.tf_samples import write_samples
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +88,82 @@ def test_a_bad_tf_config_is_a_config_error_before_run_is_touched(tmp_path, monke
     err = capsys.readouterr().err
     assert "distribute.strategy" in err and "missing: ps" in err
     assert not run.exists()
+
+
+WORKERS = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+# TF_CONFIG texts TensorFlow cannot run on, each a ValueError, JSONDecodeError or TypeError traceback (or a
+# silent single process) before they were checked; (strategy, TF_CONFIG, what the message says).
+MALFORMED_TF_CONFIGS = {
+    "empty": ("multi_worker", "", "is set but empty"),
+    "blank": ("multi_worker", "  \n", "is set but empty"),
+    "not_json": ("multi_worker", "worker:0", "is not JSON"),
+    "truncated": ("multi_worker", '{"cluster": {"worker": ["127.0.0.1:1"]', "is not JSON"),
+    "long_garbage": ("multi_worker", "x" * 100_000, "is not JSON"),
+    "nested_past_the_stack": ("multi_worker", "[" * 100_000, "is not"),
+    "a_list": ("multi_worker", json.dumps([WORKERS]), "must be a JSON object"),
+    "a_string": ("multi_worker", json.dumps("worker"), "must be a JSON object"),
+    "null": ("multi_worker", "null", "must be a JSON object"),
+    "unknown_key": ("multi_worker", json.dumps({"clusters": WORKERS}), "unknown keys ['clusters']"),
+    "no_task": ("multi_worker", json.dumps({"cluster": WORKERS}), 'has a "cluster" but no "task"'),
+    "no_cluster": ("multi_worker", json.dumps({"task": {"type": "worker", "index": 0}}), 'has a "task" but no'),
+    "cluster_a_list": ("multi_worker", _tf_config(["127.0.0.1:1"], "worker", 0), "cluster must be an object"),
+    "workers_a_string": ("multi_worker", _tf_config({"worker": "127.0.0.1:1,127.0.0.1:2"}, "worker", 0), "list"),
+    "no_workers": ("multi_worker", _tf_config({"worker": []}, "worker", 0), "cluster.worker must be a list"),
+    "address_a_number": ("multi_worker", _tf_config({"worker": ["127.0.0.1:1", 2]}, "worker", 0), "worker[1]"),
+    "unknown_job": ("multi_worker", _tf_config({"workers": ["127.0.0.1:1"]}, "worker", 0), "task type 'workers'"),
+    "two_chiefs": ("multi_worker", _tf_config({"chief": ["a:1", "a:2"], **WORKERS}, "chief", 0), "one address"),
+    "task_a_string": ("multi_worker", json.dumps({"cluster": WORKERS, "task": "worker"}), "task must be an object"),
+    "unknown_task_type": ("multi_worker", _tf_config(WORKERS, "master", 0), "task.type must be one of"),
+    "no_task_type": ("multi_worker", json.dumps({"cluster": WORKERS, "task": {"index": 0}}), "task.type must be"),
+    "type_not_in_cluster": ("multi_worker", _tf_config(WORKERS, "chief", 0), "has no chief tasks"),
+    "index_out_of_range": ("multi_worker", _tf_config(WORKERS, "worker", 2), "task.index must be in 0..1"),
+    "index_negative": ("multi_worker", _tf_config(WORKERS, "worker", -1), "task.index must be in 0..1"),
+    "index_a_string": ("multi_worker", _tf_config(WORKERS, "worker", "1"), "task.index must be an integer"),
+    "index_a_bool": ("multi_worker", _tf_config(WORKERS, "worker", True), "task.index must be an integer"),
+    "ps_not_json": ("parameter_server", "{cluster: chief}", "is not JSON"),
+    "ps_a_string": (
+        "parameter_server",
+        _tf_config({"chief": ["a:1"], "worker": ["a:2"], "ps": "a:3"}, "chief", 0),
+        "cluster.ps must be a list",
+    ),
+    "ps_index_out_of_range": (
+        "parameter_server",
+        _tf_config({"chief": ["a:1"], "worker": ["a:2"], "ps": ["a:3"]}, "ps", 1),
+        "task.index must be in 0..0",
+    ),
+    "ps_evaluator": (
+        "parameter_server",
+        _tf_config({"chief": ["a:1"], "worker": ["a:2"], "ps": ["a:3"], "evaluator": ["a:4"]}, "evaluator", 0),
+        "not 'evaluator'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_TF_CONFIGS)
+def test_a_malformed_tf_config_is_a_one_line_config_error(case, tmp_path, monkeypatch, capsys):
+    strategy, tf_config, what = MALFORMED_TF_CONFIGS[case]
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    run = tmp_path / "run"
+    # No samples: the check comes before SAMPLES is read, RUN touched or a cluster set up.
+    code = main(
+        ["--samples", str(tmp_path / "samples"), "--output", str(run), "--set", f"distribute.strategy={strategy}"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if " INFO " not in line]
+    assert line.startswith("config error: ") and "TF_CONFIG" in line and what in line, line
+    assert len(line) < 400  # the TF_CONFIG is quoted in at most ~200 characters
+    assert not run.exists()
+
+
+def test_a_well_formed_tf_config_is_read():
+    cluster = {"chief": ["a:0"], "worker": ["a:1", "a:2"], "ps": ["a:3"]}
+    assert parse_tf_config(_tf_config(cluster, "worker", 1)) == Task("worker", 1, cluster)
+    assert parse_tf_config(json.dumps({"cluster": cluster, "task": {"type": "ps"}})) == Task("ps", 0, cluster)
+    assert parse_tf_config(
+        json.dumps({"cluster": WORKERS, "task": {"type": "worker", "index": 0}, "rpc_layer": "grpc"})
+    )
+    assert parse_tf_config("{}") == Task()  # as TensorFlow reads it: no cluster
 
 
 def test_worker_shares_cover_the_files_once():

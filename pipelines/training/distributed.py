@@ -29,10 +29,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipelines.config import ConfigError, shown
+
 log = logging.getLogger("pipelines.training.train")
 
 STRATEGIES = ("none", "mirrored", "multi_worker", "parameter_server")
 LOOP_STRATEGIES = ("multi_worker", "parameter_server")  # trained by DistributedLoop, not Keras fit
+TASK_TYPES = ("chief", "worker", "ps", "evaluator")  # the task types TensorFlow's TF_CONFIG knows
+TF_CONFIG_KEYS = ("cluster", "task", "rpc_layer", "session_master", "environment")  # what TensorFlow reads of it
 
 
 @dataclass(frozen=True)
@@ -45,15 +49,9 @@ class Task:
 
     @classmethod
     def from_environment(cls) -> "Task":
+        """This process's task from TF_CONFIG (unset: a single process), checked by parse_tf_config."""
         raw = os.environ.get("TF_CONFIG")
-        if not raw:
-            return cls()
-        try:
-            config = json.loads(raw)
-            task = config.get("task") or {}
-            return cls(task.get("type"), int(task.get("index", 0)), dict(config.get("cluster") or {}))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise ValueError(f"TF_CONFIG is not valid JSON with 'cluster' and 'task': {exc}") from None
+        return cls() if raw is None else parse_tf_config(raw)
 
     @property
     def is_chief(self) -> bool:
@@ -66,14 +64,90 @@ class Task:
         return "single process" if self.type is None else f"{self.type} {self.index}"
 
 
+def parse_tf_config(raw: str) -> Task:
+    """This process's Task from the text of TF_CONFIG, or a one-line ConfigError naming TF_CONFIG and what is
+    wrong with it. TensorFlow reads TF_CONFIG again when it sets up the cluster and fails there with a
+    traceback (or hangs on a missing task), so everything it reads is checked here first."""
+    if not raw.strip():
+        raise ConfigError(
+            'TF_CONFIG is set but empty: unset it to train in one process, or give {"cluster": ..., "task": ...}'
+        )
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"TF_CONFIG is not JSON ({exc.msg}, line {exc.lineno} column {exc.colno}), got {shown(raw)}"
+        ) from None
+    except RecursionError:  # [[[[... nested past Python's stack
+        raise ConfigError(f"TF_CONFIG is not a JSON object, got {shown(raw)}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f'TF_CONFIG must be a JSON object {{"cluster": ..., "task": ...}}, got a JSON {_json_type(config)}'
+        )
+    unknown = sorted(set(config) - set(TF_CONFIG_KEYS))
+    if unknown:  # {"clusters": ...} would otherwise train in one process, silently
+        raise ConfigError(f"TF_CONFIG has unknown keys {shown(unknown)} (known: {', '.join(TF_CONFIG_KEYS)})")
+    cluster, task = config.get("cluster"), config.get("task")
+    if cluster is None and task is None:  # {}: no cluster, as TensorFlow reads it
+        return Task()
+    if cluster is None or task is None:
+        given, missing = ("cluster", "task") if task is None else ("task", "cluster")
+        raise ConfigError(f'TF_CONFIG has a "{given}" but no "{missing}": every process needs both')
+    if not isinstance(cluster, dict) or not cluster:
+        raise ConfigError(
+            f'TF_CONFIG\'s cluster must be an object {{"worker": ["host:port", ...], ...}}, got {shown(cluster)}'
+        )
+    for name, addresses in cluster.items():
+        if name not in TASK_TYPES:
+            raise ConfigError(
+                f"TF_CONFIG's cluster has an unknown task type {shown(name)} (known: {', '.join(TASK_TYPES)})"
+            )
+        if not isinstance(addresses, list) or not addresses:
+            raise ConfigError(
+                f'TF_CONFIG\'s cluster.{name} must be a list of addresses ["host:port", ...], got {shown(addresses)}'
+            )
+        for i, address in enumerate(addresses):
+            if not isinstance(address, str) or not address.strip():
+                raise ConfigError(f"TF_CONFIG's cluster.{name}[{i}] must be an address host:port, got {shown(address)}")
+    if len(cluster.get("chief", [])) > 1:
+        raise ConfigError(f"TF_CONFIG's cluster.chief must hold one address, got {len(cluster['chief'])}")
+    if not isinstance(task, dict):
+        raise ConfigError(f'TF_CONFIG\'s task must be an object {{"type": ..., "index": ...}}, got {shown(task)}')
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in TASK_TYPES:
+        raise ConfigError(f"TF_CONFIG's task.type must be one of {', '.join(TASK_TYPES)}, got {shown(kind)}")
+    if kind not in cluster:
+        raise ConfigError(
+            f"TF_CONFIG's task.type is {kind!r}, but its cluster has no {kind} tasks (it has {', '.join(cluster)})"
+        )
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ConfigError(f"TF_CONFIG's task.index must be an integer, got {shown(index)}")
+    if not 0 <= index < len(cluster[kind]):
+        raise ConfigError(
+            f"TF_CONFIG's task.index must be in 0..{len(cluster[kind]) - 1} "
+            f"(cluster.{kind} has {len(cluster[kind])} address{'es' if len(cluster[kind]) != 1 else ''}), got {index}"
+        )
+    return Task(kind, index, dict(cluster))
+
+
+def _json_type(value) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
+
+
 def check_cluster(kind: str, task: Task) -> None:
     """Refuse a TF_CONFIG the strategy cannot run on, before any work."""
     if kind == "multi_worker" and task.type not in (None, "chief", "worker"):
-        raise ValueError(f"distribute.strategy=multi_worker runs on chief and worker tasks, not {task.type!r}")
+        raise ConfigError(
+            f"distribute.strategy=multi_worker runs on chief and worker tasks, not {task.type!r} (TF_CONFIG's task.type)"
+        )
     if kind == "parameter_server":
+        if task.type not in (None, "chief", "worker", "ps"):
+            raise ConfigError(
+                f"distribute.strategy=parameter_server runs on chief, worker and ps tasks, not {task.type!r} (TF_CONFIG's task.type)"
+            )
         missing = [t for t in ("chief", "worker", "ps") if not task.cluster.get(t)]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 "distribute.strategy=parameter_server needs TF_CONFIG with a chief, workers and ps tasks; "
                 f"missing: {', '.join(missing)}"
             )
