@@ -182,3 +182,121 @@ def test_a_warm_started_run_is_resumed_without_init_from(samples, earlier_run, t
     assert summary["resumed_from_epoch"] == 1 and summary["epochs_completed"] == 2
     assert summary["init_from"]["run"] == str(run0)
     assert summary["initial_valid"]["auc"] == pytest.approx(summary0["metrics"]["valid"]["auc"], abs=1e-6)
+
+
+def _other_model_weights(spec: dict, params: dict, path) -> None:
+    """A whole weights file, but of the model with other embedding sizes: not RUN0's model's weights."""
+    model = build_model(MODEL, spec, {**params, "embedding_dim": 4})
+    compile_model(model)
+    build_optimizers(model)
+    model.save_weights(str(path))
+
+
+def _spoil_weights(run0, how: str, spec: dict, params: dict) -> str:
+    """Spoil the weights file a warm start from run0 reads; its path relative to run0."""
+    best = run0 / "checkpoints" / "best.weights.h5"
+    whole = best.read_bytes()
+    if how == "truncated":
+        best.write_bytes(whole[: len(whole) // 2])
+    elif how == "short of its last bytes":
+        best.write_bytes(whole[:-64])
+    elif how == "empty":
+        best.write_bytes(b"")
+    elif how == "garbage bytes":
+        best.write_bytes(bytes(range(256)) * 64)
+    elif how == "another model's weights":
+        _other_model_weights(spec, params, best)
+    elif how == "no best, its last epoch's truncated":  # without a best file, the last epoch's is read
+        best.unlink()
+        last = run0 / "checkpoints" / json.loads((run0 / "checkpoints" / "state.json").read_text())["weights"]
+        last.write_bytes(last.read_bytes()[:1000])
+        return f"checkpoints/{last.name}"
+    return "checkpoints/best.weights.h5"
+
+
+SPOILED = [
+    "truncated",
+    "short of its last bytes",
+    "empty",
+    "garbage bytes",
+    "another model's weights",
+    "no best, its last epoch's truncated",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", SPOILED)
+def test_a_run0_whose_weights_cannot_be_read_is_refused_before_run_is_created(
+    how, samples, earlier_run, tmp_path, capsys
+):
+    path, spec = samples
+    run0, summary0 = earlier_run
+    bad = tmp_path / "bad_run0"
+    shutil.copytree(run0, bad)
+    weights = _spoil_weights(bad, how, spec, summary0["params"])
+    run = tmp_path / "day2"
+    assert _run(path, run, "--epochs", "1", "--init-from", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert f"error: --init-from {bad}: its weights file {bad}/{weights} cannot be read" in err
+    assert "Traceback" not in err
+    assert not run.exists()  # nothing created: the same command with a good RUN0 runs
+    if how == "truncated":
+        assert _run(path, run, "--epochs", "1", "--init-from", str(run0)) == 0
+        assert _summary(run)["init_from"]["run"] == str(run0)
+
+
+@pytest.mark.slow
+def test_a_run0_whose_weights_cannot_be_read_leaves_an_empty_run_folder_empty(samples, earlier_run, tmp_path, capsys):
+    path, spec = samples
+    run0, summary0 = earlier_run
+    bad = tmp_path / "bad_run0"
+    shutil.copytree(run0, bad)
+    _spoil_weights(bad, "truncated", spec, summary0["params"])
+    run = tmp_path / "day2"
+    run.mkdir()
+    assert _run(path, run, "--epochs", "1", "--init-from", str(bad)) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert list(run.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "state_change,says",
+    [
+        ({"weights": 5}, "its weights file is 5, not a file name in checkpoints/"),
+        (
+            {"weights": "../../elsewhere.weights.h5"},
+            "its weights file is '../../elsewhere.weights.h5', not a file name",
+        ),
+        ({"epoch": "two"}, "its epoch is 'two', not an integer"),
+        ({"early_stopping": [1]}, "its early_stopping is [1]"),
+        ({"early_stopping": {"best_epoch": "1"}}, "its early_stopping is {'best_epoch': '1'}"),
+        ({"params": None}, "its params are None, not an object"),
+    ],
+)
+def test_a_run0_whose_checkpoint_state_is_malformed_is_refused_naming_it(
+    state_change, says, samples, earlier_run, tmp_path, capsys
+):
+    path, _ = samples
+    run0, _ = earlier_run
+    bad = tmp_path / "bad_run0"
+    shutil.copytree(run0, bad)
+    state_file = bad / "checkpoints" / "state.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), **state_change}))
+    run = tmp_path / "day2"
+    assert _run(path, run, "--epochs", "1", "--init-from", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert f"error: --init-from {bad}: {state_file}: {says}" in err
+    assert not run.exists()
+
+
+@pytest.mark.slow
+def test_a_run0_whose_final_metrics_are_malformed_still_warm_starts(samples, earlier_run, tmp_path):
+    """run.json's metrics are only logged: a value that is no number is left out of the log line."""
+    path, _ = samples
+    run0, _ = earlier_run
+    odd = tmp_path / "odd_run0"
+    shutil.copytree(run0, odd)
+    summary = json.loads((odd / "run.json").read_text())
+    (odd / "run.json").write_text(json.dumps({**summary, "metrics": {"valid": {"auc": "high"}}}))
+    assert _run(path, tmp_path / "day2", "--epochs", "1", "--init-from", str(odd)) == 0

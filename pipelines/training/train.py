@@ -179,16 +179,19 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
     init = init_source(init_dir, checkpoints, samples.spec_hash, samples.describe()) if init_dir else None
     strategy = make_strategy(kind, task)
     with _undone_on_write_failure(run_dir) if chief else contextlib.nullcontext():
-        if chief:
-            mark_run(run_dir, run_id, init.run if init else None)
-            publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
-            state = checkpoints.previous(resume=config.resume)
-
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             keras.utils.set_random_seed(config.seed)
             model = build_model(model_name, spec, params)
             compile_model(model, steps_per_execution=_steps_per_execution(config, kind))
             build_optimizers(model)
+        # RUN0's weights are read into the model before RUN is written: a RUN0 whose weights file cannot be
+        # read is refused with RUN as it was, so the same command with a good RUN0 runs. (A RUN with an
+        # --init-from holds no checkpoint: refuse_into_existing_run, pending_init_from.)
+        init_record = load_init_weights(model, init) if init is not None else None
+        if chief:
+            mark_run(run_dir, run_id, init.run if init else None)
+            publish.remove_stale_stagings(run_dir, STAGING_PREFIX, started)  # left by killed runs
+            state = checkpoints.previous(resume=config.resume)
         loop = None
         if kind in LOOP_STRATEGIES:
             loop = DistributedLoop(model, strategy, kind, task, _train_stream(samples, config, kind))
@@ -201,7 +204,7 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
         progress = checkpoints.restore(model, state)
         resumed_from = progress.epoch
         if state is None and init is not None:  # a warm start: epoch 1 starts from RUN0's weights
-            progress.init_from = load_init_weights(model, init)
+            progress.init_from = init_record or load_init_weights(model, init)
             if chief:
                 progress.initial_valid = _initial_valid(model, strategy, samples, params, config, init)
         if state is not None:

@@ -2,23 +2,27 @@
 
     refuse_into_existing_run(run_dir, init_dir)               # before anything else looks at RUN
     source = init_source(init_dir, checkpoints, spec_hash, samples_dir)   # reads RUN0 only
-    record = load_init_weights(model, source)                 # after build_optimizers
+    record = load_init_weights(model, source)                 # after build_optimizers, before RUN is written
 
 Which weights: those RUN0's outputs (model/, predictions/, its final metrics) were made from, the
 ones `Checkpoints.restore_best` loaded at its end: checkpoints/best.weights.h5 when it kept a best
 epoch, else the file of its last epoch. A weights file holds the optimizer state of the epoch it was
 saved at (Adam's moments and iteration count), so the weights and the optimizer state go together.
 
-Refused, each before RUN is touched: a RUN0 that is not a finished run of this job (InitFromRefused,
-exit 2), RUN0 trained on samples of another spec hash (SpecHashMismatch, exit 3), another model or
-other params (RunMismatch, exit 3), and a RUN that already holds a run, which is resumed by rerunning
-without --init-from (InitFromRefused).
+Refused, each before RUN is touched: a RUN0 that is not a finished run of this job, or whose files a warm
+start reads (checkpoints/state.json, run.json, the weights file) are unreadable or malformed, each named
+(InitFromRefused, exit 2), RUN0 trained on samples of another spec hash (SpecHashMismatch, exit 3),
+another model or other params (RunMismatch, exit 3), and a RUN that already holds a run, which is resumed
+by rerunning without --init-from (InitFromRefused). The weights file is read whole into the model by
+load_init_weights, which jobs.train calls before it writes RUN.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import posixpath
 from dataclasses import dataclass
 
 from pipelines import publish
@@ -90,6 +94,40 @@ def _read_json(path: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _state_problem(state: dict) -> str | None:
+    """What in RUN0's checkpoints/state.json a warm start cannot read (None: nothing)."""
+    weights = state.get("weights")
+    if not isinstance(weights, str) or posixpath.basename(weights) != weights or weights in ("", ".", ".."):
+        return f"its weights file is {weights!r}, not a file name in checkpoints/"
+    if not _is_int(state.get("epoch")):
+        return f"its epoch is {state.get('epoch')!r}, not an integer"
+    early = state.get("early_stopping")
+    if early is not None and (
+        not isinstance(early, dict) or not (early.get("best_epoch") is None or _is_int(early.get("best_epoch")))
+    ):
+        return f"its early_stopping is {early!r}, not {{best_epoch: an integer or null, ...}}"
+    if not isinstance(state.get("params"), dict):
+        return f"its params are {state.get('params')!r}, not an object"
+    return None
+
+
+def _final_valid(summary: dict) -> dict:
+    """RUN0's final valid metrics, for the log: the numbers of run.json's metrics.valid (others left out)."""
+    valid = summary.get("metrics")
+    valid = valid.get("valid") if isinstance(valid, dict) else None
+    if not isinstance(valid, dict):
+        return {}
+    return {
+        name: value
+        for name, value in valid.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
 def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples_dir: str) -> InitSource:
     """The weights file of RUN0 a warm start loads, after checking that RUN0 is a finished run of this
     job, on samples of `spec_hash`, of the model and params of `checkpoints` (the new run's)."""
@@ -108,9 +146,13 @@ def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples
         )
     if state is None:
         raise InitFromRefused(
-            f"--init-from {init_dir} has no checkpoints/{STATE_FILE}: its weights and optimizer state are gone"
+            f"--init-from {init_dir} has no readable checkpoints/{STATE_FILE} (missing, or not a JSON object): which "
+            "weights and optimizer state to load is unknown"
         )
-    if int(state.get("epoch", -1)) != summary.get("epochs_completed"):
+    problem = _state_problem(state)
+    if problem:
+        raise InitFromRefused(f"--init-from {init_dir}: {os.path.join(init_dir, 'checkpoints', STATE_FILE)}: {problem}")
+    if state["epoch"] != summary.get("epochs_completed"):
         raise InitFromRefused(
             f"--init-from {init_dir} is not a finished run: its checkpoints are at epoch {state.get('epoch')} but "
             f"its run.json at epoch {summary.get('epochs_completed')} (a resume of it has not finished)"
@@ -138,13 +180,23 @@ def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples
         weights=weights,
         epoch=epoch,
         spec_hash=spec_hash,
-        final_valid=(summary.get("metrics") or {}).get("valid") or {},
+        final_valid=_final_valid(summary),
     )
 
 
 def load_init_weights(model, source: InitSource) -> dict:
-    """Load RUN0's weights and optimizer state into `model` (its optimizers built); the record for run.json."""
-    load_weights(model, os.path.join(source.run, source.weights))
+    """Load RUN0's weights and optimizer state into `model` (its optimizers built); the record for run.json.
+    InitFromRefused naming the file when it cannot be read into the model (truncated, empty, not HDF5, or
+    not this model's weights): jobs.train calls this before it writes RUN, so a bad RUN0 leaves RUN as it was."""
+    path = os.path.join(source.run, source.weights)
+    try:
+        load_weights(model, path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # h5py: OSError; Keras: ValueError for other shapes
+        reason = " ".join(str(exc).split())
+        raise InitFromRefused(
+            f"--init-from {source.run}: its weights file {path} cannot be read ({type(exc).__name__}: "
+            f"{reason[:300]}{' ...' if len(reason) > 300 else ''}); warm-start from a run whose weights are whole"
+        ) from None
     optimizer = getattr(model, "optimizer", None)
     iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
     return {**source.record(), "optimizer_iterations": iterations}
