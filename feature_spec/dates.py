@@ -19,17 +19,22 @@ from datetime import date, timedelta
 DATE_PREFIX = "date="
 DAY_SPLIT = "samples"  # the one split of a day's folder: which days train, validate or test is chosen later
 DAY_COMPLETE = "_SUCCESS"  # a day's folder is complete, and may be read, once it holds this file
-_FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+# ASCII digits only: \d also matches other scripts' digits (Arabic-Indic, fullwidth), no ISO date
+_ISO_DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_FOLDER = re.compile(rf"date=({_ISO_DAY})")
 
 
 def parse_date(text) -> date:
-    """A calendar day written YYYY-MM-DD (ValueError otherwise)."""
+    """A calendar day written YYYY-MM-DD in ASCII digits (ValueError saying what is wrong otherwise)."""
     if isinstance(text, date):
         return text
     value = str(text).strip()
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        raise ValueError(f"{text!r} is not a date written YYYY-MM-DD")
-    return date.fromisoformat(value)
+    if not re.fullmatch(_ISO_DAY, value):
+        raise ValueError(f"{text!r} is not a date written YYYY-MM-DD (digits 0-9)")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:  # 2026-13-45, 2026-02-30
+        raise ValueError(f"{text!r} is no calendar day: {exc}") from None
 
 
 def parse_date_range(text) -> list[date]:
@@ -57,6 +62,12 @@ def day_folder(samples_dir: str, day) -> str:
 
 
 def folder_date(name: str) -> date | None:
-    """The day a folder name `date=YYYY-MM-DD` stands for; None for any other name."""
-    match = _FOLDER.match(posixpath.basename(str(name).rstrip("/")))
-    return date.fromisoformat(match.group(1)) if match else None
+    """The day a folder name `date=YYYY-MM-DD` stands for; None for any other name, `date=2026-02-30` too
+    (no calendar day): such a folder is no day's, as `date=garbage` is not."""
+    match = _FOLDER.fullmatch(posixpath.basename(str(name).rstrip("/")))
+    if match is None:
+        return None
+    try:
+        return date.fromisoformat(match.group(1))
+    except ValueError:
+        return None

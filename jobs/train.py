@@ -7,16 +7,19 @@
 SAMPLES is an ordinary build (train/, valid/, test/), or with --set data.train_dates=FIRST..LAST
 --set data.valid_dates=... --set data.test_dates=... (each a range or one day YYYY-MM-DD) a date-partitioned
 one (SAMPLES/date=YYYY-MM-DD/): the run reads those days; a missing or incomplete day is refused (exit code 2),
-days of different spec hashes too (exit code 3).
+days of different spec hashes too (exit code 3). A feature_spec.json that is not a valid spec, of SAMPLES or of a
+selected day (a complete day's missing one too), is refused naming its path (exit code 3); SAMPLES with
+neither feature_spec.json nor day folders too (exit code 2). Folders such as date=2026-02-30 are no days.
 Writes RUN/metrics.parquet, predictions/, embeddings/, model/ (SavedModel), plots/ (PNG), run.json,
 tensorboard/ and checkpoints/; the last line (stderr) says where. Rerunning into the same RUN resumes from its last
 checkpoint; samples with another feature spec hash than RUN was trained on are refused
 (exit code 3). A RUN that overlaps SAMPLES, or that is not empty and holds no earlier run,
 is refused (exit code 2).
 --init-from RUN0 starts a new RUN from the weights and optimizer state of the finished run RUN0 (those of
-its best epoch, which its outputs were made from). Refused: RUN0 on samples of another spec hash, another
-model or other params (exit code 3); RUN0 not a finished run, or a RUN that already holds a run, which a
-rerun without --init-from resumes (exit code 2).
+its best epoch, which its outputs were made from). Refused before RUN is touched: RUN0 on samples of another
+spec hash, another model or other params (exit code 3); RUN0 not a finished run, one whose weights file or
+checkpoints/state.json cannot be read (named), or a RUN that already holds a run, which a rerun without
+--init-from resumes (exit code 2).
 Defaults: conf/train.yaml; model parameters: models/params.py (shared) and models/<name>.py
 (PARAMS), listed below; the yaml holds only overrides. A parameter the model does not read is refused.
 """
@@ -125,11 +128,12 @@ def main(argv=None) -> int:
     except ConfigError as exc:  # train() validates its config on entry too (checked above already)
         print_config_error(exc)
         return 2
-    # RUN overlaps SAMPLES, ...; a truncated shard; a selected day missing or incomplete
+    # RUN overlaps SAMPLES, ...; a truncated shard; a selected day missing or incomplete; no SAMPLES; a bad RUN0
     except (OutputRefused, CorruptShardError, InitFromRefused, SamplesRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (SpecError, RunMismatch) as exc:  # spec hash mismatch, another model in RUN or --init-from, broken spec
+    # spec hash mismatch, another model in RUN or --init-from, a broken feature_spec.json (of SAMPLES or a day)
+    except (SpecError, RunMismatch) as exc:
         logging.getLogger("jobs.train").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -234,6 +234,151 @@ def test_the_layout_and_the_dates_must_agree(ordinary, daily, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+# ---------------------------------------------------------------- a spec that cannot be read, a folder of no day
+
+
+def _spec_text(spec: dict, **changes) -> str:
+    return feature_spec.to_json({**spec, **changes})
+
+
+def _break_spec(path, how: str) -> None:
+    """Make path/feature_spec.json (a valid spec) into one that is not."""
+    target = path / feature_spec.SPEC_FILE
+    text, spec = target.read_text(), json.loads(target.read_text())
+    one_split = next(iter(spec["splits"]))
+    broken = {
+        "not JSON": b"feature spec",
+        "truncated": text[: len(text) // 2].encode(),
+        "empty": b"",
+        "a JSON list": b"[1, 2]",
+        "JSON null": b"null",
+        "bytes that are not UTF-8": b"\xff\xfe{\x80",
+        "without its features": json.dumps({k: v for k, v in spec.items() if k != "features"}).encode(),
+        "with a stale hash": json.dumps({**spec, "compression": ""}).encode(),  # hashed, not rehashed
+        "without its splits": json.dumps({**spec, "splits": {}}).encode(),
+        "with a size that is no number": json.dumps(
+            {**spec, "splits": {**spec["splits"], one_split: {**spec["splits"][one_split], "num_examples": "many"}}}
+        ).encode(),
+        "with a label rate that is no number": json.dumps(
+            {**spec, "splits": {**spec["splits"], one_split: {**spec["splits"][one_split], "label_rate": [0.1]}}}
+        ).encode(),
+    }
+    if how == "missing":
+        target.unlink()
+    else:
+        target.write_bytes(broken[how])
+
+
+BROKEN = [
+    "not JSON",
+    "truncated",
+    "empty",
+    "a JSON list",
+    "JSON null",
+    "bytes that are not UTF-8",
+    "without its features",
+    "with a stale hash",
+    "without its splits",
+    "with a size that is no number",
+    "with a label rate that is no number",
+]
+
+
+def _three_days(ordinary, root) -> None:
+    source, spec, _ = ordinary
+    parts = {split: sorted((source / split).glob("part-*.tfrecord.gz")) for split in SIZES}
+    for day, split in (("2026-01-01", "train"), ("2026-01-02", "valid"), ("2026-01-03", "test")):
+        write_day(root, day, source, spec, parts[split])
+
+
+@pytest.mark.parametrize("how", [*BROKEN, "missing"])
+def test_a_selected_day_whose_spec_cannot_be_read_is_refused_naming_it(how, ordinary, tmp_path, capsys):
+    """A complete day (_SUCCESS) whose feature_spec.json is broken, or gone: exit 3, naming its path."""
+    root, run = tmp_path / "daily", tmp_path / "run"
+    _three_days(ordinary, root)
+    _break_spec(root / "date=2026-01-02", how)
+    assert _run(root, run, *_dates("2026-01-01", "2026-01-02", "2026-01-03")) == 3
+    err = capsys.readouterr().err
+    assert (
+        f"1 selected day(s) of {root} have no valid feature_spec.json: {root}/date=2026-01-02/feature_spec.json" in err
+    )
+    assert "--overwrite ...` (D = 2026-01-02)" in err and "Traceback" not in err
+    assert not run.exists()
+
+
+def test_every_selected_day_whose_spec_cannot_be_read_is_named(ordinary, tmp_path, capsys):
+    root, run = tmp_path / "daily", tmp_path / "run"
+    _three_days(ordinary, root)
+    _break_spec(root / "date=2026-01-01", "missing")
+    _break_spec(root / "date=2026-01-03", "truncated")
+    assert _run(root, run, *_dates("2026-01-01", "2026-01-02", "2026-01-03")) == 3
+    err = capsys.readouterr().err
+    assert f"2 selected day(s) of {root} have no valid feature_spec.json" in err
+    assert f"{root}/date=2026-01-01/feature_spec.json is missing (the day has _SUCCESS)" in err
+    assert f"{root}/date=2026-01-03/feature_spec.json is not valid JSON" in err
+    assert "(D = 2026-01-01, 2026-01-03)" in err and not run.exists()
+
+
+@pytest.mark.parametrize("how", BROKEN)
+def test_an_ordinary_samples_whose_spec_cannot_be_read_is_refused_naming_it(how, ordinary, tmp_path, capsys):
+    """The same broken files at the top of an ordinary SAMPLES: exit 3 too, before RUN is touched."""
+    source, _, _ = ordinary
+    samples, run = tmp_path / "samples", tmp_path / "run"
+    shutil.copytree(source, samples)
+    _break_spec(samples, how)
+    assert _run(samples, run) == 3
+    err = capsys.readouterr().err
+    assert f"error: {samples}/feature_spec.json" in err and "Traceback" not in err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_an_ordinary_samples_without_a_split_is_refused_before_run_is_written(split, ordinary, tmp_path, capsys):
+    source, spec, _ = ordinary
+    samples, run = tmp_path / "samples", tmp_path / "run"
+    shutil.copytree(source, samples)
+    splits = {name: entry for name, entry in spec["splits"].items() if name != split}
+    (samples / feature_spec.SPEC_FILE).write_text(_spec_text(spec, splits=splits))
+    assert _run(samples, run) == 3
+    assert f"error: {samples}/feature_spec.json has no split '{split}'" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_samples_without_a_spec_or_days_are_refused(ordinary, tmp_path, capsys):
+    source, _, _ = ordinary
+    samples, run = tmp_path / "samples", tmp_path / "run"
+    shutil.copytree(source, samples)
+    (samples / feature_spec.SPEC_FILE).unlink()
+    assert _run(samples, run) == 2
+    err = capsys.readouterr().err
+    assert f"error: {samples} has no feature_spec.json and no date=YYYY-MM-DD day folders: it is no SAMPLES" in err
+    assert _run(tmp_path / "absent", run) == 2
+    assert f"error: {tmp_path / 'absent'} is no directory" in capsys.readouterr().err
+    assert not run.exists()
+
+
+NO_DAYS = ["date=garbage", "date=2026-13-45", "date=2026-02-30", "date=٢٠٢٦-٠١-٠١", "date=２０２６-０１-０１"]
+
+
+@pytest.mark.parametrize("name", NO_DAYS)
+def test_a_folder_named_for_no_calendar_day_is_no_day(name, ordinary, tmp_path, capsys):
+    """date=2026-02-30, or a date in other digits than 0-9, is no day, as date=garbage is not: SAMPLES holding
+    only it is refused as no SAMPLES; beside days, the days are counted without it; selected days read as usual."""
+    source, spec, _ = ordinary
+    root, run = tmp_path / "daily", tmp_path / "run"
+    write_day(root, "", source, spec, sorted((source / "test").glob("part-*.tfrecord.gz")), folder=name)
+    assert _run(root, run) == 2
+    err = capsys.readouterr().err
+    assert f"error: {root} has no feature_spec.json and no date=YYYY-MM-DD day folders ({name}: no " in err
+    _three_days(ordinary, root)
+    assert _run(root, run) == 2
+    err = capsys.readouterr().err
+    assert f"{root} is date-partitioned (3 date=YYYY-MM-DD folders, date=2026-01-01 to date=2026-01-03)" in err
+    assert not run.exists()
+    samples = open_samples(str(root), dates={"train": "2026-01-01", "valid": "2026-01-02", "test": "2026-01-03"})
+    assert [f.split("/")[-3] for f in samples.files("test")] == ["date=2026-01-03"] * 3
+
+
 # ---------------------------------------------------------------- what a run reads
 
 
@@ -344,6 +489,20 @@ def test_the_dates_are_given_all_three_or_none(tmp_path, capsys):
         ("2026-01-1", "2026-01-03", "2026-01-04", "data.train_dates: must be a day YYYY-MM-DD or a range FIRST..LAST"),
         ("2026-01-05..2026-01-01", "2026-01-06", "2026-01-07", "'2026-01-05..2026-01-01' ends before it starts"),
         ("[2026-01-01]", "2026-01-06", "2026-01-07", "data.train_dates: must be a day YYYY-MM-DD or a range"),
+        (
+            "2026-02-27..2026-02-30",
+            "2026-03-01",
+            "2026-03-02",
+            "data.train_dates: must be a day YYYY-MM-DD or a range FIRST..LAST (both days included): '2026-02-30' is no "
+            "calendar day: day is out of range for month",
+        ),
+        (
+            "2026-01-01",
+            "٢٠٢٦-٠١-٠٢",
+            "2026-01-03",
+            "data.valid_dates: must be a day YYYY-MM-DD or a range FIRST..LAST (both days included): '٢٠٢٦-٠١-٠٢' is not "
+            "a date written YYYY-MM-DD (digits 0-9)",
+        ),
     ],
 )
 def test_ranges_that_overlap_are_misordered_or_malformed_are_refused(train, valid, test, problem, tmp_path, capsys):

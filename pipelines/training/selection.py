@@ -14,8 +14,12 @@ The rest of training reads a `Samples` the same way whatever the layout. A date-
 label rate their mean weighted by size. The spec is the days' (one spec hash, so the same features and
 vocabularies), without their one-day splits; the vocabularies are read from the last train day.
 
-Refused before any shard is read: selected days that are missing or incomplete (no DAY_COMPLETE), every
-one named (SamplesRefused); days of more than one spec hash, each named with its hash (SpecHashMismatch).
+Refused before any shard is read: an ordinary SAMPLES without its feature_spec.json (SamplesRefused);
+selected days that are missing or incomplete (no DAY_COMPLETE), every one named (SamplesRefused); a spec
+that is not a valid spec, or a complete day's spec that is missing, not valid or without its DAY_SPLIT, each
+named by its path (SpecError); days of more than one spec hash, each named with its hash (SpecHashMismatch).
+Folders named like days that stand for no calendar day in digits 0-9 (`date=2026-02-30`) are no days, as
+`date=garbage` is not (folder_date).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from feature_spec import (
     parse_date_range,
     range_text,
     spec_hash,
+    spec_path,
     split_label_rate,
     split_names,
     split_pattern,
@@ -44,8 +49,9 @@ from feature_spec import (
 )
 from pipelines import publish
 
-DATED_SPLITS = ("train", "valid", "test")
+RUN_SPLITS = ("train", "valid", "test")  # what a run trains, validates and tests on
 BUILD_A_DAY = "python -m jobs.build_samples --date D --spec SPEC ..."
+REBUILD_A_DAY = "python -m jobs.build_samples --date D --spec SPEC --overwrite ..."  # a complete day is skipped
 
 
 class SpecHashMismatch(SpecError):
@@ -86,12 +92,10 @@ class Samples:
     @classmethod
     def of(cls, samples_dir: str, spec: dict) -> "Samples":
         """The samples of an ordinary SAMPLES whose spec is `spec`: its splits as the spec lists them."""
-        splits = {
-            name: SplitShards(
-                (split_pattern(samples_dir, spec, name),), num_examples(spec, name), split_label_rate(spec, name)
-            )
-            for name in split_names(spec)
-        }
+        splits = {}
+        for name in split_names(spec):
+            pattern, size, rate = _split_of(samples_dir, spec, name)
+            splits[name] = SplitShards((pattern,), size, rate)
         return cls(str(samples_dir), spec, splits, str(samples_dir))
 
     @property
@@ -152,18 +156,23 @@ def select_samples(samples_dir: str, dates: Mapping[str, str] | None = None) -> 
                     f"validate and test on with --set data.train_dates=FIRST..LAST --set data.valid_dates=... "
                     f"--set data.test_dates=..."
                 )
-        return Samples.of(samples_dir, load_spec(samples_dir))
-    selected = {split: parse_date_range(dates[split]) for split in DATED_SPLITS}
+            raise SamplesRefused(_no_samples(samples_dir))
+        spec = _load_spec(samples_dir)
+        for split in RUN_SPLITS:  # refused now, not after RUN is written
+            _split_of(samples_dir, spec, split)
+        return Samples.of(samples_dir, spec)
+    selected = {split: parse_date_range(dates[split]) for split in RUN_SPLITS}
     _refuse_unbuilt_days(samples_dir, selected)
-    specs = {day: load_spec(day_folder(samples_dir, day)) for days in selected.values() for day in days}
+    specs = _day_specs(samples_dir, selected)
     _refuse_spec_hashes(samples_dir, specs)
     splits = {}
     for split, days in selected.items():
-        folders = [day_folder(samples_dir, day) for day in days]
-        sizes = [num_examples(specs[day], DAY_SPLIT) for day in days]
-        rates = [split_label_rate(specs[day], DAY_SPLIT) for day in days]
+        # (glob, size, label rate) of each day, checked by _day_specs
+        shards = [_split_of(day_folder(samples_dir, day), specs[day], DAY_SPLIT) for day in days]
+        sizes = [size for _, size, _ in shards]
+        rates = [rate for _, _, rate in shards]
         splits[split] = SplitShards(
-            tuple(split_pattern(folder, specs[day], DAY_SPLIT) for folder, day in zip(folders, days)),
+            tuple(pattern for pattern, _, _ in shards),
             None if None in sizes else sum(sizes),
             _weighted_rate(sizes, rates),
             dates=range_text(days),
@@ -172,6 +181,69 @@ def select_samples(samples_dir: str, dates: Mapping[str, str] | None = None) -> 
     vocab_day = selected["train"][-1]  # the days share one spec, so their vocabularies: the newest train day's
     spec = with_splits(specs[vocab_day], {})  # the days' one-day splits are not the run's: see Samples.splits
     return Samples(samples_dir, spec, splits, day_folder(samples_dir, vocab_day), vocab_day.isoformat())
+
+
+def _split_of(folder: str, spec: dict, split: str) -> tuple[str, int | None, float | None]:
+    """The glob, size and label rate of a split as the spec in `folder` gives them; SpecError naming the
+    spec's file when the split is absent or its size or label rate is no number."""
+    if split not in (spec.get("splits") or {}):
+        raise SpecError(f"{spec_path(folder)} has no split '{split}' (has: {', '.join(split_names(spec)) or 'none'})")
+    try:
+        size, rate = num_examples(spec, split), split_label_rate(spec, split)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SpecError(
+            f"{spec_path(folder)}: split '{split}' has a num_examples or label_rate that is no number ({exc})"
+        ) from None
+    return split_pattern(folder, spec, split), size, rate
+
+
+def _day_specs(samples_dir: str, selected: dict) -> dict:
+    """{day: its spec} of the selected (complete) days; SpecError naming every day whose feature_spec.json
+    is missing or broken, or has no readable DAY_SPLIT: a complete day was damaged after its build."""
+    specs, broken = {}, {}
+    for days in selected.values():
+        for day in days:
+            folder = day_folder(samples_dir, day)
+            try:
+                specs[day] = _load_spec(folder)
+                _split_of(folder, specs[day], DAY_SPLIT)
+            except FileNotFoundError:
+                broken[day] = f"{spec_path(folder)} is missing (the day has {DAY_COMPLETE})"
+            except SpecError as exc:
+                broken[day] = str(exc)
+    if broken:
+        raise SpecError(
+            f"{len(broken)} selected day(s) of {samples_dir} have no valid {SPEC_FILE}: {'; '.join(broken.values())}. "
+            f"Rebuild each with `{REBUILD_A_DAY}` (D = {', '.join(day.isoformat() for day in broken)}), then rerun"
+        )
+    return specs
+
+
+def _load_spec(folder: str) -> dict:
+    """load_spec, a file of bytes that are not text a SpecError naming it too."""
+    try:
+        return load_spec(folder)
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{spec_path(folder)} is not UTF-8 text: {exc}") from None
+
+
+def _no_samples(samples_dir: str) -> str:
+    """Why `samples_dir`, which has no feature_spec.json and no day folder, is no SAMPLES."""
+    if not publish.isdir(samples_dir):
+        return f"{samples_dir} is no directory: no samples to train on"
+    # date=2026-02-30, date=garbage: named like day folders, but no day's
+    names = (name.rstrip("/") for name in publish.listdir(samples_dir))
+    undated = sorted(name for name in names if name.startswith(DATE_PREFIX))
+    unlike = (
+        f" ({', '.join(undated[:5])}{' ...' if len(undated) > 5 else ''}: no {DATE_PREFIX}YYYY-MM-DD folder of a "
+        "calendar day in digits 0-9, so no day)"
+        if undated
+        else ""
+    )
+    return (
+        f"{samples_dir} has no {SPEC_FILE} and no {DATE_PREFIX}YYYY-MM-DD day folders{unlike}: it is no "
+        "SAMPLES written by jobs.build_samples"
+    )
 
 
 def _weighted_rate(sizes: list, rates: list) -> float | None:
