@@ -39,7 +39,10 @@ def load_spec(samples_dir: str) -> dict:
     FileNotFoundError when there is no such file (whatever the file system says); SpecError, naming the
     path, when the file is not a valid spec (not JSON, not an object, or against the format)."""
     path = spec_path(samples_dir)
-    text = _read_text(path)
+    try:
+        text = _read_text(path)
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path} is not UTF-8 text: {exc}") from None
     try:
         content = json.loads(text)
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8

@@ -249,7 +249,8 @@ def test_a_day_build_under_a_setting_the_spec_records_otherwise_is_refused_and_w
 ):
     out = tmp_path / "new" / "samples"
     config = day_config(*_sets(name))
-    with pytest.raises(ConfigError, match=name.split(".")[-1] if name in settings.RECORDED else ""):
+    named = name.split(".")[-1] if name in settings.RECORDED else "spec"
+    with pytest.raises(ConfigError, match=named):
         job.build_days(spark, four_days["raw"], str(out), config, four_days["spec"], [D[2]])
     assert not (tmp_path / "new").exists()
 
@@ -341,8 +342,12 @@ def test_impressions_stored_under_a_far_day_are_rejected_by_that_days_build_and_
     assert first["report"]["rows_owned"]["impressions"] == _owned_impressions(four_days, D[0]) - 25
     day0 = day_samples(samples, D[0])
     assert len(day0) == _owned_impressions(four_days, D[0]) - 25
-    assert not set(zip(far.user_id, far.ts)) & set(zip(day0.user_id, day0.ts))
-    assert set(zip(near.user_id, near.ts)) <= set(zip(day0.user_id, day0.ts))
+
+    def keys(df):  # user, item and time identify an impression here (a slate shares user and time)
+        return set(zip(df.user_id, df.item_id, df.ts.astype(int)))
+
+    assert not keys(far) & keys(day0)
+    assert keys(near) <= keys(day0)
     # A build of the whole log sees the same rejects.
     whole = job.build_samples(spark, raw, str(tmp_path / "whole"), four_days["config"], job.Plan(four_days["spec"]))
     assert whole["rejected"]["impressions"] == {MISPLACED: 25}
@@ -475,3 +480,30 @@ def test_a_failed_day_build_into_a_new_samples_leaves_nothing(four_days, spark, 
     with pytest.raises(job.EmptySplitError):  # a day with no impression: the build fails after its staging
         job.build_days(spark, four_days["raw"], str(out), four_days["config"], four_days["spec"], [date(2026, 2, 1)])
     assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------- training reads vocabularies that match
+
+
+@pytest.mark.parametrize("how", ["extra row", "duplicated row", "deleted folder"])
+def test_training_refuses_samples_whose_vocabulary_does_not_match_the_spec(tmp_path, capsys, how):
+    from jobs.train import main as train_main
+    from tests.tf_samples import write_samples
+
+    samples = tmp_path / "samples"
+    spec, _ = write_samples(samples, sizes={"train": 32, "valid": 16, "test": 16})
+    folder = samples / "vocab" / "user_id"
+    table = pq.read_table(folder)
+    if how == "extra row":
+        size = feature_spec.get_vocabulary(spec, "user_id")["size"]
+        row = pa.table({"index": [size], "token": ["intruder"], "count": [1]}).cast(table.schema)
+        pq.write_table(row, folder / "part-extra.parquet")
+    elif how == "duplicated row":
+        pq.write_table(table.slice(0, 1), folder / "part-copy.parquet")
+    else:
+        shutil.rmtree(folder)
+    run = tmp_path / "run"
+    assert train_main(["--samples", str(samples), "--output", str(run), "--epochs", "1"]) == 3
+    err = capsys.readouterr().err
+    assert "vocabulary user_id" in err and "Traceback" not in err
+    assert not run.exists()

@@ -34,6 +34,7 @@ from feature_spec import (
     DAY_SPLIT,
     SPEC_FILE,
     SpecError,
+    check_vocabularies,
     day_folder,
     folder_date,
     load_spec,
@@ -157,9 +158,10 @@ def select_samples(samples_dir: str, dates: Mapping[str, str] | None = None) -> 
                     f"--set data.test_dates=..."
                 )
             raise SamplesRefused(_no_samples(samples_dir))
-        spec = _load_spec(samples_dir)
+        spec = load_spec(samples_dir)
         for split in RUN_SPLITS:  # refused now, not after RUN is written
             _split_of(samples_dir, spec, split)
+        check_vocabularies(samples_dir, spec)  # VocabularyError (a SpecError) naming the one that does not match
         return Samples.of(samples_dir, spec)
     selected = {split: parse_date_range(dates[split]) for split in RUN_SPLITS}
     _refuse_unbuilt_days(samples_dir, selected)
@@ -180,6 +182,7 @@ def select_samples(samples_dir: str, dates: Mapping[str, str] | None = None) -> 
         )
     vocab_day = selected["train"][-1]  # the days share one spec, so their vocabularies: the newest train day's
     spec = with_splits(specs[vocab_day], {})  # the days' one-day splits are not the run's: see Samples.splits
+    check_vocabularies(day_folder(samples_dir, vocab_day), spec)
     return Samples(samples_dir, spec, splits, day_folder(samples_dir, vocab_day), vocab_day.isoformat())
 
 
@@ -205,7 +208,7 @@ def _day_specs(samples_dir: str, selected: dict) -> dict:
         for day in days:
             folder = day_folder(samples_dir, day)
             try:
-                specs[day] = _load_spec(folder)
+                specs[day] = load_spec(folder)
                 _split_of(folder, specs[day], DAY_SPLIT)
             except FileNotFoundError:
                 broken[day] = f"{spec_path(folder)} is missing (the day has {DAY_COMPLETE})"
@@ -217,14 +220,6 @@ def _day_specs(samples_dir: str, selected: dict) -> dict:
             f"Rebuild each with `{REBUILD_A_DAY}` (D = {', '.join(day.isoformat() for day in broken)}), then rerun"
         )
     return specs
-
-
-def _load_spec(folder: str) -> dict:
-    """load_spec, a file of bytes that are not text a SpecError naming it too."""
-    try:
-        return load_spec(folder)
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{spec_path(folder)} is not UTF-8 text: {exc}") from None
 
 
 def _no_samples(samples_dir: str) -> str:
