@@ -87,6 +87,7 @@ def test_a_bad_tf_config_is_a_config_error_before_run_is_touched(tmp_path, monke
     assert code == 2
     err = capsys.readouterr().err
     assert "distribute.strategy" in err and "missing: ps" in err
+    assert "distribute.strategy: distribute.strategy" not in err  # named once
     assert not run.exists()
 
 

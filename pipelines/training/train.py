@@ -153,10 +153,7 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
         raise ConfigError(str(exc)) from None
     kind = config.distribute.strategy
     task = Task.from_environment() if kind != "none" else Task()
-    try:
-        check_cluster(kind, task)
-    except ValueError as exc:
-        raise ConfigError(f"distribute.strategy: {exc}") from None
+    check_cluster(kind, task)  # a ConfigError naming distribute.strategy and TF_CONFIG
     serve_if_not_coordinator(kind, task)  # a parameter_server worker or ps task serves until stopped
     chief = task.is_chief
     monitor = config.early_stopping.monitor
