@@ -24,6 +24,7 @@ from pipelines.samples import build_samples as build_job
 from pipelines.samples.build_samples import build_samples
 from sources.synthetic import generate
 from tests.samples_io import read_split
+from tests.test_train_dates import _dates
 from tests.test_warm_start import FAST
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,17 +155,6 @@ def test_the_documented_papermill_command_runs_as_written(flow, tmp_path):
 
 DAYS = [date(2026, 1, day) for day in range(1, 5)]  # the generator starts at 2026-01-01T00:00Z
 BUCKETS = {"0 (new)": (0, 0), "1-4": (1, 4), "5-19": (5, 19), "20-99": (20, 99), "100+": (100, None)}
-
-
-def _dates(train: str, valid: str, test: str) -> list:
-    return [
-        "--set",
-        f"data.train_dates={train}",
-        "--set",
-        f"data.valid_dates={valid}",
-        "--set",
-        f"data.test_dates={test}",
-    ]
 
 
 @pytest.fixture(scope="module")
