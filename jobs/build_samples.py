@@ -121,31 +121,33 @@ def main(argv=None) -> int:
         return 2
     from pipelines.publish import OutputRefused, check_output, print_outputs, write_failure
     from pipelines.samples import build_samples as job
+    from pipelines.samples import days as daily
+    from pipelines.samples import runtime
     from pipelines.samples.spark import get_spark
 
     days = _days(args)
     try:
         if days and not args.fit_only:
-            job.check_dated_samples(args.output)  # refuse before Spark starts
+            daily.check_dated_samples(args.output)  # refuse before Spark starts
         else:
             check_output(args.output, [args.input], job.SAMPLES_MARKERS)  # refuse before Spark starts; checked again
         # The YAML's settings fill in only what spark-submit (--master, --conf, spark-defaults.conf) left unset.
         spark = get_spark(config["spark"]["app_name"])  # the build sizes its shuffle partitions itself
         if days and not args.fit_only:
-            results = job.build_days(
+            results = daily.build_days(
                 spark, args.input, args.output, config, args.spec, days, args.overwrite, args.allow_mixed_specs
             )
             print(json.dumps([_day_summary(result) for result in results], indent=2))
             print_outputs(args.output, ", ".join(f"{os.path.basename(r['output'].rstrip('/'))}/" for r in results))
             return 0
-        window = job.fit_window(config, days[0], days[-1]) if days else None
+        window = daily.fit_window(config, days[0], days[-1]) if days else None
         plan = job.Plan(spec_dir=args.spec, window=window, fit_only=args.fit_only)
         report = job.build_samples(spark, args.input, args.output, config, plan)
     except (OutputRefused, *job.INPUT_ERRORS) as exc:  # e.g. SAMPLES overlaps RAW; an empty split
         logging.getLogger("jobs.build_samples").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except job.OutOfMemory as exc:  # a few lines that name the setting to raise, not a Java traceback
+    except runtime.OutOfMemory as exc:  # a few lines that name the setting to raise, not a Java traceback
         logging.getLogger("jobs.build_samples").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 3

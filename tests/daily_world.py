@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import feature_spec
 from pipelines.config import load_config
 from pipelines.samples import build_samples as job
+from pipelines.samples import days as daily
 from sources.synthetic import generate
 from tests.samples_io import read_split
 
@@ -87,9 +88,9 @@ def build_four_days(spark, root) -> dict:
     partition_by_date(flat, raw)
     config = day_config()
     spec_dir, samples, whole = str(root / "spec"), str(root / "samples"), str(root / "whole")
-    fit = job.Plan(window=job.fit_window(config, D[0], D[1]), fit_only=True)
+    fit = job.Plan(window=daily.fit_window(config, D[0], D[1]), fit_only=True)
     fit_report = job.build_samples(spark, raw, spec_dir, config, fit)
-    days = job.build_days(spark, raw, samples, config, spec_dir, D)
+    days = daily.build_days(spark, raw, samples, config, spec_dir, D)
     job.build_samples(spark, raw, whole, config, job.Plan(spec_dir=spec_dir))
     return {
         "root": root,

@@ -18,6 +18,7 @@ import feature_spec
 from pipelines.config import ConfigError
 from pipelines.publish import OutputRefused
 from pipelines.samples import build_samples as job
+from pipelines.samples import days as daily
 from pipelines.samples.fitting import SpecNotApplicable
 from pipelines.samples.windows import Window, day_start
 from sources.synthetic import generate
@@ -81,10 +82,10 @@ def test_daily_flags_that_do_not_go_together_exit_2(argv, message, capsys):
 def test_dated_samples_must_hold_only_day_folders(tmp_path):
     (tmp_path / "date=2026-01-01").mkdir()
     (tmp_path / ".date=2026-01-02.staging-1234").mkdir()
-    assert job.check_dated_samples(str(tmp_path)) == str(tmp_path)
+    assert daily.check_dated_samples(str(tmp_path)) == str(tmp_path)
     (tmp_path / "train").mkdir()
     with pytest.raises(OutputRefused, match="train"):
-        job.check_dated_samples(str(tmp_path))
+        daily.check_dated_samples(str(tmp_path))
 
 
 # ---------------------------------------------------------------- four days, built day by day and at once
@@ -136,11 +137,11 @@ def test_a_day_is_skipped_when_complete_and_replaced_alone_with_overwrite(four_d
     before = {day: file_digests(feature_spec.day_folder(samples, day)) for day in D}
     day2 = day_samples(samples, D[1])
 
-    skipped = job.build_days(spark, four_days["raw"], samples, four_days["config"], four_days["spec"], [D[1]])
+    skipped = daily.build_days(spark, four_days["raw"], samples, four_days["config"], four_days["spec"], [D[1]])
     assert skipped[0]["skipped"] is True
     assert file_digests(feature_spec.day_folder(samples, D[1])) == before[D[1]]
 
-    rebuilt = job.build_days(
+    rebuilt = daily.build_days(
         spark, four_days["raw"], samples, four_days["config"], four_days["spec"], [D[1]], overwrite=True
     )
     assert rebuilt[0]["skipped"] is False
@@ -154,7 +155,7 @@ def test_a_day_is_skipped_when_complete_and_replaced_alone_with_overwrite(four_d
         four_days["spec"], four_days["root"] / "refit", lambda spec: spec["smoothed_ctr"].update(prior=0.5)
     )
     with pytest.raises(OutputRefused, match="--overwrite"):
-        job.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]])
+        daily.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]])
     assert file_digests(feature_spec.day_folder(samples, D[1])) != {}
 
 
@@ -193,7 +194,7 @@ def test_a_config_that_makes_other_features_than_the_spec_is_refused_before_any_
 ):
     config = day_config(setting)
     with pytest.raises(ConfigError, match=named):
-        job.build_days(spark, four_days["raw"], str(tmp_path / "s"), config, four_days["spec"], [D[2]])
+        daily.build_days(spark, four_days["raw"], str(tmp_path / "s"), config, four_days["spec"], [D[2]])
     assert not (tmp_path / "s").exists() or not os.listdir(tmp_path / "s")
 
 
@@ -201,7 +202,7 @@ def test_a_config_that_makes_other_features_than_the_spec_is_refused_before_any_
 def test_a_spec_without_its_ctr_prior_is_refused(four_days, spark, tmp_path):
     old = spec_copy(four_days["spec"], tmp_path / "old_spec", lambda spec: spec.pop("smoothed_ctr"))
     with pytest.raises(SpecNotApplicable, match="--fit-only"):
-        job.build_days(spark, four_days["raw"], str(tmp_path / "s"), four_days["config"], old, [D[2]])
+        daily.build_days(spark, four_days["raw"], str(tmp_path / "s"), four_days["config"], old, [D[2]])
 
 
 # ---------------------------------------------------------------- 28 days: a day reads its window only
@@ -227,10 +228,14 @@ def test_a_day_build_reads_the_events_of_its_window_not_the_log(tmp_path, spark)
     config = day_config("history.lookback_days=7", "item_stats.recent_days=7")
     spec_dir = str(tmp_path / "spec")
     job.build_samples(
-        spark, raw, spec_dir, config, job.Plan(window=job.fit_window(config, "2026-01-20", "2026-01-21"), fit_only=True)
+        spark,
+        raw,
+        spec_dir,
+        config,
+        job.Plan(window=daily.fit_window(config, "2026-01-20", "2026-01-21"), fit_only=True),
     )
     day = date(2026, 1, 22)
-    (built,) = job.build_days(spark, raw, str(tmp_path / "samples"), config, spec_dir, [day])
+    (built,) = daily.build_days(spark, raw, str(tmp_path / "samples"), config, spec_dir, [day])
     report = built["report"]
 
     start = day_start(day, "UTC")
@@ -250,7 +255,7 @@ def test_a_day_build_reads_the_events_of_its_window_not_the_log(tmp_path, spark)
     assert report["rows_owned"]["impressions"] == report["samples"]["samples"]["rows"] == on_day
 
     # Unpartitioned RAW gives the same day through a time filter (it reads every file, then keeps the window).
-    (filtered,) = job.build_days(spark, flat, str(tmp_path / "from_flat"), config, spec_dir, [day])
+    (filtered,) = daily.build_days(spark, flat, str(tmp_path / "from_flat"), config, spec_dir, [day])
     assert filtered["report"]["rows_read"] == report["rows_read"]
     assert filtered["report"]["window"]["raw_partitions"]["impressions"] == "none: filtered by time"
     assert_same_samples(day_samples(str(tmp_path / "from_flat"), day), day_samples(str(tmp_path / "samples"), day))

@@ -23,6 +23,7 @@ from pipelines.config import ConfigError, load_config
 from pipelines.config_schema import validate_build_config
 from pipelines.publish import OutputRefused
 from pipelines.samples import build_samples as job
+from pipelines.samples import days as daily
 from pipelines.samples import settings
 from pipelines.samples.fitting import SpecNotApplicable
 from pipelines.samples.raw_input import InputError, read_raw
@@ -251,7 +252,7 @@ def test_a_day_build_under_a_setting_the_spec_records_otherwise_is_refused_and_w
     config = day_config(*_sets(name))
     named = name.split(".")[-1] if name in settings.RECORDED else "spec"
     with pytest.raises(ConfigError, match=named):
-        job.build_days(spark, four_days["raw"], str(out), config, four_days["spec"], [D[2]])
+        daily.build_days(spark, four_days["raw"], str(out), config, four_days["spec"], [D[2]])
     assert not (tmp_path / "new").exists()
 
 
@@ -274,7 +275,7 @@ def test_fitted_and_run_settings_change_no_sample_of_a_day_built_with_a_spec(fou
     names = [n for n in settings.FITTED + settings.NO_SAMPLE_CHANGE if n != "input.format"]
     sets = sorted({s for name in names for s in _sets(name, tmp_path / "scratch")})
     out = str(tmp_path / "samples")
-    (built,) = job.build_days(spark, four_days["raw"], out, day_config(*sets), four_days["spec"], [D[2]])
+    (built,) = daily.build_days(spark, four_days["raw"], out, day_config(*sets), four_days["spec"], [D[2]])
     assert built["report"]["spec_hash"] == feature_spec.spec_hash(feature_spec.load_spec(four_days["spec"]))
     assert_same_samples(day_samples(out, D[2]), day_samples(four_days["samples"], D[2]))
 
@@ -297,7 +298,7 @@ def test_each_fitted_setting_changes_the_hash_of_a_fit(four_days, spark, tmp_pat
 def test_a_spec_that_does_not_record_its_sample_settings_is_refused(four_days, spark, tmp_path):
     old = spec_copy(four_days["spec"], tmp_path / "old_spec", lambda spec: spec.pop("sample_settings"))
     with pytest.raises(SpecNotApplicable, match="sample settings.*--fit-only"):
-        job.build_days(spark, four_days["raw"], str(tmp_path / "s"), four_days["config"], old, [D[2]])
+        daily.build_days(spark, four_days["raw"], str(tmp_path / "s"), four_days["config"], old, [D[2]])
     assert not (tmp_path / "s").exists()
 
 
@@ -330,7 +331,7 @@ def test_impressions_stored_under_a_far_day_are_rejected_by_that_days_build_and_
     far = _move_rows(raw, "impressions", D[0], D[3], 25)  # three days away: outside the margin
     near = _move_rows(raw, "impressions", D[0], D[1], 5)  # the next day: inside it
     samples = str(tmp_path / "samples")
-    first, last = job.build_days(spark, raw, samples, four_days["config"], four_days["spec"], [D[0], D[3]])
+    first, last = daily.build_days(spark, raw, samples, four_days["config"], four_days["spec"], [D[0], D[3]])
 
     # The far rows are the rejects of the build of the partition they sit in, counted as its own rows.
     assert last["report"]["rejected"]["impressions"] == {MISPLACED: 25}
@@ -353,7 +354,7 @@ def test_impressions_stored_under_a_far_day_are_rejected_by_that_days_build_and_
     assert whole["rejected"]["impressions"] == {MISPLACED: 25}
     # Past the reject threshold, the day that owns them fails.
     with pytest.raises(job.RejectFractionError, match=MISPLACED):
-        job.build_days(
+        daily.build_days(
             spark,
             raw,
             str(tmp_path / "strict"),
@@ -372,7 +373,7 @@ def test_a_raw_partition_that_names_no_day_is_refused(four_days, spark, tmp_path
     os.makedirs(os.path.join(raw, "impressions", folder))
     shutil.copy(parts[0], os.path.join(raw, "impressions", folder, "part-0.parquet"))
     with pytest.raises(InputError, match=folder):
-        job.build_days(spark, raw, str(tmp_path / "s"), four_days["config"], four_days["spec"], [D[2]])
+        daily.build_days(spark, raw, str(tmp_path / "s"), four_days["config"], four_days["spec"], [D[2]])
     with pytest.raises(InputError, match=folder):
         job.build_samples(spark, raw, str(tmp_path / "w"), four_days["config"], job.Plan(four_days["spec"]))
     assert not (tmp_path / "s").exists() and not (tmp_path / "w").exists()
@@ -458,7 +459,7 @@ def test_a_complete_day_with_a_broken_spec_is_refused_naming_it(four_days, spark
         fh.write(broken)
     for days in ([D[1]], [D[2]]):  # built again, or another day built beside it
         with pytest.raises(OutputRefused, match=f"{path}|date={D[1]}"):
-            job.build_days(spark, four_days["raw"], samples, four_days["config"], four_days["spec"], days)
+            daily.build_days(spark, four_days["raw"], samples, four_days["config"], four_days["spec"], days)
     assert sorted(os.listdir(samples)) == [f"date={D[1]}"]
 
 
@@ -467,9 +468,9 @@ def test_a_day_of_another_spec_is_refused_unless_mixed_specs_are_asked_for(four_
     samples = _samples_with(four_days, tmp_path, [D[0]])
     refit = spec_copy(four_days["spec"], tmp_path / "refit", lambda spec: spec["smoothed_ctr"].update(prior=0.5))
     with pytest.raises(OutputRefused, match="another spec.*--allow-mixed-specs"):
-        job.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]])
+        daily.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]])
     assert sorted(os.listdir(samples)) == [f"date={D[0]}"]
-    (built,) = job.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]], mixed_specs=True)
+    (built,) = daily.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]], mixed_specs=True)
     assert built["report"]["spec_hash"] == feature_spec.spec_hash(feature_spec.load_spec(refit))
     assert sorted(os.listdir(samples)) == [f"date={D[0]}", f"date={D[1]}"]
 
@@ -478,7 +479,7 @@ def test_a_day_of_another_spec_is_refused_unless_mixed_specs_are_asked_for(four_
 def test_a_failed_day_build_into_a_new_samples_leaves_nothing(four_days, spark, tmp_path):
     out = tmp_path / "new" / "samples"
     with pytest.raises(job.EmptySplitError):  # a day with no impression: the build fails after its staging
-        job.build_days(spark, four_days["raw"], str(out), four_days["config"], four_days["spec"], [date(2026, 2, 1)])
+        daily.build_days(spark, four_days["raw"], str(out), four_days["config"], four_days["spec"], [date(2026, 2, 1)])
     assert not (tmp_path / "new").exists()
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from feature_spec import day_folder, folder_date, parse_date, parse_date_range
 from pipelines.publish import OutputRefused
-from pipelines.samples.build_samples import check_dated_samples
+from pipelines.samples.days import check_dated_samples
 
 # \d matches the digits of every script: these must not pass for 2026-01-01
 OTHER_DIGITS = [

@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from pipelines.config import ConfigError, load_job_config
-from pipelines.samples import build_samples as job
+from pipelines.samples import runtime
 from pipelines.samples import spark as spark_setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEY = job.SHUFFLE_PARTITIONS
+KEY = runtime.SHUFFLE_PARTITIONS
 
 
 # ---------------------------------------------------------------- partitions sized by the data
@@ -24,7 +24,7 @@ KEY = job.SHUFFLE_PARTITIONS
 def test_auto_partitions_hold_at_most_the_target_and_one_per_core_at_least(
     impressions, per_partition, parallelism, expected
 ):
-    assert job.shuffle_partitions_for(impressions, per_partition, parallelism) == expected
+    assert runtime.shuffle_partitions_for(impressions, per_partition, parallelism) == expected
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def _config(*sets):
 def test_auto_partitions_follow_the_impressions_read_and_the_session_gets_its_setting_back(unset_partitions):
     spark = unset_partitions
     config = _config("spark.impressions_per_partition=1000")
-    with job._sized_partitions(spark, config, lambda: 10_500) as choice:
+    with runtime.sized_partitions(spark, config, lambda: 10_500) as choice:
         assert spark.conf.get(KEY) == "11"
     assert choice == {
         "shuffle_partitions": 11,
@@ -61,7 +61,7 @@ def test_a_number_in_the_config_fixes_the_partitions_without_counting(unset_part
     def not_counted():
         raise AssertionError("the impressions were counted")
 
-    with job._sized_partitions(spark, _config("spark.shuffle_partitions=7"), not_counted) as choice:
+    with runtime.sized_partitions(spark, _config("spark.shuffle_partitions=7"), not_counted) as choice:
         assert spark.conf.get(KEY) == "7"
     assert choice["shuffle_partitions"] == 7 and choice["chosen_by"] == "spark.shuffle_partitions of the config"
     assert KEY not in spark.conf.getAll
@@ -69,7 +69,7 @@ def test_a_number_in_the_config_fixes_the_partitions_without_counting(unset_part
 
 def test_the_sessions_own_setting_wins_over_the_config(spark):
     # The test session sets 4, as spark-submit --conf spark.sql.shuffle.partitions=4 would.
-    with job._sized_partitions(spark, _config("spark.shuffle_partitions=7"), lambda: 10**9) as choice:
+    with runtime.sized_partitions(spark, _config("spark.shuffle_partitions=7"), lambda: 10**9) as choice:
         assert spark.conf.get(KEY) == "4"
     assert choice["shuffle_partitions"] == 4
     assert spark.conf.get(KEY) == "4"

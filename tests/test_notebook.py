@@ -21,6 +21,7 @@ import feature_spec
 from jobs.train import main as train
 from pipelines.config import load_config
 from pipelines.samples import build_samples as build_job
+from pipelines.samples import days as daily
 from pipelines.samples.build_samples import build_samples
 from sources.synthetic import generate
 from tests.samples_io import read_split
@@ -165,10 +166,8 @@ def dated(spark, tmp_path_factory):
     raw, spec, samples = str(root / "raw"), str(root / "spec"), str(root / "samples")
     generate(raw, users=60, items=40, days=4, impressions=2_000, seed=7)
     config = load_config("build_samples", None, ["spark.shuffle_partitions=2", "spark.output_partitions=1"])
-    build_samples(
-        spark, raw, spec, config, build_job.Plan(window=build_job.fit_window(config, *DAYS[:2]), fit_only=True)
-    )
-    build_job.build_days(spark, raw, samples, config, spec, DAYS)
+    build_samples(spark, raw, spec, config, build_job.Plan(window=daily.fit_window(config, *DAYS[:2]), fit_only=True))
+    daily.build_days(spark, raw, samples, config, spec, DAYS)
     runs = {}
     for name, train_days in (("fit_days", "2026-01-01..2026-01-02"), ("day_two", "2026-01-02")):
         run = root / "runs" / name

@@ -1,0 +1,151 @@
+"""What a build counts and writes beside its samples: rows read, owned and rejected by reason, OOV tokens, the
+samples per split, and report.json with the accounting that every owned impression is a sample or a reject."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+from typing import TYPE_CHECKING
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+import feature_spec
+from features import validate, vocab
+from pipelines import publish
+from pipelines.samples import windows
+from pipelines.samples.runtime import Timings
+from pipelines.samples.spark import spark_settings
+
+if TYPE_CHECKING:  # build_samples imports this module
+    from pipelines.samples.build_samples import Plan, Validated
+
+
+def count_by_reason(df: DataFrame) -> tuple[int, int, dict[str, int], dict[str, dict[str, int]]]:
+    """(rows read, rows owned, rejects by reason, values nulled by column and reason) in one aggregation;
+    rejects and nulled values are counted over the owned rows only (pipelines/samples/windows.py)."""
+    rows = (
+        df.groupBy("reject_reason", windows.OWNED)
+        .agg(F.count(F.lit(1)).alias("_rows"), *validate.nulled_counts(df))
+        .collect()
+    )
+    total = sum(int(row["_rows"]) for row in rows)
+    owned = [row for row in rows if row[windows.OWNED]]
+    rejected: dict[str, int] = {}
+    for row in owned:
+        if row["reject_reason"] is not None:
+            rejected[row["reject_reason"]] = rejected.get(row["reject_reason"], 0) + int(row["_rows"])
+    nulled: dict[str, dict[str, int]] = {}
+    for row in owned:
+        for key, count in row.asDict().items():
+            counted = validate.nulled_count_key(key)
+            if counted and count:
+                column, reason = counted
+                nulled.setdefault(column, {})
+                nulled[column][reason] = nulled[column].get(reason, 0) + int(count)
+    return total, sum(int(row["_rows"]) for row in owned), dict(sorted(rejected.items())), nulled
+
+
+def split_counts(shards: list, names: tuple[str, ...]) -> dict:
+    """Per split: its rows, positives and shards, from the shards the write returned."""
+    per_split = {name: {"rows": 0, "positives": 0, "shards": 0} for name in names}
+    for shard in shards:
+        entry = per_split[shard["split"]]
+        entry["rows"] += shard["rows"]
+        entry["positives"] += shard["positives"]
+        entry["shards"] += 1
+    return per_split
+
+
+def spec_splits(per_split: dict, extension: str) -> dict:
+    return {
+        name: feature_spec.split(
+            pattern=f"{name}/part-*{extension}",
+            num_examples=e["rows"],
+            label_rate=(e["positives"] / e["rows"]) if e["rows"] else None,
+        )
+        for name, e in per_split.items()
+    }
+
+
+def write_metadata(staging: str, spec: dict, report: dict) -> None:
+    publish.write_text(posixpath.join(staging, feature_spec.SPEC_FILE), feature_spec.to_json(spec))
+    publish.write_text(posixpath.join(staging, "report.json"), json.dumps(report, indent=2))
+    publish.write_text(posixpath.join(staging, "_SUCCESS"), "")
+
+
+def oov_counts(samples: DataFrame) -> tuple[int, dict[str, dict]]:
+    """(samples, per vocabulary: the tokens of the samples' own ids and genres, and how many were out of
+    vocabulary) in one aggregation: a rising OOV rate says a refit (`--fit-only`) is due."""
+    oov = F.lit(feature_spec.OOV_INDEX)
+    parts = {
+        name: (F.count(F.col(column)), F.sum((F.col(index) == oov).cast("long")))
+        for name, (column, index) in vocab.ID_INDICES.items()
+        if index in samples.columns
+    }
+    parts["genre"] = (
+        F.sum(F.size("genre_idxs")),
+        F.sum(F.size(F.filter("genre_idxs", lambda x: x == oov))),
+    )
+    aggregates = [F.count(F.lit(1)).alias("_rows")]
+    for name, (tokens, unseen) in parts.items():
+        aggregates += [tokens.alias(f"{name}\u0001tokens"), unseen.alias(f"{name}\u0001oov")]
+    row = samples.agg(*aggregates).collect()[0]
+    counts = {}
+    for name in parts:
+        tokens, unseen = int(row[f"{name}\u0001tokens"] or 0), int(row[f"{name}\u0001oov"] or 0)
+        counts[name] = {"tokens": tokens, "oov": unseen, "oov_rate": round(unseen / tokens, 6) if tokens else None}
+    return int(row["_rows"]), counts
+
+
+def build_report(
+    spark,
+    where: tuple[str, str],
+    raw: Validated,
+    orphan_clicks: int,
+    per_split: dict,
+    spec: dict,
+    boundaries: tuple | None,
+    fitted,
+    timings: Timings,
+    started: float,
+    plan: Plan,
+    num_samples: int,
+) -> dict:
+    samples_made = num_samples if plan.fit_only else sum(e["rows"] for e in per_split.values())
+    imp_rejected = sum(raw.rejects["impressions"].values())
+    if samples_made + imp_rejected != raw.rows_owned["impressions"]:
+        raise RuntimeError(
+            f"accounting mismatch: {raw.rows_owned['impressions']} impressions of the build's time read, "
+            f"{samples_made} samples + {imp_rejected} rejects written"
+        )
+    valid_clicks = raw.rows_owned["clicks"] - sum(raw.rejects["clicks"].values())
+    report = {
+        "spark": spark_settings(spark),
+        "input": where[0],
+        "output": where[1],
+        "build": plan.describe(),
+        "rows_read": raw.rows_read,
+        "rejected": raw.rejects,
+        "rejected_total": {k: sum(v.values()) for k, v in raw.rejects.items()},
+        "nulled_values": raw.nulled,
+        "clicks": {"valid": valid_clicks, "attributed": valid_clicks - orphan_clicks, "orphan": orphan_clicks},
+        "samples": {
+            name: {"rows": e["rows"], "label_rate": feature_spec.split_label_rate(spec, name), "shards": e["shards"]}
+            for name, e in per_split.items()
+        },
+        "split_boundaries": (
+            {"valid_start": boundaries[0], "test_start": boundaries[1]} if boundaries is not None else None
+        ),
+        "vocabulary_sizes": fitted.vocabularies.sizes,
+        "item_vector_lengths": raw.vector_lengths,
+        "train_label_rate": fitted.prior,
+        "spec_hash": feature_spec.spec_hash(spec),
+        "step_seconds": timings.seconds,
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
+    if plan.window is not None:
+        report["window"] = plan.window.describe(raw.partitioned)
+        report["rows_owned"] = raw.rows_owned
+    return report
