@@ -154,8 +154,10 @@ def test_a_day_is_skipped_when_complete_and_replaced_alone_with_overwrite(four_d
     refit = spec_copy(
         four_days["spec"], four_days["root"] / "refit", lambda spec: spec["smoothed_ctr"].update(prior=0.5)
     )
-    with pytest.raises(OutputRefused, match="--overwrite"):
+    with pytest.raises(OutputRefused, match="days of another spec"):  # the other days are the old spec's
         daily.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]])
+    with pytest.raises(OutputRefused, match="--overwrite"):  # and so is the day itself
+        daily.build_days(spark, four_days["raw"], samples, four_days["config"], refit, [D[1]], mixed_specs=True)
     assert file_digests(feature_spec.day_folder(samples, D[1])) != {}
 
 
