@@ -1,12 +1,16 @@
 """build_samples end to end against a bare Spark job on the same raw data.
 
-    python -m benchmarks.build --raw RAW --workdir DIR --job build_samples|bare [--set key=value ...]
+    python -m benchmarks.build --raw RAW --workdir DIR --job build_samples|bare|one_shuffle [--set key=value ...]
 
 One job per process, so that each process's peak memory is its own:
 
 - `build_samples`: the project's job with its default config (plus --set overrides);
 - `bare`: the least any sample builder must do: read the raw impressions, join the
-  items, write Parquet.
+  items, write Parquet;
+- `one_shuffle`: the least a builder of point-in-time user features must do: read the impressions
+  and clicks, shuffle every row by user, sort each user's rows by time, hand them to Python as Arrow
+  batches and back unchanged (an identity `mapInArrow`, as the per-user pass does), write Parquet. The
+  ratio of build_samples to it says how close the job is to the one wide shuffle it cannot avoid.
 
 Prints wall seconds, the driver's peak memory (the Python driver process's peak
 RSS, and the JVM's peak used heap: in local mode the JVM also runs the executor
@@ -32,11 +36,28 @@ def bare_job(spark, raw: str, output: str) -> None:
     imps.join(items, on="item_id", how="left").write.mode("overwrite").parquet(output)
 
 
+def _identity(batches):
+    yield from batches
+
+
+def one_shuffle_job(spark, raw: str, output: str) -> None:
+    from pyspark.sql import functions as F
+
+    imps = spark.read.parquet(posixpath.join(raw, "impressions")).withColumn("_click", F.lit(False))
+    clicks = spark.read.parquet(posixpath.join(raw, "clicks")).withColumn("_click", F.lit(True))
+    stream = imps.unionByName(clicks, allowMissingColumns=True).repartition("user_id")
+    stream = stream.sortWithinPartitions("user_id", "ts")
+    stream.mapInArrow(_identity, stream.schema).write.mode("overwrite").parquet(output)
+
+
+JOBS = {"bare": bare_job, "one_shuffle": one_shuffle_job}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", required=True)
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--job", choices=["build_samples", "bare"], required=True)
+    parser.add_argument("--job", choices=["build_samples", *JOBS], required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--keep", action="store_true", help="keep the output (WORKDIR/JOB) for later benchmarks")
     args = parser.parse_args(argv)
@@ -52,8 +73,8 @@ def main(argv=None) -> int:
     result = {"job": args.job}
     with HeapSampler(spark) as heap:
         start = time.perf_counter()
-        if args.job == "bare":
-            bare_job(spark, args.raw, output)
+        if args.job in JOBS:
+            JOBS[args.job](spark, args.raw, output)
         else:
             from pipelines.samples.build_samples import build_samples
 
