@@ -271,7 +271,7 @@ def test_the_issues_day_build_with_another_attribution_window_exits_2(four_days,
 @pytest.mark.slow
 def test_fitted_and_run_settings_change_no_sample_of_a_day_built_with_a_spec(four_days, spark, tmp_path):
     """Every FITTED and NO_SAMPLE_CHANGE setting changed at once: the same samples under the same hash
-    (input.format is proven by the CSV and Parquet builds of tests/test_build_samples.py)."""
+    (input.format: test_csv_from_pandas_builds_the_same_samples_as_parquet, tests/test_bad_values.py)."""
     names = [n for n in settings.FITTED + settings.NO_SAMPLE_CHANGE if n != "input.format"]
     sets = sorted({s for name in names for s in _sets(name, tmp_path / "scratch")})
     out = str(tmp_path / "samples")
