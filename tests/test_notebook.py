@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -20,10 +19,9 @@ import pytest
 import feature_spec
 from jobs.train import main as train
 from pipelines.config import load_config
-from pipelines.samples import build_samples as build_job
-from pipelines.samples import days as daily
 from pipelines.samples.build_samples import build_samples
 from sources.synthetic import generate
+from tests.daily_world import D
 from tests.samples_io import read_split
 from tests.test_train_dates import _dates
 from tests.test_warm_start import FAST
@@ -154,27 +152,23 @@ def test_the_documented_papermill_command_runs_as_written(flow, tmp_path):
 
 # ---------------------------------------------------------------- a date-partitioned SAMPLES
 
-DAYS = [date(2026, 1, day) for day in range(1, 5)]  # the generator starts at 2026-01-01T00:00Z
 BUCKETS = {"0 (new)": (0, 0), "1-4": (1, 4), "5-19": (5, 19), "20-99": (20, 99), "100+": (100, None)}
 
 
 @pytest.fixture(scope="module")
-def dated(spark, tmp_path_factory):
-    """A spec fitted on days 1-2, days 1..4 built with it into a date-partitioned SAMPLES; a run trained on
-    the fit's days (1-2) and one trained on day 2 only, both validated on day 3 and tested on day 4."""
+def dated(four_days, tmp_path_factory):
+    """The daily world of tests/daily_world.py (a spec fitted on days 1-2, days 1..4 built with it into a
+    date-partitioned SAMPLES); a run trained on the fit's days (1-2) and one trained on day 2 only, both
+    validated on day 3 and tested on day 4."""
     root = tmp_path_factory.mktemp("notebook_dated")
-    raw, spec, samples = str(root / "raw"), str(root / "spec"), str(root / "samples")
-    generate(raw, users=60, items=40, days=4, impressions=2_000, seed=7)
-    config = load_config("build_samples", None, ["spark.shuffle_partitions=2", "spark.output_partitions=1"])
-    build_samples(spark, raw, spec, config, build_job.Plan(window=daily.fit_window(config, *DAYS[:2]), fit_only=True))
-    daily.build_days(spark, raw, samples, config, spec, DAYS)
+    samples = four_days["samples"]
     runs = {}
     for name, train_days in (("fit_days", "2026-01-01..2026-01-02"), ("day_two", "2026-01-02")):
         run = root / "runs" / name
         args = ["--samples", samples, "--model", "emb_mlp", "--output", str(run), "--epochs", "1", *FAST]
         assert train([*args, *_dates(train_days, "2026-01-03", "2026-01-04")]) == 0
         runs[name] = run
-    train_rows = pd.concat([read_split(feature_spec.day_folder(samples, day), "samples") for day in DAYS[:2]])
+    train_rows = pd.concat([read_split(feature_spec.day_folder(samples, day), "samples") for day in D[:2]])
     return samples, runs, train_rows
 
 
