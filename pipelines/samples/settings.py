@@ -2,7 +2,7 @@
 
 A spec hash names what the samples mean: two builds that share it must make the same labels and feature
 values from the same events. Every setting of `conf/build_samples.yaml` is in exactly one class below
-(tests/test_build_settings.py walks them all):
+(tests/test_daily_contract.py walks them all):
 
 - RECORDED: decides labels or feature values and leaves no other trace in the spec. Its value is written
   into the spec's `sample_settings`, which is hashed; a `--spec` build under another value is refused
