@@ -15,8 +15,8 @@ import feature_spec
 from features import validate, vocab
 from pipelines import publish
 from pipelines.samples import windows
-from pipelines.samples.runtime import Timings
 from pipelines.samples.spark import spark_settings
+from pipelines.timings import Timings
 
 if TYPE_CHECKING:  # build_samples imports this module
     from pipelines.samples.build_samples import Plan, Validated

@@ -1,15 +1,15 @@
-"""The Spark runtime of one build: its steps' timings and job groups, out-of-memory handling, the frames it
-persists, and the shuffle partitions it sizes from the data."""
+"""The Spark runtime of one build: its steps' timings (pipelines/timings.py) with their job groups and
+out-of-memory handling, the frames it persists, and the shuffle partitions it sizes from the data."""
 
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import contextmanager
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
+from pipelines import timings
 from pipelines.samples.spark import memory_settings
 
 log = logging.getLogger("build_samples")
@@ -31,9 +31,13 @@ def _ran_out_of_memory(exc: BaseException) -> bool:
     return any(sign in text for sign in _OUT_OF_MEMORY_SIGNS)
 
 
-class Timings:
+class SparkTimings(timings.Timings):
+    """A build's Timings (pipelines/timings.py): every step logged, its seconds rounded to the millisecond,
+    its Spark jobs in the job group `build_samples:STEP`, and a step that runs out of memory an OutOfMemory
+    naming the step and the setting to raise, instead of Spark's traceback."""
+
     def __init__(self, spark: SparkSession | None = None):
-        self.seconds: dict[str, float] = {}
+        super().__init__(log=log, digits=3)
         self.spark = spark
         self.advice: str | None = None  # read while the session is alive: after an OOM the JVM may be gone
 
@@ -42,16 +46,10 @@ class Timings:
         self.advice = memory_settings(self.spark)
 
     @contextmanager
-    def step(self, name: str):
-        """Log the step's start and its seconds at the end, with the rows the step put in the dict it yields
-        (counts the job has anyway: no Spark action is added to count). A step that runs out of memory
-        raises OutOfMemory, naming the step and the setting to raise, instead of Spark's traceback."""
-        log.info("step %s ...", name)
-        start = time.perf_counter()
-        rows: dict[str, int] = {}
+    def around(self, name: str):
         try:
             with _jobs_named(self.spark, name):
-                yield rows
+                yield
         except Exception as exc:
             with quiet_py4j():  # reading a Py4JJavaError's text calls the JVM, which may be gone
                 out_of_memory = self.spark is not None and _ran_out_of_memory(exc)
@@ -62,9 +60,9 @@ class Timings:
                 f"step {name} ran out of memory (java.lang.OutOfMemoryError in the Spark log above); "
                 f"nothing was published. {advice[0].upper()}{advice[1:]}"
             ) from None
-        self.seconds[name] = round(time.perf_counter() - start, 3)
-        counted = "".join(f", {what} {count:,}" for what, count in rows.items())
-        log.info("step %s done in %.1fs%s", name, self.seconds[name], counted)
+
+
+Timings = SparkTimings  # the name build_samples.py imports
 
 
 _JOB_PROPERTIES = ("spark.jobGroup.id", "spark.job.description")

@@ -42,6 +42,7 @@ from models import ParamError, build_model, compile_model, embedding_tables, res
 from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import TrainConfig, validate_train_config
+from pipelines.timings import Timings
 from pipelines.training import plots
 from pipelines.training.dataset import Samples, make_dataset, naming_corrupt_shards, open_samples
 from pipelines.training.distributed import (
@@ -103,21 +104,6 @@ def model_params(config: TrainConfig) -> dict:
     if params.get("seed") is None:
         params["seed"] = config.seed
     return params
-
-
-class Timings:
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def step(self, name: str):
-        start = time.perf_counter()
-        yield
-        self.seconds[name] = time.perf_counter() - start
-
-    def since_start(self, name: str) -> None:
-        self.seconds[name] = time.perf_counter() - self.start
 
 
 @contextmanager
