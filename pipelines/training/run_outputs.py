@@ -27,6 +27,7 @@ import contextlib
 import os
 import platform
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -48,11 +49,16 @@ from feature_spec import (
     to_json,
     vocabulary_tokens,
 )
+from models import embedding_tables
 from pipelines import publish
 from pipelines.config_schema import TrainConfig
+from pipelines.timings import Timings
 from pipelines.training import metrics as offline_metrics
+from pipelines.training import plots
 from pipelines.training.dataset import Samples, make_dataset, naming_corrupt_shards, record_parser
+from pipelines.training.run_state import Progress, write_json
 
+STAGING_PREFIX = ".staging-"  # RUN/.staging-<id>/: where a run's outputs are written before they are swapped in
 ID_COLUMNS = ("user_id", "item_id", "ts")
 FINAL_SPLITS = ("valid", "test")
 PUBLISHED = ("metrics.parquet", "predictions", "embeddings", "model", "plots", "run.json")
@@ -90,6 +96,68 @@ class StagedRunOutputs(publish.Staging):
         for name in PUBLISHED:
             if publish.exists(self.file(name)):
                 publish.swap_into_place(self.file(name), os.path.join(self.run_dir, name))
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run at its end, as its outputs describe it (the model's weights aside)."""
+
+    run_id: str
+    run_dir: str
+    started: float  # time.time() at the start: RUN's stagings older than that are killed runs'
+    config: TrainConfig
+    params: dict  # the model's params, resolved
+    samples: Samples
+    progress: Progress  # every epoch's history, the early-stopping state, a warm start's source
+    new_epochs: list  # the history entries of the epochs trained now
+    resumed_from: int  # the checkpoint's epoch this run resumed from (0: none)
+    best_epoch: int | None  # the epoch whose weights the model holds
+    distribute: dict | None = None  # a distributed run's cluster (distributed.cluster_record)
+
+
+def write_run_outputs(model, run: FinishedRun, clock: Timings) -> dict:
+    """Predictions, embeddings, the SavedModel, metrics, plots and run.json, published into RUN/ together;
+    returns run.json's content."""
+    config, samples, spec = run.config, run.samples, run.samples.spec
+    outputs, model_name, eval_batch_size = config.outputs, config.model, config.eval_batch_size
+    with StagedRunOutputs(run.run_dir, STAGING_PREFIX, run.started) as out:
+        serve = serving_function(model, spec)
+        with clock.step("evaluate"):
+            final = predict_final_splits(
+                serve,
+                samples,
+                eval_batch_size,
+                out.file("predictions") if outputs.predictions else None,
+            )
+        with clock.step("embeddings"):
+            embeddings = (
+                write_embeddings(
+                    embedding_tables(model),
+                    samples,
+                    out.file("embeddings"),
+                    outputs.embeddings_chunk_rows,
+                    genres=item_genres(samples, eval_batch_size),
+                )
+                if outputs.embeddings
+                else {}
+            )
+        with clock.step("export"):
+            export_model(model, serve, spec, out.file("model"))
+        metrics = metric_rows(run.run_id, model_name, run.progress.history, final, run.best_epoch)
+        write_metrics(metrics, out.file("metrics.parquet"))
+        with clock.step("plots"):
+            scored = {split: (result["labels"], result["scores"]) for split, result in final.items()}
+            plots.write_run_plots(
+                out.file(plots.PLOTS),
+                metrics,
+                scored,
+                title=run.run_id if run.run_id == model_name else f"{run.run_id} ({model_name})",
+            )
+        clock.since_start("total")
+        summary = run_summary(run, final, embeddings, clock.seconds)
+        write_json(out.file("run.json"), summary)
+        out.publish()
+    return summary
 
 
 # ---------------------------------------------------------------- predictions
@@ -367,36 +435,16 @@ def library_versions() -> dict:
     }
 
 
-def run_summary(
-    *,
-    run_id: str,
-    model_name: str,
-    samples: Samples,
-    run_dir: str,
-    config: TrainConfig,
-    params: dict,
-    history: list,
-    new_epochs: list,
-    resumed_from_epoch: int,
-    stopped_early: bool,
-    best_epoch: int | None,
-    monitor: str,
-    best_value: float | None,
-    timings: dict,
-    final: dict,
-    embeddings: dict,
-    predictions: bool,
-    distribute: dict | None = None,
-    init_from: dict | None = None,
-    initial_valid: dict | None = None,
-) -> dict:
+def run_summary(run: FinishedRun, final: dict, embeddings: dict, timings: dict) -> dict:
     """The content of run.json (``data``: what each split read, samples.record(); ``distribute``: the cluster of
     a distributed run, where its tables lived; ``init_from`` and ``initial_valid``: a warm-started run's source
-    and its valid metrics before any step)."""
+    and its valid metrics before any step). `final`: predict_final_splits(); `embeddings`: write_embeddings()."""
+    config, samples, progress, history = run.config, run.samples, run.progress, run.progress.history
+    new_epochs = run.new_epochs
     train_examples = sum(e.get("examples") or 0 for e in new_epochs)
     train_seconds = sum(e.get("train_seconds") or 0 for e in new_epochs)
     outputs = {
-        name: os.path.join(run_dir, name)
+        name: os.path.join(run.run_dir, name)
         for name in (
             "metrics.parquet",
             "predictions",
@@ -408,26 +456,26 @@ def run_summary(
             "checkpoints",
         )
     }
-    if not predictions:
+    if not config.outputs.predictions:
         outputs.pop("predictions")
     if not embeddings:
         outputs.pop("embeddings")
     summary = {
-        "run_id": run_id,
-        "model": model_name,
+        "run_id": run.run_id,
+        "model": config.model,
         "samples": os.path.abspath(samples.path) if "://" not in samples.path else samples.path,
         "data": samples.record(),
-        "output": run_dir,
+        "output": run.run_dir,
         "spec_hash": samples.spec_hash,
         "config": config.model_dump(),  # as a plain dict, as the YAML holds it
-        "params": params,
+        "params": run.params,
         "versions": library_versions(),
         "epochs_requested": config.epochs,
         "epochs_completed": int(history[-1]["epoch"]) if history else 0,
-        "resumed_from_epoch": resumed_from_epoch,
-        "stopped_early": bool(stopped_early),
-        "best_epoch": best_epoch,
-        "best_" + monitor: best_value,
+        "resumed_from_epoch": run.resumed_from,
+        "stopped_early": bool(progress.early.stopped),
+        "best_epoch": run.best_epoch,
+        "best_" + config.early_stopping.monitor: progress.early.best,
         "timings": timings,
         "train_examples": train_examples,
         "train_examples_per_second": (train_examples / train_seconds) if train_seconds > 0 else None,
@@ -438,9 +486,9 @@ def run_summary(
         "outputs": outputs,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if distribute is not None:
-        summary["distribute"] = distribute
-    if init_from is not None:
-        summary["init_from"] = init_from
-        summary["initial_valid"] = initial_valid
+    if run.distribute is not None:
+        summary["distribute"] = run.distribute
+    if progress.init_from is not None:
+        summary["init_from"] = progress.init_from
+        summary["initial_valid"] = progress.initial_valid
     return summary

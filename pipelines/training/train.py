@@ -43,7 +43,6 @@ from pipelines import publish
 from pipelines.config import ConfigError
 from pipelines.config_schema import TrainConfig, validate_train_config
 from pipelines.timings import Timings
-from pipelines.training import plots
 from pipelines.training.dataset import Samples, make_dataset, naming_corrupt_shards, open_samples
 from pipelines.training.distributed import (
     LOOP_STRATEGIES,
@@ -57,16 +56,11 @@ from pipelines.training.distributed import (
     validation_logs,
 )
 from pipelines.training.run_outputs import (
-    StagedRunOutputs,
-    export_model,
-    item_genres,
-    metric_rows,
-    predict_final_splits,
+    STAGING_PREFIX,
+    FinishedRun,
     predict_split,
-    run_summary,
     serving_function,
-    write_embeddings,
-    write_metrics,
+    write_run_outputs,
 )
 from pipelines.training.run_state import (
     PROGRESS_SECONDS,
@@ -81,7 +75,6 @@ from pipelines.training.run_state import (
     build_optimizers,
     jsonable,
     mark_run,
-    write_json,
 )
 from pipelines.training.warm_start import (
     InitFromRefused,
@@ -94,8 +87,6 @@ from pipelines.training.warm_start import (
 __all__ = ["InitFromRefused", "RunMismatch", "SimulatedCrash", "model_params", "train"]
 
 log = logging.getLogger(__name__)
-
-STAGING_PREFIX = ".staging-"  # RUN/.staging-<id>/: this job's publish.Staging inside RUN
 
 
 def model_params(config: TrainConfig) -> dict:
@@ -216,21 +207,20 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
             distribute = cluster_record(kind, task, embedding_tables(model))
             model = _single_process_copy(model, spec, params)
 
-        summary = write_run_outputs(
-            model,
-            samples,
-            run_dir,
-            config,
-            params,
-            progress,
-            started,
-            clock,
+        finished = FinishedRun(
             run_id=run_id,
+            run_dir=run_dir,
+            started=started,
+            config=config,
+            params=params,
+            samples=samples,
+            progress=progress,
             new_epochs=new_epochs,
             resumed_from=resumed_from,
             best_epoch=best_epoch,
             distribute=distribute,
         )
+        summary = write_run_outputs(model, finished, clock)
         log.info("test %s", " ".join(f"{k} {v:.4f}" for k, v in summary["metrics"]["test"].items()))
         return jsonable(summary)
 
@@ -455,84 +445,3 @@ def fit(
             shuffle=False,
         )
     return progress.history[before:]
-
-
-def write_run_outputs(
-    model,
-    samples: Samples,
-    run_dir,
-    config: TrainConfig,
-    params,
-    progress,
-    started,
-    clock,
-    *,
-    run_id,
-    new_epochs,
-    resumed_from,
-    best_epoch,
-    distribute=None,
-) -> dict:
-    """Predictions, embeddings, the SavedModel, metrics, plots and run.json, published into RUN/ together."""
-    outputs, monitor = config.outputs, config.early_stopping.monitor
-    model_name, eval_batch_size = config.model, config.eval_batch_size
-    spec = samples.spec
-    with StagedRunOutputs(run_dir, STAGING_PREFIX, started) as out:
-        serve = serving_function(model, spec)
-        with clock.step("evaluate"):
-            final = predict_final_splits(
-                serve,
-                samples,
-                eval_batch_size,
-                out.file("predictions") if outputs.predictions else None,
-            )
-        with clock.step("embeddings"):
-            embeddings = (
-                write_embeddings(
-                    embedding_tables(model),
-                    samples,
-                    out.file("embeddings"),
-                    outputs.embeddings_chunk_rows,
-                    genres=item_genres(samples, eval_batch_size),
-                )
-                if outputs.embeddings
-                else {}
-            )
-        with clock.step("export"):
-            export_model(model, serve, spec, out.file("model"))
-        metrics = metric_rows(run_id, model_name, progress.history, final, best_epoch)
-        write_metrics(metrics, out.file("metrics.parquet"))
-        with clock.step("plots"):
-            scored = {split: (result["labels"], result["scores"]) for split, result in final.items()}
-            plots.write_run_plots(
-                out.file(plots.PLOTS),
-                metrics,
-                scored,
-                title=run_id if run_id == model_name else f"{run_id} ({model_name})",
-            )
-        clock.since_start("total")
-        summary = run_summary(
-            run_id=run_id,
-            model_name=model_name,
-            samples=samples,
-            run_dir=run_dir,
-            config=config,
-            params=params,
-            history=progress.history,
-            new_epochs=new_epochs,
-            resumed_from_epoch=resumed_from,
-            stopped_early=progress.early.stopped,
-            best_epoch=best_epoch,
-            monitor=monitor,
-            best_value=progress.early.best,
-            init_from=progress.init_from,
-            initial_valid=progress.initial_valid,
-            timings=clock.seconds,
-            final=final,
-            embeddings=embeddings,
-            predictions=outputs.predictions,
-            distribute=distribute,
-        )
-        write_json(out.file("run.json"), summary)
-        out.publish()
-    return summary
