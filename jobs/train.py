@@ -20,8 +20,9 @@ its best epoch, which its outputs were made from). Refused before RUN is touched
 spec hash, another model or other params (exit code 3); RUN0 not a finished run, one whose weights file or
 checkpoints/state.json cannot be read (named), or a RUN that already holds a run, which a rerun without
 --init-from resumes (exit code 2).
-Defaults: conf/train.yaml; model parameters: models/params.py (shared) and models/<name>.py
-(PARAMS), listed below; the yaml holds only overrides. A parameter the model does not read is refused.
+Defaults: conf/train.yaml; model parameters: declared with their defaults as Params in models/<name>.py
+(the shared ones: models/params.py ModelParams), listed below, each model's with its descriptions by
+--help --model NAME; the yaml holds only overrides. A parameter the model does not read is refused.
 """
 
 from __future__ import annotations
@@ -37,29 +38,62 @@ if not __package__:  # run as a script: python jobs/train.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models import MODEL_NAMES, SHARED, ParamError, model_defaults, resolve_params  # noqa: E402
+from models import (  # noqa: E402
+    MODEL_NAMES,
+    ModelParams,
+    ParamError,
+    model_defaults,
+    model_params_described,
+    resolve_params,
+)
 from pipelines.config import ConfigError, load_job_config, print_config_error  # noqa: E402
+
+
+def _value(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _params_help() -> str:
     """The model parameters (default), the shared ones once, then each model's own."""
-
-    def listed(params: dict) -> str:
-        return ", ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in params.items())
+    shared = ModelParams().model_dump()
 
     def entry(who: str, params: dict) -> str:
-        return textwrap.fill(listed(params) or "-", 100, initial_indent=f"  {who}: ", subsequent_indent="    ")
+        listed = ", ".join(f"{k}={_value(v)}" for k, v in params.items())
+        return textwrap.fill(listed or "-", 100, initial_indent=f"  {who}: ", subsequent_indent="    ")
 
-    lines = ["model parameters (--set params.NAME=VALUE), with their defaults:", entry("every model", SHARED)]
+    lines = ["model parameters (--set params.NAME=VALUE), with their defaults:", entry("every model", shared)]
     for name in MODEL_NAMES:
-        own = {k: v for k, v in model_defaults(name).items() if k not in SHARED or v != SHARED[k]}
+        own = {k: v for k, v in model_defaults(name).items() if k not in shared or v != shared[k]}
         lines.append(entry(name, own))
+    lines.append("a model's parameters with their descriptions: --help --model NAME")
     return "\n".join(lines)
 
 
+def _model_params_help(name: str) -> str:
+    """Every parameter ``name`` reads, with its default and description (its declaration's)."""
+    described = [(f"{key}={_value(default)}", text) for key, default, text in model_params_described(name)]
+    width = max(len(setting) for setting, _ in described)
+    lines = [f"parameters of {name} (--set params.NAME=VALUE), with their defaults:"]
+    lines += [f"  {setting:<{width}}  {text}" for setting, text in described]
+    return "\n".join(lines)
+
+
+def _chosen_model(argv) -> str | None:
+    """The model --model names in ``argv``, when it is one (for --help), else None."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model")
+    name = pre.parse_known_args(sys.argv[1:] if argv is None else argv)[0].model
+    return name if name in MODEL_NAMES else None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    """The job's flags; ``--help`` lists every model's parameters, ``--help --model NAME`` NAME's with their
+    descriptions."""
+    model = _chosen_model(argv)
     parser = argparse.ArgumentParser(
-        description=__doc__, epilog=_params_help(), formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        epilog=_model_params_help(model) if model else _params_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--samples",

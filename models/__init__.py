@@ -10,13 +10,16 @@ Every model takes the dict of the spec's ``model_input`` features and returns
 the click probability ``[batch, 1]`` (float32, sigmoid of the layer named
 ``"logit"``; ``logit_model(model)`` gives the logit path).
 
-    registry.py    MODELS: name -> graph function, parameters with defaults, model class; MODEL_NAMES; build_model
+    registry.py    MODELS: name -> graph function, parameters' declaration, model class; MODEL_NAMES; build_model;
+                   resolve_params, recorded_params, model_defaults by model name
     ctr_model.py   CTRModel: the Keras model every model is (config, input selection, optimizers)
-    params.py      the shared parameters' defaults, every parameter's check, resolve_params, recorded_params
-    <name>.py      one model each (PARAMS: the parameters it reads beyond the shared ones, with defaults)
+    params.py      ModelParams (the shared parameters), the checked types, resolve, recorded, described
+    <name>.py      one model each (MODELS names them): graph(spec, params) and Params, the parameters it
+                   reads (pydantic: type, default, description)
+    wide_part.py   the wide part of wide_deep and dfn: WidePart (its parameters), its layer
     inputs.py      the shared input layer: keras.Input per feature, embeddings, numerics
     heads.py       logit_head, probability
-                   emb_mlp, wide_deep, deepfm, dcn, dcn_v2, din, dfn
+    optimizers.py  FusedAdam, FusedFtrl
     layers/        one Keras layer per module
 """
 
@@ -30,8 +33,16 @@ import tensorflow as tf
 from models import layers  # noqa: F401
 from models.ctr_model import CTRModel
 from models.layers.feature_embedding import FeatureEmbedding
-from models.params import SHARED, ParamError, model_defaults, recorded_params, resolve_params, unused_params
-from models.registry import MODEL_NAMES, MODELS, build_model
+from models.params import ModelParams, ParamError, unused_params
+from models.registry import (
+    MODEL_NAMES,
+    MODELS,
+    build_model,
+    model_defaults,
+    model_params_described,
+    recorded_params,
+    resolve_params,
+)
 from models.wide_deep import WideDeepModel
 
 __all__ = [
@@ -39,13 +50,14 @@ __all__ = [
     "MODEL_NAMES",
     "CTRModel",
     "WideDeepModel",
-    "SHARED",
+    "ModelParams",
     "ParamError",
     "build_model",
     "compile_model",
     "embedding_tables",
     "logit_model",
     "model_defaults",
+    "model_params_described",
     "recorded_params",
     "resolve_params",
     "unused_params",

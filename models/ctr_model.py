@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any, ClassVar, Mapping
 
 import keras
 import tensorflow as tf
 
 from feature_spec import checked_model_inputs
 from models.optimizers import FusedAdam
-from models.params import recorded_params, resolve_params
+from models.params import recorded, registered, resolve
 
 try:  # keras 3 internals used by the stock TF train_step
     from keras.src.losses.loss import unscale_loss_for_distribution
@@ -23,10 +24,10 @@ except ImportError:  # pragma: no cover
 class CTRModel(keras.Model):
     """Functional model rebuilt from ``(spec, params, model_name)``.
 
-    ``model_name`` names the graph in ``models.registry.MODELS``, a function
-    ``graph(spec, params) -> (inputs, outputs)``; the config holds only the spec's
-    model-input entries and the resolved params, so ``keras.models.load_model``
-    rebuilds the same graph and loads the weights into it.
+    ``model_name`` names an entry of ``registered_models``: its graph, a function
+    ``graph(spec, params) -> (inputs, outputs)``, and its parameters' declaration; the
+    config holds only the spec's model-input entries and the resolved params, so
+    ``keras.models.load_model`` rebuilds the same graph and loads the weights into it.
 
     Called with a dict, the model keeps the keys it has inputs for and ignores
     the others: Keras matches a dict to a functional model's inputs by sorted
@@ -34,14 +35,16 @@ class CTRModel(keras.Model):
     shift the features silently.  A missing feature raises ValueError.
     """
 
+    # Every model by name: an entry with its ``graph`` and its ``params`` declaration (models/registry.py
+    # MODELS). The registry sets it once it has imported every model module: this module never imports it.
+    registered_models: ClassVar[Mapping[str, Any]] = {}
+
     def __init__(
         self, spec: dict, params: dict | None = None, model_name: str = "emb_mlp", name: str | None = None, **kwargs
     ):
-        from models.registry import model_entry  # the registry imports this module
-
-        graph = model_entry(model_name).graph
+        graph = registered(self.registered_models, model_name).graph
         spec = {"features": [dict(e) for e in checked_model_inputs(spec)]}
-        resolved = resolve_params(model_name, params)
+        resolved = resolve(self.registered_models, model_name, params)
         inputs, outputs = graph(spec, resolved)
         super().__init__(inputs=inputs, outputs=outputs, name=name or model_name, **kwargs)
         self._model_name = model_name
@@ -126,5 +129,6 @@ class CTRModel(keras.Model):
         config = dict(config)
         if "kind" in config:  # saved before the attribute was renamed
             config["model_name"] = config.pop("kind")
-        config["params"] = recorded_params(config.get("params"), config.get("model_name", "emb_mlp"))
+        declaration = registered(cls.registered_models, config.get("model_name", "emb_mlp")).params
+        config["params"] = recorded(declaration, config.get("params"))
         return cls(**config)

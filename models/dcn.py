@@ -9,17 +9,19 @@ logit = w . concat(x_L, deep) + b
 from __future__ import annotations
 
 import keras
+from pydantic import Field
 
 from models.heads import logit_head, probability
 from models.inputs import build_inputs
 from models.layers.cross import CrossNetwork
 from models.layers.mlp import MLP
+from models.params import ModelParams, PositiveInt
 
-# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
-# written; a shared one listed here takes this default for this model).
-PARAMS = {
-    "cross_layers": 3,
-}
+
+class Params(ModelParams):
+    """The shared parameters and the cross network's depth."""
+
+    cross_layers: PositiveInt = Field(3, description="cross layers")
 
 
 def graph(spec: dict, p: dict):

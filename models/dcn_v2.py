@@ -9,18 +9,22 @@ logit = w . concat(x_L, deep) + b
 from __future__ import annotations
 
 import keras
+from pydantic import Field
 
 from models.heads import logit_head, probability
 from models.inputs import build_inputs
 from models.layers.cross_v2 import CrossNetworkV2
 from models.layers.mlp import MLP
+from models.params import ModelParams, PositiveInt
 
-# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
-# written; a shared one listed here takes this default for this model).
-PARAMS = {
-    "cross_layers": 3,
-    "projection_dim": None,  # None: full rank; k: low rank U_l V_l^T with inner dim k
-}
+
+class Params(ModelParams):
+    """The shared parameters and the cross network's depth and rank."""
+
+    cross_layers: PositiveInt = Field(3, description="cross layers")
+    projection_dim: PositiveInt | None = Field(
+        None, description="null: full rank W_l; k: low rank U_l V_l^T with inner dimension k"
+    )
 
 
 def graph(spec: dict, p: dict):

@@ -15,10 +15,11 @@ from models.inputs import build_inputs
 from models.layers.fm import FMInteraction
 from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
+from models.params import ModelParams
 
-# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
-# written; a shared one listed here takes this default for this model).
-PARAMS: dict = {}
+
+class Params(ModelParams):
+    """DeepFM reads the shared parameters only."""
 
 
 def graph(spec: dict, p: dict):

@@ -31,6 +31,7 @@ docs/model_quality.md.
 from __future__ import annotations
 
 import keras
+from pydantic import Field
 
 from models.din import behaviour, history_embeddings, other_fields, sequence_seed
 from models.heads import logit_head, probability
@@ -38,34 +39,36 @@ from models.inputs import build_inputs
 from models.layers.feedback_attention import FeedbackAttention
 from models.layers.feedback_transformer import FeedbackTransformer
 from models.layers.fm import FMInteraction
-from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
 from models.layers.position_embedding import PositionEmbedding
-from models.wide_deep import WIDE_LAYER, WideDeepModel, _check_crosses
+from models.params import Fraction, ModelParams, PositiveInt, Units, one_of, positive_ints
+from models.wide_deep import WideDeepModel
+from models.wide_part import WidePart, wide_logit
 
 # Layer norm over d features keeps d - 1 degrees of freedom (d = 2: only a sign).
 MIN_EMBEDDING_DIM = 3
 
-# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
-# written; a shared one listed here takes this default for this model).
-PARAMS = {
-    # trained as wide_deep is (models/wide_deep.py): FTRL for the layer "wide", deep_optimizer for the rest
-    # Adam with a smaller, regularized MLP measured best on both rich worlds (docs/model_defaults.md).
-    "deep_optimizer": "adam",  # "adagrad" (adagrad_learning_rate) or "adam" (learning_rate)
-    "hidden_units": [64, 32],
-    "dropout": 0.2,
-    "adagrad_learning_rate": 0.05,
-    "ftrl_learning_rate": 0.05,
-    "ftrl_l1": 0.0,
-    "ftrl_l2": 0.0,
-    "crossed_features": [],  # list of [feature_a, feature_b] (categorical): hashed crosses in the wide part
-    "hash_buckets": 100000,  # of each crossed feature
-    "attention_units": [64, 16],  # hidden units of the FeedbackAttention scorer ([]: linear)
-    "attention_normalization": "softmax",  # "softmax" over the valid positions, or "none"
-    "num_heads": 2,  # heads of the feedback transformers
-    "feedback_pooling": "target",  # transformer output: "target" (token 0) or "mean" (of all tokens, the paper)
-    "ff_units": None,  # transformer feed-forward width; None: 4 * embedding_dim
-}
+
+class Params(WidePart, ModelParams):
+    """The shared parameters, the wide part's (trained as wide_deep's: FTRL for the layer "wide",
+    deep_optimizer for the rest), and the feedback layers'. Adam with a smaller, regularized MLP
+    measured best on both rich worlds (docs/model_defaults.md)."""
+
+    legacy = {"feedback_pooling": "mean"}  # saved before feedback_pooling existed: the paper's mean
+
+    hidden_units: Units = Field([64, 32], description="the MLP's layer widths")
+    dropout: Fraction = Field(0.2, description="dropout rate of the MLP and the transformers")
+    attention_units: positive_ints(allow_empty=True) = Field(
+        [64, 16], description="hidden units of the FeedbackAttention scorer ([]: linear)"
+    )
+    attention_normalization: one_of("softmax", "none") = Field(
+        "softmax", description='the attention weights: "softmax" over the valid positions, or "none"'
+    )
+    num_heads: PositiveInt = Field(2, description="heads of the feedback transformers")
+    feedback_pooling: one_of("target", "mean") = Field(
+        "target", description='transformer output: "target" (token 0) or "mean" (of all tokens, the paper\'s)'
+    )
+    ff_units: PositiveInt | None = Field(None, description="transformer feed-forward width; null: 4 * embedding_dim")
 
 
 def graph(spec: dict, p: dict):
@@ -112,16 +115,7 @@ def graph(spec: dict, p: dict):
         )
     fields = other_fields(b, beh) + feedback
 
-    crosses = _check_crosses(spec, p["crossed_features"])
-    cross_names = sorted({n for c in crosses for n in c})
-    wide = SparseLinear(
-        fields=b.sparse_fields,
-        crosses=crosses,
-        hash_buckets=p["hash_buckets"],
-        numeric=b.numeric_names,
-        numeric_widths=b.numeric_widths,
-        name=WIDE_LAYER,
-    )({**b.sparse, **{n: b.inputs[n] for n in cross_names + b.numeric_names}})
+    wide = wide_logit(spec, b, p, numerics=True)
     fm = FMInteraction(name="fm")(fields)
     flat = keras.layers.Concatenate(name="dfn_inputs")(fields + ([b.numeric] if b.numeric is not None else []))
     deep = MLP(

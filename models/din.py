@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+from pydantic import Field
 
 from feature_spec import checked_model_inputs, embedding_table
 from models.heads import logit_head, probability
@@ -30,6 +31,7 @@ from models.inputs import InputBundle, build_inputs
 from models.layers.mlp import MLP
 from models.layers.position_embedding import PositionEmbedding
 from models.layers.target_attention import TargetAttention
+from models.params import Flag, ModelParams, one_of, positive_ints
 
 # Offsets of the sequence layers' seeds from params.seed (the MLP and tables use seed + small k).
 SEQUENCE_SEED_OFFSET = 1000
@@ -83,14 +85,21 @@ def other_fields(b: InputBundle, beh: Behaviour) -> list:
     return [f for f, n in zip(b.field_list, b.field_names) if n not in beh.sequences]
 
 
-# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
-# written; a shared one listed here takes this default for this model).
-PARAMS = {
-    "attention_units": [64, 16],  # hidden units of the scorer MLP ([]: a linear scorer)
-    "attention_normalization": "softmax",  # "softmax" over the valid positions, or "none" (raw DIN scores)
-    "position_embedding": True,  # add the shared recency embedding to the histories
-    "target_interest_product": True,  # also feed the MLP q * pool_s, the target times each attention pool
-}
+class Params(ModelParams):
+    """The shared parameters and the target attention's."""
+
+    legacy = {"target_interest_product": False}  # saved before target_interest_product existed: no products
+
+    attention_units: positive_ints(allow_empty=True) = Field(
+        [64, 16], description="hidden units of the scorer MLP ([]: a linear scorer)"
+    )
+    attention_normalization: one_of("softmax", "none") = Field(
+        "softmax", description='"softmax" over the valid positions, or "none" (raw DIN scores)'
+    )
+    position_embedding: Flag = Field(True, description="add the shared recency embedding to the histories")
+    target_interest_product: Flag = Field(
+        True, description="also feed the MLP q * pool_s, the target times each attention pool"
+    )
 
 
 def graph(spec: dict, p: dict):

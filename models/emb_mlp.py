@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from models.heads import logit_head, probability
 from models.inputs import build_inputs
 from models.layers.mlp import MLP
+from models.params import Flag, ModelParams
 
-# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
-# written; a shared one listed here takes this default for this model).
-PARAMS = {
-    "residual": False,  # residual units in the MLP
-}
+
+class Params(ModelParams):
+    """The shared parameters and the MLP's residual units."""
+
+    residual: Flag = Field(False, description="residual units in the MLP")
 
 
 def graph(spec: dict, p: dict):

@@ -4,10 +4,11 @@
     deep  = DNN(concat(field embeddings, numerics)) -> "deep_logit"
     p     = sigmoid(wide + deep)
 
+The wide part and its parameters are models/wide_part.py's (dfn has one too).
 As in the paper, the wide part's variables are trained by FTRL and the deep
 part's (embeddings, DNN, deep logit) by Adagrad or Adam: ``WideDeepModel``
-overrides ``train_step`` to take the gradient of the single loss and hand the
-wide gradients to ``wide_optimizer`` and the rest to ``optimizer``.  Both
+takes the gradient of the single loss and hands the wide gradients to
+``wide_optimizer`` and the rest to ``optimizer`` (``optimizer_groups``).  Both
 optimizers are built in ``compile`` on disjoint variable sets; the model names
 its own pair for the params (``default_optimizers``).
 """
@@ -15,56 +16,28 @@ its own pair for the params (``default_optimizers``).
 from __future__ import annotations
 
 import keras
+from pydantic import Field
 
-from feature_spec import checked_model_inputs
 from models.ctr_model import CTRModel
 from models.heads import logit_head, probability
 from models.inputs import build_inputs
-from models.layers.linear import SparseLinear
 from models.layers.mlp import MLP
 from models.optimizers import FusedAdam, FusedFtrl
-
-WIDE_LAYER = "wide"
-
-# The parameters this model reads beyond models.params.SHARED, with their defaults (the only place they are
-# written; a shared one listed here takes this default for this model).
-PARAMS = {
-    # Adam at 1e-2 for the deep part measured best on both rich worlds (docs/model_defaults.md); the
-    # paper's Adagrad stays an option.
-    "deep_optimizer": "adam",  # the deep part's optimizer: "adagrad" (adagrad_learning_rate) or "adam" (learning_rate)
-    "learning_rate": 1e-2,
-    "adagrad_learning_rate": 0.05,
-    "ftrl_learning_rate": 0.05,  # the wide part's FTRL
-    "ftrl_l1": 0.0,
-    "ftrl_l2": 0.0,
-    "crossed_features": [],  # list of [feature_a, feature_b] (categorical): hashed crosses in the wide part
-    "hash_buckets": 100000,  # of each crossed feature
-}
+from models.params import ModelParams, Rate
+from models.wide_part import WIDE_LAYER, WidePart, wide_logit
 
 
-def _check_crosses(spec: dict, crossed) -> list[list[str]]:
-    entries = {e["name"]: e for e in checked_model_inputs(spec)}
-    out = []
-    for pair in crossed:
-        for name in pair:
-            if name not in entries:
-                raise ValueError(f"crossed feature '{name}' is not a model input of the spec")
-            if entries[name]["kind"] != "categorical":
-                raise ValueError(f"crossed feature '{name}' must be categorical (scalar), got {entries[name]['kind']}")
-        if len(set(pair)) != len(pair):
-            raise ValueError(f"crossed features {pair} repeat a feature")
-        out.append(list(pair))
-    return out
+class Params(WidePart, ModelParams):
+    """The shared parameters, the wide part's, and Adam at 1e-2 for the deep part (measured best on
+    both rich worlds, docs/model_defaults.md; the paper's Adagrad stays an option)."""
+
+    learning_rate: Rate = Field(1e-2, description="Adam's learning rate, the deep part's when deep_optimizer is adam")
 
 
 def graph(spec: dict, p: dict):
     """(inputs, outputs) for resolved params ``p``."""
     b = build_inputs(spec, p)
-    crosses = _check_crosses(spec, p["crossed_features"])
-    cross_names = sorted({n for c in crosses for n in c})
-    wide = SparseLinear(fields=b.sparse_fields, crosses=crosses, hash_buckets=p["hash_buckets"], name=WIDE_LAYER)(
-        {**b.sparse, **{n: b.inputs[n] for n in cross_names}}
-    )
+    wide = wide_logit(spec, b, p)
     deep = MLP(
         p["hidden_units"], activation=p["activation"], dropout=p["dropout"], l2=p["l2"], seed=p["seed"], name="dnn"
     )(b.flat)
@@ -75,7 +48,7 @@ def graph(spec: dict, p: dict):
 
 @keras.saving.register_keras_serializable(package="ctr")
 class WideDeepModel(CTRModel):
-    """Wide & Deep model whose ``train_step`` uses two optimizers.
+    """Wide & Deep model whose training step uses two optimizers.
 
     ``compile(optimizer=<deep optimizer>, wide_optimizer=<FTRL>, ...)``.
     ``wide_variables`` / ``deep_variables`` partition ``trainable_variables``.

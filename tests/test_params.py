@@ -1,12 +1,23 @@
-"""models/params.py: each model's parameters and defaults, their checks, and old records read as today's."""
+"""Each model's parameters, declared once (Params in models/<name>.py, the shared ones models/params.py
+ModelParams): defaults, checks, descriptions, what --help --model NAME shows, and old records read as today's."""
 
 import dataclasses
+import json
 import re
 
 import pytest
+from pydantic import Field, create_model
 
-from models import MODEL_NAMES, MODELS, SHARED, ParamError, model_defaults, recorded_params, resolve_params
-from models.params import CHECKS, LEGACY_PARAMS
+from models import (
+    MODEL_NAMES,
+    MODELS,
+    ModelParams,
+    ParamError,
+    model_defaults,
+    model_params_described,
+    recorded_params,
+    resolve_params,
+)
 
 # What every model read before each declared its own parameters: one flat dict, as every saved model
 # and run recorded it (learning_rate null: 1e-3 for Adam, 0.05 for Adagrad).
@@ -37,44 +48,14 @@ FLAT_RECORD = {
     "jit_compile": False,
 }
 
-READS = {
-    "emb_mlp": ["residual"],
-    "wide_deep": [
-        "adagrad_learning_rate",
-        "crossed_features",
-        "deep_optimizer",
-        "ftrl_l1",
-        "ftrl_l2",
-        "ftrl_learning_rate",
-        "hash_buckets",
-    ],
-    "deepfm": [],
-    "dcn": ["cross_layers"],
-    "dcn_v2": ["cross_layers", "projection_dim"],
-    "din": ["attention_normalization", "attention_units", "position_embedding", "target_interest_product"],
-    "dfn": [
-        "adagrad_learning_rate",
-        "attention_normalization",
-        "attention_units",
-        "crossed_features",
-        "deep_optimizer",
-        "feedback_pooling",
-        "ff_units",
-        "ftrl_l1",
-        "ftrl_l2",
-        "ftrl_learning_rate",
-        "hash_buckets",
-        "num_heads",
-    ],
-}
+
+class _NotAValue:
+    def __repr__(self):
+        return "<not a value>"
 
 
-def test_each_model_reads_the_shared_params_and_its_own():
-    assert set(READS) == set(MODEL_NAMES)
-    for name in MODEL_NAMES:
-        assert sorted(set(model_defaults(name)) - set(SHARED)) == READS[name], name
-        assert resolve_params(name) == model_defaults(name)
-    assert set(SHARED) == {
+def test_each_model_reads_the_shared_params_and_its_own_declaration():
+    assert set(ModelParams.model_fields) == {
         "embedding_dim",
         "hidden_units",
         "activation",
@@ -84,7 +65,57 @@ def test_each_model_reads_the_shared_params_and_its_own():
         "seed",
         "jit_compile",
     }
-    assert set(CHECKS) == {k for e in MODELS.values() for k in e.defaults}  # a check per param, no stale one
+    for name in MODEL_NAMES:
+        declaration = MODELS[name].params
+        assert issubclass(declaration, ModelParams), name
+        assert list(model_defaults(name)) == list(declaration.model_fields), name
+        assert resolve_params(name) == model_defaults(name)
+
+
+def test_every_param_has_a_check_a_default_and_a_one_line_description():
+    """A value of no type is refused by every parameter's own check, one line naming it; a parameter read by
+    several models is checked alike by each."""
+    refusals: dict[str, set] = {}
+    for name in MODEL_NAMES:
+        described = model_params_described(name)
+        assert [key for key, _, _ in described] == list(model_defaults(name))
+        for key, default, description in described:
+            assert default == model_defaults(name)[key]
+            assert description and "\n" not in description and len(description) < 100, (name, key)
+            with pytest.raises(ParamError) as err:
+                resolve_params(name, {key: _NotAValue()})
+            assert re.fullmatch(rf"params\.{key} must be [^\n]+, got <not a value>", str(err.value)), str(err.value)
+            refusals.setdefault(key, set()).add(str(err.value))
+    assert all(len(messages) == 1 for messages in refusals.values()), refusals
+
+
+def test_a_declaration_without_descriptions_or_with_stray_legacy_values_is_refused():
+    with pytest.raises(TypeError, match="one-line description: \\['units'\\]"):
+
+        class _NoDescription(ModelParams):
+            units: int = 3
+
+    with pytest.raises(TypeError, match="legacy names parameters it does not declare: \\['gone'\\]"):
+
+        class _StrayLegacy(ModelParams):
+            legacy = {"gone": 1}
+
+
+def test_help_lists_a_models_params_from_its_declaration(capsys):
+    from jobs.train import parse_args
+
+    for argv in (["--help", "--model", "dfn"], ["--model=dfn", "--help"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        out = capsys.readouterr().out
+        assert "parameters of dfn (--set params.NAME=VALUE), with their defaults:" in out
+        for key, default, description in model_params_described("dfn"):
+            setting = re.escape(f"{key}={json.dumps(default, separators=(',', ':'))}")
+            assert re.search(rf"^  {setting} +{re.escape(description)}$", out, re.M), key
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "  dcn: cross_layers=3\n" in out and "--help --model NAME" in out
 
 
 def test_todays_effective_defaults():
@@ -189,8 +220,13 @@ def test_old_rates_are_written_out_not_left_to_todays_defaults(monkeypatch):
     """Changing a default later must not change what an old record built."""
     for name in ("wide_deep", "dfn", "deepfm"):
         entry = MODELS[name]
-        later = {k: 0.5 for k in ("learning_rate", "adagrad_learning_rate") if k in entry.defaults}
-        monkeypatch.setitem(MODELS, name, dataclasses.replace(entry, params={**entry.params, **later}))
+        later = {
+            key: (float, Field(0.5, description="a later default"))
+            for key in ("learning_rate", "adagrad_learning_rate")
+            if key in entry.params.model_fields
+        }
+        declaration = create_model("Later", __base__=entry.params, **later)
+        monkeypatch.setitem(MODELS, name, dataclasses.replace(entry, params=declaration))
         assert resolve_params(name)["learning_rate"] == 0.5
         p = resolve_params(name, recorded_params(FLAT_RECORD, name))
         assert p["learning_rate"] == 1e-3 and p.get("adagrad_learning_rate", 0.05) == 0.05
@@ -207,4 +243,4 @@ def test_todays_records_read_as_they_are():
 def test_params_added_later_keep_their_legacy_values():
     assert recorded_params({"embedding_dim": 4}, "din")["target_interest_product"] is False
     assert recorded_params({"embedding_dim": 4}, "dfn")["feedback_pooling"] == "mean"
-    assert set(LEGACY_PARAMS) <= set(MODEL_NAMES)
+    assert recorded_params({"embedding_dim": 4}, "deepfm") == {"embedding_dim": 4}
