@@ -137,6 +137,7 @@ class DFNModel(WideDeepModel):
         if "feedback_pooling" not in (config.get("params") or {}):
             raise ValueError(
                 "this dfn model was saved before its feedback transformers became pre-LN blocks that start as "
-                "the identity (2026-12-02): its weights do not fit today's graph; train it again"
+                "the identity (its params have no feedback_pooling): its weights do not fit today's graph; "
+                "train it again"
             )
         return super().from_config(config, custom_objects)
