@@ -12,39 +12,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 import feature_spec
-from features import validate, vocab
+from features import vocab
 from pipelines import publish
-from pipelines.samples import windows
 from pipelines.samples.spark import spark_settings
 from pipelines.timings import Timings
 
-if TYPE_CHECKING:  # build_samples imports this module
-    from pipelines.samples.build_samples import Plan, Validated
-
-
-def count_by_reason(df: DataFrame) -> tuple[int, int, dict[str, int], dict[str, dict[str, int]]]:
-    """(rows read, rows owned, rejects by reason, values nulled by column and reason) in one aggregation;
-    rejects and nulled values are counted over the owned rows only (pipelines/samples/windows.py)."""
-    rows = (
-        df.groupBy("reject_reason", windows.OWNED)
-        .agg(F.count(F.lit(1)).alias("_rows"), *validate.nulled_counts(df))
-        .collect()
-    )
-    total = sum(int(row["_rows"]) for row in rows)
-    owned = [row for row in rows if row[windows.OWNED]]
-    rejected: dict[str, int] = {}
-    for row in owned:
-        if row["reject_reason"] is not None:
-            rejected[row["reject_reason"]] = rejected.get(row["reject_reason"], 0) + int(row["_rows"])
-    nulled: dict[str, dict[str, int]] = {}
-    for row in owned:
-        for key, count in row.asDict().items():
-            counted = validate.nulled_count_key(key)
-            if counted and count:
-                column, reason = counted
-                nulled.setdefault(column, {})
-                nulled[column][reason] = nulled[column].get(reason, 0) + int(count)
-    return total, sum(int(row["_rows"]) for row in owned), dict(sorted(rejected.items())), nulled
+if TYPE_CHECKING:  # validation imports this module
+    from pipelines.samples.build_mode import Plan
+    from pipelines.samples.validation import Validated
 
 
 def split_counts(shards: list, names: tuple[str, ...]) -> dict:
