@@ -18,39 +18,29 @@ to SHOWN_CHARS characters.
 from __future__ import annotations
 
 import copy
-import reprlib
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipelines.errors import SHOWN_CHARS, ConfigError, cut, shown
+
+__all__ = [
+    "CONF_DIR",
+    "SHOWN_CHARS",
+    "ConfigError",
+    "cut",
+    "load_config",
+    "load_job_config",
+    "print_config_error",
+    "shown",
+]
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-SHOWN_CHARS = 200  # the most of a value a message quotes
 _LINE_CHARS = 1000  # the most of one problem printed, whatever built it
-
-
-class ConfigError(ValueError):
-    """A config the job cannot run with; its message is one problem per line."""
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 4, SHOWN_CHARS, SHOWN_CHARS, SHOWN_CHARS
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 20
-
-
-def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
-    """`value`'s repr for a message, at most `limit` characters (cut with '...'). reprlib stops early in
-    long strings and deep or long containers, so a huge value is never rendered in full, not even once."""
-    text = _REPR.repr(value) if not isinstance(value, str) else repr(value[: limit + 1])
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def cut(text: str, limit: int = SHOWN_CHARS) -> str:
-    """`text` (a key, a path) of at most `limit` characters."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def print_config_error(exc: ConfigError, file=None) -> None:

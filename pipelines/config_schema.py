@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from feature_spec import parse_date_range, range_text
-from pipelines.config import ConfigError, cut, shown
+from pipelines.errors import ConfigError, cut, shown
 
 __all__ = ["BuildConfig", "TrainConfig", "config_problems", "validate_build_config", "validate_train_config"]
 

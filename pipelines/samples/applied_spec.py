@@ -7,7 +7,7 @@ from pyspark.sql import SparkSession
 
 import feature_spec
 from pipelines import publish
-from pipelines.config import ConfigError
+from pipelines.errors import ConfigError
 from pipelines.samples import fitting, settings
 from pipelines.samples.model_inputs import declared_features, vector_columns
 from pipelines.samples.storage import hadoop_has_file_system

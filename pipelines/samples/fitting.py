@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 import feature_spec
 from features import history, normalize, vocab
 from features.declared import Declared
-from pipelines.config import ConfigError
+from pipelines.errors import ConfigError
 from pipelines.samples.spark import literal_path
 
 

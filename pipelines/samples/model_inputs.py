@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from features import history, vocab
 from features import items as item_features
-from pipelines.config import ConfigError
+from pipelines.errors import ConfigError
 
 
 def vector_columns(config: dict) -> dict[str, int | None]:

@@ -18,7 +18,7 @@ values from the same events. Every setting of `conf/build_samples.yaml` is in ex
 
 from __future__ import annotations
 
-from pipelines.config import ConfigError
+from pipelines.errors import ConfigError
 
 RECORDED = (
     "labels.attribution_window_minutes",  # which clicks credit an impression: the label, and the click history
