@@ -107,7 +107,7 @@ FeaturePairs = Annotated[
     BeforeValidator(_tuple_as_list),
     _refused_as("must be a list of feature-name pairs"),
 ]
-Rate = number(0.0)
+NonNegative = number(0.0)
 Fraction = number(0.0, 1.0)
 Units = positive_ints(allow_empty=False)
 
@@ -131,8 +131,8 @@ class ModelParams(BaseModel):
     hidden_units: Units = Field([256, 128, 64], description="the MLP's layer widths")
     activation: Name = Field("relu", description="the hidden layers' activation, a Keras activation name")
     dropout: Fraction = Field(0.0, description="dropout rate after each hidden layer")
-    l2: Rate = Field(0.0, description="L2 penalty of the embeddings and the dense kernels")
-    learning_rate: Rate = Field(
+    l2: NonNegative = Field(0.0, description="L2 penalty of the embeddings and the dense kernels")
+    learning_rate: NonNegative = Field(
         3e-3, description="Adam's learning rate (chosen by measurement: docs/model_defaults.md)"
     )
     seed: Seed = Field(None, description="seed of the initializers; null: unseeded (jobs.train fills in its seed)")

@@ -23,7 +23,7 @@ from models.heads import logit_head, probability
 from models.inputs import build_inputs
 from models.layers.mlp import MLP
 from models.optimizers import FusedAdam, FusedFtrl
-from models.params import ModelParams, Rate
+from models.params import ModelParams, NonNegative
 from models.wide_part import WIDE_LAYER, WidePart, wide_logit
 
 
@@ -31,7 +31,9 @@ class Params(WidePart, ModelParams):
     """The shared parameters, the wide part's, and Adam at 1e-2 for the deep part (measured best on
     both rich worlds, docs/model_defaults.md; the paper's Adagrad stays an option)."""
 
-    learning_rate: Rate = Field(1e-2, description="Adam's learning rate, the deep part's when deep_optimizer is adam")
+    learning_rate: NonNegative = Field(
+        1e-2, description="Adam's learning rate, the deep part's when deep_optimizer is adam"
+    )
 
 
 def graph(spec: dict, p: dict):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from feature_spec import checked_model_inputs
 from models.inputs import InputBundle
 from models.layers.linear import SparseLinear
-from models.params import FeaturePairs, PositiveInt, Rate, one_of
+from models.params import FeaturePairs, NonNegative, PositiveInt, one_of
 
 WIDE_LAYER = "wide"
 
@@ -26,10 +26,10 @@ class WidePart(BaseModel):
     deep_optimizer: one_of("adagrad", "adam") = Field(
         "adam", description="the deep part's optimizer: adagrad (adagrad_learning_rate) or adam (learning_rate)"
     )
-    adagrad_learning_rate: Rate = Field(0.05, description="Adagrad's rate, when deep_optimizer is adagrad")
-    ftrl_learning_rate: Rate = Field(0.05, description="the wide part's FTRL rate")
-    ftrl_l1: Rate = Field(0.0, description="the wide part's FTRL L1 strength")
-    ftrl_l2: Rate = Field(0.0, description="the wide part's FTRL L2 strength")
+    adagrad_learning_rate: NonNegative = Field(0.05, description="Adagrad's rate, when deep_optimizer is adagrad")
+    ftrl_learning_rate: NonNegative = Field(0.05, description="the wide part's FTRL rate")
+    ftrl_l1: NonNegative = Field(0.0, description="the wide part's FTRL L1 strength")
+    ftrl_l2: NonNegative = Field(0.0, description="the wide part's FTRL L2 strength")
     crossed_features: FeaturePairs = Field(
         [], description="[[feature_a, feature_b], ...] of categorical inputs: hashed crosses in the wide part"
     )
