@@ -324,7 +324,7 @@ def test_a_vector_numeric_trains_exports_and_serves(tmp_path):
 @pytest.mark.slow
 def test_progress_lines_within_and_after_each_epoch(samples, tmp_path, caplog, monkeypatch):
     path, _, _ = samples
-    monkeypatch.setattr("pipelines.training.train.PROGRESS_SECONDS", 0.0)  # a line after every step
+    monkeypatch.setattr("pipelines.training.epochs.PROGRESS_SECONDS", 0.0)  # a line after every step
     caplog.set_level(logging.INFO, logger="pipelines.training.train")
     # one batch per call into TensorFlow, so a line after each batch (with 8 per call: one after each call)
     one_per_call = ("--set", "steps_per_execution=1")

@@ -1,9 +1,9 @@
-"""Training past one process with tf.distribute: the strategy from the config and TF_CONFIG, and the
-training loop that runs under the multi-worker strategies.
+"""Training past one process with tf.distribute: the strategy from the config and TF_CONFIG, what the
+chief does and the other workers do not (`Role`), and the training loop of the multi-worker strategies.
 
     distribute.strategy   none | mirrored | multi_worker | parameter_server
 
-- ``none``: Keras ``fit`` in this process (pipelines/training/train.py), as before.
+- ``none``: Keras ``fit`` in this process (pipelines/training/train.py).
 - ``mirrored``: Keras ``fit`` under ``MirroredStrategy`` over this machine's devices.
 - ``multi_worker``: ``MultiWorkerMirroredStrategy``. Every worker of TF_CONFIG runs the same job; each
   holds a full copy of every variable and the gradients are all-reduced at every step.
@@ -11,25 +11,44 @@ training loop that runs under the multi-worker strategies.
   steps on the workers (``ClusterCoordinator``); the variables live on the ps tasks. A worker or ps
   task started with the same command only serves (``serve_if_not_coordinator``) until it is stopped.
 
-Keras 3 ``fit`` does not work under the last two (keras-team/keras#20585, tensorflow/tensorflow#72388,
-and Keras 3 has no ClusterCoordinator support), so ``DistributedLoop`` trains there: ``strategy.run`` of
-the model's own step (``CTRModel.gradient_step``, the one ``fit`` takes too), per-worker input, the
-validation AUC computed on the chief and its early-stopping decision sent to every worker.
+Keras 3 ``fit`` does not work under the last two (docs/distributed_training.md says why), so
+``DistributedLoop`` trains there: ``strategy.run`` of the model's own step (``CTRModel.gradient_step``, the
+one ``fit`` takes too), per-worker input, the validation AUC computed on the chief and its early-stopping
+decision sent to every worker.
+
+Of the processes of one run, the chief checks RUN before anything touches it, marks it, settles its
+checkpoints and writes the run's outputs; the other workers read RUN/checkpoints only, once the chief has
+settled them, and leave the outputs to the chief.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from models import embedding_tables
+from pipelines import publish
 from pipelines.config import ConfigError, shown
+from pipelines.config_schema import TrainConfig
+from pipelines.training.dataset import Samples, open_samples
+from pipelines.training.epochs import Epochs, steps_per_epoch, train_dataset
+from pipelines.training.run_outputs import STAGING_PREFIX
+from pipelines.training.run_state import (
+    RUN_MARKERS,
+    Checkpoints,
+    SimulatedCrash,
+    mark_run,
+    undone_on_write_failure,
+)
+from pipelines.training.warm_start import InitSource, init_source, pending_init_from, refuse_into_existing_run
 
 log = logging.getLogger("pipelines.training.train")
 
@@ -195,10 +214,16 @@ def cluster_record(kind: str, task: Task, tables: dict) -> dict:
     }
 
 
-def steps_per_epoch(config, num_train: int) -> int:
-    """Global steps per epoch: max_steps_per_epoch, else one pass of the train split at batch_size
-    (the global batch: each of n replicas takes batch_size / n rows of a step)."""
-    return int(config.max_steps_per_epoch or math.ceil(num_train / config.batch_size))
+def train_stream(samples: Samples, config: TrainConfig, kind: str):
+    """``dataset_fn(input_context)`` of DistributedLoop: a worker's repeated train stream at its
+    replicas' share of the global batch; under multi_worker, its share of the files."""
+
+    def dataset_fn(context: tf.distribute.InputContext):
+        shard = (context.num_input_pipelines, context.input_pipeline_id) if kind == "multi_worker" else None
+        batch_size = context.get_per_replica_batch_size(config.batch_size)
+        return train_dataset(samples, config, batch_size, repeat=True, shard=shard)
+
+    return dataset_fn
 
 
 class Broadcast:
@@ -239,7 +264,7 @@ class DistributedLoop:
     """Epochs of ``steps`` global steps under a multi-worker or parameter-server strategy.
 
     ``dataset_fn(input_context)`` gives a worker its repeated, batched train stream (its share of the
-    files under multi_worker); ``on_epoch_end(epoch, logs) -> stop`` runs on the chief only."""
+    files under multi_worker); `fit` runs the epochs with their callbacks on the chief only."""
 
     def __init__(self, model, strategy, kind: str, task: Task, dataset_fn):
         self.model, self.strategy, self.kind, self.task = model, strategy, kind, task
@@ -289,3 +314,162 @@ class DistributedLoop:
     def barrier(self) -> None:
         if self.broadcast is not None:
             self.broadcast([0.0])
+
+    def fit(self, epochs: Epochs) -> list:
+        """What Keras fit does, here: epochs of global steps, then on the chief the validation, the epoch
+        log, early stopping and the checkpoint; the chief's decision to stop reaches every worker. Returns
+        the history entries of the epochs trained now."""
+        config, progress = epochs.config, epochs.progress
+        if epochs.none_left():
+            return []
+        steps = steps_per_epoch(config, epochs.samples.num_examples("train"))
+        callbacks, valid_ds = [], None
+        if self.task.is_chief:
+            valid_ds = epochs.valid_dataset()
+            # a simulated crash is raised below, on every worker
+            callbacks = epochs.callbacks(crash=False, progress_bar=config.verbose == 1)
+        for callback in callbacks:
+            callback.set_model(self.model)
+        self.model.stop_training = False
+        under = f" under {self.kind} ({self.task.describe()})"
+        with epochs.training(f"{steps} steps of global batch {config.batch_size}", under):
+            for callback in callbacks:
+                callback.on_train_begin()
+            for epoch in range(progress.epoch + 1, config.epochs + 1):
+                stop = self._epoch(epoch, steps, callbacks, valid_ds, config.max_validation_steps)
+                progress.epoch, progress.early.stopped = epoch, stop
+                if config.debug.crash_after_epoch is not None and epoch == config.debug.crash_after_epoch:
+                    raise SimulatedCrash(
+                        f"debug.crash_after_epoch={epoch}: stopping after the checkpoint of epoch {epoch}"
+                    )
+                if stop:
+                    break
+        for callback in callbacks:
+            callback.on_train_end()
+        return epochs.trained()
+
+    def _epoch(self, epoch: int, steps: int, callbacks: list, valid_ds, max_validation_steps: int | None) -> bool:
+        """Epoch `epoch` (1-based): its steps, then on the chief the callbacks' epoch end; whether to stop."""
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch - 1)
+        # the chief's EpochLog (the first callback) follows the steps: its progress bar or lines
+        loss = self.train_epoch(steps, on_step=callbacks[0].on_train_batch_end if callbacks else None)
+        stop = False
+        if self.task.is_chief:
+            for callback in callbacks:
+                callback.on_train_batch_end(steps - 1)
+                callback.on_test_begin()
+            valid = validation_logs(self.model, valid_ds, max_validation_steps)
+            for callback in callbacks:
+                callback.on_test_end({name.removeprefix("val_"): value for name, value in valid.items()})
+            for callback in callbacks:
+                callback.on_epoch_end(epoch - 1, {"loss": loss, **valid})
+            stop = bool(self.model.stop_training)
+        return self.decide(stop)
+
+
+@dataclass
+class Role:
+    """This process's part in one run: RUN, the config, and this process's task and strategy."""
+
+    kind: str  # distribute.strategy
+    task: Task
+    run_dir: str  # an absolute path, or s3://...
+    config: TrainConfig
+    started: float  # time.time() when the run started
+    strategy: object = None  # once `start` made it (None: strategy none)
+    loop: DistributedLoop | None = None  # under multi_worker and parameter_server, once `settle` made it
+
+    @classmethod
+    def join(cls, run_dir: str, config: TrainConfig) -> "Role":
+        """This process's task (from TF_CONFIG under a strategy), refused with a ConfigError naming
+        distribute.strategy and TF_CONFIG when the strategy cannot run on it. A parameter_server worker or ps
+        task does not return: it serves the chief until it is stopped."""
+        kind = config.distribute.strategy
+        task = Task.from_environment() if kind != "none" else Task()
+        check_cluster(kind, task)
+        serve_if_not_coordinator(kind, task)
+        return cls(kind, task, publish.normalize(run_dir), config, time.time())
+
+    @property
+    def is_chief(self) -> bool:
+        return self.task.is_chief
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id or os.path.basename(self.run_dir.rstrip("/"))
+
+    def open_samples(self, samples_dir: str) -> Samples:
+        """The samples to train on, with the refusals that come before RUN is touched: on the chief, a RUN
+        that overlaps an input or holds no run of this job (publish.check_output, OutputRefused) or a run that
+        --init-from would start over (InitFromRefused); then the selected days, and on the chief samples that
+        RUN was not trained on (SpecHashMismatch)."""
+        init_dir = self.config.init_from
+        if self.is_chief:  # the other workers only read RUN/checkpoints
+            inputs = [samples_dir, *([init_dir] if init_dir else [])]
+            publish.check_output(self.run_dir, inputs=inputs, markers=RUN_MARKERS)
+            if init_dir:
+                refuse_into_existing_run(self.run_dir, init_dir)
+        return open_samples(samples_dir, self.run_dir if self.is_chief else None, self.config.data.dates())
+
+    def warm_start(self, checkpoints: Checkpoints, samples: Samples) -> InitSource | None:
+        """The run whose weights epoch 1 starts from, checked (init_source): --init-from, else, on the chief,
+        the one a warm-started RUN was started with when it died before its first checkpoint."""
+        init_dir = self.config.init_from
+        if self.is_chief and not init_dir and self.config.resume:
+            init_dir = pending_init_from(self.run_dir)
+        return init_source(init_dir, checkpoints, samples.spec_hash, samples.describe()) if init_dir else None
+
+    def start(self) -> None:
+        """Make the strategy; under multi_worker the workers connect to each other here."""
+        self.strategy = make_strategy(self.kind, self.task)
+
+    def scope(self):
+        """The strategy's scope, where the model is built (none without a strategy)."""
+        return self.strategy.scope() if self.strategy is not None else nullcontext()
+
+    def writing(self):
+        """Around everything that writes RUN: on the chief, a new RUN is emptied again when a full disk
+        stops the run (undone_on_write_failure)."""
+        return undone_on_write_failure(self.run_dir) if self.is_chief else nullcontext()
+
+    def settle(
+        self, model, checkpoints: Checkpoints, samples: Samples, init: InitSource | None
+    ) -> tuple[dict | None, InitSource | None]:
+        """The checkpoint state to resume from (None: epoch 1) and the warm start's source. The chief marks
+        RUN as this run's, removes the stagings of killed runs and settles RUN/checkpoints (refused when of
+        another model or params, removed with resume=false); under multi_worker and parameter_server the
+        loop is made, and the other workers wait for the chief before they read the checkpoints and a
+        warm start their RUN is waiting for."""
+        resume = self.config.resume
+        state = None
+        if self.is_chief:
+            mark_run(self.run_dir, self.run_id, init.run if init else None)
+            publish.remove_stale_stagings(self.run_dir, STAGING_PREFIX, self.started)  # left by killed runs
+            state = checkpoints.previous(resume=resume)
+        if self.kind in LOOP_STRATEGIES:
+            stream = train_stream(samples, self.config, self.kind)
+            self.loop = DistributedLoop(model, self.strategy, self.kind, self.task, stream)
+            self.loop.barrier()  # the chief has settled RUN/checkpoints
+        if not self.is_chief:
+            state = checkpoints.load_state()
+            pending = pending_init_from(self.run_dir) if state is None and init is None and resume else None
+            if pending:
+                init = init_source(pending, checkpoints, samples.spec_hash, samples.describe())
+        return state, init
+
+    def record(self, model) -> dict | None:
+        """run.json's ``distribute`` (cluster_record) under a strategy; None without one."""
+        if self.strategy is None:
+            return None
+        return cluster_record(self.kind, self.task, embedding_tables(model))
+
+    def save_weights(self, model, directory: str) -> None:
+        """This process's weights as worker-TYPE-INDEX.weights.h5 in `directory` (debug.weights_dir)."""
+        os.makedirs(directory, exist_ok=True)
+        model.save_weights(os.path.join(directory, f"worker-{self.task.type or 'single'}-{self.task.index}.weights.h5"))
+
+    def handed_back(self, epoch: int) -> dict:
+        """What a worker other than the chief returns once trained: the chief writes the run outputs."""
+        log.info("%s done after epoch %d; the chief writes the run outputs", self.task.describe(), epoch)
+        return {"task": self.task.describe(), "epochs": epoch, "run_dir": self.run_dir}

@@ -9,7 +9,8 @@
 callbacks (`EpochLog`, `EarlyStoppingWithState`, `Checkpoint`) update, each given the objects it
 changes in its constructor. Every file is replaced in one rename (publish.replace_file). RUN may be a
 `scheme://` path (s3://): every file access goes through pipelines/publish.py, and the weights files, which
-HDF5 writes and reads only locally, pass through a local temporary copy.
+HDF5 writes and reads only locally, pass through a local temporary copy. A new RUN whose writing fails for
+lack of space is emptied again (`undone_on_write_failure`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import os
 import re
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -109,6 +111,26 @@ def mark_run(run_dir: str, run_id: str, init_from: str | None = None) -> None:
     if not publish.exists(path):
         marker = {"job": "train", "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_json(path, {**marker, **({"init_from": init_from} if init_from else {})})
+
+
+@contextmanager
+def undone_on_write_failure(run_dir: str):
+    """A new RUN (absent or empty before) whose writing fails for lack of space, quota or a writable
+    disk is emptied again: everything in it is this run's. A resumed RUN keeps what it had."""
+    existed = publish.isdir(run_dir)
+    if existed and publish.listdir(run_dir):
+        yield
+        return
+    try:
+        yield
+    except Exception as exc:
+        if publish.write_failure(exc, run_dir) is not None:
+            for name in publish.listdir(run_dir) if existed else []:  # the user's empty folder stays
+                publish.remove(os.path.join(run_dir, name))
+            if not existed:
+                with suppress(Exception):  # as much as can be removed
+                    publish.remove(run_dir)
+        raise
 
 
 def read_run_marker(run_dir: str) -> dict:
