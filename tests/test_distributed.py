@@ -15,7 +15,8 @@ import pytest
 from jobs.train import main
 from pipelines.training import metrics as offline_metrics
 from pipelines.training.dataset import shard_files
-from pipelines.training.distributed import Task, check_cluster, parse_tf_config, steps_per_epoch
+from pipelines.training.distributed import Task, check_cluster, parse_tf_config
+from pipelines.training.epochs import steps_per_epoch
 from tests.tf_samples import write_samples
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,7 @@ COMMON = [
 ]
 # Two workers see the same rows as one process, in another order and in two halves of each batch,
 # which moves the test AUC as another seed does. Over seeds 0-3 single-process runs on these samples
-# spread by 0.0053 (wide_deep), 0.0074 (deepfm), 0.0064 (emb_mlp) (2026-12-03); 0.02 allows for that
+# spread by 0.0053 (wide_deep), 0.0074 (deepfm), 0.0064 (emb_mlp); 0.02 allows for that
 # with room, and is far below what a step that lost half the data or the signal would cost (AUC ~0.88
 # here, 0.5 without the signal).
 AUC_TOLERANCE = 0.02
