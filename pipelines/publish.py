@@ -4,12 +4,13 @@
         ...write the whole output under stage.path...
     # normal exit: stage.path has replaced `final`; exception: only the job's own staging is removed
 
-Readers open `final`: it is always absent or a complete output, never a half-written one.
+Readers open `final`: it is always absent or a complete output, never a half-written one. Plain file
+access (paths, file systems, object-store copies) is pipelines/storage.py.
 
 Refusals (`check_output`, raised as OutputRefused; the jobs exit with code 2):
-- the output equals, contains or lies inside one of the job's inputs (local paths compared after
-  resolving symlinks, `scheme://` URIs by scheme, authority and whole path components: `/data/raw2`
-  is not inside `/data/raw`);
+- the output equals, contains or lies inside one of the job's inputs (`storage.relation`: local paths
+  compared after resolving symlinks, `scheme://` URIs by scheme, authority and whole path components:
+  `/data/raw2` is not inside `/data/raw`);
 - the output exists, is not an empty directory, and holds none of the job's markers, the files that
   prove it is an earlier output of the same job (`markers` lists alternatives; a tuple needs all of its
   files). An existing empty directory is fine.
@@ -31,13 +32,10 @@ Stale stagings: a killed run leaves its staging behind. Each run first removes t
 same output that carry `_STAGING.json`, started before this run, and are not locked (local: their
 lock can be taken without waiting) or, on `scheme://` paths where there are no locks, started more
 than STALE_AFTER_SECONDS ago. A folder without the marker is never deleted, whatever its name.
-
-Object stores (s3://, through tensorflow-io): folders exist only as the prefixes of their files (an
-empty one does not exist), a rename is a copy then a delete (`_move_objects`, `_SUCCESS` copied last),
-and one object is written whole or not at all. Writers that need a local file (Parquet, HDF5) write one
-and copy it (`written_locally`, `replace_file`). A stale staging there that still holds an earlier output
-(`*.previous`) is kept, with a warning: a killed copy may have left it the only whole one. tensorflow-io 0.37.1 aborts the interpreter at exit once it has used s3:// (exit code
-134, tensorflow/io#2039): the jobs exit through `run_job`, which ends such a process with its real code.
+On an object store (s3://) a rename is a copy (storage.py): a stale staging there that still holds an
+earlier output (`*.previous`) is kept, with a warning: a killed copy may have left it the only whole one.
+tensorflow-io 0.37.1 aborts the interpreter at exit once it has used s3:// (exit code 134,
+tensorflow/io#2039): the jobs exit through `run_job`, which ends such a process with its real code.
 """
 
 from __future__ import annotations
@@ -49,16 +47,15 @@ import json
 import logging
 import os
 import posixpath
-import shutil
 import socket
 import sys
-import tempfile
 import time
 import traceback
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator, NoReturn, Sequence
+from typing import Callable, Iterable, NoReturn, Sequence
+
+from pipelines import storage
 
 log = logging.getLogger(__name__)
 
@@ -81,352 +78,6 @@ class OutputUnwritable(OutputRefused):
         super().__init__(f"cannot write {path}: {reason}")
 
 
-# ---------------------------------------------------------------- paths
-
-
-def normalize(path) -> str:
-    """Absolute local path, or `scheme://authority/path` with a normalized path; `file:` URIs are local."""
-    path = os.fspath(path)
-    if path.startswith("file:"):
-        path = path[len("file:") :]
-        if path.startswith("//"):  # file:///x or file://host/x
-            path = path[2:]
-            path = path[path.find("/") :] if not path.startswith("/") and "/" in path else path
-    if "://" not in path:
-        return os.path.abspath(path)
-    scheme, rest = path.split("://", 1)
-    authority, _, rest = rest.partition("/")
-    return f"{scheme.lower()}://{authority}{posixpath.normpath('/' + rest).rstrip('/')}"
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
-def _root_and_path(path: str) -> tuple[str, str]:
-    """('', resolved local path) or ('scheme://authority', path) of a normalized path."""
-    if _is_local(path):
-        return "", os.path.realpath(path)
-    scheme, rest = path.split("://", 1)
-    authority, _, rest = rest.partition("/")
-    return f"{scheme}://{authority}", "/" + rest
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def relation(output, input) -> str | None:
-    """How `output` overlaps `input`: 'is', 'lies inside', 'contains', or None when they are apart."""
-    (out_root, out), (in_root, inp) = _root_and_path(normalize(output)), _root_and_path(normalize(input))
-    if out_root != in_root:
-        return None
-    if out == inp:
-        return "is"
-    if _inside(out, inp):
-        return "lies inside"
-    if _inside(inp, out):
-        return "contains"
-    return None
-
-
-# ---------------------------------------------------------------- file systems
-
-
-class _LocalFs:
-    local = True
-    exists = staticmethod(os.path.lexists)
-    isdir = staticmethod(os.path.isdir)
-    listdir = staticmethod(os.listdir)
-    rename = staticmethod(os.rename)
-    mkdir = staticmethod(os.mkdir)
-
-    @staticmethod
-    def makedirs(path: str) -> None:
-        os.makedirs(path, exist_ok=True)
-
-    @staticmethod
-    def remove(path: str) -> None:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
-
-    @staticmethod
-    def read_text(path: str) -> str:
-        with open(path) as fh:
-            return fh.read()
-
-    @staticmethod
-    def write_text(path: str, text: str) -> None:
-        with open(path, "w") as fh:
-            fh.write(text)
-
-
-class _GFileFs:
-    """hdfs://, s3://, gs://, ... through tf.io.gfile (TensorFlow is imported only when needed)."""
-
-    local = False
-
-    def __init__(self):
-        self.gfile = _gfile()
-
-    @staticmethod
-    def _folder(path: str) -> str:
-        """`s3://bucket` as `s3://bucket/`: tensorflow-io's S3 names a bucket's root only with the slash."""
-        return path + "/" if path.count("/") == 2 else path
-
-    def exists(self, path: str) -> bool:
-        return self.gfile.exists(self._folder(path))
-
-    def isdir(self, path: str) -> bool:
-        return self.gfile.isdir(self._folder(path))
-
-    def listdir(self, path: str) -> list[str]:
-        # object stores mark folders with '/'
-        return [name.rstrip("/") for name in self.gfile.listdir(self._folder(path))]
-
-    def rename(self, src: str, dst: str) -> None:
-        if not _on_object_store(src):
-            self.gfile.rename(src, dst, overwrite=False)
-            return
-        if self.exists(dst):
-            raise FileExistsError(dst)
-        _move_objects(self.gfile, src, dst)
-
-    def mkdir(self, path: str) -> None:
-        if self.exists(path):
-            raise FileExistsError(path)
-        self.gfile.mkdir(self._folder(path))  # on an object store a no-op: the folder appears with its first file
-
-    def makedirs(self, path: str) -> None:
-        self.gfile.makedirs(self._folder(path))
-
-    def remove(self, path: str) -> None:
-        if self.gfile.isdir(path):
-            self.gfile.rmtree(path)
-        else:
-            self.gfile.remove(path)
-
-    def read_text(self, path: str) -> str:
-        with self.gfile.GFile(path, "r") as fh:
-            return fh.read()
-
-    def write_text(self, path: str, text: str) -> None:
-        with self.gfile.GFile(path, "w") as fh:
-            fh.write(text)
-
-
-# Object stores: a rename is a copy, which publish does object by object (_move_objects).
-OBJECT_STORE_SCHEMES = ("s3://",)
-# Copied last when a folder moves on an object store, so that a reader who waits for them finds the rest.
-LAST_COPIED = ("_SUCCESS",)
-_COPY_THREADS = 8
-
-
-def _on_object_store(path: str) -> bool:
-    return path.startswith(OBJECT_STORE_SCHEMES)
-
-
-def _move_objects(gfile, src: str, dst: str) -> None:
-    """Move the file or folder `src` to `dst` on an object store: copy every object (server-side, a
-    few at a time; the LAST_COPIED markers after the rest), then delete the sources. When a copy
-    fails, the copies made so far are deleted: `src` stays whole and `dst` absent (`dst` must not exist).
-
-    Not tf.io.gfile.rename: tensorflow-io 0.37.1 moves every key that merely starts with `src`'s key (a
-    rename of `runs/r1` takes `runs/r10/...` along), and cannot copy an empty object (`_SUCCESS`)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if gfile.isdir(src):
-        root = src.rstrip("/")
-        sources = [posixpath.join(folder, name) for folder, _, names in gfile.walk(root) for name in names]
-        pairs = [(path, posixpath.join(dst, path[len(root) + 1 :])) for path in sources]
-    else:
-        pairs = [(src, dst)]
-    first = [p for p in pairs if posixpath.basename(p[0]) not in LAST_COPIED]
-    last = [p for p in pairs if posixpath.basename(p[0]) in LAST_COPIED]
-    with ThreadPoolExecutor(_COPY_THREADS) as pool:
-        try:
-            for batch in (first, last):
-                list(pool.map(lambda pair: _copy_object(gfile, *pair), batch))
-        except BaseException:  # a move that fails leaves `src` whole and nothing at `dst`
-            list(pool.map(lambda target: gfile.exists(target) and gfile.remove(target), [t for _, t in pairs]))
-            raise
-        list(pool.map(gfile.remove, [source for source, _ in pairs]))
-
-
-def _copy_object(gfile, src: str, dst: str) -> None:
-    if gfile.stat(src).length == 0:  # tensorflow-io's S3 copy refuses an empty object
-        with gfile.GFile(dst, "w") as fh:
-            fh.write("")  # a GFile that is never written to creates nothing
-    else:
-        gfile.copy(src, dst, overwrite=True)
-
-
-def _gfile():
-    """tf.io.gfile with tensorflow-io's file systems (s3://, hdfs://) registered (feature_spec.files.gfile)."""
-    from feature_spec.files import gfile
-
-    return gfile()
-
-
-_LOCAL = _LocalFs()
-_gfile_fs: _GFileFs | None = None
-
-
-def _fs(path: str):
-    global _gfile_fs
-    if _is_local(path):
-        return _LOCAL
-    if _gfile_fs is None:
-        _gfile_fs = _GFileFs()
-    return _gfile_fs
-
-
-def is_local(path) -> bool:
-    """True for a local path (or a file: URI), False for a `scheme://` one."""
-    return _is_local(normalize(path))
-
-
-def register_file_system(path) -> None:
-    """Make `path` readable by tf.io.gfile and tf.data (a `scheme://` path needs tensorflow-io's plugins)."""
-    _fs(normalize(path))
-
-
-def exists(path) -> bool:
-    path = normalize(path)
-    return _fs(path).exists(path)
-
-
-def isdir(path) -> bool:
-    path = normalize(path)
-    return _fs(path).isdir(path)
-
-
-def listdir(path) -> list[str]:
-    """The names in a folder, on any file system."""
-    path = normalize(path)
-    return _fs(path).listdir(path)
-
-
-def read_text(path) -> str:
-    path = normalize(path)
-    return _fs(path).read_text(path)
-
-
-def write_text(path, text: str) -> None:
-    """Write a small file (a marker) on any file system."""
-    path = normalize(path)
-    _fs(path).write_text(path, text)
-
-
-def remove(path) -> None:
-    """Delete a file or a folder tree on any file system."""
-    path = normalize(path)
-    _fs(path).remove(path)
-
-
-def makedirs(path) -> None:
-    """Create a folder and its parents on any file system."""
-    path = normalize(path)
-    _fs(path).makedirs(path)
-
-
-def copy_tree(src, dst) -> list[str]:
-    """Copy the files under the folder `src` to `dst` (any file systems, e.g. a local folder to s3://);
-    return the destination paths. Never overwrites: `dst` is meant to be inside a fresh staging."""
-    src, dst = normalize(src), normalize(dst)
-    gfile = _gfile()
-    copied = []
-    for folder, _, files in gfile.walk(src):
-        relative = folder.rstrip("/")[len(src) :].lstrip("/")
-        target = posixpath.join(dst, relative) if relative else dst
-        gfile.makedirs(target)
-        for name in sorted(files):
-            gfile.copy(posixpath.join(folder, name), posixpath.join(target, name), overwrite=False)
-            copied.append(posixpath.join(target, name))
-    return copied
-
-
-@contextmanager
-def written_locally(path) -> Iterator[str]:
-    """A local file name to write `path`'s content to, for writers that need one (Parquet, HDF5):
-    `path` itself when it is local; otherwise a temporary file, copied to `path` when the block ends
-    without an error (an object store then gets the object whole) and removed in any case."""
-    if is_local(path):
-        yield str(path)
-        return
-    target = normalize(path)
-    with tempfile.TemporaryDirectory(prefix="ctr-upload-") as folder:
-        local = os.path.join(folder, posixpath.basename(target))
-        yield local
-        _gfile().copy(local, target, overwrite=True)
-
-
-@contextmanager
-def read_locally(path) -> Iterator[str]:
-    """A local file with `path`'s content, for readers that need one (HDF5): `path` itself when it is
-    local, otherwise a temporary copy, removed when the block ends."""
-    if is_local(path):
-        yield str(path)
-        return
-    source = normalize(path)
-    with tempfile.TemporaryDirectory(prefix="ctr-download-") as folder:
-        local = os.path.join(folder, posixpath.basename(source))
-        _gfile().copy(source, local, overwrite=True)
-        yield local
-
-
-def ensure_space(directory: str, nbytes: int) -> None:
-    """Raise OSError(ENOSPC) unless the local `directory` has `nbytes` free: for writers that must not
-    run out of space halfway (HDF5 then keeps a broken handle that crashes the process at exit). For a
-    `scheme://` folder the local temporary folder is checked, where its files are written first."""
-    if not is_local(directory):
-        directory = tempfile.gettempdir()
-    stat = os.statvfs(directory)
-    free = stat.f_bavail * stat.f_frsize
-    if free < nbytes:
-        raise OSError(errno.ENOSPC, f"No space left on device ({free} bytes free, {nbytes} needed)", directory)
-
-
-def replace_file(path: str, write) -> None:
-    """Replace the file `path` in one rename: `write(tmp)` writes the new content to a hidden
-    sibling (its name ends like `path`'s, e.g. `.weights.h5`), so readers see the old file or the new one.
-
-    On a `scheme://` path `write` gets a local temporary file, which is copied to the hidden sibling
-    and renamed over `path` (on an object store a server-side copy, which replaces the object whole)."""
-    if not is_local(path):
-        _replace_remote_file(normalize(path), write)
-        return
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _replace_remote_file(path: str, write) -> None:
-    gfile = _gfile()
-    directory, name = posixpath.split(path)
-    hidden = posixpath.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
-    with written_locally(hidden) as local:
-        write(local)
-    try:
-        if _on_object_store(path):
-            _copy_object(gfile, hidden, path)  # a server-side copy replaces the object whole
-            gfile.remove(hidden)
-        else:
-            gfile.rename(hidden, path, overwrite=True)
-    except BaseException:
-        if gfile.exists(hidden):
-            gfile.remove(hidden)
-        raise
-
-
 # ---------------------------------------------------------------- refusals
 
 
@@ -436,7 +87,7 @@ def _describe(markers: Markers) -> str:
 
 def is_earlier_output(path: str, markers: Markers) -> bool:
     """True when `path` holds all the files of at least one entry of `markers`."""
-    fs = _fs(path)
+    fs = storage.file_system(path)
     return any(
         all(fs.exists(posixpath.join(path, name)) for name in ([m] if isinstance(m, str) else m)) for m in markers
     )
@@ -445,19 +96,19 @@ def is_earlier_output(path: str, markers: Markers) -> bool:
 def check_output(output, inputs: Iterable = (), markers: Markers = ()) -> str:
     """Return the normalized `output`, or raise OutputRefused when writing it could destroy what
     this job did not write: it overlaps an input, or it is non-empty and no earlier output of the job."""
-    final = normalize(output)
-    if _root_and_path(final)[1].rstrip("/") == "":
+    final = storage.normalize(output)
+    if storage.root_and_path(final)[1].rstrip("/") == "":
         raise OutputRefused(f"output {final} is a file system root")
     for source in inputs:
         if source is None or str(source) == "":
             continue
-        how = relation(final, source)
+        how = storage.relation(final, source)
         if how:
             raise OutputRefused(
-                f"output {final} {how} the input {normalize(source)}: "
+                f"output {final} {how} the input {storage.normalize(source)}: "
                 f"writing there would change the input; choose another output"
             )
-    fs = _fs(final)
+    fs = storage.file_system(final)
     if fs.local:
         _check_writable(final)
     if fs.exists(final):
@@ -485,19 +136,19 @@ def write_failure(exc: BaseException, output) -> OutputUnwritable | None:
     Python raises OSError with an errno; Spark's writers (the JVM, or the Python workers writing shards)
     raise an error whose text carries the system's message."""
     if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
-        return OutputUnwritable(normalize(output), _WRITE_ERRNOS[exc.errno])
+        return OutputUnwritable(storage.normalize(output), _WRITE_ERRNOS[exc.errno])
     text = str(exc)
     for message in _WRITE_ERRNOS.values():
         if message in text:
-            return OutputUnwritable(normalize(output), message)
+            return OutputUnwritable(storage.normalize(output), message)
     return None
 
 
 def check_writable(path) -> None:
     """Raise OutputUnwritable unless the local `path` can be created (its nearest existing ancestor is a
     writable folder); nothing is checked for `scheme://` paths."""
-    path = normalize(path)
-    if _is_local(path):
+    path = storage.normalize(path)
+    if storage.is_local(path):
         _check_writable(path)
 
 
@@ -558,7 +209,7 @@ def swap_into_place(new: str, final: str) -> None:
 
     `new` must lie inside a staging folder: the old output passes through there, so a run killed
     in between leaves it where stale-staging cleanup finds it."""
-    fs = _fs(final)
+    fs = storage.file_system(final)
     if not fs.exists(final):
         fs.rename(new, final)
         return
@@ -633,15 +284,15 @@ def _restore_previous(fs, staging: str, output: str | None) -> bool:
         if fs.exists(previous):
             fs.rename(previous, output)
             log.warning("restored %s from the staging of a run killed while it replaced it", output)
-    if not _on_object_store(staging):
+    if not storage.on_object_store(staging):
         return True
     return not any(name.endswith(".previous") for name in fs.listdir(staging))
 
 
 def remove_stale_stagings(parent: str, prefix: str, started: float) -> list[str]:
     """Delete the abandoned stagings `parent/<prefix>*` (see the module docstring); return their paths."""
-    parent = normalize(parent)
-    fs = _fs(parent)
+    parent = storage.normalize(parent)
+    fs = storage.file_system(parent)
     if not fs.isdir(parent):
         return []
     removed = []
@@ -692,8 +343,8 @@ class Staging:
 
     def __init__(self, parent: str, prefix: str, started: float | None = None, output: str | None = None):
         self.started = time.time() if started is None else started
-        self.fs = _fs(normalize(parent))
-        self.path = posixpath.join(normalize(parent), f"{prefix}{uuid.uuid4().hex[:8]}")
+        self.fs = storage.file_system(storage.normalize(parent))
+        self.path = posixpath.join(storage.normalize(parent), f"{prefix}{uuid.uuid4().hex[:8]}")
         self._lock_path = f"{self.path}{LOCK_SUFFIX}"
         self._fd = _lock(self._lock_path, wait=True) if self.fs.local else None
         self._created = False
@@ -768,7 +419,7 @@ class StagedOutput:
         self.inputs, self.markers = list(inputs), list(markers)
         self.final = check_output(output, self.inputs, self.markers)
         parent, name = posixpath.split(self.final)
-        fs = _fs(parent)
+        fs = storage.file_system(parent)
         self._made = _missing_folders(fs, parent)
         self._published = False
         fs.makedirs(parent)
@@ -857,3 +508,24 @@ def _exit_now(code: int) -> NoReturn:
             except Exception:
                 pass
         os._exit(code)
+
+
+# ---------------------------------------------------------------- temporary re-exports
+# TEMPORARY: the names that pipelines/training/, jobs/ and pipelines/samples/ still import from here.
+# They live in pipelines/storage.py (plain file access); delete this block once those files import them from there.
+from pipelines.storage import (  # noqa: E402,F401
+    copy_tree,
+    ensure_space,
+    exists,
+    isdir,
+    listdir,
+    makedirs,
+    normalize,
+    read_locally,
+    read_text,
+    register_file_system,
+    remove,
+    replace_file,
+    write_text,
+    written_locally,
+)

@@ -32,8 +32,9 @@ import logging
 import posixpath
 import time
 
-from pipelines.publish import StagedOutput, write_text
+from pipelines.publish import StagedOutput
 from pipelines.samples.spark import literal_path
+from pipelines.storage import write_text
 
 log = logging.getLogger("import_movielens")
 

@@ -1,5 +1,6 @@
 """pipelines/publish.py and the four jobs that use it: no job destroys what it did not write,
-readers always find a complete output, and abandoned stagings are cleaned up. Real files only."""
+readers always find a complete output, and abandoned stagings are cleaned up. Real files only.
+The paths and file systems underneath (pipelines/storage.py): tests/test_storage.py."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import publish
-from pipelines.publish import OutputRefused, StagedOutput, check_output, relation
+from pipelines import publish, storage
+from pipelines.publish import OutputRefused, StagedOutput, check_output
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_WORLD = dict(users=40, items=30, days=6, impressions=1200, seed=1)
@@ -70,18 +71,6 @@ def killed_run(where: Path, kind: str = "output") -> Path:
 
 
 # ---------------------------------------------------------------- the rules, on paths
-
-
-def test_relation_compares_whole_path_components(tmp_path):
-    assert relation(tmp_path / "raw", f"{tmp_path}/./raw/") == "is"
-    assert relation(tmp_path / "raw" / "samples", tmp_path / "raw") == "lies inside"
-    assert relation(tmp_path, tmp_path / "raw") == "contains"
-    assert relation(tmp_path / "raw2", tmp_path / "raw") is None
-    assert relation(f"file://{tmp_path}/raw", tmp_path / "raw") == "is"
-    assert relation("hdfs://nn/data/raw/samples", "hdfs://nn/data/./raw/") == "lies inside"
-    assert relation("hdfs://nn/data/raw2", "hdfs://nn/data/raw") is None
-    assert relation("hdfs://other/data/raw", "hdfs://nn/data/raw") is None
-    assert relation("s3://bucket/raw", "/raw") is None
 
 
 def test_check_output_resolves_symlinks_and_accepts_empty_or_earlier_outputs(tmp_path):
@@ -154,7 +143,7 @@ def test_a_failed_run_leaves_the_earlier_output_and_removes_only_its_staging(tmp
 
 def test_object_store_path_uses_gfile_renames_and_age_for_stale_stagings(tmp_path, monkeypatch):
     """The scheme:// code path (tf.io.gfile; no locks, no exchange) run on local files."""
-    monkeypatch.setattr(publish, "_fs", lambda path: publish._GFileFs())
+    monkeypatch.setattr(storage, "file_system", lambda path: storage._GFileFs())
     final = tmp_path / "out"
     publish_once(final, "old")
     old_run = killed_run(final)  # a staging of a run that started just now: too young to be stale
@@ -171,7 +160,7 @@ def test_object_store_path_uses_gfile_renames_and_age_for_stale_stagings(tmp_pat
 
 def test_a_run_killed_between_the_two_renames_gets_its_old_output_restored(tmp_path, monkeypatch):
     """Fallback swap: old output renamed into the staging, the process killed before the new one moved in."""
-    monkeypatch.setattr(publish, "_fs", lambda path: publish._GFileFs())
+    monkeypatch.setattr(storage, "file_system", lambda path: storage._GFileFs())
     monkeypatch.setattr(publish, "STALE_AFTER_SECONDS", 0)
     final = tmp_path / "out"
     publish_once(final, "old")

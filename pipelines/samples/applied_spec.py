@@ -6,7 +6,7 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 import feature_spec
-from pipelines import publish
+from pipelines import storage
 from pipelines.errors import ConfigError
 from pipelines.samples import fitting, settings
 from pipelines.samples.model_inputs import declared_features, vector_columns
@@ -43,7 +43,7 @@ def load_applied_spec(spark: SparkSession, spec_dir: str | None) -> dict | None:
     """The --spec to apply (validated; its vocab/ must be where Spark reads), or None to fit one."""
     if spec_dir is None:
         return None
-    folder = publish.normalize(spec_dir)
+    folder = storage.normalize(spec_dir)
     if not hadoop_has_file_system(spark, folder):
         raise fitting.SpecNotApplicable(
             f"--spec {folder}: Spark cannot read its vocab/ there (no {folder.split('://', 1)[0]}:// in its Hadoop "

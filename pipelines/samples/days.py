@@ -9,7 +9,7 @@ import posixpath
 from pyspark.sql import SparkSession
 
 import feature_spec
-from pipelines import publish
+from pipelines import storage
 from pipelines.config_schema import validate_build_config
 from pipelines.publish import OutputRefused
 from pipelines.samples import windows
@@ -36,14 +36,14 @@ def fit_window(config: dict, first_day, last_day) -> windows.Window:
 
 def check_dated_samples(samples_dir: str) -> str:
     """OutputRefused unless `samples_dir` is absent or holds only day folders (and their stagings)."""
-    final = publish.normalize(samples_dir)
-    if not publish.exists(final):
+    final = storage.normalize(samples_dir)
+    if not storage.exists(final):
         return final
-    if not publish.isdir(final):
+    if not storage.isdir(final):
         raise OutputRefused(f"output {final} exists and is not a directory")
     others = sorted(
         name
-        for name in publish.listdir(final)
+        for name in storage.listdir(final)
         if feature_spec.folder_date(name) is None and not name.startswith(f".{feature_spec.DATE_PREFIX}")
     )
     if others:
@@ -68,14 +68,14 @@ def _day_spec_hash(folder: str) -> str:
 def _check_no_other_specs(final: str, days: list, spec_hash: str, spec_dir: str) -> None:
     """OutputRefused when SAMPLES holds complete days (other than `days`) of another spec: a training run
     reads the days of one spec only, so a mix is refused unless asked for (`mixed_specs`)."""
-    if not publish.exists(final):
+    if not storage.exists(final):
         return
     building = {feature_spec.parse_date(day) for day in days}
     others = {}
-    for name in sorted(publish.listdir(final)):
+    for name in sorted(storage.listdir(final)):
         day = feature_spec.folder_date(name)
         folder = posixpath.join(final, name)
-        if day is None or day in building or not publish.exists(posixpath.join(folder, feature_spec.DAY_COMPLETE)):
+        if day is None or day in building or not storage.exists(posixpath.join(folder, feature_spec.DAY_COMPLETE)):
             continue
         built = _day_spec_hash(folder)
         if built != spec_hash:
@@ -115,7 +115,7 @@ def build_days(
     results = []
     for day in days:
         folder = feature_spec.day_folder(final, day)
-        if publish.exists(posixpath.join(folder, "_SUCCESS")) and not overwrite:
+        if storage.exists(posixpath.join(folder, "_SUCCESS")) and not overwrite:
             built = _day_spec_hash(folder)
             if built != feature_spec.spec_hash(applied):
                 raise OutputRefused(

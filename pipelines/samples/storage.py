@@ -7,14 +7,14 @@ import posixpath
 
 from pyspark.sql import SparkSession
 
-from pipelines import publish
+from pipelines import publish, storage
 from pipelines.publish import OutputRefused
 from pipelines.samples.raw_input import InputError
 
 
 def hadoop_has_file_system(spark: SparkSession, path: str) -> bool:
     """True when Spark's Hadoop can write `path`: local, or a scheme it has a FileSystem class for."""
-    if publish.is_local(path):
+    if storage.is_local(path):
         return True
     scheme = path.split("://", 1)[0]
     context = spark.sparkContext
@@ -27,7 +27,7 @@ def hadoop_has_file_system(spark: SparkSession, path: str) -> bool:
 
 def check_spark_reads(spark: SparkSession, raw_dir: str) -> None:
     """InputError, before any work, when Spark cannot read RAW (e.g. s3:// without the hadoop-aws jars)."""
-    raw = publish.normalize(raw_dir)
+    raw = storage.normalize(raw_dir)
     if not hadoop_has_file_system(spark, raw):
         raise InputError(
             f"Spark cannot read the input {raw}: its Hadoop file system has no {raw.split('://', 1)[0]}:// "
@@ -40,7 +40,7 @@ def spark_parts_folder(spark: SparkSession, raw_dir: str, output: str, config: d
     file system reaches SAMPLES; otherwise output.spark_scratch, from which they are copied into SAMPLES.
 
     OutputRefused, before anything is written, when Spark cannot write SAMPLES and no scratch is set."""
-    final = publish.normalize(output)
+    final = storage.normalize(output)
     if hadoop_has_file_system(spark, final):
         return None
     scheme = final.split("://", 1)[0]
@@ -52,11 +52,11 @@ def spark_parts_folder(spark: SparkSession, raw_dir: str, output: str, config: d
             "or hdfs:// folder, where Spark writes them and from which the job copies them into SAMPLES, "
             "or write SAMPLES to a local or hdfs:// path"
         )
-    scratch = publish.normalize(scratch)
-    how = publish.relation(scratch, raw_dir)
+    scratch = storage.normalize(scratch)
+    how = storage.relation(scratch, raw_dir)
     if how in ("is", "lies inside"):
         raise OutputRefused(
-            f"output.spark_scratch {scratch} {how} the input {publish.normalize(raw_dir)}; choose another folder"
+            f"output.spark_scratch {scratch} {how} the input {storage.normalize(raw_dir)}; choose another folder"
         )
     if not hadoop_has_file_system(spark, scratch):
         raise OutputRefused(f"output.spark_scratch {scratch}: Spark's Hadoop has no file system for it")
@@ -67,6 +67,6 @@ def spark_parts_folder(spark: SparkSession, raw_dir: str, output: str, config: d
 def scratch_staging(folder: str, final: str, started: float) -> publish.Staging:
     """This run's own marked folder under output.spark_scratch (whatever else is there stays)."""
     prefix = f".{posixpath.basename(final)}.spark-staging-"
-    publish.makedirs(folder)
+    storage.makedirs(folder)
     publish.remove_stale_stagings(folder, prefix, started)
     return publish.Staging(folder, prefix, started)

@@ -125,9 +125,9 @@ class ShardWriter:
     def __init__(self, final: str, attempt: int, compression: Compression):
         import tensorflow as tf
 
-        from pipelines import publish
+        from pipelines import storage
 
-        publish.register_file_system(final)  # s3://, hdfs:// shards: tensorflow-io's file systems
+        storage.register_file_system(final)  # s3://, hdfs:// shards: tensorflow-io's file systems
         self.final = final
         # A retried task writes its own temporary file; the rename in `commit` makes it whole.
         self.temporary = f"{final}.attempt{attempt}.tmp"
