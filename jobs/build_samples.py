@@ -119,7 +119,8 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print_config_error(exc)
         return 2
-    from pipelines.publish import OutputRefused, check_output, print_outputs, write_failure
+    from pipelines.job_runner import print_outputs
+    from pipelines.publish import OutputRefused, check_output, write_failure
     from pipelines.samples import build_samples as job
     from pipelines.samples import days as daily
     from pipelines.samples import runtime
@@ -199,6 +200,6 @@ def _summary(report: dict) -> dict:
 
 
 if __name__ == "__main__":
-    from pipelines.publish import run_job
+    from pipelines.job_runner import run_job
 
     run_job(main)  # sys.exit(main()), except that a process that used s3:// ends with os._exit

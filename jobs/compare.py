@@ -55,15 +55,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def read_run(path: str) -> dict:
     """RUN/run.json, or CompareRefused naming what is missing."""
-    from pipelines import publish
+    from pipelines import storage
 
     run_json = posixpath.join(path, "run.json")
-    if not publish.isdir(path):
+    if not storage.isdir(path):
         raise CompareRefused(f"{path} is not a directory")
-    if not publish.exists(run_json):
+    if not storage.exists(run_json):
         raise CompareRefused(f"{path} has no run.json: not a finished run of jobs.train (rerun it to finish it)")
     try:
-        return json.loads(publish.read_text(run_json))
+        return json.loads(storage.read_text(run_json))
     except ValueError as exc:
         raise CompareRefused(f"{run_json} is not valid JSON: {exc}") from None
 
@@ -126,16 +126,16 @@ def write_comparison(table, output: str, inputs: list[str]) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines import publish
+    from pipelines import publish, storage
     from pipelines.training import plots
 
     with publish.StagedOutput(output, inputs=inputs, markers=[MARKER]) as out:
-        with publish.written_locally(posixpath.join(out.path, TABLE)) as local:
+        with storage.written_locally(posixpath.join(out.path, TABLE)) as local:
             pq.write_table(pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None), local)
         shown = table.drop(columns=["path", "run_id", "split"]).assign(spec_hash=table["spec_hash"].str[:12])
         split = table["split"].iloc[0]
         plots.save_png(plots.comparison_figure(shown, f"final {split} metrics"), posixpath.join(out.path, PICTURE))
-        publish.write_text(
+        storage.write_text(
             posixpath.join(out.path, MARKER),
             json.dumps(
                 {
@@ -154,9 +154,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import pandas as pd
 
-    from pipelines import publish
+    from pipelines import publish, storage
+    from pipelines.job_runner import print_outputs
 
-    paths = [publish.normalize(p) for p in args.runs]
+    paths = [storage.normalize(p) for p in args.runs]
     try:
         table = comparison_table(paths, args.split, args.allow_different_samples)
         output = write_comparison(table, args.output, paths)
@@ -175,11 +176,11 @@ def main(argv=None) -> int:
         print(shown.to_string(index=False))
     if table["spec_hash"].nunique() > 1:
         print("note: the runs were trained on samples of different spec hashes (--allow-different-samples)")
-    publish.print_outputs(output, f"{TABLE}, {PICTURE}")
+    print_outputs(output, f"{TABLE}, {PICTURE}")
     return 0
 
 
 if __name__ == "__main__":
-    from pipelines.publish import run_job
+    from pipelines.job_runner import run_job
 
     run_job(main)  # sys.exit(main()), except that a process that used s3:// ends with os._exit

@@ -25,7 +25,8 @@ import sys
 if not __package__:  # run as a script: python jobs/generate_synthetic.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.publish import OutputRefused, print_outputs  # noqa: E402
+from pipelines.job_runner import print_outputs  # noqa: E402
+from pipelines.publish import OutputRefused  # noqa: E402
 from sources.synthetic import DEFAULT_VECTOR_NOISE, DEFAULTS, MIN_ITEMS, generate  # noqa: E402
 
 PRINTED = (

@@ -23,7 +23,8 @@ import sys
 if not __package__:  # run as a script (spark-submit jobs/import_movielens.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.publish import OutputRefused, print_outputs  # noqa: E402
+from pipelines.job_runner import print_outputs  # noqa: E402
+from pipelines.publish import OutputRefused  # noqa: E402
 from pipelines.samples.spark import get_spark  # noqa: E402
 from sources.movielens import import_movielens  # noqa: E402
 

@@ -34,13 +34,10 @@ lock can be taken without waiting) or, on `scheme://` paths where there are no l
 than STALE_AFTER_SECONDS ago. A folder without the marker is never deleted, whatever its name.
 On an object store (s3://) a rename is a copy (storage.py): a stale staging there that still holds an
 earlier output (`*.previous`) is kept, with a warning: a killed copy may have left it the only whole one.
-tensorflow-io 0.37.1 aborts the interpreter at exit once it has used s3:// (exit code 134,
-tensorflow/io#2039): the jobs exit through `run_job`, which ends such a process with its real code.
 """
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import errno
 import json
@@ -50,10 +47,9 @@ import posixpath
 import socket
 import sys
 import time
-import traceback
 import uuid
 from datetime import datetime, timezone
-from typing import Callable, Iterable, NoReturn, Sequence
+from typing import Iterable, Sequence
 
 from pipelines import storage
 
@@ -455,64 +451,11 @@ class StagedOutput:
             self.close()
 
 
-# ---------------------------------------------------------------- leaving the process
-
-
-def print_outputs(path, contents: str = "") -> None:
-    """A job's last line, on stderr after whatever it printed on stdout (often JSON, which stays parseable):
-    where its outputs are, e.g. `outputs: /data/runs/deepfm (metrics.parquet, ...)`."""
-    sys.stdout.flush()
-    print(f"outputs: {path}{f' ({contents})' if contents else ''}", file=sys.stderr, flush=True)
-
-
-# Schemes whose tensorflow-io client aborts the interpreter at exit ("pure virtual method called", exit
-# code 134, tensorflow/io#2039, not fixed in 0.37.1) once it has been used.
-HARD_EXIT_SCHEMES = ("s3://",)
-
-
-def run_job(main: Callable[[list], int], argv: Sequence[str] | None = None) -> NoReturn:
-    """Exit with the code of `main(argv)` (default: the command line).
-
-    When an argument names an s3:// path the process ends with os._exit, after the atexit handlers
-    (logging, Spark's gateway, temporary folders) and a flush of stdout and stderr: the outputs are
-    published by then, and the interpreter's own exit would abort in tensorflow-io's S3 client and turn
-    a finished job into exit code 134. An exception is printed as Python would and exits with 1."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not any(scheme in str(arg) for arg in argv for scheme in HARD_EXIT_SCHEMES):
-        sys.exit(main(argv))
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse: --help, a usage error
-        code = exc.code
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        code = 130
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    _exit_now(code)
-
-
-def _exit_now(code: int) -> NoReturn:
-    try:
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
-
-
 # ---------------------------------------------------------------- temporary re-exports
-# TEMPORARY: the names that pipelines/training/, jobs/ and pipelines/samples/ still import from here.
-# They live in pipelines/storage.py (plain file access); delete this block once those files import them from there.
+# TEMPORARY: the names that pipelines/training/, jobs/train.py and pipelines/samples/{build_samples,report}.py
+# still import from here. They live in pipelines/storage.py (plain file access) and pipelines/job_runner.py
+# (process exit); delete this block once those files import them from there.
+from pipelines.job_runner import print_outputs, run_job  # noqa: E402,F401
 from pipelines.storage import (  # noqa: E402,F401
     copy_tree,
     ensure_space,

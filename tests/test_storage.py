@@ -45,8 +45,8 @@ def test_normalize_makes_local_paths_absolute_and_file_uris_local(tmp_path, monk
     assert storage.on_object_store("s3://b/x") and not storage.on_object_store("hdfs://nn/x")
 
 
-def test_importing_storage_and_publish_loads_neither_stack():
-    code = "import sys, pipelines.storage, pipelines.publish\n"
+def test_importing_storage_publish_and_the_job_runner_loads_neither_stack():
+    code = "import sys, pipelines.storage, pipelines.publish, pipelines.job_runner\n"
     code += "print(sorted(m for m in ('tensorflow', 'tensorflow_io', 'pyspark') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
