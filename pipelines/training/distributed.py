@@ -36,8 +36,8 @@ import tensorflow as tf
 
 from models import embedding_tables
 from pipelines import publish
-from pipelines.config import ConfigError, shown
 from pipelines.config_schema import TrainConfig
+from pipelines.errors import ConfigError, shown
 from pipelines.training.dataset import Samples, open_samples
 from pipelines.training.epochs import Epochs, steps_per_epoch, train_dataset
 from pipelines.training.run_outputs import STAGING_PREFIX

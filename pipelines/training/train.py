@@ -38,8 +38,8 @@ from collections.abc import Mapping
 import keras
 
 from models import ParamError, build_model, compile_model, resolve_params
-from pipelines.config import ConfigError
 from pipelines.config_schema import TrainConfig, validate_train_config
+from pipelines.errors import ConfigError
 from pipelines.timings import Timings
 from pipelines.training.dataset import Samples
 from pipelines.training.distributed import LOOP_STRATEGIES, Role
