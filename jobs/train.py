@@ -180,7 +180,7 @@ def main(argv=None) -> int:
             raise
         print(f"error: {unwritable}", file=sys.stderr)
         return 2
-    from pipelines.publish import print_outputs
+    from pipelines.job_runner import print_outputs
 
     if "task" in summary:  # a worker of a multi-worker run: the chief writes and prints the run's outputs
         print(json.dumps(summary, indent=2))
@@ -211,6 +211,6 @@ def _listed(outputs: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    from pipelines.publish import run_job
+    from pipelines.job_runner import run_job
 
     run_job(main)  # sys.exit(main()), except that a process that used s3:// ends with os._exit

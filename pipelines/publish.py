@@ -449,26 +449,3 @@ class StagedOutput:
                 self.publish()
         finally:
             self.close()
-
-
-# ---------------------------------------------------------------- temporary re-exports
-# TEMPORARY: the names that pipelines/training/, jobs/train.py and pipelines/samples/{build_samples,report}.py
-# still import from here. They live in pipelines/storage.py (plain file access) and pipelines/job_runner.py
-# (process exit); delete this block once those files import them from there.
-from pipelines.job_runner import print_outputs, run_job  # noqa: E402,F401
-from pipelines.storage import (  # noqa: E402,F401
-    copy_tree,
-    ensure_space,
-    exists,
-    isdir,
-    listdir,
-    makedirs,
-    normalize,
-    read_locally,
-    read_text,
-    register_file_system,
-    remove,
-    replace_file,
-    write_text,
-    written_locally,
-)

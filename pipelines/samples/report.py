@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 import feature_spec
 from features import vocab
-from pipelines import publish
+from pipelines import storage
 from pipelines.samples.spark import spark_settings
 from pipelines.timings import Timings
 
@@ -45,9 +45,9 @@ def spec_splits(per_split: dict, extension: str) -> dict:
 
 
 def write_metadata(staging: str, spec: dict, report: dict) -> None:
-    publish.write_text(posixpath.join(staging, feature_spec.SPEC_FILE), feature_spec.to_json(spec))
-    publish.write_text(posixpath.join(staging, "report.json"), json.dumps(report, indent=2))
-    publish.write_text(posixpath.join(staging, "_SUCCESS"), "")
+    storage.write_text(posixpath.join(staging, feature_spec.SPEC_FILE), feature_spec.to_json(spec))
+    storage.write_text(posixpath.join(staging, "report.json"), json.dumps(report, indent=2))
+    storage.write_text(posixpath.join(staging, "_SUCCESS"), "")
 
 
 def oov_counts(samples: DataFrame) -> tuple[int, dict[str, dict]]:

@@ -62,9 +62,6 @@ class SparkTimings(timings.Timings):
             ) from None
 
 
-Timings = SparkTimings  # the name build_samples.py imports
-
-
 _JOB_PROPERTIES = ("spark.jobGroup.id", "spark.job.description")
 
 

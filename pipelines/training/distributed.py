@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import embedding_tables
-from pipelines import publish
+from pipelines import publish, storage
 from pipelines.config_schema import TrainConfig
 from pipelines.errors import ConfigError, shown
 from pipelines.training.dataset import Samples, open_samples
@@ -389,7 +389,7 @@ class Role:
         task = Task.from_environment() if kind != "none" else Task()
         check_cluster(kind, task)
         serve_if_not_coordinator(kind, task)
-        return cls(kind, task, publish.normalize(run_dir), config, time.time())
+        return cls(kind, task, storage.normalize(run_dir), config, time.time())
 
     @property
     def is_chief(self) -> bool:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines import publish
+from pipelines import storage
 from pipelines.training import metrics as offline_metrics
 
 PLOTS = "plots"
@@ -50,7 +50,7 @@ def _figure(width: float, height: float):
 
 def save_png(figure, path: str) -> None:
     """Write `figure` as a PNG at `path` (local or scheme://, through a local temporary file)."""
-    with publish.written_locally(path) as local:
+    with storage.written_locally(path) as local:
         figure.savefig(local, format="png", dpi=DPI)
 
 
@@ -64,7 +64,7 @@ def read_predictions(path: str, columns: list[str], max_rows: int = MAX_ROWS, se
     with probability max_rows / rows, seeded), read batch by batch, so memory stays bounded by the sample."""
     import pyarrow as pa
 
-    with publish.read_locally(path) as local:
+    with storage.read_locally(path) as local:
         reader = pq.ParquetFile(local)
         total = reader.metadata.num_rows
         if total <= max_rows:
@@ -256,7 +256,7 @@ def comparison_figure(table: pd.DataFrame, title: str = ""):
 def write_run_plots(folder: str, metrics: pd.DataFrame, scored: dict, title: str = "") -> list[str]:
     """RUN/plots/: the training curves, the ROC of each split of `scored` ({split: (labels, scores)}) and
     the reliability diagram of test (valid when there is no test); returns the file names written."""
-    publish.makedirs(folder)
+    storage.makedirs(folder)
     written = []
 
     def save(figure, name):

@@ -17,7 +17,7 @@ RUN/run.json             config, model, spec hash, versions, timings, best epoch
 RUN/plots/               training_curves.png, roc.png, reliability.png (pipelines/training/plots.py)
 
 On a `scheme://` RUN (s3://) the staging lies there too: the Parquet files are written to local
-temporary files and copied into it (publish.written_locally), the SavedModel is written straight
+temporary files and copied into it (storage.written_locally), the SavedModel is written straight
 through tf.io.gfile, and publishing renames each output into place (a copy on an object store).
 """
 
@@ -50,7 +50,7 @@ from feature_spec import (
     vocabulary_tokens,
 )
 from models import embedding_tables
-from pipelines import publish
+from pipelines import publish, storage
 from pipelines.config_schema import TrainConfig
 from pipelines.timings import Timings
 from pipelines.training import metrics as offline_metrics
@@ -94,7 +94,7 @@ class StagedRunOutputs(publish.Staging):
 
     def publish(self) -> None:
         for name in PUBLISHED:
-            if publish.exists(self.file(name)):
+            if storage.exists(self.file(name)):
                 publish.swap_into_place(self.file(name), os.path.join(self.run_dir, name))
 
 
@@ -225,7 +225,7 @@ def predict_split(serve, samples: Samples, split: str, batch_size: int, path: st
     Returns the exact metrics of the split, its size, and its `labels` and `scores` (numpy arrays, for the
     plots); only labels, scores and user ids are kept in memory.
     """
-    with publish.written_locally(path) if path else contextlib.nullcontext() as local:
+    with storage.written_locally(path) if path else contextlib.nullcontext() as local:
         return _predict_split(serve, samples, split, batch_size, local)
 
 
@@ -272,7 +272,7 @@ def _predict_split(serve, samples: Samples, split: str, batch_size: int, path: s
 def predict_final_splits(serve, samples: Samples, batch_size: int, folder: str | None) -> dict:
     """{split: predict_split(...)} for valid and test; `folder` None writes no prediction files."""
     if folder is not None:
-        publish.makedirs(folder)
+        storage.makedirs(folder)
     return {
         split: predict_split(
             serve, samples, split, batch_size, os.path.join(folder, f"{split}.parquet") if folder else None
@@ -340,7 +340,7 @@ def write_embeddings(
     """One Parquet file per table: feature, index, token, vector; written `chunk_rows` rows at a time
     (the tokens from the vocabularies in samples.vocab_dir). `genres` (item_genres()) adds the column
     `genres` to the item table."""
-    publish.makedirs(folder)
+    storage.makedirs(folder)
     written = {}
     for name, variable in tables.items():
         size, dim = (int(n) for n in variable.shape)
@@ -348,7 +348,7 @@ def write_embeddings(
         path = os.path.join(folder, f"{_safe_name(name)}.parquet")
         listed = genres[1] if genres is not None and genres[0] == name and len(genres[1]) == size else None
         schema = EMBEDDINGS_SCHEMA.append(GENRES_FIELD) if listed is not None else EMBEDDINGS_SCHEMA
-        with publish.written_locally(path) as local, pq.ParquetWriter(local, schema) as writer:
+        with storage.written_locally(path) as local, pq.ParquetWriter(local, schema) as writer:
             for start in range(0, size, max(1, int(chunk_rows))):
                 stop = min(size, start + int(chunk_rows))
                 vectors = np.asarray(variable[start:stop].numpy(), dtype=np.float32)
@@ -381,9 +381,9 @@ def export_model(model, serve, spec: dict, folder: str) -> None:
     except TypeError:  # older Keras 3 without `verbose`
         archive.write_out(folder)
     extra = os.path.join(folder, "assets.extra")
-    publish.makedirs(extra)
-    publish.write_text(os.path.join(extra, SPEC_FILE), to_json(spec))
-    publish.write_text(os.path.join(extra, "spec_hash"), spec_hash(spec) + "\n")
+    storage.makedirs(extra)
+    storage.write_text(os.path.join(extra, SPEC_FILE), to_json(spec))
+    storage.write_text(os.path.join(extra, "spec_hash"), spec_hash(spec) + "\n")
 
 
 # ---------------------------------------------------------------- metrics, run.json
@@ -417,7 +417,7 @@ def metric_rows(run_id: str, model_name: str, history: list, final: dict, best_e
 
 def write_metrics(frame: pd.DataFrame, path: str) -> None:
     table = pa.Table.from_pandas(frame, schema=METRICS_SCHEMA, preserve_index=False).replace_schema_metadata(None)
-    with publish.written_locally(path) as local:
+    with storage.written_locally(path) as local:
         pq.write_table(table, local)
 
 

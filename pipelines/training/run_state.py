@@ -7,8 +7,8 @@
 
 `Checkpoints` reads and writes that folder; `Progress` is what a checkpoint carries and what the
 callbacks (`EpochLog`, `EarlyStoppingWithState`, `Checkpoint`) update, each given the objects it
-changes in its constructor. Every file is replaced in one rename (publish.replace_file). RUN may be a
-`scheme://` path (s3://): every file access goes through pipelines/publish.py, and the weights files, which
+changes in its constructor. Every file is replaced in one rename (storage.replace_file). RUN may be a
+`scheme://` path (s3://): every file access goes through pipelines/storage.py, and the weights files, which
 HDF5 writes and reads only locally, pass through a local temporary copy. A new RUN whose writing fails for
 lack of space is emptied again (`undone_on_write_failure`).
 """
@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from models import recorded_params, resolve_params, unused_params
-from pipelines import publish
+from pipelines import publish, storage
 
 log = logging.getLogger("pipelines.training.train")
 
@@ -71,7 +71,7 @@ def write_json(path: str, payload: dict) -> None:
         with open(tmp, "w") as fh:
             json.dump(jsonable(payload), fh, indent=2, sort_keys=False, allow_nan=False)
 
-    publish.replace_file(path, write)
+    storage.replace_file(path, write)
 
 
 def _weights_bytes(model) -> int:
@@ -87,12 +87,12 @@ def _weights_bytes(model) -> int:
 def save_weights(model, path: str) -> None:
     # HDF5 running out of space inside a file leaves a handle that crashes the process at exit (a
     # segfault, not our error message): the space is checked first, with room for HDF5's overhead.
-    publish.ensure_space(os.path.dirname(path), int(_weights_bytes(model) * 1.1) + (1 << 20))
-    publish.replace_file(path, model.save_weights)
+    storage.ensure_space(os.path.dirname(path), int(_weights_bytes(model) * 1.1) + (1 << 20))
+    storage.replace_file(path, model.save_weights)
 
 
 def load_weights(model, path: str) -> None:
-    with publish.read_locally(path) as local:
+    with storage.read_locally(path) as local:
         model.load_weights(local)
 
 
@@ -106,9 +106,9 @@ def build_optimizers(model) -> None:
 def mark_run(run_dir: str, run_id: str, init_from: str | None = None) -> None:
     """Write RUN/_RUN.json once, when the run starts (a resumed run keeps its marker). A warm-started
     run records the run it starts from: a rerun before its first checkpoint starts from it again."""
-    publish.makedirs(run_dir)
+    storage.makedirs(run_dir)
     path = os.path.join(run_dir, RUN_MARKER)
-    if not publish.exists(path):
+    if not storage.exists(path):
         marker = {"job": "train", "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_json(path, {**marker, **({"init_from": init_from} if init_from else {})})
 
@@ -117,29 +117,29 @@ def mark_run(run_dir: str, run_id: str, init_from: str | None = None) -> None:
 def undone_on_write_failure(run_dir: str):
     """A new RUN (absent or empty before) whose writing fails for lack of space, quota or a writable
     disk is emptied again: everything in it is this run's. A resumed RUN keeps what it had."""
-    existed = publish.isdir(run_dir)
-    if existed and publish.listdir(run_dir):
+    existed = storage.isdir(run_dir)
+    if existed and storage.listdir(run_dir):
         yield
         return
     try:
         yield
     except Exception as exc:
         if publish.write_failure(exc, run_dir) is not None:
-            for name in publish.listdir(run_dir) if existed else []:  # the user's empty folder stays
-                publish.remove(os.path.join(run_dir, name))
+            for name in storage.listdir(run_dir) if existed else []:  # the user's empty folder stays
+                storage.remove(os.path.join(run_dir, name))
             if not existed:
                 with suppress(Exception):  # as much as can be removed
-                    publish.remove(run_dir)
+                    storage.remove(run_dir)
         raise
 
 
 def read_run_marker(run_dir: str) -> dict:
     """RUN/_RUN.json ({} when absent or unreadable)."""
     path = os.path.join(run_dir, RUN_MARKER)
-    if not publish.exists(path):
+    if not storage.exists(path):
         return {}
     try:
-        marker = json.loads(publish.read_text(path))
+        marker = json.loads(storage.read_text(path))
     except (OSError, ValueError):
         return {}
     return marker if isinstance(marker, dict) else {}
@@ -195,20 +195,20 @@ class Checkpoints:
 
     def load_state(self) -> dict | None:
         path = os.path.join(self.directory, STATE_FILE)
-        if not publish.exists(path):
+        if not storage.exists(path):
             return None
-        return json.loads(publish.read_text(path))
+        return json.loads(storage.read_text(path))
 
     def previous(self, resume: bool) -> dict | None:
         """The state to resume from (None: start at epoch 1); refuses another model's or other params'."""
         state = self.load_state()
         if state is not None and not resume:
             log.info("resume=false: removing the checkpoints of the previous run in %s", self.directory)
-            publish.remove(self.directory)
+            storage.remove(self.directory)
             state = None
         if state is not None:
             self.check(state)
-        publish.makedirs(self.directory)
+        storage.makedirs(self.directory)
         return state
 
     def check(self, state: dict, where: str | None = None, remedy: str = RESUME_REMEDY) -> None:
@@ -267,12 +267,12 @@ class Checkpoints:
                 ),
             },
         )
-        for old in sorted(f for f in publish.listdir(self.directory) if EPOCH_WEIGHTS.fullmatch(f))[: -self.keep]:
-            publish.remove(os.path.join(self.directory, old))
+        for old in sorted(f for f in storage.listdir(self.directory) if EPOCH_WEIGHTS.fullmatch(f))[: -self.keep]:
+            storage.remove(os.path.join(self.directory, old))
 
     def restore_best(self, model, progress: Progress, monitor: str) -> int | None:
         """Load the best epoch's weights when there are any; the epoch whose weights the model now has."""
-        if progress.early.best_epoch is not None and publish.exists(self.best_path):
+        if progress.early.best_epoch is not None and storage.exists(self.best_path):
             load_weights(model, self.best_path)
             log.info(
                 "restored the weights of the best epoch %d (%s %.4f)",

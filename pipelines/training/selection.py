@@ -48,7 +48,7 @@ from feature_spec import (
     split_pattern,
     with_splits,
 )
-from pipelines import publish
+from pipelines import storage
 
 RUN_SPLITS = ("train", "valid", "test")  # what a run trains, validates and tests on
 BUILD_A_DAY = "python -m jobs.build_samples --date D --spec SPEC ..."
@@ -117,7 +117,7 @@ class Samples:
         import tensorflow as tf
 
         patterns = self.split(name).patterns
-        publish.register_file_system(self.path)  # s3://, hdfs:// samples need tensorflow-io's file systems
+        storage.register_file_system(self.path)  # s3://, hdfs:// samples need tensorflow-io's file systems
         files = sorted({path for pattern in patterns for path in tf.io.gfile.glob(pattern)})
         if not files:
             raise FileNotFoundError(f"no files match {' '.join(patterns)} (split '{name}')")
@@ -148,7 +148,7 @@ def select_samples(samples_dir: str, dates: Mapping[str, str] | None = None) -> 
     union of those days' shards, split by split."""
     samples_dir = str(samples_dir)
     if not dates:
-        if not publish.exists(posixpath.join(samples_dir, SPEC_FILE)):
+        if not storage.exists(posixpath.join(samples_dir, SPEC_FILE)):
             days = _day_folders(samples_dir)
             if days:
                 raise SamplesRefused(
@@ -224,10 +224,10 @@ def _day_specs(samples_dir: str, selected: dict) -> dict:
 
 def _no_samples(samples_dir: str) -> str:
     """Why `samples_dir`, which has no feature_spec.json and no day folder, is no SAMPLES."""
-    if not publish.isdir(samples_dir):
+    if not storage.isdir(samples_dir):
         return f"{samples_dir} is no directory: no samples to train on"
     # date=2026-02-30, date=garbage: named like day folders, but no day's
-    names = (name.rstrip("/") for name in publish.listdir(samples_dir))
+    names = (name.rstrip("/") for name in storage.listdir(samples_dir))
     undated = sorted(name for name in names if name.startswith(DATE_PREFIX))
     unlike = (
         f" ({', '.join(undated[:5])}{' ...' if len(undated) > 5 else ''}: no {DATE_PREFIX}YYYY-MM-DD folder of a "
@@ -251,9 +251,9 @@ def _weighted_rate(sizes: list, rates: list) -> float | None:
 
 def _day_folders(samples_dir: str) -> list[str]:
     """The day folders of SAMPLES, sorted (none when it is no folder); hidden stagings are no day's."""
-    if not publish.isdir(samples_dir):
+    if not storage.isdir(samples_dir):
         return []
-    return sorted(name for name in publish.listdir(samples_dir) if folder_date(name) is not None)
+    return sorted(name for name in storage.listdir(samples_dir) if folder_date(name) is not None)
 
 
 def _refuse_unbuilt_days(samples_dir: str, selected: dict) -> None:
@@ -262,9 +262,9 @@ def _refuse_unbuilt_days(samples_dir: str, selected: dict) -> None:
         for day in days:
             folder = day_folder(samples_dir, day)
             name = posixpath.basename(folder)
-            if not publish.isdir(folder):
+            if not storage.isdir(folder):
                 problems.append(f"{day.isoformat()} ({split}) is missing: no {name}/")
-            elif not publish.exists(posixpath.join(folder, DAY_COMPLETE)):
+            elif not storage.exists(posixpath.join(folder, DAY_COMPLETE)):
                 problems.append(
                     f"{day.isoformat()} ({split}) is incomplete: {name}/ has no {DAY_COMPLETE} (its build is "
                     "still running, or failed)"
@@ -275,7 +275,7 @@ def _refuse_unbuilt_days(samples_dir: str, selected: dict) -> None:
     if not problems:
         return
     ordinary = ""
-    if publish.exists(posixpath.join(samples_dir, SPEC_FILE)):
+    if storage.exists(posixpath.join(samples_dir, SPEC_FILE)):
         ordinary = (
             f" ({samples_dir} is an ordinary build, with {SPEC_FILE} at its top: leave data.train_dates, "
             "data.valid_dates and data.test_dates null to train on its own splits)"

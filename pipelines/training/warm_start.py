@@ -25,7 +25,7 @@ import os
 import posixpath
 from dataclasses import dataclass
 
-from pipelines import publish
+from pipelines import storage
 from pipelines.training.dataset import SpecHashMismatch, recorded_spec_hashes
 from pipelines.training.run_state import (
     BEST_WEIGHTS,
@@ -67,7 +67,7 @@ class InitSource:
 
 
 def refuse_into_existing_run(run_dir: str, init_dir: str) -> None:
-    held = [name for name in RUN_MARKERS if publish.exists(os.path.join(run_dir, name))]
+    held = [name for name in RUN_MARKERS if storage.exists(os.path.join(run_dir, name))]
     if held:
         raise InitFromRefused(
             f"{run_dir} already holds a run ({held[0]}): --init-from {init_dir} starts a new run, and rerunning "
@@ -79,16 +79,16 @@ def refuse_into_existing_run(run_dir: str, init_dir: str) -> None:
 def pending_init_from(run_dir: str) -> str | None:
     """The --init-from a RUN was started with, while it has no checkpoint yet (it died in epoch 1):
     rerunning it then starts from those weights again, as resuming a run at epoch 1 does."""
-    if publish.exists(os.path.join(run_dir, "checkpoints", STATE_FILE)):
+    if storage.exists(os.path.join(run_dir, "checkpoints", STATE_FILE)):
         return None
     return read_run_marker(run_dir).get("init_from")
 
 
 def _read_json(path: str) -> dict | None:
-    if not publish.exists(path):
+    if not storage.exists(path):
         return None
     try:
-        value = json.loads(publish.read_text(path))
+        value = json.loads(storage.read_text(path))
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -131,8 +131,8 @@ def _final_valid(summary: dict) -> dict:
 def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples_dir: str) -> InitSource:
     """The weights file of RUN0 a warm start loads, after checking that RUN0 is a finished run of this
     job, on samples of `spec_hash`, of the model and params of `checkpoints` (the new run's)."""
-    init_dir = publish.normalize(init_dir)  # an absolute path, or s3://...
-    if not publish.isdir(init_dir):
+    init_dir = storage.normalize(init_dir)  # an absolute path, or s3://...
+    if not storage.isdir(init_dir):
         raise InitFromRefused(f"--init-from {init_dir}: no such directory")
     marker = read_run_marker(init_dir)
     summary = _read_json(os.path.join(init_dir, "run.json"))
@@ -168,11 +168,11 @@ def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples
     # As Checkpoints.restore_best chose at the end of RUN0: its best epoch's file, else its last epoch's.
     best_epoch = (state.get("early_stopping") or {}).get("best_epoch")
     best = os.path.join("checkpoints", BEST_WEIGHTS)
-    if best_epoch is not None and publish.exists(os.path.join(init_dir, best)):
+    if best_epoch is not None and storage.exists(os.path.join(init_dir, best)):
         weights, epoch = best, int(best_epoch)
     else:
         weights, epoch = os.path.join("checkpoints", state["weights"]), int(state["epoch"])
-    if not publish.exists(os.path.join(init_dir, weights)):
+    if not storage.exists(os.path.join(init_dir, weights)):
         raise InitFromRefused(f"--init-from {init_dir}: its weights file {weights} is missing")
     return InitSource(
         run=init_dir,
