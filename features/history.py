@@ -58,6 +58,8 @@ from features.declared import Declared
 CHUNK_ROWS = 1 << 16  # rows handed to numpy at once (at least): bounds the wide rows a task holds
 OUT_BATCH_ROWS = 1 << 14  # Arrow batches handed back to the JVM
 _CLICK, _GENRES = "_history_click", "_history_genres"  # internal columns of the unioned stream
+# On the rows of values computed by an earlier pass (`attached`): they sort just before their impression.
+_ATTACHED = "_history_attached"
 _VECTOR = "_history_vector_"  # + vector column: the clicked item's vector, on the click rows of the stream
 VECTOR_BLOCK_ROWS = 8192  # query rows whose last-N vectors are summed at once: bounds the temporaries
 
@@ -287,6 +289,37 @@ def _chunks(batches: Iterator[pa.RecordBatch], min_rows: int) -> Iterator[pa.Tab
         yield pa.Table.from_batches(pending)
 
 
+class _Attached:
+    """The rows of values an earlier pass computed, waiting for the impression with the same `row_key`.
+
+    They sort just before their impression, so when an impression arrives its row has been seen, in its
+    chunk or an earlier one; a row is dropped once matched, so only the rows at a chunk's edge wait."""
+
+    def __init__(self, row_key: str, columns: list[str]):
+        self.row_key, self.columns, self.waiting = row_key, columns, None
+
+    def take(self, chunk: pa.Table) -> pa.Table:
+        """`chunk` without its attached rows, which join the waiting ones."""
+        is_attached = _column(chunk, _ATTACHED, null=False).astype(bool)
+        arrived = chunk.filter(pa.array(is_attached)).select([self.row_key, *self.columns])
+        self.waiting = arrived if self.waiting is None else pa.concat_tables([self.waiting, arrived])
+        return chunk.filter(pa.array(~is_attached))
+
+    def values_of(self, rows: pa.Table) -> dict[str, pa.Array]:
+        """The attached values of each of `rows` (impressions), in their order; matched rows stop waiting."""
+        keys = rows.column(self.row_key).combine_chunks()
+        waiting = self.waiting.combine_chunks()
+        position = pc.index_in(keys, value_set=waiting.column(self.row_key).combine_chunks())
+        if position.null_count:
+            missing = pc.filter(keys, pc.is_null(position))[0].as_py()
+            raise RuntimeError(f"no attached values for the impression with {self.row_key}={missing!r}")
+        values = {name: waiting.column(name).combine_chunks().take(position) for name in self.columns}
+        matched = np.zeros(waiting.num_rows, dtype=bool)
+        matched[position.to_numpy(zero_copy_only=False)] = True
+        self.waiting = waiting.filter(pa.array(~matched))
+        return values
+
+
 def _sorted_pass(
     batches: Iterator[pa.RecordBatch],
     key: str,
@@ -295,9 +328,11 @@ def _sorted_pass(
     output_columns: list[str],
     compute: Callable[[pa.Table, np.ndarray, np.ndarray], Features],
     chunk_rows: int,
+    attached: _Attached | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: `batches` are impression and click rows sorted by (key, ts, ...). Yields the
-    impressions (`output_columns`) with the features `compute(events, segment, query)` gives them.
+    impressions (`output_columns`) with the features `compute(events, segment, query)` gives them, then
+    the `attached` values of each.
 
     The last key of a chunk may continue in the next one: its events within `horizon` of its latest time
     (all that can still count) are carried over, as events only, ahead of the next chunk's rows.
@@ -306,6 +341,10 @@ def _sorted_pass(
     # Chunks do not grow with the carried events: wide rows stay bounded, and a key with more lookback
     # events than a chunk only has its narrow events re-read by each chunk.
     for chunk in _chunks(batches, chunk_rows):
+        if attached is not None:
+            chunk = attached.take(chunk)
+            if not chunk.num_rows:
+                continue
         events = chunk.select(event_columns)
         if carried is not None:
             events = pa.concat_tables([carried, events])
@@ -313,7 +352,10 @@ def _sorted_pass(
         is_impression = ~_column(chunk, _CLICK).astype(bool)
         query = np.concatenate([np.zeros(events.num_rows - chunk.num_rows, dtype=bool), is_impression])
         rows = chunk.filter(pa.array(is_impression)).select(output_columns)
-        for name, values in compute(events, segment, query).items():
+        added = compute(events, segment, query)
+        if attached is not None:
+            added.update(attached.values_of(rows))
+        for name, values in added.items():
             rows = rows.append_column(name, values)
         yield from rows.combine_chunks().to_batches(max_chunksize=OUT_BATCH_ROWS)
 
@@ -332,10 +374,15 @@ def _with_features(
     added: list[T.StructField],
     horizon: int,
     compute: Callable[[pa.Table, np.ndarray, np.ndarray], Features],
+    attached: tuple[DataFrame, str] | None = None,
 ) -> DataFrame:
     """`impressions` with the `added` features of one pass by `key`: impressions and the click columns
     the pass needs in one stream, shuffled by `key` and sorted by `sort` within partitions; every
-    impression column is carried through."""
+    impression column is carried through.
+
+    `attached` = (rows, row key): narrow rows of values an earlier pass computed per impression (the sort
+    columns, the row key and the values), shuffled in the same stream and appended to their impression:
+    no join of the wide rows."""
     flagged = impressions.withColumn(_CLICK, F.lit(False))
     click_rows = clicks.select(
         *[
@@ -346,11 +393,22 @@ def _with_features(
         ],
         F.lit(True).alias(_CLICK),
     )
-    stream = flagged.unionByName(click_rows, allowMissingColumns=True).repartition(key).sortWithinPartitions(*sort)
+    stream = flagged.unionByName(click_rows, allowMissingColumns=True)
+    order = [F.col(name) for name in sort]
+    fields, carry = list(impressions.schema.fields) + added, None
+    if attached is not None:
+        rows, row_key = attached
+        values = [c for c in rows.columns if c not in sort and c != row_key]
+        carry = _Attached(row_key, values)
+        tagged = rows.select(*sort, row_key, *values).withColumns({_CLICK: F.lit(False), _ATTACHED: F.lit(True)})
+        stream = stream.withColumn(_ATTACHED, F.lit(False)).unionByName(tagged, allowMissingColumns=True)
+        order.append(F.col(_ATTACHED).desc())  # before the impression it belongs to
+        fields += [rows.schema[name] for name in values]
+    stream = stream.repartition(key).sortWithinPartitions(*order)
     output, chunk_rows = list(impressions.columns), CHUNK_ROWS
-    schema = T.StructType(list(impressions.schema.fields) + added)
     return stream.mapInArrow(
-        lambda batches: _sorted_pass(batches, key, horizon, event_columns, output, compute, chunk_rows), schema
+        lambda batches: _sorted_pass(batches, key, horizon, event_columns, output, compute, chunk_rows, carry),
+        T.StructType(fields),
     )
 
 
@@ -410,6 +468,7 @@ def user_history(
     top_genres: int,
     genre_history_len: int,
     vector_columns: dict[str, int] | None = None,
+    attached: tuple[DataFrame, str] | None = None,
 ) -> DataFrame:
     """Impressions with their user's point-in-time history.
 
@@ -420,6 +479,8 @@ def user_history(
     Adds: hist_click_items [max_len], hist_skip_items [max_len], hist_click_len,
     hist_skip_len, user_top_genres [top_genres], user_impressions, user_clicks; then per vector
     column `v`: user_v [length] (array<float>, null without any) and user_v_len.
+    `attached` = (rows, row key): per-impression values of an earlier pass, appended last (see
+    `_with_features`); the rows carry user_id, ts, item_idx, the row key and the values.
     """
     vector_columns = dict(vector_columns or {})
     added = [_spark_field(f) for f in user_history_features(max_len, top_genres, vector_columns)]
@@ -456,6 +517,7 @@ def user_history(
         added,
         lookback_seconds,
         compute,
+        attached,
     )
 
 
@@ -484,6 +546,40 @@ def item_statistics(
         [T.StructField(name, T.LongType()) for name in ITEM_STATISTICS],
         max(lookback_seconds, recent_seconds),
         compute,
+    )
+
+
+def point_in_time_features(
+    impressions: DataFrame,
+    clicks: DataFrame,
+    row_key: str,
+    window_seconds: int,
+    lookback_seconds: int,
+    recent_seconds: int,
+    max_len: int,
+    top_genres: int,
+    genre_history_len: int,
+    vector_columns: dict[str, int] | None = None,
+) -> DataFrame:
+    """`user_history`, then the `item_statistics` columns, with one shuffle of the wide rows.
+
+    The item pass runs on narrow rows (the row key, user, item and time of each impression; `row_key`
+    unique); its counts ride along the user pass's stream, each just before its impression, instead of
+    a join or a second shuffle of every column. The columns and values are those of `user_history`
+    followed by `item_statistics`.
+    """
+    narrow = impressions.select(row_key, "user_id", "item_id", "item_idx", "ts")
+    counts = item_statistics(narrow, clicks, lookback_seconds, recent_seconds).drop("item_id")
+    return user_history(
+        impressions,
+        clicks,
+        window_seconds,
+        lookback_seconds,
+        max_len,
+        top_genres,
+        genre_history_len,
+        vector_columns,
+        attached=(counts, row_key),
     )
 
 

@@ -218,17 +218,21 @@ def _as_python(value):
     return int(value)
 
 
-def compare(spark, module, imps, clicks, max_len, top_genres, genre_history_len, lookback=LOOKBACK):
-    """Run `module`'s user_history and item_statistics on the frames; assert every column equals the reference."""
+def compare(spark, module, imps, clicks, max_len, top_genres, genre_history_len, lookback=LOOKBACK, one_shuffle=False):
+    """Run `module`'s user_history and item_statistics on the frames (one after the other, or with
+    `one_shuffle` as point_in_time_features combines them); assert every column equals the reference."""
     imps_df = spark.createDataFrame(imps[[c.split()[0] for c in IMPRESSIONS_SCHEMA.split(", ")]], IMPRESSIONS_SCHEMA)
     clicks_df = spark.createDataFrame(clicks[[c.split()[0] for c in CLICKS_SCHEMA.split(", ")]], CLICKS_SCHEMA)
-    out = (
-        module.user_history(
-            imps_df, clicks_df, WINDOW, lookback, max_len, top_genres, genre_history_len, {"v": VECTOR_LENGTH}
+    user_settings = (max_len, top_genres, genre_history_len, {"v": VECTOR_LENGTH})
+    if one_shuffle:
+        out = module.point_in_time_features(
+            imps_df, clicks_df, "impression_id", WINDOW, lookback, RECENT, *user_settings
         )
-        .transform(lambda d: module.item_statistics(d, clicks_df, lookback, RECENT))
-        .withColumn("item_ctr", module.smoothed_ctr("item_clicks", "item_impressions", 0.2, 5.0))
-    )
+    else:
+        out = module.user_history(imps_df, clicks_df, WINDOW, lookback, *user_settings).transform(
+            lambda d: module.item_statistics(d, clicks_df, lookback, RECENT)
+        )
+    out = out.withColumn("item_ctr", module.smoothed_ctr("item_clicks", "item_impressions", 0.2, 5.0))
     assert out.columns == imps_df.columns + USER_FEATURES + ITEM_FEATURES + ["item_ctr"]
     types = dict(out.dtypes)
     assert {types[c] for c in USER_FEATURES + ITEM_FEATURES} == {"array<bigint>", "bigint", "array<float>"}
@@ -274,9 +278,10 @@ def generated():
     return imps, clicks
 
 
-def test_history_and_item_statistics_equal_the_reference(spark, generated):
+@pytest.mark.parametrize("one_shuffle", [False, True], ids=["two_passes", "one_shuffle"])
+def test_history_and_item_statistics_equal_the_reference(spark, generated, one_shuffle):
     imps, clicks = generated
-    got = compare(spark, history, imps, clicks, max_len=3, top_genres=2, genre_history_len=4)
+    got = compare(spark, history, imps, clicks, max_len=3, top_genres=2, genre_history_len=4, one_shuffle=one_shuffle)
     edges = {
         name: _as_python(value)
         for name, value in got[got.user_id == "u_edges"].iloc[-1].items()
@@ -292,13 +297,25 @@ def test_history_and_item_statistics_equal_the_reference(spark, generated):
     assert got.hist_click_len.max() == 3 and got.hist_skip_len.max() == 3
 
 
-def test_users_spanning_many_chunks_and_batches(spark, generated, monkeypatch):
-    """Tiny Arrow batches and chunks: every user crosses chunk boundaries and carries its lookback over."""
+@pytest.mark.parametrize("one_shuffle", [False, True], ids=["two_passes", "one_shuffle"])
+def test_users_spanning_many_chunks_and_batches(spark, generated, monkeypatch, one_shuffle):
+    """Tiny Arrow batches and chunks: every user crosses chunk boundaries and carries its lookback over
+    (and with one shuffle, the item counts wait across chunk boundaries for their impression)."""
     imps, clicks = generated
     monkeypatch.setattr(history, "CHUNK_ROWS", 1)
     previous = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
     try:
-        compare(spark, history, imps, clicks, max_len=5, top_genres=3, genre_history_len=2, lookback=35)
+        compare(
+            spark,
+            history,
+            imps,
+            clicks,
+            max_len=5,
+            top_genres=3,
+            genre_history_len=2,
+            lookback=35,
+            one_shuffle=one_shuffle,
+        )
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", previous)

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 import feature_spec
 from features import history, labels, validate, vocab
 from features import items as item_features
-from pipelines import publish
+from pipelines import storage
 from pipelines.config_schema import validate_build_config
 from pipelines.errors import ConfigError
 from pipelines.publish import StagedOutput
@@ -44,7 +44,7 @@ from pipelines.samples.report import (
     split_counts,
     write_metadata,
 )
-from pipelines.samples.runtime import Persisted, Timings, quiet_py4j, sized_partitions
+from pipelines.samples.runtime import Persisted, SparkTimings, quiet_py4j, sized_partitions
 from pipelines.samples.storage import check_spark_reads, scratch_staging, spark_parts_folder
 from pipelines.samples.tfrecord import compression_options, write_tfrecords
 from pipelines.samples.validation import RejectFractionError, Validated, read_events, validate_raw
@@ -110,18 +110,19 @@ def _point_in_time_features(
         .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabularies.frames["item_id"], "item_idx"))
         .transform(lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres))
     )
-    return imps.transform(
-        lambda d: history.user_history(
-            d,
-            click_events,
-            window,
-            lookback,
-            int(h["max_len"]),
-            int(h["top_genres"]),
-            int(h["genre_history_len"]),
-            vectors,
-        )
-    ).transform(lambda d: history.item_statistics(d, click_events, lookback, recent))
+    # One shuffle of the wide rows: the item counts are taken on narrow rows and ride along the user pass.
+    return history.point_in_time_features(
+        imps,
+        click_events,
+        "impression_key",
+        window,
+        lookback,
+        recent,
+        int(h["max_len"]),
+        int(h["top_genres"]),
+        int(h["genre_history_len"]),
+        vectors,
+    )
 
 
 def _attributed_clicks(raw: Validated, window: int, persist, plan: Plan) -> tuple[DataFrame, DataFrame, int]:
@@ -201,7 +202,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
     `plan` says what to build (default: samples of the whole log, fitted on its train split); see Plan.
     `config` is validated first (pipelines/config_schema.py): a bad value is a ConfigError before any work."""
     plan = plan or Plan()
-    timings, started = Timings(spark), time.perf_counter()
+    timings, started = SparkTimings(spark), time.perf_counter()
     config = validate_build_config(config)
     persist = Persisted()
     applied, scratch_folder = _check_before_work(spark, raw_dir, output, config, plan)
@@ -264,7 +265,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         report.update(oov=oov, partitions=partitions, config=config)  # config: a later --spec build needs the same
         if scratch is not None:
             for part in ("rejects", "vocab"):
-                publish.copy_tree(posixpath.join(scratch.path, part), posixpath.join(stage.path, part))
+                storage.copy_tree(posixpath.join(scratch.path, part), posixpath.join(stage.path, part))
         write_metadata(stage.path, spec, report)
         stage.publish()
         return report
@@ -279,7 +280,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
 
 def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict, splits: tuple[str, ...]) -> list:
     for name in splits:
-        publish.makedirs(posixpath.join(staging, name))
+        storage.makedirs(posixpath.join(staging, name))
     features = [(f["name"], f["dtype"]) for f in feature_spec.all_features(spec)]
     return write_tfrecords(
         _shard_layout(samples, config),
