@@ -131,7 +131,7 @@ def load_train_config(args: argparse.Namespace):
     flags += [f"epochs={args.epochs}"] if args.epochs is not None else []
     # quoted: a path such as 2026-01-01 or 123 stays a string
     flags += [f"init_from={json.dumps(args.init_from)}"] if args.init_from is not None else []
-    config = load_job_config("train", args.conf, [*args.overrides, *flags])
+    config = load_job_config("train", args.conf, [*args.overrides, *flags], model_names=MODEL_NAMES)
     from pipelines.training.train import model_params
 
     try:

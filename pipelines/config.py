@@ -183,16 +183,21 @@ def load_config(default_name: str, conf_file: str | None = None, overrides: list
     return config
 
 
-def load_job_config(job: str, conf_file: str | None = None, overrides: list[str] | None = None):
+def load_job_config(
+    job: str, conf_file: str | None = None, overrides: list[str] | None = None, model_names: list[str] | None = None
+):
     """`load_config(job, ...)`, validated: for "build_samples" the normalized plain dict
-    (config_schema.validate_build_config), for "train" a config_schema.TrainConfig. ConfigError
-    (every violation) when anything is wrong; nothing else is touched."""
+    (config_schema.validate_build_config), for "train" a config_schema.TrainConfig, whose `model` must be one
+    of `model_names` when given (the registry's: this module imports no model). ConfigError (every
+    violation) when anything is wrong; nothing else is touched."""
     from pipelines import config_schema
 
-    validators = {"build_samples": config_schema.validate_build_config, "train": config_schema.validate_train_config}
-    if job not in validators:
-        raise ValueError(f"no config schema for job {job!r}; known: {', '.join(validators)}")
-    return validators[job](load_config(job, conf_file, overrides))
+    if job not in ("build_samples", "train"):
+        raise ValueError(f"no config schema for job {job!r}; known: build_samples, train")
+    config = load_config(job, conf_file, overrides)
+    if job == "build_samples":
+        return config_schema.validate_build_config(config)
+    return config_schema.validate_train_config(config, model_names)
 
 
 def _empty_mappings(config: dict, path: str = ""):

@@ -13,7 +13,7 @@ integer (and keeps it as given). Every violation is reported, one `<dotted.key>:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal, Optional
 
@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WrapValidator,
     field_validator,
     model_validator,
@@ -404,11 +405,12 @@ class DebugSection(Section):
     weights_dir: Optional[str]  # every worker writes its trained weights here (worker-<type>-<index>.weights.h5)
 
 
-def _model_name(value):
-    from models import MODEL_NAMES  # imported here: loads TensorFlow, which the build job never needs
-
-    if value not in MODEL_NAMES:
-        raise PydanticCustomError("model", "must be one of {names}", {"names": ", ".join(MODEL_NAMES)})
+def _model_name(value, info: ValidationInfo):
+    """The model names come from the caller (`context["model_names"]`, the registry's): the schema imports
+    no model, so the build job's side never loads TensorFlow. Without them the name is not checked here."""
+    names = (info.context or {}).get("model_names")
+    if names is not None and value not in names:
+        raise PydanticCustomError("model", "must be one of {names}", {"names": ", ".join(names)})
     return value
 
 
@@ -498,7 +500,7 @@ class DataSection(Section):
 
 
 class TrainConfig(Section):
-    model: Annotated[str, WrapValidator(lambda v, h: _model_name(h(v)))]
+    model: Annotated[str, WrapValidator(lambda v, h, info: _model_name(h(v), info))]
     run_id: Optional[Name]  # null: the name of the output directory
     epochs: PositiveInt
     batch_size: PositiveInt
@@ -603,13 +605,13 @@ def _cross_section_problems(model: type[Section], config: dict) -> list[str]:
     return problems
 
 
-def _validate(model: type[Section], config) -> Section:
+def _validate(model: type[Section], config, context: dict | None = None) -> Section:
     if isinstance(config, model):
         return config
     if not isinstance(config, Mapping):
         raise ConfigError(f"config: must be a mapping of config keys, got {type(config).__name__}")
     try:
-        return model.model_validate(dict(config))
+        return model.model_validate(dict(config), context=context)
     except ValidationError as exc:
         problems = config_problems(exc)
         problems += [p for p in _cross_section_problems(model, dict(config)) if p not in problems]
@@ -622,6 +624,11 @@ def validate_build_config(config: Mapping) -> dict:
     return _validate(BuildConfig, config).model_dump()
 
 
-def validate_train_config(config: TrainConfig | Mapping) -> TrainConfig:
-    """The train config as a TrainConfig (a TrainConfig is returned as it is); ConfigError as above."""
-    return _validate(TrainConfig, config)
+def validate_train_config(config: TrainConfig | Mapping, model_names: Sequence[str] | None = None) -> TrainConfig:
+    """The train config as a TrainConfig (a TrainConfig is returned as it is); ConfigError as above.
+
+    `model_names`: the registry's (models.MODEL_NAMES), which the training side passes; `model` must be one."""
+    validated = _validate(TrainConfig, config, {"model_names": model_names})
+    if model_names is not None and validated.model not in model_names:  # a TrainConfig built without them
+        raise ConfigError(f"model: must be one of {', '.join(model_names)}, got {shown(validated.model)}")
+    return validated

@@ -266,6 +266,18 @@ def test_unknown_keys_are_still_refused(tmp_path, capsys):
         validate_train_config(config)
 
 
+def test_the_model_name_is_checked_against_the_names_the_training_side_passes():
+    # The schema imports no model (the build side never loads TensorFlow): the registry's names come in.
+    config = load_config("train", None, ["model=nope"])
+    assert validate_train_config(config).model == "nope"
+    with pytest.raises(ConfigError, match=r"^model: must be one of deepfm, dcn, got 'nope'$"):
+        validate_train_config(config, ["deepfm", "dcn"])
+    validated = validate_train_config(config)  # a TrainConfig made without the names is checked too
+    with pytest.raises(ConfigError, match=r"^model: must be one of deepfm, got 'nope'$"):
+        validate_train_config(validated, ["deepfm"])
+    assert validate_train_config(load_config("train", None, ["model=dcn"]), ["deepfm", "dcn"]).model == "dcn"
+
+
 # ---------------------------------------------------------------- exact cases, train
 
 

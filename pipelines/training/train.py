@@ -37,7 +37,7 @@ from collections.abc import Mapping
 
 import keras
 
-from models import ParamError, build_model, compile_model, resolve_params
+from models import MODEL_NAMES, ParamError, build_model, compile_model, resolve_params
 from pipelines.config_schema import TrainConfig, validate_train_config
 from pipelines.errors import ConfigError
 from pipelines.timings import Timings
@@ -74,7 +74,7 @@ def train(samples_dir: str, run_dir: str, config: TrainConfig | Mapping) -> dict
     `config` is validated first (a mapping becomes a TrainConfig), the model params too: a ConfigError
     leaves RUN untouched."""
     clock = Timings()
-    config = validate_train_config(config)
+    config = validate_train_config(config, MODEL_NAMES)
     params = _resolved_params(config)
     role = Role.join(run_dir, config)  # a parameter_server worker or ps task serves here until stopped
     # RUN, the selected days, the samples and RUN0 are checked before RUN is touched
