@@ -1,4 +1,4 @@
-"""A real one-machine Spark standalone cluster (issue 17, part 1): `jobs.spark_cluster up` starts a master and
+"""A real one-machine Spark standalone cluster: `jobs.spark_cluster up` starts a master and
 a worker, `spark-submit --master spark://...` runs build_samples on them with the same samples as a local
 build, and `down` stops, by pid, only the processes `up` started."""
 

@@ -1,4 +1,4 @@
-"""Daily builds (issue 18): fit once (--fit-only), apply the spec day by day (--spec --date), rebuild a day.
+"""Daily builds: fit once (--fit-only), apply the spec day by day (--spec --date), rebuild a day.
 
 The reference for every day build is one build of the whole log with the same spec: a sample must not
 depend on whether its day was built alone, which proves that a day's window reads all the history it needs.

@@ -1,4 +1,4 @@
-"""What a spec promises a daily build (issue 29): no sample changes under an unchanged spec hash, no
+"""What a spec promises a daily build: no sample changes under an unchanged spec hash, no
 impression lost between RAW's date partitions, vocabularies that match their spec, and a clear error (exit 2)
 for every bad input of a day build, before anything is written.
 

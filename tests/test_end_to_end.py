@@ -11,7 +11,7 @@ drive the click model (an exponential moving average of the clicked items' vecto
 * every model reaches MIN_RATIO_EVERY of the true AUC;
 * the best of the five baselines (mean-pooled histories) reaches MIN_RATIO_BASELINE;
 * each sequence model (din, dfn: the histories read against the target item) reaches
-  MIN_RATIO_SEQUENCE and at least the test AUC of the best baseline (issue 10).
+  MIN_RATIO_SEQUENCE and at least the test AUC of the best baseline.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def train_sets(name: str) -> list:
 
 SEQUENCE_MODELS = ("din", "dfn")
 BASELINE_MODELS = tuple(n for n in MODEL_NAMES if n not in SEQUENCE_MODELS)
-# Ratios measured on this world (2026-12-02, train seed 42 unless said): baselines 0.958 (emb_mlp)
+# Ratios measured on this world (train seed 42 unless said; docs/model_quality.md): baselines 0.958 (emb_mlp)
 # to 0.969 (deepfm, dcn_v2; dcn_v2 0.968 with seed 7); din 0.9724 to 0.975 over six runs (seeds
 # 42, 7, 11), dfn 0.9720 to 0.9751 over seven; each beat the best baseline's test AUC (0.8273 to
 # 0.8287) by 0.0024 to 0.0063. Not trained any more: the same world with 5-long histories, where a

@@ -1,5 +1,5 @@
 """Bounded memory: partitions sized by the data, the local driver's heap, and a clear message when memory
-still runs out (issue 21). The two builds here run in their own JVM with a 512 MB heap."""
+still runs out. The two builds here run in their own JVM with a 512 MB heap."""
 
 import json
 import os
@@ -113,8 +113,8 @@ SMALL_HEAP = "512m"
 
 @pytest.fixture(scope="module")
 def raw_400k(tmp_path_factory):
-    """400,000 synthetic impressions: on a 512 MB heap in one shuffle partition, the build before issue 21
-    (frames persisted in memory, 10,000-row cache batches) failed with java.lang.OutOfMemoryError."""
+    """400,000 synthetic impressions: on a 512 MB heap in one shuffle partition, a build with frames
+    persisted in memory and 10,000-row cache batches fails with java.lang.OutOfMemoryError."""
     raw = str(tmp_path_factory.mktemp("memory") / "raw")
     subprocess.run(
         [sys.executable, "-m", "jobs.generate_synthetic", "--output", raw, "--impressions", "400000", "--seed", "3"],

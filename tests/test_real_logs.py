@@ -1,4 +1,4 @@
-"""Real-log robustness (issue 7): out-of-range timestamps, slate impression ids, spark-submit
+"""Real-log robustness: out-of-range timestamps, slate impression ids, spark-submit
 settings, standard CSV, a partitioning-independent spec hash, empty inputs and splits,
 file-order item dedup, bad configs."""
 

@@ -113,9 +113,9 @@ class Persisted:
     """The frames a run persists, released when it ends.
 
     On local disk only: a block is written and read back as a stream, so a task's memory does not grow
-    with its partition. In memory, a partition was one block unrolled in the heap, and its columnar
-    batches competed with the sorts of the same task: 10M impressions failed with the heap full
-    (docs/memory.md). Measured at 1M impressions, the disk level was not slower (BENCHMARKS.md)."""
+    with its partition. In memory, a partition is one block unrolled in the heap, whose columnar batches
+    compete with the sorts of the same task and fill the heap at 10M impressions (docs/memory.md); the
+    disk level is not slower (BENCHMARKS.md)."""
 
     def __init__(self):
         self.frames: list[DataFrame] = []
