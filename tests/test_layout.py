@@ -161,3 +161,36 @@ def test_the_shared_config_modules_import_neither_stack(module):
     if not (ROOT / module).exists():
         pytest.skip(f"{module} does not exist")
     assert _stack_imports(module, TENSORFLOW + ("pyspark", "models", "features")) == {}
+
+
+# ---------------------------------------------------------------- sizes a reader can hold
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 600, 80
+
+
+def _sized_files() -> list[Path]:
+    return [
+        path
+        for folder in (*SOURCE_PACKAGES, "tests", "benchmarks")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if "__pycache__" not in path.parts
+    ]
+
+
+def test_no_file_is_over_600_lines():
+    long = {
+        str(p.relative_to(ROOT)): n for p in _sized_files() if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES
+    }
+    assert long == {}
+
+
+def test_no_function_is_over_80_lines_outside_the_benchmarks_and_the_sources():
+    long = {}
+    for path in _sized_files():
+        if path.relative_to(ROOT).parts[0] in ("benchmarks", "sources"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(ROOT)}:{node.name}"] = lines
+    assert long == {}
