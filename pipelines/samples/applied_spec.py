@@ -10,7 +10,7 @@ from pipelines import storage
 from pipelines.errors import ConfigError
 from pipelines.samples import fitting, settings
 from pipelines.samples.model_inputs import declared_features, vector_columns
-from pipelines.samples.storage import hadoop_has_file_system
+from pipelines.samples.spark_files import hadoop_has_file_system
 from pipelines.samples.tfrecord import compression_options
 
 

@@ -45,7 +45,7 @@ from pipelines.samples.report import (
     write_metadata,
 )
 from pipelines.samples.runtime import Persisted, SparkTimings, quiet_py4j, sized_partitions
-from pipelines.samples.storage import check_spark_reads, scratch_staging, spark_parts_folder
+from pipelines.samples.spark_files import check_spark_reads, scratch_staging, spark_parts_folder
 from pipelines.samples.tfrecord import compression_options, write_tfrecords
 from pipelines.samples.validation import RejectFractionError, Validated, read_events, validate_raw
 
