@@ -27,8 +27,11 @@ normalized vectors, and zeros without any. Item
 statistics count the item's impressions and clicks in `[t - lookback, t)` and
 in `[t - recent, t)`.
 
-How: one pass per key, one shuffle each. The impressions (every column, carried
-through) and the few click columns a pass needs are unioned into one stream,
+How: one pass per key, one shuffle each. `point_in_time_features` runs the item
+pass on narrow rows and lets its counts travel in the user pass's stream (each
+row just before its impression), so the wide rows are shuffled once. The
+impressions (every column, carried through) and the few click columns a pass
+needs are unioned into one stream,
 shuffled by the key (user for the history, item for the statistics) and sorted
 by (key, ts, item) within each partition; `mapInArrow` hands each partition to
 numpy. In one key's sorted events, a count over `[t - lookback, t)` is the

@@ -14,7 +14,6 @@ branch on which one it runs:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -32,9 +31,7 @@ class EmptySplitError(RuntimeError):
 
 
 def _iso(seconds) -> str:
-    if seconds is None:
-        return "nothing"
-    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "nothing" if seconds is None else windows.iso(seconds)
 
 
 def check_splits_not_empty(imps: DataFrame, valid_start: int, test_start: int) -> None:
@@ -60,8 +57,6 @@ def check_splits_not_empty(imps: DataFrame, valid_start: int, test_start: int) -
 @dataclass(frozen=True)
 class WholeLog:
     """Samples of the whole log, split by time into train, valid and test."""
-
-    window = None
 
     @property
     def splits(self) -> tuple[str, ...]:

@@ -125,13 +125,13 @@ def _point_in_time_features(
     )
 
 
-def _attributed_clicks(raw: Validated, window: int, persist, plan: Plan) -> tuple[DataFrame, DataFrame, int]:
+def _attributed_clicks(raw: Validated, window: int, persist, mode: BuildMode) -> tuple[DataFrame, DataFrame, int]:
     """(keyed impressions, clicks with the impression they credit, number of orphan clicks the build owns)."""
     keyed = labels.with_impression_key(raw.impressions)
     # The as-of branch shuffles every impression: only worth it when some click lacks an id.
     without_id = raw.clicks.where(F.col("impression_id").isNull()).limit(1).count() > 0
     attributed = persist(labels.attribute_clicks(raw.clicks, keyed, window, match_without_id=without_id))
-    orphans = attributed.where(F.col("credited_key").isNull() & plan.mode.owns(F.col("ts")))
+    orphans = attributed.where(F.col("credited_key").isNull() & mode.owns(F.col("ts")))
     return keyed, attributed, orphans.count()
 
 
@@ -223,7 +223,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             raw = validate_raw(spark, raw_dir, config, persist, spark_dir, plan.mode, known_lengths)
             rows.update({f"{name} read": count for name, count in raw.rows_read.items()})
         with timings.step("labels"):
-            keyed, attributed, orphan_clicks = _attributed_clicks(raw, attribution_window(config), persist, plan)
+            keyed, attributed, orphan_clicks = _attributed_clicks(raw, attribution_window(config), persist, plan.mode)
         with timings.step("split"):
             imps, boundaries = _labelled_splits(raw, keyed, attributed, config, persist, plan.mode)
         with timings.step("fit_vocabularies"):

@@ -101,8 +101,13 @@ class Window:
         return (ts >= F.lit(self.start)) & (ts < F.lit(self.end))
 
 
+def iso(seconds: int) -> str:
+    """Epoch seconds as an ISO UTC time, as reports and messages write it."""
+    return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _iso_range(start: int, end: int) -> list[str]:
-    return [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for t in (start, end)]
+    return [iso(start), iso(end)]
 
 
 def partition_folders(spark: SparkSession, folder: str) -> list[str]:
