@@ -64,6 +64,8 @@ _CLICK, _GENRES = "_history_click", "_history_genres"  # internal columns of the
 # On the rows of values computed by an earlier pass (`attached`): they sort just before their impression.
 _ATTACHED = "_history_attached"
 _VECTOR = "_history_vector_"  # + vector column: the clicked item's vector, on the click rows of the stream
+# On impressions that are history events only (a day build's lookback): they count, but get no features.
+_HISTORY_ONLY = "_history_only"
 VECTOR_BLOCK_ROWS = 8192  # query rows whose last-N vectors are summed at once: bounds the temporaries
 
 Features = dict[str, pa.Array]
@@ -335,7 +337,7 @@ def _sorted_pass(
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: `batches` are impression and click rows sorted by (key, ts, ...). Yields the
     impressions (`output_columns`) with the features `compute(events, segment, query)` gives them, then
-    the `attached` values of each.
+    the `attached` values of each; impressions flagged history-only are events and yield nothing.
 
     The last key of a chunk may continue in the next one: its events within `horizon` of its latest time
     (all that can still count) are carried over, as events only, ahead of the next chunk's rows.
@@ -352,15 +354,18 @@ def _sorted_pass(
         if carried is not None:
             events = pa.concat_tables([carried, events])
         segment = _segments(events.column(key).combine_chunks())
-        is_impression = ~_column(chunk, _CLICK).astype(bool)
-        query = np.concatenate([np.zeros(events.num_rows - chunk.num_rows, dtype=bool), is_impression])
-        rows = chunk.filter(pa.array(is_impression)).select(output_columns)
-        added = compute(events, segment, query)
-        if attached is not None:
-            added.update(attached.values_of(rows))
-        for name, values in added.items():
-            rows = rows.append_column(name, values)
-        yield from rows.combine_chunks().to_batches(max_chunksize=OUT_BATCH_ROWS)
+        is_query = ~_column(chunk, _CLICK).astype(bool)
+        if _HISTORY_ONLY in chunk.column_names:
+            is_query &= ~_column(chunk, _HISTORY_ONLY, null=False).astype(bool)
+        if is_query.any():
+            query = np.concatenate([np.zeros(events.num_rows - chunk.num_rows, dtype=bool), is_query])
+            rows = chunk.filter(pa.array(is_query)).select(output_columns)
+            added = compute(events, segment, query)
+            if attached is not None:
+                added.update(attached.values_of(rows))
+            for name, values in added.items():
+                rows = rows.append_column(name, values)
+            yield from rows.combine_chunks().to_batches(max_chunksize=OUT_BATCH_ROWS)
 
         ts = _column(events, "ts")
         tail = (segment == segment[-1]) & (ts >= ts[-1] - horizon)
@@ -378,10 +383,14 @@ def _with_features(
     horizon: int,
     compute: Callable[[pa.Table, np.ndarray, np.ndarray], Features],
     attached: tuple[DataFrame, str] | None = None,
+    history_only: DataFrame | None = None,
 ) -> DataFrame:
     """`impressions` with the `added` features of one pass by `key`: impressions and the click columns
     the pass needs in one stream, shuffled by `key` and sorted by `sort` within partitions; every
     impression column is carried through.
+
+    `history_only`: more impressions (the event columns the pass reads), counted as history events
+    only: they get no features and are not output.
 
     `attached` = (rows, row key): narrow rows of values an earlier pass computed per impression (the sort
     columns, the row key and the values), shuffled in the same stream and appended to their impression:
@@ -397,6 +406,13 @@ def _with_features(
         F.lit(True).alias(_CLICK),
     )
     stream = flagged.unionByName(click_rows, allowMissingColumns=True)
+    if history_only is not None:
+        past = history_only.select(
+            *[F.col(name).cast(impressions.schema[name].dataType) for name in history_only.columns],
+            F.lit(False).alias(_CLICK),
+            F.lit(True).alias(_HISTORY_ONLY),
+        )
+        stream = stream.unionByName(past, allowMissingColumns=True)
     order = [F.col(name) for name in sort]
     fields, carry = list(impressions.schema.fields) + added, None
     if attached is not None:
@@ -472,6 +488,7 @@ def user_history(
     genre_history_len: int,
     vector_columns: dict[str, int] | None = None,
     attached: tuple[DataFrame, str] | None = None,
+    history_only: DataFrame | None = None,
 ) -> DataFrame:
     """Impressions with their user's point-in-time history.
 
@@ -484,6 +501,8 @@ def user_history(
     column `v`: user_v [length] (array<float>, null without any) and user_v_len.
     `attached` = (rows, row key): per-impression values of an earlier pass, appended last (see
     `_with_features`); the rows carry user_id, ts, item_idx, the row key and the values.
+    `history_only`: earlier impressions (user_id, item_idx, ts, label) that count in the history but
+    make no output row (a day build's lookback).
     """
     vector_columns = dict(vector_columns or {})
     added = [_spark_field(f) for f in user_history_features(max_len, top_genres, vector_columns)]
@@ -521,6 +540,7 @@ def user_history(
         lookback_seconds,
         compute,
         attached,
+        history_only,
     )
 
 
@@ -529,11 +549,13 @@ def item_statistics(
     clicks: DataFrame,
     lookback_seconds: int,
     recent_seconds: int,
+    history_only: DataFrame | None = None,
 ) -> DataFrame:
     """Impressions with their item's prior impressions and clicks, over the lookback and a recent window.
 
     `impressions`: item_id, ts (plus any other columns, kept). `clicks`: item_id, ts.
     Adds item_impressions, item_clicks, item_impressions_recent, item_clicks_recent.
+    `history_only`: earlier impressions (item_id, ts) that are counted but make no output row.
     """
 
     def compute(events: pa.Table, segment: np.ndarray, query: np.ndarray) -> Features:
@@ -549,6 +571,7 @@ def item_statistics(
         [T.StructField(name, T.LongType()) for name in ITEM_STATISTICS],
         max(lookback_seconds, recent_seconds),
         compute,
+        history_only=None if history_only is None else history_only.select("item_id", "ts"),
     )
 
 
@@ -563,6 +586,7 @@ def point_in_time_features(
     top_genres: int,
     genre_history_len: int,
     vector_columns: dict[str, int] | None = None,
+    history_only: DataFrame | None = None,
 ) -> DataFrame:
     """`user_history`, then the `item_statistics` columns, with one shuffle of the wide rows.
 
@@ -570,9 +594,13 @@ def point_in_time_features(
     unique); its counts ride along the user pass's stream, each just before its impression, instead of
     a join or a second shuffle of every column. The columns and values are those of `user_history`
     followed by `item_statistics`.
+
+    `history_only`: earlier impressions (user_id, item_id, item_idx, ts, label) that both passes count
+    as events, on narrow rows, but that get no features and make no output row: a day build carries
+    only its own day's impressions wide.
     """
     narrow = impressions.select(row_key, "user_id", "item_id", "item_idx", "ts")
-    counts = item_statistics(narrow, clicks, lookback_seconds, recent_seconds).drop("item_id")
+    counts = item_statistics(narrow, clicks, lookback_seconds, recent_seconds, history_only).drop("item_id")
     return user_history(
         impressions,
         clicks,
@@ -583,6 +611,7 @@ def point_in_time_features(
         genre_history_len,
         vector_columns,
         attached=(counts, row_key),
+        history_only=None if history_only is None else history_only.select("user_id", "item_idx", "ts", "label"),
     )
 
 

@@ -6,7 +6,7 @@ import pytest
 from pyspark.sql import functions as F
 
 import feature_spec
-from pipelines.samples.build_mode import CONTEXT, Days, EmptySplitError, WholeLog
+from pipelines.samples.build_mode import CONTEXT, HISTORY_COLUMNS, Days, EmptySplitError, WholeLog
 from pipelines.samples.build_samples import Plan
 from pipelines.samples.windows import Window
 
@@ -53,9 +53,21 @@ def test_the_whole_log_splits_by_time_and_fails_naming_an_empty_split(spark):
         WholeLog().check_not_empty(labelled.where(F.col("split") != "valid"), (valid_start, test_start), 8, 0)
 
 
+def test_days_carry_their_own_impressions_wide_and_the_lookback_as_narrow_history(spark):
+    imps = _impressions(spark, [JAN_2 - DAY, JAN_2, JAN_2 + 5]).withColumns({"label": F.lit(0), "position": F.lit(3)})
+    labelled, _ = Days(WINDOW).with_splits(imps, imps, SPLIT)
+    owned, history = Days(WINDOW).samples_and_history(labelled, lambda df: df)
+    assert sorted(row["ts"] for row in owned.collect()) == [JAN_2, JAN_2 + 5]
+    assert owned.columns == labelled.columns
+    assert tuple(history.columns) == HISTORY_COLUMNS and [row["ts"] for row in history.collect()] == [JAN_2 - DAY]
+    everything, none = WholeLog().samples_and_history(labelled, lambda df: df)
+    assert everything is labelled and none is None
+
+
 def test_days_without_an_impression_of_their_own_fail_with_the_counts(spark):
-    imps = _impressions(spark, [JAN_2 - DAY]).withColumn("split", F.lit(CONTEXT))
+    imps = _impressions(spark, [JAN_2 - DAY]).withColumn("label", F.lit(0))
+    owned, _ = Days(WINDOW).samples_and_history(Days(WINDOW).with_splits(imps, imps, SPLIT)[0], lambda df: df)
     with pytest.raises(
         EmptySplitError, match=r"no valid impressions on 2026-01-02 \(UTC\): 3 impressions .* 3 of them"
     ):
-        Days(WINDOW).check_not_empty(imps, None, 3, 3)
+        Days(WINDOW).check_not_empty(owned, None, 3, 3)

@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from features import history
 
@@ -218,15 +219,34 @@ def _as_python(value):
     return int(value)
 
 
-def compare(spark, module, imps, clicks, max_len, top_genres, genre_history_len, lookback=LOOKBACK, one_shuffle=False):
+def compare(
+    spark,
+    module,
+    imps,
+    clicks,
+    max_len,
+    top_genres,
+    genre_history_len,
+    lookback=LOOKBACK,
+    one_shuffle=False,
+    history_before=None,
+):
     """Run `module`'s user_history and item_statistics on the frames (one after the other, or with
-    `one_shuffle` as point_in_time_features combines them); assert every column equals the reference."""
+    `one_shuffle` as point_in_time_features combines them); assert every column equals the reference.
+
+    `history_before` (one shuffle only): the impressions before that time go in as history-only events,
+    on narrow rows; only the later ones must come out, with the features the whole log gives them."""
+    everything = imps
     imps_df = spark.createDataFrame(imps[[c.split()[0] for c in IMPRESSIONS_SCHEMA.split(", ")]], IMPRESSIONS_SCHEMA)
     clicks_df = spark.createDataFrame(clicks[[c.split()[0] for c in CLICKS_SCHEMA.split(", ")]], CLICKS_SCHEMA)
     user_settings = (max_len, top_genres, genre_history_len, {"v": VECTOR_LENGTH})
+    past = None
+    if history_before is not None:
+        past = imps_df.where(F.col("ts") < history_before).select("user_id", "item_id", "item_idx", "ts", "label")
+        imps_df, imps = imps_df.where(F.col("ts") >= history_before), imps[imps.ts >= history_before]
     if one_shuffle:
         out = module.point_in_time_features(
-            imps_df, clicks_df, "impression_id", WINDOW, lookback, RECENT, *user_settings
+            imps_df, clicks_df, "impression_id", WINDOW, lookback, RECENT, *user_settings, history_only=past
         )
     else:
         out = module.user_history(imps_df, clicks_df, WINDOW, lookback, *user_settings).transform(
@@ -238,15 +258,16 @@ def compare(spark, module, imps, clicks, max_len, top_genres, genre_history_len,
     assert {types[c] for c in USER_FEATURES + ITEM_FEATURES} == {"array<bigint>", "bigint", "array<float>"}
     assert [types[c] for c in imps_df.columns] == [t for _, t in imps_df.dtypes]
 
-    got = out.toPandas().set_index("impression_id").loc[imps["impression_id"]]
-    assert len(got) == len(imps)
+    got = out.toPandas().set_index("impression_id")
+    assert sorted(got.index) == sorted(imps["impression_id"])
+    got = got.loc[imps["impression_id"]]
     passthrough = imps.set_index("impression_id")
     for column in ["user_id", "item_id", "item_idx", "ts", "label", "p_click"]:
         np.testing.assert_array_equal(got[column].to_numpy(), passthrough[column].to_numpy(), err_msg=column)
     assert [list(t) for t in got["tags"]] == list(passthrough["tags"])
 
-    expected = reference_user_history(imps, clicks, WINDOW, lookback, max_len, top_genres, genre_history_len)
-    expected_items = reference_item_statistics(imps, clicks, lookback, RECENT)
+    expected = reference_user_history(everything, clicks, WINDOW, lookback, max_len, top_genres, genre_history_len)
+    expected_items = reference_item_statistics(everything, clicks, lookback, RECENT)
     for impression_id, row in got.iterrows():
         want = {**expected[impression_id], **expected_items[impression_id]}
         have = {name: _as_python(row[name]) for name in want}
@@ -319,3 +340,25 @@ def test_users_spanning_many_chunks_and_batches(spark, generated, monkeypatch, o
         )
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", previous)
+
+
+@pytest.mark.parametrize("tiny_chunks", [False, True], ids=["default_chunks", "tiny_chunks"])
+def test_earlier_impressions_as_history_only_count_but_make_no_row(spark, generated, monkeypatch, tiny_chunks):
+    """A day build's lookback: the impressions before a cut enter both passes as narrow history events.
+    The later impressions get the features the whole log gives them, and only they come out (with tiny
+    chunks, many chunks hold history-only rows and no impression to compute)."""
+    imps, clicks = generated
+    cut = int(np.median(imps.ts))
+    if tiny_chunks:
+        monkeypatch.setattr(history, "CHUNK_ROWS", 1)
+    previous = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7" if tiny_chunks else previous)
+    try:
+        got = compare(
+            spark, history, imps, clicks, max_len=3, top_genres=2, genre_history_len=4, one_shuffle=True,
+            history_before=cut,
+        )
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", previous)
+    # The cut matters: many of the output rows count impressions that came in as history only.
+    assert (got.ts >= cut).all() and (got.user_impressions > 0).sum() > 100 and (got.item_impressions > 0).sum() > 100

@@ -8,7 +8,7 @@ branch on which one it runs:
   train, valid and test, and the fit is made on train.
 - `Days`: the events of a window of days (`windows.Window`), plus the lookback before them as history.
   The days' impressions are the build's one split (feature_spec.DAY_SPLIT, or train when it only fits);
-  the impressions before them are CONTEXT: history events, never samples.
+  the impressions before them are CONTEXT: history events on narrow rows, never samples.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pipelines.samples import windows
 
 # The split of the impressions before a window's days: read as history events, never written as samples.
 CONTEXT = "context"
+# What a history event of the point-in-time passes needs of an impression (features/history.py).
+HISTORY_COLUMNS = ("user_id", "item_id", "ts", "label")
 
 
 class EmptySplitError(RuntimeError):
@@ -79,6 +81,10 @@ class WholeLog:
         boundaries = split.split_boundaries(impressions, split_config)
         return split.assign_split(labelled, *boundaries), boundaries
 
+    def samples_and_history(self, labelled: DataFrame, persist) -> tuple[DataFrame, DataFrame | None]:
+        """(the impressions that become samples, the history-only impressions): all of them, none."""
+        return labelled, None
+
     def check_not_empty(self, imps: DataFrame, boundaries: tuple, rows_owned: int, rejected: int) -> None:
         check_splits_not_empty(imps, *boundaries)
 
@@ -113,8 +119,17 @@ class Days:
         own = F.when(self.owns(F.col("ts")), F.lit(self.splits[0])).otherwise(F.lit(CONTEXT))
         return labelled.withColumn("split", own), None
 
+    def samples_and_history(self, labelled: DataFrame, persist) -> tuple[DataFrame, DataFrame | None]:
+        """(the days' impressions, the lookback's impressions on narrow rows: the history columns only).
+
+        Only the days' impressions are carried wide (item attributes, features, output); the lookback's
+        enter the point-in-time passes as history events. `labelled` is persisted: both come from it."""
+        labelled = persist(labelled)
+        history = labelled.where(F.col("split") == CONTEXT).select(*HISTORY_COLUMNS)
+        return labelled.where(F.col("split") != CONTEXT), history
+
     def check_not_empty(self, imps: DataFrame, boundaries: None, rows_owned: int, rejected: int) -> None:
-        if imps.where(F.col("split") != CONTEXT).limit(1).count() == 0:
+        if imps.limit(1).count() == 0:
             raise EmptySplitError(
                 f"no valid impressions on {self.window.days} ({self.window.time_zone}): "
                 f"{rows_owned} impressions of those days were read, {rejected} of them rejected"

@@ -34,7 +34,7 @@ from pipelines.samples.applied_spec import (
     spec_differences,
     spec_vector_lengths,
 )
-from pipelines.samples.build_mode import CONTEXT, BuildMode, EmptySplitError, Plan
+from pipelines.samples.build_mode import BuildMode, EmptySplitError, Plan
 from pipelines.samples.model_inputs import declared_features, vector_columns
 from pipelines.samples.raw_input import InputError
 from pipelines.samples.report import (
@@ -93,9 +93,10 @@ def attribution_window(config: dict) -> int:
 
 
 def _point_in_time_features(
-    imps: DataFrame, attributed: DataFrame, raw: Validated, vocabularies, config: dict
+    imps: DataFrame, history_only: DataFrame | None, attributed: DataFrame, raw: Validated, vocabularies, config: dict
 ) -> DataFrame:
-    """Index ids and genres, then the user history and item statistics of every impression."""
+    """Index ids and genres, then the user history and item statistics of every impression of `imps`;
+    `history_only` (a day build's lookback) counts as history but makes no sample."""
     h, max_genres = config["history"], config["items"]["max_genres"]
     window = attribution_window(config)
     lookback = int(round(float(h["lookback_days"]) * 86400))
@@ -110,6 +111,8 @@ def _point_in_time_features(
         .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabularies.frames["item_id"], "item_idx"))
         .transform(lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres))
     )
+    if history_only is not None:
+        history_only = vocab.apply_vocabulary(history_only, "item_id", vocabularies.frames["item_id"], "item_idx")
     # One shuffle of the wide rows: the item counts are taken on narrow rows and ride along the user pass.
     return history.point_in_time_features(
         imps,
@@ -122,6 +125,7 @@ def _point_in_time_features(
         int(h["top_genres"]),
         int(h["genre_history_len"]),
         vectors,
+        history_only,
     )
 
 
@@ -136,18 +140,20 @@ def _attributed_clicks(raw: Validated, window: int, persist, mode: BuildMode) ->
 
 
 def _labelled_splits(raw: Validated, keyed, attributed, config: dict, persist, mode: BuildMode) -> tuple:
-    """Labelled impressions with their split and item attributes; the split boundaries (None for days)."""
+    """(labelled impressions that become samples, with their split and item attributes; the history-only
+    impressions (None but for days); the split boundaries (None for days))."""
     numeric_columns = list(config["items"]["numeric_columns"] or [])
     labelled, boundaries = mode.with_splits(
         labels.label_impressions(keyed, attributed), raw.impressions, config["split"]
     )
+    owned, history_only = mode.samples_and_history(labelled, persist)
     imps = persist(
-        labelled.transform(
+        owned.transform(
             lambda d: item_features.join_item_attributes(d, raw.items, numeric_columns, list(raw.vector_lengths))
         )
     )
     mode.check_not_empty(imps, boundaries, raw.rows_owned["impressions"], sum(raw.rejects["impressions"].values()))
-    return imps, boundaries
+    return imps, history_only, boundaries
 
 
 def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: dict, plan: Plan):
@@ -225,13 +231,12 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         with timings.step("labels"):
             keyed, attributed, orphan_clicks = _attributed_clicks(raw, attribution_window(config), persist, plan.mode)
         with timings.step("split"):
-            imps, boundaries = _labelled_splits(raw, keyed, attributed, config, persist, plan.mode)
+            imps, history_only, boundaries = _labelled_splits(raw, keyed, attributed, config, persist, plan.mode)
         with timings.step("fit_vocabularies"):
             fitted, vocabularies = _vocabularies(spark, imps, applied, plan, config, spark_dir)
         with timings.step("features") as rows:
-            # Impressions before the build's days (CONTEXT) were history events only: they make no sample.
-            features = _point_in_time_features(imps, attributed, raw, vocabularies, config)
-            samples = persist(features.where(F.col("split") != CONTEXT))
+            features = _point_in_time_features(imps, history_only, attributed, raw, vocabularies, config)
+            samples = persist(features)
             num_samples, oov = oov_counts(samples)  # materialized here, so the step timings say where time goes
             rows["samples"] = num_samples
         with timings.step("fit_transform"):
