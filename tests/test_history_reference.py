@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from features import history
+from features import history, sorted_pass
 
 # The whole history and statistics of a generated, tie-heavy world against the reference: `make test`.
 pytestmark = pytest.mark.slow
@@ -323,7 +323,7 @@ def test_users_spanning_many_chunks_and_batches(spark, generated, monkeypatch, o
     """Tiny Arrow batches and chunks: every user crosses chunk boundaries and carries its lookback over
     (and with one shuffle, the item counts wait across chunk boundaries for their impression)."""
     imps, clicks = generated
-    monkeypatch.setattr(history, "CHUNK_ROWS", 1)
+    monkeypatch.setattr(sorted_pass, "CHUNK_ROWS", 1)
     previous = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
     try:
@@ -350,12 +350,19 @@ def test_earlier_impressions_as_history_only_count_but_make_no_row(spark, genera
     imps, clicks = generated
     cut = int(np.median(imps.ts))
     if tiny_chunks:
-        monkeypatch.setattr(history, "CHUNK_ROWS", 1)
+        monkeypatch.setattr(sorted_pass, "CHUNK_ROWS", 1)
     previous = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7" if tiny_chunks else previous)
     try:
         got = compare(
-            spark, history, imps, clicks, max_len=3, top_genres=2, genre_history_len=4, one_shuffle=True,
+            spark,
+            history,
+            imps,
+            clicks,
+            max_len=3,
+            top_genres=2,
+            genre_history_len=4,
+            one_shuffle=True,
             history_before=cut,
         )
     finally:
