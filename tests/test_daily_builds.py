@@ -19,6 +19,7 @@ from pipelines.config import ConfigError
 from pipelines.publish import OutputRefused
 from pipelines.samples import build_samples as job
 from pipelines.samples import days as daily
+from pipelines.samples import fitting
 from pipelines.samples.fitting import SpecNotApplicable
 from pipelines.samples.windows import Window, day_start
 from sources.synthetic import generate
@@ -132,7 +133,7 @@ def test_the_fit_uses_its_days_only_and_a_day_counts_its_oov_tokens(four_days):
 
 
 @pytest.mark.slow
-def test_a_day_is_skipped_when_complete_and_replaced_alone_with_overwrite(four_days, spark):
+def test_a_day_is_skipped_when_complete_and_replaced_alone_with_overwrite(four_days, spark, monkeypatch):
     samples, others = four_days["samples"], [D[0], D[2], D[3]]
     before = {day: file_digests(feature_spec.day_folder(samples, day)) for day in D}
     day2 = day_samples(samples, D[1])
@@ -141,10 +142,13 @@ def test_a_day_is_skipped_when_complete_and_replaced_alone_with_overwrite(four_d
     assert skipped[0]["skipped"] is True
     assert file_digests(feature_spec.day_folder(samples, D[1])) == before[D[1]]
 
+    checks = []  # the spec's vocabularies are read and checked by Spark once per run, not again per day
+    check = fitting.check_vocabularies
+    monkeypatch.setattr(fitting, "check_vocabularies", lambda *args: checks.append(args[2]) or check(*args))
     rebuilt = daily.build_days(
         spark, four_days["raw"], samples, four_days["config"], four_days["spec"], [D[1]], overwrite=True
     )
-    assert rebuilt[0]["skipped"] is False
+    assert rebuilt[0]["skipped"] is False and len(checks) == 1
     for day in others:
         assert file_digests(feature_spec.day_folder(samples, day)) == before[day], day
     assert_same_samples(day_samples(samples, D[1]), day2)

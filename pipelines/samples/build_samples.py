@@ -156,10 +156,12 @@ def _labelled_splits(raw: Validated, keyed, attributed, config: dict, persist, m
     return imps, history_only, boundaries
 
 
-def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: dict, plan: Plan):
-    """(the applied spec or None, the folder for Spark's parts or None): every refusal that needs no data."""
+def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: dict, plan: Plan, applied=None):
+    """(the applied spec or None, the folder for Spark's parts or None): every refusal that needs no data.
+    `applied`: the spec of plan.spec_dir, already loaded and checked, or None to load and check it here."""
     check_spark_reads(spark, raw_dir)
-    applied = load_applied_spec(spark, plan.spec_dir)
+    if applied is None:
+        applied = load_applied_spec(spark, plan.spec_dir)
     # Name clashes and misuses of the configured item columns fail before any work (lengths do not matter).
     fitting.check_vector_config(
         declared_features(vocab.ID_INDICES, config, dict.fromkeys(vector_columns(config), 1)), config
@@ -202,16 +204,16 @@ def _spec_of(fitted, declared, vocabularies, raw: Validated, config: dict, appli
     return spec
 
 
-def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, plan: Plan | None = None) -> dict:
+def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, plan=None, applied=None) -> dict:
     """Run the whole job; return the report. Output appears atomically at `output`.
 
     `plan` says what to build (default: samples of the whole log, fitted on its train split); see Plan.
-    `config` is validated first (pipelines/config_schema.py): a bad value is a ConfigError before any work."""
-    plan = plan or Plan()
-    timings, started = SparkTimings(spark), time.perf_counter()
-    config = validate_build_config(config)
-    persist = Persisted()
-    applied, scratch_folder = _check_before_work(spark, raw_dir, output, config, plan)
+    `applied`: plan.spec_dir's spec as `load_applied_spec` returned it, if the caller has loaded and checked
+    it already (a day loop does so once for all its days). `config` is validated first
+    (pipelines/config_schema.py): a bad value is a ConfigError before any work."""
+    plan, timings, started = plan or Plan(), SparkTimings(spark), time.perf_counter()
+    config, persist = validate_build_config(config), Persisted()
+    applied, scratch_folder = _check_before_work(spark, raw_dir, output, config, plan, applied)
     # Refuses an output that overlaps RAW (or the --spec) or holds something else than earlier samples.
     stage = StagedOutput(output, inputs=[raw_dir] + ([plan.spec_dir] if plan.spec_dir else []), markers=SAMPLES_MARKERS)
     scratch = None

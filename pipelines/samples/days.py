@@ -127,6 +127,6 @@ def build_days(
             continue
         plan = Plan(spec_dir=spec_dir, window=_window(config, day, day))
         log.info("building %s into %s", plan.window.days, folder)
-        report = build_samples(spark, raw_dir, folder, config, plan)
+        report = build_samples(spark, raw_dir, folder, config, plan, applied)  # the spec is checked once
         results.append({"date": plan.window.days, "output": folder, "skipped": False, "report": report})
     return results
