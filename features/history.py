@@ -37,12 +37,11 @@ by (key, ts, item) within each partition; `mapInArrow` hands each partition to
 numpy. In one key's sorted events, a count over `[t - lookback, t)` is the
 difference of two `searchsorted` positions, a last-N list is a gather just below
 the upper one, and top genres count the tokens of each distinct window of clicks
-once. No Python runs per row. A partition is processed in chunks of whole Arrow
-batches (`features/sorted_pass.py`): the key whose rows cross a chunk boundary carries its events of the
-last lookback (older ones can no longer count) into the next chunk, so memory is
-bounded by a chunk of rows plus one key's lookback of narrow events, never by a
-key's whole history. Impressions given as `history_only` (a day build's
-lookback) are events of both passes, on narrow rows, and make no output row.
+once. No Python runs per row. `features/sorted_pass.py` runs the passes in
+chunks of whole Arrow batches, so memory is bounded by a chunk of rows plus one
+key's lookback of narrow events. Impressions given as `history_only` (a day
+build's lookback) are events of both passes, on narrow rows, and make no output
+row.
 """
 
 from __future__ import annotations
