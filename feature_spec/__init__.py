@@ -9,6 +9,7 @@ functions that need them.
     entries.py   constructors (the writing side): categorical, bucketized, sequence,
                  multi_categorical, numeric, label, metadata; vocabulary, split; new_spec (adds the hash)
     validate.py  per-kind rules of an entry, the whole-spec check
+    hashing.py   the OOV bucket of an unseen token (xxhash64, as Spark computes it) in plain Python
     access.py    accessors (the reading side): entries by role / kind, numeric names and widths
                  (numeric_fields), splits and their patterns, vocabularies (get_vocabulary) and
                  their tokens, compression, rows_per_record
@@ -38,6 +39,7 @@ from feature_spec.access import (
     numeric_fields,
     numeric_names,
     numeric_width,
+    oov_index_of,
     rows_per_record,
     sample_settings,
     smoothed_ctr_prior,
@@ -91,6 +93,7 @@ from feature_spec.format import (
     compute_spec_hash,
     to_json,
 )
+from feature_spec.hashing import oov_bucket, xxhash64
 from feature_spec.parsing import input_signature, parse_block_features, parse_features
 from feature_spec.validate import (
     VOCABULARY_COUNTS,
@@ -98,6 +101,8 @@ from feature_spec.validate import (
     check_embedded_fields,
     check_entry,
     check_vocabulary_rows,
+    first_token_index,
+    oov_bucket_count,
     validate_spec,
 )
 
@@ -176,6 +181,11 @@ __all__ = [
     "tf_dtype",
     "to_json",
     "validate_spec",
+    "first_token_index",
+    "oov_bucket",
+    "oov_bucket_count",
+    "oov_index_of",
+    "xxhash64",
     "vocabulary",
     "vocabulary_path",
     "vocabulary_tokens",

@@ -10,10 +10,12 @@ import posixpath
 
 from feature_spec.files import gfile, is_remote
 from feature_spec.format import EMBEDDED_KINDS, NUMERIC_KIND, OOV_INDEX, PADDING_INDEX, SpecError
+from feature_spec.hashing import oov_bucket
 from feature_spec.validate import (  # noqa: F401 - rows_per_record is an accessor too
     VocabularyError,
     check_entry,
     check_vocabulary_rows,
+    oov_bucket_count,
     rows_per_record,
 )
 
@@ -156,9 +158,20 @@ def vocabulary_path(samples_dir: str, spec: dict, name: str) -> str:
     return posixpath.join(str(samples_dir), vocab.get("path") or f"vocab/{name}")
 
 
+def oov_index_of(entry: dict, token: str) -> int:
+    """The index an unseen `token` gets in vocabulary `entry`: its OOV bucket (the one OOV index when the
+    vocabulary has one bucket)."""
+    buckets = oov_bucket_count(entry)
+    first = int(entry.get("oov_index", OOV_INDEX))
+    if buckets == 1:
+        return first
+    return oov_bucket(token, buckets, first, int(entry["oov_buckets"]["seed"]))
+
+
 def vocabulary_tokens(samples_dir: str, spec: dict, table: str, size: int) -> list:
-    """Token of every row of an embedding table: the vocabulary's tokens with <PAD> / <OOV>, or
-    bucket_<i> for a bucketized table (index_<i> for any other table without a vocabulary)."""
+    """Token of every row of an embedding table: the vocabulary's tokens with <PAD> and <OOV> (<OOV_k>, k from
+    0, with several OOV buckets), or bucket_<i> for a bucketized table (index_<i> for any other table without a
+    vocabulary)."""
     tokens: list = [None] * size
     vocab = get_vocabulary(spec, table)
     if vocab is not None:
@@ -167,7 +180,10 @@ def vocabulary_tokens(samples_dir: str, spec: dict, table: str, size: int) -> li
             if 0 <= index < size:
                 tokens[index] = token
         tokens[int(vocab.get("padding_index", PADDING_INDEX))] = "<PAD>"
-        tokens[int(vocab.get("oov_index", OOV_INDEX))] = "<OOV>"
+        first, buckets = int(vocab.get("oov_index", OOV_INDEX)), oov_bucket_count(vocab)
+        for k in range(buckets):
+            if first + k < size:
+                tokens[first + k] = "<OOV>" if buckets == 1 else f"<OOV_{k}>"
         return tokens
     prefix = "bucket" if is_bucketized_table(spec, table) else "index"
     return ["<PAD>" if i == 0 else f"{prefix}_{i}" for i in range(size)]

@@ -10,6 +10,7 @@ of the file (docs/feature_spec.md), and checks the entry it builds.
 from __future__ import annotations
 
 from feature_spec.format import FORMAT_VERSION, LABEL_NAME, OOV_INDEX, PADDING_INDEX, compute_spec_hash
+from feature_spec.hashing import HASH_FUNCTION, SPARK_SEED
 from feature_spec.validate import check_entry
 
 
@@ -109,9 +110,11 @@ def metadata(name: str, dtype: str, default=None) -> dict:
     return _entry(name, "metadata", "metadata", dtype, [], default=default)
 
 
-def vocabulary(*, size: int, num_tokens: int, min_count: int, path: str) -> dict:
-    """An entry of `vocabularies`: index 0 = padding, 1 = out-of-vocabulary, tokens from 2."""
-    return {
+def vocabulary(*, size: int, num_tokens: int, min_count: int, path: str, oov_buckets: int = 1) -> dict:
+    """An entry of `vocabularies`: index 0 = padding, then the out-of-vocabulary buckets from `oov_index`, then
+    the tokens. With one bucket (1 = OOV, tokens from 2) the entry has no `oov_buckets` key, so specs written
+    before buckets keep their hash; with K > 1 it records K and the hash that picks a token's bucket."""
+    entry = {
         "size": int(size),
         "num_tokens": int(num_tokens),
         "padding_index": PADDING_INDEX,
@@ -119,6 +122,9 @@ def vocabulary(*, size: int, num_tokens: int, min_count: int, path: str) -> dict
         "min_count": int(min_count),
         "path": path,
     }
+    if int(oov_buckets) != 1:
+        entry["oov_buckets"] = {"count": int(oov_buckets), "hash": HASH_FUNCTION, "seed": SPARK_SEED}
+    return entry
 
 
 def split(*, pattern: str, num_examples: int, label_rate: float | None) -> dict:

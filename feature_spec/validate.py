@@ -21,6 +21,7 @@ from feature_spec.format import (
     SpecError,
     compute_spec_hash,
 )
+from feature_spec.hashing import HASH_FUNCTION
 
 REQUIRED_KEYS = ("name", "role", "kind", "dtype", "shape")
 NORMALIZATION_KEYS = ("log1p", "mean", "std")
@@ -204,6 +205,35 @@ def _check_smoothed_ctr(value) -> None:
         raise SpecError(f"smoothed_ctr must be {{'prior': in [0, 1], 'smoothing': >= 0}}, got {value!r}")
 
 
+def oov_bucket_count(entry: dict) -> int:
+    """How many OOV buckets a vocabulary entry has (1 when it records none)."""
+    buckets = entry.get("oov_buckets")
+    return 1 if buckets is None else int(buckets["count"])
+
+
+def first_token_index(entry: dict) -> int:
+    """The index of a vocabulary's first token: after padding and its OOV buckets."""
+    return int(entry.get("oov_index", 1)) + oov_bucket_count(entry)
+
+
+def _check_oov_buckets(spec: dict) -> None:
+    for name, entry in (spec.get("vocabularies") or {}).items():
+        buckets = (entry or {}).get("oov_buckets")
+        if buckets is None:
+            continue
+        if (
+            not isinstance(buckets, dict)
+            or not _is_int(buckets.get("count"))
+            or buckets["count"] < 1
+            or buckets.get("hash") != HASH_FUNCTION
+            or not _is_int(buckets.get("seed"))
+        ):
+            raise SpecError(
+                f"vocabularies.{name}.oov_buckets must be {{'count': K >= 1, 'hash': {HASH_FUNCTION!r}, "
+                f"'seed': int}}, got {buckets!r}"
+            )
+
+
 def _check_sample_settings(value) -> None:
     if value is None:
         return
@@ -237,6 +267,7 @@ def validate_spec(spec: dict) -> dict:
                     'rows_per_record > 1 a null is stored as NaN / "" / -1: its default must be null'
                 )
     _check_paths(spec)
+    _check_oov_buckets(spec)
     _check_smoothed_ctr(spec.get("smoothed_ctr"))
     _check_sample_settings(spec.get("sample_settings"))
     expected = compute_spec_hash(spec)
@@ -258,8 +289,9 @@ VOCABULARY_COUNTS = ("rows", "null_rows", "distinct_tokens", "distinct_indices",
 
 def check_vocabulary_rows(name: str, entry: dict, counts: dict, where: str) -> None:
     """VocabularyError naming the vocabulary unless its rows are exactly what `entry` says: `num_tokens` rows,
-    no null, no token twice, and indices that are a permutation of FIRST..size-1 (0 and 1 are padding and OOV)."""
-    first = int(entry.get("oov_index", 1)) + 1
+    no null, no token twice, and indices that are a permutation of FIRST..size-1 (before FIRST: padding and
+    the OOV buckets)."""
+    first = first_token_index(entry)
     size, expected = int(entry["size"]), int(entry["num_tokens"])
     rows = int(counts["rows"])
     problems = []

@@ -44,9 +44,10 @@ def join_item_attributes(
     return joined.withColumn("genres", genres).drop("_genres")
 
 
-def genre_features(df: DataFrame, genre_index: dict[str, int], max_genres: int) -> DataFrame:
-    """Add genre_idxs (all genres, indexed), item_genres [max_genres] and item_primary_genre."""
-    indexed = df.withColumn("genre_idxs", index_tokens(F.col("genres"), genre_index))
+def genre_features(df: DataFrame, genre_index: dict[str, int], max_genres: int, buckets: int = 1) -> DataFrame:
+    """Add genre_idxs (all genres, indexed; an unseen genre to its OOV bucket among `buckets`), item_genres
+    [max_genres] and item_primary_genre."""
+    indexed = df.withColumn("genre_idxs", index_tokens(F.col("genres"), genre_index, buckets))
     return indexed.withColumn("item_genres", pad_array(F.col("genre_idxs"), max_genres)).withColumn(
         "item_primary_genre",
         F.coalesce(F.try_element_at(F.col("genre_idxs"), F.lit(1)), F.lit(PADDING_INDEX)).cast("long"),

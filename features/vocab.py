@@ -1,9 +1,13 @@
 """Vocabularies: fitted on the train split, applied to every split.
 
-Index convention (as NVTabular's Categorify): 0 = padding / missing, 1 = out of
-vocabulary, tokens from 2 in order of decreasing train count (ties by token).
-A vocabulary is a DataFrame `index, token, count`; it is written out by Spark
-and applied with a join, so it never has to fit in driver memory.
+Index layout: 0 = padding / missing, then K out-of-vocabulary buckets (1..K), then the tokens from K + 1 in
+order of decreasing train count (ties by token). With K = 1 (the default) this is NVTabular's Categorify
+layout: 1 = OOV, tokens from 2. With K > 1 an unseen token goes to bucket 1 + (xxhash64(token) mod K), a
+stable hash (feature_spec/hashing.py computes it without Spark), so unseen tokens do not all share one row.
+The buckets sit before the tokens, so a vocabulary that grows appends rows and moves no existing index.
+
+A vocabulary is a DataFrame `index, token, count`; it is written out by Spark and applied with a join, so
+it never has to fit in driver memory.
 """
 
 from __future__ import annotations
@@ -16,7 +20,18 @@ from features.declared import Declared
 
 PADDING_INDEX = 0
 OOV_INDEX = 1
-FIRST_TOKEN_INDEX = 2
+FIRST_TOKEN_INDEX = 2  # with one OOV bucket
+
+
+def first_token_index(buckets: int = 1) -> int:
+    return OOV_INDEX + int(buckets)
+
+
+def oov_index(token: Column, buckets: int = 1) -> Column:
+    """The OOV bucket of string `token`: OOV_INDEX + pmod(xxhash64(token), buckets); OOV_INDEX when one."""
+    if int(buckets) == 1:
+        return F.lit(OOV_INDEX).cast("long")
+    return (F.lit(OOV_INDEX) + F.pmod(F.xxhash64(token.cast("string")), F.lit(int(buckets)))).cast("long")
 
 
 # Vocabulary name -> the id column it indexes and the model input it becomes.
@@ -48,24 +63,30 @@ def id_features(vocabulary_names) -> list[Declared]:
     return [declared.categorical(index, name) for name, (_, index) in ID_INDICES.items() if name in vocabulary_names]
 
 
-def index_ids(df: DataFrame, vocabularies: dict[str, DataFrame]) -> DataFrame:
-    """Add user_idx, item_idx (and position_idx) through the fitted vocabularies."""
+def index_ids(
+    df: DataFrame, vocabularies: dict[str, DataFrame], oov_buckets: dict[str, int] | None = None
+) -> DataFrame:
+    """Add user_idx, item_idx (and position_idx) through the fitted vocabularies (`oov_buckets`: name -> K,
+    1 when absent)."""
     for name, (column, index) in ID_INDICES.items():
         if name in vocabularies:
-            df = apply_vocabulary(df, column, vocabularies[name], index)
+            df = apply_vocabulary(df, column, vocabularies[name], index, (oov_buckets or {}).get(name, 1))
     return df
 
 
-def fit_vocabulary(tokens: DataFrame, min_count: int = 1) -> DataFrame:
+def fit_vocabulary(tokens: DataFrame, min_count: int = 1, buckets: int = 1) -> DataFrame:
     """Vocabulary of the single string column `token` (null and empty tokens are ignored)."""
-    fitted, _ = fit_vocabularies(tokens.select(F.lit("_").alias("name"), "token"), min_count)
+    fitted, _ = fit_vocabularies(tokens.select(F.lit("_").alias("name"), "token"), min_count, {"_": buckets})
     return fitted.drop("name")
 
 
-def fit_vocabularies(tokens: DataFrame, min_count: int = 1) -> tuple[DataFrame, dict[str, int]]:
+def fit_vocabularies(
+    tokens: DataFrame, min_count: int = 1, oov_buckets: dict[str, int] | None = None
+) -> tuple[DataFrame, dict[str, int]]:
     """Several vocabularies at once from rows `name, token`: one count, one sort for all of them.
 
     Returns (`name, index, token, count`, {name: number of tokens}). Null and empty tokens are ignored.
+    A vocabulary's tokens start after its OOV buckets (`oov_buckets`: name -> K, 1 when absent).
     """
     counts = (
         tokens.where(F.col("token").isNotNull() & (F.col("token") != ""))
@@ -94,22 +115,26 @@ def fit_vocabularies(tokens: DataFrame, min_count: int = 1) -> tuple[DataFrame, 
         )
     else:
         offset = F.lit(0)
+    first = F.lit(FIRST_TOKEN_INDEX)
+    for name, buckets in sorted((oov_buckets or {}).items()):
+        if int(buckets) != 1:
+            first = F.when(F.col("name") == name, F.lit(first_token_index(buckets))).otherwise(first)
     fitted = ranked.select(
         F.col("name"),
-        (offset + F.col("_local") - 1 + FIRST_TOKEN_INDEX).cast("long").alias("index"),
+        (offset + F.col("_local") - 1 + first).cast("long").alias("index"),
         F.col("token").cast("string").alias("token"),
         F.col("count").cast("long").alias("count"),
     )
     return fitted, totals
 
 
-def apply_vocabulary(df: DataFrame, column: str, vocab: DataFrame, out_column: str) -> DataFrame:
-    """Add `out_column`: the index of `column`'s token, OOV when unseen, padding when null."""
+def apply_vocabulary(df: DataFrame, column: str, vocab: DataFrame, out_column: str, buckets: int = 1) -> DataFrame:
+    """Add `out_column`: the index of `column`'s token, its OOV bucket when unseen, padding when null."""
     lookup = vocab.select(F.col("token").alias("_token"), F.col("index").alias("_index"))
     joined = df.join(lookup, on=F.col(column).cast("string") == F.col("_token"), how="left")
     index = (
         F.when(F.col(column).isNull(), F.lit(PADDING_INDEX))
-        .otherwise(F.coalesce(F.col("_index"), F.lit(OOV_INDEX)))
+        .otherwise(F.coalesce(F.col("_index"), oov_index(F.col(column), buckets)))
         .cast("long")
     )
     return joined.withColumn(out_column, index).drop("_token", "_index")
@@ -123,10 +148,10 @@ def small_vocabulary_map(vocab: DataFrame, max_size: int = 100_000) -> dict[str,
     return {row["token"]: int(row["index"]) for row in vocab.collect()}
 
 
-def index_tokens(tokens: Column, mapping: dict[str, int]) -> Column:
-    """Map an array of string tokens through a small vocabulary; unseen -> OOV."""
+def index_tokens(tokens: Column, mapping: dict[str, int], buckets: int = 1) -> Column:
+    """Map an array of string tokens through a small vocabulary; unseen -> its OOV bucket."""
     if mapping:
         lookup = F.create_map(*[x for token, index in mapping.items() for x in (F.lit(token), F.lit(index))])
     else:
         lookup = F.create_map().cast("map<string,int>")
-    return F.transform(tokens, lambda t: F.coalesce(F.element_at(lookup, t), F.lit(OOV_INDEX)).cast("long"))
+    return F.transform(tokens, lambda t: F.coalesce(F.element_at(lookup, t), oov_index(t, buckets)).cast("long"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
     AfterValidator,
@@ -141,6 +141,26 @@ def _vector_columns(value):
 
 
 VectorColumns = Annotated[Any, BeforeValidator(_vector_columns)]
+
+
+VOCABULARY_NAMES = ("user_id", "item_id", "position", "genre")  # features/vocab.py: ID_INDICES and genre
+
+
+def _oov_buckets(value):
+    """vocab.oov_buckets: one positive integer for every vocabulary, or {vocabulary: positive integer}."""
+    per_name = value if isinstance(value, dict) else {"": value}
+    for name, count in per_name.items():
+        if name and name not in VOCABULARY_NAMES:
+            names = {"name": shown(name), "names": ", ".join(VOCABULARY_NAMES)}
+            raise PydanticCustomError("oov_buckets", "{name} is not a vocabulary (one of {names})", names)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise PydanticCustomError(
+                "oov_buckets", "must be a positive integer, or a mapping vocabulary: positive integer"
+            )
+    return value
+
+
+OovBuckets = Annotated[Union[PositiveInt, dict[str, PositiveInt]], BeforeValidator(_oov_buckets)]
 
 
 def _relation(key: str, message: str, **context) -> PydanticCustomError:
@@ -283,6 +303,7 @@ class SplitSection(Section):
 
 class VocabSection(Section):
     min_count: PositiveInt
+    oov_buckets: OovBuckets
 
 
 class NormalizeSection(Section):

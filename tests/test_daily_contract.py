@@ -50,6 +50,7 @@ OTHER_VALUE = {
     "tfrecord.compression": "none",
     "tfrecord.rows_per_record": "1",
     "vocab.min_count": "3",
+    "vocab.oov_buckets": "{item_id: 8}",
     "normalize.log1p": "[]",
     "bucketize.num_buckets": "4",
     "item_stats.smoothing": "5.0",

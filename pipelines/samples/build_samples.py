@@ -101,18 +101,16 @@ def _point_in_time_features(
     window = attribution_window(config)
     lookback = int(round(float(h["lookback_days"]) * 86400))
     recent = int(round(float(config["item_stats"]["recent_days"]) * 86400))
-    imps = imps.transform(lambda d: vocab.index_ids(d, vocabularies.frames)).transform(
-        lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres)
-    )
+    imps = imps.transform(vocabularies.index_ids).transform(lambda d: vocabularies.genre_features(d, max_genres))
     vectors = raw.vector_lengths
     click_events = (
         attributed.select("user_id", "item_id", "ts")
         .transform(lambda d: item_features.join_item_attributes(d, raw.items, [], list(vectors)))
-        .transform(lambda d: vocab.apply_vocabulary(d, "item_id", vocabularies.frames["item_id"], "item_idx"))
-        .transform(lambda d: item_features.genre_features(d, vocabularies.genre_index, max_genres))
+        .transform(vocabularies.index_items)
+        .transform(lambda d: vocabularies.genre_features(d, max_genres))
     )
     if history_only is not None:
-        history_only = vocab.apply_vocabulary(history_only, "item_id", vocabularies.frames["item_id"], "item_idx")
+        history_only = vocabularies.index_items(history_only)
     # One shuffle of the wide rows: the item counts are taken on narrow rows and ride along the user pass.
     return history.point_in_time_features(
         imps,
@@ -178,7 +176,9 @@ def _vocabularies(spark: SparkSession, imps: DataFrame, applied: dict | None, pl
         fitted = fitting.Fitted.from_spec(applied, fitting.vocabularies_from_spec(applied, spark, plan.spec_dir))
         vocabularies = fitted.vocabularies
     else:
-        vocabularies = fitting.fit_vocabularies(imps.where(F.col("split") == "train"), config["vocab"]["min_count"])
+        train = imps.where(F.col("split") == "train")
+        buckets = fitting.oov_buckets_of(config, vocab.vocabulary_names(train))
+        vocabularies = fitting.fit_vocabularies(train, config["vocab"]["min_count"], buckets)
     for name, frame in vocabularies.frames.items():
         frame.coalesce(1).write.mode("overwrite").parquet(posixpath.join(spark_dir, "vocab", name))
     return fitted, vocabularies
@@ -239,7 +239,8 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         with timings.step("features") as rows:
             features = _point_in_time_features(imps, history_only, attributed, raw, vocabularies, config)
             samples = persist(features)
-            num_samples, oov = oov_counts(samples)  # materialized here, so the step timings say where time goes
+            # Materialized here, so the step timings say where time goes.
+            num_samples, oov = oov_counts(samples, vocabularies.oov_buckets)
             rows["samples"] = num_samples
         with timings.step("fit_transform"):
             declared = declared_features(vocabularies.frames, config, raw.vector_lengths)

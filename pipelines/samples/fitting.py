@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 import feature_spec
 from features import history, normalize, vocab
+from features import items as item_features
 from features.declared import Declared
 from pipelines.errors import ConfigError
 from pipelines.samples.spark import literal_path
@@ -36,18 +37,46 @@ class Vocabularies:
     num_tokens: dict[str, int]
     min_count: int
     genre_index: dict[str, int]  # the small genre vocabulary as a map, for array lookups
+    # name -> its OOV buckets (features/vocab.py: 1..K, tokens from K + 1); 1 for a name it lacks
+    oov_buckets: dict[str, int] = field(default_factory=dict)
+
+    def buckets(self, name: str) -> int:
+        return int(self.oov_buckets.get(name, 1))
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {name: n + vocab.FIRST_TOKEN_INDEX for name, n in self.num_tokens.items()}
+        return {name: n + vocab.first_token_index(self.buckets(name)) for name, n in self.num_tokens.items()}
 
     def spec_entries(self) -> dict[str, dict]:
         return {
             name: feature_spec.vocabulary(
-                size=self.sizes[name], num_tokens=self.num_tokens[name], min_count=self.min_count, path=f"vocab/{name}"
+                size=self.sizes[name],
+                num_tokens=self.num_tokens[name],
+                min_count=self.min_count,
+                path=f"vocab/{name}",
+                oov_buckets=self.buckets(name),
             )
             for name in sorted(self.num_tokens)
         }
+
+    def index_ids(self, df: DataFrame) -> DataFrame:
+        """Add the id indices (user_idx, item_idx, position_idx) of the vocabularies fitted."""
+        return vocab.index_ids(df, self.frames, self.oov_buckets)
+
+    def index_items(self, df: DataFrame) -> DataFrame:
+        """Add item_idx only."""
+        return vocab.apply_vocabulary(df, "item_id", self.frames["item_id"], "item_idx", self.buckets("item_id"))
+
+    def genre_features(self, df: DataFrame, max_genres: int) -> DataFrame:
+        return item_features.genre_features(df, self.genre_index, max_genres, self.buckets("genre"))
+
+
+def oov_buckets_of(config: dict, names) -> dict[str, int]:
+    """name -> K for each vocabulary of `names`, from `vocab.oov_buckets` (one number for all, or per name)."""
+    setting = config["vocab"].get("oov_buckets", 1)
+    if isinstance(setting, dict):
+        return {name: int(setting.get(name, 1)) for name in names}
+    return {name: int(setting) for name in names}
 
 
 class SpecNotApplicable(ValueError):
@@ -68,6 +97,7 @@ def vocabularies_from_spec(spec: dict, spark=None, spec_dir: str | None = None) 
         num_tokens={name: int(entry["num_tokens"]) for name, entry in entries.items()},
         min_count=max(int(entry["min_count"]) for entry in entries.values()),
         genre_index=vocab.small_vocabulary_map(frames["genre"]) if frames else {},
+        oov_buckets={name: feature_spec.oov_bucket_count(entry) for name, entry in entries.items()},
     )
 
 
@@ -130,16 +160,19 @@ def _first_line(exc: BaseException) -> str:
     return ((causes or lines or [type(exc).__name__])[0])[:300]
 
 
-def fit_vocabularies(train: DataFrame, min_count: int) -> Vocabularies:
-    """Every vocabulary (ids present in `train`, genres) in one count and one sort."""
-    fitted, counted = vocab.fit_vocabularies(vocab.vocabulary_tokens(train), int(min_count))
+def fit_vocabularies(train: DataFrame, min_count: int, oov_buckets: dict[str, int] | None = None) -> Vocabularies:
+    """Every vocabulary (ids present in `train`, genres) in one count and one sort; `oov_buckets`: name -> K
+    (1 when absent)."""
     names = vocab.vocabulary_names(train)
+    buckets = {name: int((oov_buckets or {}).get(name, 1)) for name in names}
+    fitted, counted = vocab.fit_vocabularies(vocab.vocabulary_tokens(train), int(min_count), buckets)
     frames = {name: fitted.where(F.col("name") == name).drop("name") for name in names}
     return Vocabularies(
         frames=frames,
         num_tokens={name: int(counted.get(name, 0)) for name in names},
         min_count=int(min_count),
         genre_index=vocab.small_vocabulary_map(frames["genre"]),
+        oov_buckets=buckets,
     )
 
 

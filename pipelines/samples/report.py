@@ -50,18 +50,28 @@ def write_metadata(staging: str, spec: dict, report: dict) -> None:
     storage.write_text(posixpath.join(staging, "_SUCCESS"), "")
 
 
-def oov_counts(samples: DataFrame) -> tuple[int, dict[str, dict]]:
+# Above this many OOV buckets, report.json gives a vocabulary's bucket use as a summary only, not bucket by bucket.
+MAX_LISTED_BUCKETS = 4096
+
+
+def _is_oov(index, buckets: int):
+    return (index >= F.lit(vocab.OOV_INDEX)) & (index < F.lit(vocab.first_token_index(buckets)))
+
+
+def oov_counts(samples: DataFrame, oov_buckets: dict[str, int] | None = None) -> tuple[int, dict[str, dict]]:
     """(samples, per vocabulary: the tokens of the samples' own ids and genres, and how many were out of
-    vocabulary) in one aggregation: a rising OOV rate says a refit (`--fit-only`) is due."""
-    oov = F.lit(feature_spec.OOV_INDEX)
+    vocabulary) in one aggregation: a rising OOV rate says a refit (`--fit-only`) is due. A vocabulary with
+    several OOV buckets (`oov_buckets`: name -> K) also gets its bucket use (`oov_bucket_use`), from one more
+    aggregation over the OOV tokens only."""
+    buckets = {name: int((oov_buckets or {}).get(name, 1)) for name in [*vocab.ID_INDICES, "genre"]}
     parts = {
-        name: (F.count(F.col(column)), F.sum((F.col(index) == oov).cast("long")))
+        name: (F.count(F.col(column)), F.sum(_is_oov(F.col(index), buckets[name]).cast("long")))
         for name, (column, index) in vocab.ID_INDICES.items()
         if index in samples.columns
     }
     parts["genre"] = (
         F.sum(F.size("genre_idxs")),
-        F.sum(F.size(F.filter("genre_idxs", lambda x: x == oov))),
+        F.sum(F.size(F.filter("genre_idxs", lambda x: _is_oov(x, buckets["genre"])))),
     )
     aggregates = [F.count(F.lit(1)).alias("_rows")]
     for name, (tokens, unseen) in parts.items():
@@ -71,7 +81,49 @@ def oov_counts(samples: DataFrame) -> tuple[int, dict[str, dict]]:
     for name in parts:
         tokens, unseen = int(row[f"{name}\u0001tokens"] or 0), int(row[f"{name}\u0001oov"] or 0)
         counts[name] = {"tokens": tokens, "oov": unseen, "oov_rate": round(unseen / tokens, 6) if tokens else None}
+    bucketed = [name for name in parts if buckets[name] > 1]
+    if bucketed:
+        for name, use in _bucket_use(samples, {name: buckets[name] for name in bucketed}).items():
+            counts[name]["oov_bucket_use"] = use
     return int(row["_rows"]), counts
+
+
+def _bucket_use(samples: DataFrame, buckets: dict[str, int]) -> dict[str, dict]:
+    """Per vocabulary with K > 1 buckets: how many buckets its OOV tokens used, the most tokens (and distinct
+    tokens) that shared one bucket, and, for K <= MAX_LISTED_BUCKETS, the tokens of each bucket in order."""
+    parts = []
+    for name, k in buckets.items():
+        if name == "genre":
+            pairs = samples.select(F.explode(F.arrays_zip(F.col("genres").alias("t"), F.col("genre_idxs").alias("i"))))
+            pairs = pairs.select(F.col("col.t").cast("string").alias("token"), F.col("col.i").alias("index"))
+        else:
+            column, index = vocab.ID_INDICES[name]
+            pairs = samples.select(F.col(column).cast("string").alias("token"), F.col(index).alias("index"))
+        parts.append(pairs.where(_is_oov(F.col("index"), k)).withColumn("name", F.lit(name)))
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    rows = (
+        union.groupBy("name", "index")
+        .agg(F.count(F.lit(1)).alias("tokens"), F.countDistinct("token").alias("distinct"))
+        .collect()
+    )
+    use = {}
+    for name, k in buckets.items():
+        mine = sorted((int(r["index"]), int(r["tokens"]), int(r["distinct"])) for r in rows if r["name"] == name)
+        entry = {
+            "buckets": k,
+            "buckets_used": len(mine),
+            "max_tokens_in_a_bucket": max((t for _, t, _ in mine), default=0),
+            "max_distinct_tokens_in_a_bucket": max((d for _, _, d in mine), default=0),
+        }
+        if k <= MAX_LISTED_BUCKETS:
+            tokens = [0] * k
+            for index, t, _ in mine:
+                tokens[index - vocab.OOV_INDEX] = t
+            entry["tokens_by_bucket"] = tokens
+        use[name] = entry
+    return use
 
 
 def build_report(

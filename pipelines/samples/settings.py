@@ -44,6 +44,7 @@ DESCRIBED = (
 
 FITTED = (
     "vocab.min_count",
+    "vocab.oov_buckets",
     "normalize.log1p",
     "bucketize.num_buckets",
     "item_stats.smoothing",

@@ -40,6 +40,8 @@ from feature_spec import (
     arrow_type,
     compression_type,
     embedding_table,
+    first_token_index,
+    get_vocabulary,
     input_signature,
     label_name,
     metadata_entries,
@@ -314,7 +316,9 @@ def item_genres(samples: Samples, batch_size: int) -> tuple[str, list] | None:
     )
     found = np.zeros((size, width), np.int64)
     seen = np.zeros(size, bool)
-    seen[:2] = True  # padding and OOV: no item
+    vocabulary = get_vocabulary(samples.spec, item.get("vocabulary") or "")
+    not_items = first_token_index(vocabulary) if vocabulary else 2
+    seen[:not_items] = True  # padding and the OOV buckets: no item
     with naming_corrupt_shards(samples, ("train",)):
         for batch in dataset:
             index = batch[ITEM_INDEX].numpy().reshape(-1)
@@ -327,7 +331,7 @@ def item_genres(samples: Samples, batch_size: int) -> tuple[str, list] | None:
                     break
     genre_size = int(genres["vocab_size"])
     tokens = vocabulary_tokens(samples.vocab_dir, samples.spec, embedding_table(genres), genre_size)
-    seen[:2] = False
+    seen[:not_items] = False
     listed = [
         [tokens[g] for g in row if 0 < g < genre_size] if seen[i] else None for i, row in enumerate(found.tolist())
     ]
