@@ -37,7 +37,7 @@ HIST_LEN, TOP_GENRES, MAX_GENRES = 20, 3, 4
 def _bucketized() -> list[str]:
     from pipelines.config import load_job_config
 
-    return list(load_job_config("build_samples")["bucketize"]["features"])
+    return list(load_job_config("build_samples").bucketize.features)
 
 
 def _declared():

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         else:
             check_output(args.output, [args.input], job.SAMPLES_MARKERS)  # refuse before Spark starts; checked again
         # The YAML's settings fill in only what spark-submit (--master, --conf, spark-defaults.conf) left unset.
-        spark = get_spark(config["spark"]["app_name"])  # the build sizes its shuffle partitions itself
+        spark = get_spark(config.spark.app_name)  # the build sizes its shuffle partitions itself
         if days and not args.fit_only:
             results = daily.build_days(
                 spark, args.input, args.output, config, args.spec, days, args.overwrite, args.allow_mixed_specs

@@ -186,8 +186,8 @@ def load_config(default_name: str, conf_file: str | None = None, overrides: list
 def load_job_config(
     job: str, conf_file: str | None = None, overrides: list[str] | None = None, model_names: list[str] | None = None
 ):
-    """`load_config(job, ...)`, validated: for "build_samples" the normalized plain dict
-    (config_schema.validate_build_config), for "train" a config_schema.TrainConfig, whose `model` must be one
+    """`load_config(job, ...)`, validated: for "build_samples" a config_schema.BuildConfig, for "train" a
+    config_schema.TrainConfig, whose `model` must be one
     of `model_names` when given (the registry's: this module imports no model). ConfigError (every
     violation) when anything is wrong; nothing else is touched."""
     from pipelines import config_schema
@@ -196,7 +196,7 @@ def load_job_config(
         raise ValueError(f"no config schema for job {job!r}; known: build_samples, train")
     config = load_config(job, conf_file, overrides)
     if job == "build_samples":
-        return config_schema.validate_build_config(config)
+        return config_schema.build_config(config)
     return config_schema.validate_train_config(config, model_names)
 
 

@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from feature_spec import parse_date_range, range_text
+from pipelines.build_values import DerivedBuildValues
 from pipelines.errors import ConfigError, config_problems, shown
 
 __all__ = ["BuildConfig", "TrainConfig", "config_problems", "validate_build_config", "validate_train_config"]
@@ -154,9 +155,7 @@ def _oov_buckets(value):
             names = {"name": shown(name), "names": ", ".join(VOCABULARY_NAMES)}
             raise PydanticCustomError("oov_buckets", "{name} is not a vocabulary (one of {names})", names)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise PydanticCustomError(
-                "oov_buckets", "must be a positive integer, or a mapping vocabulary: positive integer"
-            )
+            raise PydanticCustomError("oov_buckets", "must be a positive integer, or {vocabulary: positive integer}")
     return value
 
 
@@ -338,7 +337,7 @@ class OutputSection(Section):
     spark_scratch: Optional[Annotated[Name, AfterValidator(_spark_scratch)]]
 
 
-class BuildConfig(Section):
+class BuildConfig(DerivedBuildValues, Section):
     input: InputSection
     output: OutputSection
     spark: SparkSection
@@ -579,10 +578,15 @@ def _validate(model: type[Section], config, context: dict | None = None) -> Sect
         raise ConfigError("\n".join(problems)) from None
 
 
+def build_config(config: BuildConfig | Mapping) -> BuildConfig:
+    """The build_samples config as a BuildConfig (one is returned as it is); ConfigError (every violation, one
+    per line) when anything is wrong."""
+    return _validate(BuildConfig, config)
+
+
 def validate_build_config(config: Mapping) -> dict:
-    """The build_samples config, validated and normalized (dates as ISO strings): a plain dict with the
-    keys of conf/build_samples.yaml. ConfigError (every violation, one per line) when anything is wrong."""
-    return _validate(BuildConfig, config).model_dump()
+    """The same, as a plain dict with the keys of conf/build_samples.yaml (dates as ISO strings)."""
+    return build_config(config).model_dump()
 
 
 def validate_train_config(config: TrainConfig | Mapping, model_names: Sequence[str] | None = None) -> TrainConfig:

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from feature_spec import load_spec, model_inputs
 from pipelines.config import load_config
+from pipelines.config_schema import build_config
 from pipelines.samples.build_samples import RejectFractionError, _shard_layout, build_samples
 from tests.samples_io import raw_value, read_all, read_files, shard_files
 
@@ -195,7 +196,7 @@ def test_the_shards_do_not_depend_on_the_order_rows_reach_the_write(spark):
     df = spark.createDataFrame([(f"key{i}", i % 7) for i in range(300)], "impression_key string, user long")
     layouts = []
     for arranged in (df.repartition(3), df.orderBy(F.desc("impression_key")).coalesce(1), df.repartition(5, "user")):
-        shards = _shard_layout(arranged, _config()).rdd.glom().collect()
+        shards = _shard_layout(arranged, build_config(_config())).rdd.glom().collect()
         layouts.append([[row["impression_key"] for row in shard] for shard in shards])
     assert layouts[0] == layouts[1] == layouts[2]
     assert len(layouts[0]) == 2 and sorted(sum(layouts[0], [])) == sorted(f"key{i}" for i in range(300))

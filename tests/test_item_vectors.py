@@ -159,7 +159,7 @@ def test_vector_statistics_count_every_row_of_a_repeated_vector(spark):
 
 def test_config_errors_name_the_vector_feature(spark):
     from pipelines.config import load_config
-    from pipelines.config_schema import validate_build_config
+    from pipelines.config_schema import build_config, validate_build_config
     from pipelines.samples.model_inputs import vector_columns
 
     config = load_config("build_samples", None, ["items.vector_columns={v: 0}"])
@@ -168,8 +168,8 @@ def test_config_errors_name_the_vector_feature(spark):
     config = load_config("build_samples", None, ["items.vector_columns=[v]", "items.numeric_columns=[v]"])
     with pytest.raises(ConfigError, match="must not be among items.numeric_columns"):
         validate_build_config(config)
-    assert vector_columns(load_config("build_samples", None, ["items.vector_columns=[v]"])) == {"v": None}
-    assert vector_columns(load_config("build_samples", None, ["items.vector_columns={v: 8}"])) == {"v": 8}
+    assert vector_columns(build_config(load_config("build_samples", None, ["items.vector_columns=[v]"]))) == {"v": None}
+    assert vector_columns(build_config(load_config("build_samples", None, ["items.vector_columns={v: 8}"]))) == {"v": 8}
 
 
 # ---------------------------------------------------------------- build_samples with item vectors

@@ -7,6 +7,7 @@ from pyspark.sql import SparkSession
 
 import feature_spec
 from pipelines import storage
+from pipelines.config_schema import BuildConfig
 from pipelines.errors import ConfigError
 from pipelines.samples import fitting, settings
 from pipelines.samples.model_inputs import declared_features, vector_columns
@@ -72,14 +73,14 @@ def load_applied_spec(spark: SparkSession, spec_dir: str | None) -> dict | None:
     return applied
 
 
-def check_spec_fits_config(applied: dict, config: dict, spec_dir: str) -> None:
+def check_spec_fits_config(applied: dict, config: BuildConfig, spec_dir: str) -> None:
     """ConfigError, before any work, when the config makes other model inputs than the --spec describes
     (history lengths, item columns, buckets...) or under other sample settings (pipelines/samples/settings.py);
     what only the data shows is checked by the spec hash later."""
     settings.check_recorded(feature_spec.sample_settings(applied), config, spec_dir)
     written = {
-        "compression": compression_options(config["tfrecord"]["compression"]).tf_type,
-        "rows_per_record": int(config["tfrecord"]["rows_per_record"]),
+        "compression": compression_options(config.tfrecord.compression).tf_type,
+        "rows_per_record": config.tfrecord.rows_per_record,
     }
     recorded_format = {
         "compression": applied.get("compression"),
@@ -93,7 +94,7 @@ def check_spec_fits_config(applied: dict, config: dict, spec_dir: str) -> None:
     lengths = {**dict.fromkeys(vector_columns(config), 1), **spec_vector_lengths(applied, config)}
     declared = declared_features(list(applied.get("vocabularies") or {}), config, lengths)
     recorded = fitting.Fitted.from_spec(applied, fitting.vocabularies_from_spec(applied, spec_dir=spec_dir))
-    bucketized = [c for c in (config["bucketize"]["features"] or []) if c in {d.name for d in declared}]
+    bucketized = [c for c in (config.bucketize.features or []) if c in {d.name for d in declared}]
     boundaries = {source: recorded.boundaries.get(source) for source in bucketized}
     made = [
         entry
@@ -129,7 +130,7 @@ def _placeholder_statistics(declared) -> dict:
     return {"log1p": False, "mean": 0.0, "std": 1.0}
 
 
-def spec_vector_lengths(spec: dict, config: dict) -> dict[str, int]:
+def spec_vector_lengths(spec: dict, config: BuildConfig) -> dict[str, int]:
     """The lengths of the configured item vectors, as the spec fixes them (a day's data may not say)."""
     names = {entry["name"]: entry for entry in feature_spec.model_inputs(spec)}
     return {name: feature_spec.numeric_width(names[name]) for name in vector_columns(config) if name in names}

@@ -24,7 +24,7 @@ import feature_spec
 from features import history, labels, validate, vocab
 from features import items as item_features
 from pipelines import storage
-from pipelines.config_schema import validate_build_config
+from pipelines.config_schema import BuildConfig, build_config
 from pipelines.errors import ConfigError
 from pipelines.publish import StagedOutput
 from pipelines.samples import fitting, settings
@@ -68,39 +68,35 @@ INPUT_ERRORS = (
 )
 
 
-def _shard_layout(samples: DataFrame, config: dict) -> DataFrame:
+def _shard_layout(samples: DataFrame, config: BuildConfig) -> DataFrame:
     """The rows of each output shard, in the order they are written.
 
     Shards by a hash of the impression's identity (`impression_key`, unique), which needs no sort before
     the shuffle as a round robin does. With blocks of rows (`rows_per_record` > 1) each shard is ordered by
     a seeded hash of the same identity: the order does not depend on the order rows arrive in, so the same
     samples make the same shards, row for row."""
-    partitions = config["spark"].get("output_partitions")
+    partitions = config.spark.output_partitions
     key = F.col("impression_key")
-    if int(config["tfrecord"]["rows_per_record"]) > 1:
+    if config.tfrecord.rows_per_record > 1:
         # A block keeps its rows together in every epoch, and after the per-user pass a partition is
         # grouped by user and time: each shard must be a random sample of rows, in random order.
-        partitions = (
-            int(partitions) if partitions else int(samples.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-        )
-        order = F.xxhash64(F.lit(int(config["tfrecord"]["shuffle_seed"])), key)
+        partitions = partitions or int(samples.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+        order = F.xxhash64(F.lit(config.tfrecord.shuffle_seed), key)
         return samples.repartition(partitions, key).sortWithinPartitions(order, key)
-    return samples.repartition(int(partitions), key) if partitions else samples
-
-
-def attribution_window(config: dict) -> int:
-    return int(round(float(config["labels"]["attribution_window_minutes"]) * 60))
+    return samples.repartition(partitions, key) if partitions else samples
 
 
 def _point_in_time_features(
-    imps: DataFrame, history_only: DataFrame | None, attributed: DataFrame, raw: Validated, vocabularies, config: dict
+    imps: DataFrame,
+    history_only: DataFrame | None,
+    attributed: DataFrame,
+    raw: Validated,
+    vocabularies,
+    config: BuildConfig,
 ) -> DataFrame:
     """Index ids and genres, then the user history and item statistics of every impression of `imps`;
     `history_only` (a day build's lookback) counts as history but makes no sample."""
-    h, max_genres = config["history"], config["items"]["max_genres"]
-    window = attribution_window(config)
-    lookback = int(round(float(h["lookback_days"]) * 86400))
-    recent = int(round(float(config["item_stats"]["recent_days"]) * 86400))
+    h, max_genres = config.history, config.items.max_genres
     imps = imps.transform(vocabularies.index_ids).transform(lambda d: vocabularies.genre_features(d, max_genres))
     vectors = raw.vector_lengths
     click_events = (
@@ -116,34 +112,34 @@ def _point_in_time_features(
         imps,
         click_events,
         "impression_key",
-        window,
-        lookback,
-        recent,
-        int(h["max_len"]),
-        int(h["top_genres"]),
-        int(h["genre_history_len"]),
+        config.attribution_window_seconds,
+        config.lookback_seconds,
+        config.recent_seconds,
+        h.max_len,
+        h.top_genres,
+        h.genre_history_len,
         vectors,
         history_only,
     )
 
 
-def _attributed_clicks(raw: Validated, window: int, persist, mode: BuildMode) -> tuple[DataFrame, DataFrame, int]:
+def _attributed_clicks(raw: Validated, config: BuildConfig, persist, mode: BuildMode) -> tuple:
     """(keyed impressions, clicks with the impression they credit, number of orphan clicks the build owns)."""
     keyed = labels.with_impression_key(raw.impressions)
     # The as-of branch shuffles every impression: only worth it when some click lacks an id.
     without_id = raw.clicks.where(F.col("impression_id").isNull()).limit(1).count() > 0
+    window = config.attribution_window_seconds
     attributed = persist(labels.attribute_clicks(raw.clicks, keyed, window, match_without_id=without_id))
     orphans = attributed.where(F.col("credited_key").isNull() & mode.owns(F.col("ts")))
     return keyed, attributed, orphans.count()
 
 
-def _labelled_splits(raw: Validated, keyed, attributed, config: dict, persist, mode: BuildMode) -> tuple:
+def _labelled_splits(raw: Validated, keyed, attributed, config: BuildConfig, persist, mode: BuildMode) -> tuple:
     """(labelled impressions that become samples, with their split and item attributes; the history-only
     impressions (None but for days); the split boundaries (None for days))."""
-    numeric_columns = list(config["items"]["numeric_columns"] or [])
-    labelled, boundaries = mode.with_splits(
-        labels.label_impressions(keyed, attributed), raw.impressions, config["split"]
-    )
+    numeric_columns = list(config.items.numeric_columns or [])
+    labelled = labels.label_impressions(keyed, attributed)
+    labelled, boundaries = mode.with_splits(labelled, raw.impressions, config.split.model_dump())
     owned, history_only = mode.samples_and_history(labelled, persist)
     imps = persist(
         owned.transform(
@@ -154,7 +150,7 @@ def _labelled_splits(raw: Validated, keyed, attributed, config: dict, persist, m
     return imps, history_only, boundaries
 
 
-def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: dict, plan: Plan, applied=None):
+def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: BuildConfig, plan: Plan, applied=None):
     """(the applied spec or None, the folder for Spark's parts or None): every refusal that needs no data.
     `applied`: the spec of plan.spec_dir, already loaded and checked, or None to load and check it here."""
     check_spark_reads(spark, raw_dir)
@@ -169,7 +165,9 @@ def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: d
     return applied, spark_parts_folder(spark, raw_dir, output, config)
 
 
-def _vocabularies(spark: SparkSession, imps: DataFrame, applied: dict | None, plan: Plan, config: dict, spark_dir: str):
+def _vocabularies(
+    spark: SparkSession, imps: DataFrame, applied: dict | None, plan: Plan, config: BuildConfig, spark_dir: str
+):
     """(the applied spec's fit or None, the vocabularies: the spec's, or fitted on train), written to vocab/."""
     fitted = None
     if applied:
@@ -177,20 +175,22 @@ def _vocabularies(spark: SparkSession, imps: DataFrame, applied: dict | None, pl
         vocabularies = fitted.vocabularies
     else:
         train = imps.where(F.col("split") == "train")
-        buckets = fitting.oov_buckets_of(config, vocab.vocabulary_names(train))
-        vocabularies = fitting.fit_vocabularies(train, config["vocab"]["min_count"], buckets)
+        buckets = config.oov_buckets_of(vocab.vocabulary_names(train))
+        vocabularies = fitting.fit_vocabularies(train, config.vocab.min_count, buckets)
     for name, frame in vocabularies.frames.items():
         frame.coalesce(1).write.mode("overwrite").parquet(posixpath.join(spark_dir, "vocab", name))
     return fitted, vocabularies
 
 
-def _spec_of(fitted, declared, vocabularies, raw: Validated, config: dict, applied: dict | None, plan: Plan) -> dict:
+def _spec_of(
+    fitted, declared, vocabularies, raw: Validated, config: BuildConfig, applied: dict | None, plan: Plan
+) -> dict:
     """The spec of the samples this build makes; ConfigError when it is not the applied spec."""
     spec = feature_spec.new_spec(
         fitted.spec_features(declared, list(validate.IDENTITY_COLUMNS) + raw.passthrough),
         vocabularies.spec_entries(),
-        compression=compression_options(config["tfrecord"]["compression"]).tf_type,
-        rows_per_record=int(config["tfrecord"]["rows_per_record"]),
+        compression=compression_options(config.tfrecord.compression).tf_type,
+        rows_per_record=config.tfrecord.rows_per_record,
         smoothed_ctr=fitted.spec_smoothed_ctr(),
         sample_settings=settings.recorded(config),
     )
@@ -204,22 +204,22 @@ def _spec_of(fitted, declared, vocabularies, raw: Validated, config: dict, appli
     return spec
 
 
-def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, plan=None, applied=None) -> dict:
+def build_samples(spark: SparkSession, raw_dir: str, output: str, config, plan=None, applied=None) -> dict:
     """Run the whole job; return the report. Output appears atomically at `output`.
 
     `plan` says what to build (default: samples of the whole log, fitted on its train split); see Plan.
     `applied`: plan.spec_dir's spec as `load_applied_spec` returned it, if the caller has loaded and checked
-    it already (a day loop does so once for all its days). `config` is validated first
-    (pipelines/config_schema.py): a bad value is a ConfigError before any work."""
+    it already (a day loop does so once for all its days). `config`, a BuildConfig or a mapping, is validated
+    first (pipelines/config_schema.py): a bad value is a ConfigError before any work."""
     plan, timings, started = plan or Plan(), SparkTimings(spark), time.perf_counter()
-    config, persist = validate_build_config(config), Persisted()
+    config, persist = build_config(config), Persisted()
     applied, scratch_folder = _check_before_work(spark, raw_dir, output, config, plan, applied)
     # Refuses an output that overlaps RAW (or the --spec) or holds something else than earlier samples.
     stage = StagedOutput(output, inputs=[raw_dir] + ([plan.spec_dir] if plan.spec_dir else []), markers=SAMPLES_MARKERS)
     scratch = None
     restore = ExitStack()  # the session's shuffle partitions, as they were before this build
     try:
-        fmt = config["input"]["format"]
+        fmt = config.input.format
         count_read = lambda: read_events(spark, raw_dir, "impressions", fmt, plan.mode)[0].count()  # noqa: E731
         partitions = restore.enter_context(sized_partitions(spark, config, count_read))
         timings.note_memory_settings()
@@ -231,7 +231,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             raw = validate_raw(spark, raw_dir, config, persist, spark_dir, plan.mode, known_lengths)
             rows.update({f"{name} read": count for name, count in raw.rows_read.items()})
         with timings.step("labels"):
-            keyed, attributed, orphan_clicks = _attributed_clicks(raw, attribution_window(config), persist, plan.mode)
+            keyed, attributed, orphan_clicks = _attributed_clicks(raw, config, persist, plan.mode)
         with timings.step("split"):
             imps, history_only, boundaries = _labelled_splits(raw, keyed, attributed, config, persist, plan.mode)
         with timings.step("fit_vocabularies"):
@@ -239,8 +239,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
         with timings.step("features") as rows:
             features = _point_in_time_features(imps, history_only, attributed, raw, vocabularies, config)
             samples = persist(features)
-            # Materialized here, so the step timings say where time goes.
-            num_samples, oov = oov_counts(samples, vocabularies.oov_buckets)
+            num_samples, oov = oov_counts(samples, vocabularies.oov_buckets)  # materialized: the step's own time
             rows["samples"] = num_samples
         with timings.step("fit_transform"):
             declared = declared_features(vocabularies.frames, config, raw.vector_lengths)
@@ -253,9 +252,8 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             with timings.step("write_tfrecords") as rows:
                 per_split = split_counts(_write_shards(samples, spec, stage.path, config, plan.splits), plan.splits)
                 rows.update({f"{name} rows": entry["rows"] for name, entry in per_split.items()})
-        spec = feature_spec.with_splits(
-            spec, spec_splits(per_split, compression_options(config["tfrecord"]["compression"]).extension)
-        )
+        extension = compression_options(config.tfrecord.compression).extension
+        spec = feature_spec.with_splits(spec, spec_splits(per_split, extension))
         report = build_report(
             spark,
             (raw_dir, stage.final),
@@ -270,7 +268,9 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             plan,
             num_samples,
         )
-        report.update(oov=oov, partitions=partitions, config=config)  # config: a later --spec build needs the same
+        report.update(
+            oov=oov, partitions=partitions, config=config.as_dict()
+        )  # config: a later --spec build needs the same
         if scratch is not None:
             for part in ("rejects", "vocab"):
                 storage.copy_tree(posixpath.join(scratch.path, part), posixpath.join(stage.path, part))
@@ -286,7 +286,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config: dict, 
             scratch.close()
 
 
-def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict, splits: tuple[str, ...]) -> list:
+def _write_shards(samples: DataFrame, spec: dict, staging: str, config: BuildConfig, splits: tuple[str, ...]) -> list:
     for name in splits:
         storage.makedirs(posixpath.join(staging, name))
     features = [(f["name"], f["dtype"]) for f in feature_spec.all_features(spec)]
@@ -294,6 +294,6 @@ def _write_shards(samples: DataFrame, spec: dict, staging: str, config: dict, sp
         _shard_layout(samples, config),
         features,
         staging,
-        compression=config["tfrecord"]["compression"],
-        rows_per_record=int(config["tfrecord"]["rows_per_record"]),
+        compression=config.tfrecord.compression,
+        rows_per_record=config.tfrecord.rows_per_record,
     ).collect()

@@ -10,28 +10,28 @@ from pyspark.sql import SparkSession
 
 import feature_spec
 from pipelines import storage
-from pipelines.config_schema import validate_build_config
+from pipelines.config_schema import BuildConfig, build_config
 from pipelines.publish import OutputRefused
 from pipelines.samples import windows
 from pipelines.samples.applied_spec import load_applied_spec
-from pipelines.samples.build_samples import Plan, attribution_window, build_samples
+from pipelines.samples.build_samples import Plan, build_samples
 
 log = logging.getLogger("build_samples")
 
 
-def _window(config: dict, first_day, last_day) -> windows.Window:
+def _window(config: BuildConfig, first_day, last_day) -> windows.Window:
     return windows.Window(
         first_day=feature_spec.parse_date(first_day),
         last_day=feature_spec.parse_date(last_day),
-        time_zone=config["dates"]["time_zone"],
-        lookback=int(round(float(config["history"]["lookback_days"]) * 86400)),
-        attribution=attribution_window(config),
+        time_zone=config.dates.time_zone,
+        lookback=config.lookback_seconds,
+        attribution=config.attribution_window_seconds,
     )
 
 
-def fit_window(config: dict, first_day, last_day) -> windows.Window:
+def fit_window(config, first_day, last_day) -> windows.Window:
     """The window of a --fit-only build over the days first_day..last_day (config validated first)."""
-    return _window(validate_build_config(config), first_day, last_day)
+    return _window(build_config(config), first_day, last_day)
 
 
 def check_dated_samples(samples_dir: str) -> str:
@@ -95,7 +95,7 @@ def build_days(
     spark: SparkSession,
     raw_dir: str,
     samples_dir: str,
-    config: dict,
+    config,
     spec_dir: str,
     days: list,
     overwrite=False,
@@ -107,7 +107,7 @@ def build_days(
     refused unless `overwrite`. Days of another spec elsewhere in SAMPLES refuse the build unless
     `mixed_specs`. Each day is published atomically on its own: a failed day leaves the days before it
     built (a rerun skips them) and its own folder as it was. Returns one entry per day."""
-    config = validate_build_config(config)
+    config = build_config(config)
     final = check_dated_samples(samples_dir)
     applied = load_applied_spec(spark, spec_dir)
     if not mixed_specs:

@@ -27,6 +27,7 @@ import feature_spec
 from features import history, normalize, vocab
 from features import items as item_features
 from features.declared import Declared
+from pipelines.config_schema import BuildConfig
 from pipelines.errors import ConfigError
 from pipelines.samples.spark import literal_path
 
@@ -69,14 +70,6 @@ class Vocabularies:
 
     def genre_features(self, df: DataFrame, max_genres: int) -> DataFrame:
         return item_features.genre_features(df, self.genre_index, max_genres, self.buckets("genre"))
-
-
-def oov_buckets_of(config: dict, names) -> dict[str, int]:
-    """name -> K for each vocabulary of `names`, from `vocab.oov_buckets` (one number for all, or per name)."""
-    setting = config["vocab"].get("oov_buckets", 1)
-    if isinstance(setting, dict):
-        return {name: int(setting.get(name, 1)) for name in names}
-    return {name: int(setting) for name in names}
 
 
 class SpecNotApplicable(ValueError):
@@ -256,12 +249,12 @@ class Fitted:
         return features
 
 
-def check_vector_config(declared: list[Declared], config: dict) -> None:
+def check_vector_config(declared: list[Declared], config: BuildConfig) -> None:
     """ConfigError when normalize.log1p or bucketize.features names a dense vector (known before any work)."""
     vectors = {d.name for d in declared if d.is_vector}
     for key, names in (
-        ("normalize.log1p", config["normalize"].get("log1p") or []),
-        ("bucketize.features", config["bucketize"]["features"] or []),
+        ("normalize.log1p", config.normalize.log1p or []),
+        ("bucketize.features", config.bucketize.features or []),
     ):
         if set(names) & vectors:
             raise ConfigError(
@@ -270,27 +263,27 @@ def check_vector_config(declared: list[Declared], config: dict) -> None:
             )
 
 
-def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], config: dict) -> Fitted:
+def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], config: BuildConfig) -> Fitted:
     """Fit the CTR prior, the bucket boundaries and the normalization of every declared numeric on `train`.
 
     `normalize.log1p` null means every declared count; `bucketize.features` names what to bucketize.
     A dense vector is normalized per dimension; it can be neither log1p'd nor bucketized (ConfigError).
     """
     prior = train.agg(F.avg("label").alias("rate")).collect()[0]["rate"] or 0.0
-    smoothing = float(config["item_stats"]["smoothing"])
+    smoothing = float(config.item_stats.smoothing)
     train = history.with_smoothed_ctr(train, prior, smoothing)
     numeric = [d for d in declared if d.kind == "numeric"]
     vectors = {d.name: d.length for d in numeric if d.is_vector}
-    log1p = config["normalize"].get("log1p")
+    log1p = config.normalize.log1p
     log1p = [d.name for d in numeric if d.count] if log1p is None else list(log1p)
     check_vector_config(declared, config)
-    bucketized = [c for c in (config["bucketize"]["features"] or []) if c in train.columns]
+    bucketized = [c for c in (config.bucketize.features or []) if c in train.columns]
     own = [d.name for d in numeric if d.statistics_of is None]
     # Both fits read the distinct values of their scalars, counted in one pass over the train rows.
     scalars = bucketized + [c for c in own if c not in vectors]
     counted = normalize.value_counts(train, scalars).persist(StorageLevel.DISK_ONLY) if scalars else None
     try:
-        buckets = int(config["bucketize"]["num_buckets"])
+        buckets = config.bucketize.num_buckets
         boundaries = normalize.fit_bucket_boundaries(train, bucketized, buckets, counted=counted)
         stats = normalize.fit_normalization(
             train, own, log1p, {n: vectors[n] for n in own if n in vectors}, counted=counted

@@ -10,6 +10,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from pipelines import timings
+from pipelines.config_schema import BuildConfig
 from pipelines.samples.spark import memory_settings
 
 log = logging.getLogger("build_samples")
@@ -141,7 +142,7 @@ def shuffle_partitions_for(impressions: int, per_partition: int, parallelism: in
 
 
 @contextmanager
-def sized_partitions(spark: SparkSession, config: dict, count_impressions):
+def sized_partitions(spark: SparkSession, config: BuildConfig, count_impressions):
     """Set spark.sql.shuffle.partitions for one build, and yield the choice for report.json.
 
     What the session already has wins (spark-submit --conf, spark-defaults.conf, the test's session);
@@ -154,11 +155,11 @@ def sized_partitions(spark: SparkSession, config: dict, count_impressions):
         log.info("shuffle partitions: %d (%s)", choice["shuffle_partitions"], choice["chosen_by"])
         yield choice
         return
-    configured = config["spark"]["shuffle_partitions"]
+    configured = config.spark.shuffle_partitions
     if configured != "auto":
         choice = {"shuffle_partitions": int(configured), "chosen_by": "spark.shuffle_partitions of the config"}
     else:
-        impressions, per_partition = int(count_impressions()), int(config["spark"]["impressions_per_partition"])
+        impressions, per_partition = int(count_impressions()), config.spark.impressions_per_partition
         parallelism = spark.sparkContext.defaultParallelism
         choice = {
             "shuffle_partitions": shuffle_partitions_for(impressions, per_partition, parallelism),

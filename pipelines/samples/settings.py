@@ -66,7 +66,10 @@ NO_SAMPLE_CHANGE = (
 )
 
 
-def _value(config: dict, dotted: str):
+def _value(config, dotted: str):
+    """The setting at `dotted` of a BuildConfig or of its plain dict."""
+    if not isinstance(config, dict):
+        return config.value(dotted)
     node = config
     for part in dotted.split("."):
         node = node[part]
@@ -80,12 +83,12 @@ def _canonical(value):
     return None if value is None else str(value)
 
 
-def recorded(config: dict) -> dict:
+def recorded(config) -> dict:
     """The spec's `sample_settings` for a validated build config."""
     return {name: _canonical(_value(config, name)) for name in RECORDED}
 
 
-def check_recorded(spec_settings: dict | None, config: dict, spec_dir: str) -> None:
+def check_recorded(spec_settings: dict | None, config, spec_dir: str) -> None:
     """ConfigError, before any work, when the config's RECORDED settings differ from the --spec's."""
     if spec_settings is None:
         return  # a spec written before they were recorded: refused by the caller

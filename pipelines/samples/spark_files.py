@@ -8,6 +8,7 @@ import posixpath
 from pyspark.sql import SparkSession
 
 from pipelines import publish, storage
+from pipelines.config_schema import BuildConfig
 from pipelines.publish import OutputRefused
 from pipelines.samples.raw_input import InputError
 
@@ -35,7 +36,7 @@ def check_spark_reads(spark: SparkSession, raw_dir: str) -> None:
         )
 
 
-def spark_parts_folder(spark: SparkSession, raw_dir: str, output: str, config: dict) -> str | None:
+def spark_parts_folder(spark: SparkSession, raw_dir: str, output: str, config: BuildConfig) -> str | None:
     """Where Spark writes rejects/ and vocab/: None for the staging of SAMPLES itself, when Spark's own
     file system reaches SAMPLES; otherwise output.spark_scratch, from which they are copied into SAMPLES.
 
@@ -44,7 +45,7 @@ def spark_parts_folder(spark: SparkSession, raw_dir: str, output: str, config: d
     if hadoop_has_file_system(spark, final):
         return None
     scheme = final.split("://", 1)[0]
-    scratch = config["output"]["spark_scratch"]
+    scratch = config.output.spark_scratch
     if not scratch:
         raise OutputRefused(
             f"Spark cannot write the rejects/ and vocab/ of {final}: its Hadoop file system has no {scheme}:// "

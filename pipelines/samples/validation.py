@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features import validate
+from pipelines.config_schema import BuildConfig
 from pipelines.samples import windows
 from pipelines.samples.build_mode import BuildMode
 from pipelines.samples.model_inputs import vector_columns
@@ -97,7 +98,7 @@ def read_events(spark: SparkSession, raw_dir: str, dataset: str, fmt: str, mode:
 def validate_raw(
     spark: SparkSession,
     raw_dir: str,
-    config: dict,
+    config: BuildConfig,
     persist,
     staging: str,
     mode: BuildMode,
@@ -105,8 +106,8 @@ def validate_raw(
 ) -> Validated:
     """Read RAW (the events `mode` reads), quarantine the bad rows the build owns into
     `staging/rejects`, fail past the reject threshold. `known_lengths`: item vector lengths a --spec fixes."""
-    fmt, vconf = config["input"]["format"], config["validation"]
-    numeric_columns = list(config["items"]["numeric_columns"] or [])
+    fmt, vconf = config.input.format, config.validation
+    numeric_columns = list(config.items.numeric_columns or [])
     vectors = {**vector_columns(config), **(known_lengths or {})}
     raw_items = read_raw(spark, raw_dir, "items", fmt)
     inferred = validate.vector_lengths(raw_items, [name for name, length in vectors.items() if length is None])
@@ -121,17 +122,15 @@ def validate_raw(
 
     def checked_events(df: DataFrame, dataset: str) -> DataFrame:
         return (
-            validate.normalize_events(df, dataset, vconf["ts_min"], vconf["ts_max"])
+            validate.normalize_events(df, dataset, vconf.ts_min, vconf.ts_max)
             .transform(lambda d: mode.owned_rows(d, dataset, partitioned[dataset]))
             .transform(lambda d: validate.flag_duplicates(d, dataset, persist=persist))
         )
 
     raw_imps = events("impressions")
     if fmt == "csv":
-        raw_imps = type_csv_columns(raw_imps, list(config.get("passthrough") or []))
-    passthrough = [
-        c for c in (config.get("passthrough") or []) if c in raw_imps.columns and c != windows.PARTITION_COLUMN
-    ]
+        raw_imps = type_csv_columns(raw_imps, list(config.passthrough or []))
+    passthrough = [c for c in (config.passthrough or []) if c in raw_imps.columns and c != windows.PARTITION_COLUMN]
     checked = {
         "impressions": persist(checked_events(raw_imps, "impressions")),
         "clicks": persist(checked_events(events("clicks"), "clicks")),
@@ -150,10 +149,10 @@ def validate_raw(
     log.info("read %s; rejected %s", rows_read, rejects)
     if nulled:
         log.warning("values nulled by rule (data set: column: reason: count): %s", nulled)
-    if fraction > float(vconf["max_reject_fraction"]):
+    if fraction > vconf.max_reject_fraction:
         raise RejectFractionError(
             f"{rejected_events} of {events_owned} impression and click rows were rejected "
-            f"({fraction:.2%} > validation.max_reject_fraction={vconf['max_reject_fraction']}); "
+            f"({fraction:.2%} > validation.max_reject_fraction={vconf.max_reject_fraction}); "
             f"by reason: {rejects}. Fix the input or raise the threshold (--set validation.max_reject_fraction=...)"
         )
     all_rejects = functools.reduce(
