@@ -3,6 +3,8 @@
     python -m jobs.generate_synthetic --output RAW [--users N] [--items N] [--days N]
                                       [--impressions N] [--seed N] [--chunk-rows N]
                                       [--item-vector-dim N [--item-vector-noise X]]
+                                      [--new-items-per-day N] [--new-users-per-day N]
+                                      [--item-lifetime-days D] [--launch-boost X] [--launch-days D]
 
 numpy + pyarrow, no Spark: `sources/synthetic.py` simulates the click model of
 `sources/click_model.py` hour by hour and writes RAW chunk by chunk, atomically.
@@ -12,6 +14,11 @@ The same arguments give byte-identical files. Each impression carries `p_click`,
 the true probability its click was drawn with. `--item-vector-dim N` adds a dense
 N-dimensional vector per item (RAW/items column `item_vec`: a noisy projection of the
 item's latent factors; build samples with `--set items.vector_columns=[item_vec]`).
+
+A churn world (any of --new-items-per-day, --new-users-per-day, --item-lifetime-days): items are released
+and users arrive on every day after the first, items leave after their lifetime, and a new item gets a
+launch lift that fades (`sources/click_model.py`, "Churn"). --users and --items are then the first day's;
+RAW/items lists every item with `released_ts` and `retired_ts`. Without them the world does not change.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ if not __package__:  # run as a script: python jobs/generate_synthetic.py
 
 from pipelines.job_runner import print_outputs  # noqa: E402
 from pipelines.publish import OutputRefused  # noqa: E402
+from sources.click_model import Churn  # noqa: E402
 from sources.synthetic import DEFAULT_VECTOR_NOISE, DEFAULTS, MIN_ITEMS, generate  # noqa: E402
 
 PRINTED = (
@@ -40,6 +48,8 @@ PRINTED = (
     "items",
     "part_files",
     "item_vector_r2",
+    "items_released_later",
+    "users_arrived_later",
     "seconds",
 )
 
@@ -77,7 +87,26 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=DEFAULT_VECTOR_NOISE,
         help="noise of the item vectors, relative to their signal (default %(default)s)",
     )
+    churn = parser.add_argument_group("churn (a catalogue and users that change over the days)")
+    churn.add_argument("--new-items-per-day", type=int, default=0, help="items released on each later day")
+    churn.add_argument("--new-users-per-day", type=int, default=0, help="users arriving on each later day")
+    churn.add_argument("--item-lifetime-days", type=float, default=None, help="days an item stays on offer")
+    churn.add_argument(
+        "--launch-boost", type=float, default=Churn.launch_boost, help="a new item's exposure lift (%(default)s)"
+    )
+    churn.add_argument(
+        "--launch-days", type=float, default=Churn.launch_days, help="how fast the lift fades (%(default)s days)"
+    )
     return parser.parse_args(argv)
+
+
+def churn_of(args: argparse.Namespace) -> Churn | None:
+    """The churn the flags ask for, or None (ValueError on a bad value)."""
+    if not (args.new_items_per_day or args.new_users_per_day or args.item_lifetime_days is not None):
+        return None
+    return Churn(
+        args.new_items_per_day, args.new_users_per_day, args.item_lifetime_days, args.launch_boost, args.launch_days
+    )
 
 
 def main(argv=None) -> int:
@@ -92,6 +121,11 @@ def main(argv=None) -> int:
         print("--item-vector-dim and --item-vector-noise must be >= 0", file=sys.stderr)
         return 2
     try:
+        churn = churn_of(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         summary = generate(
             args.output,
             args.users,
@@ -102,8 +136,9 @@ def main(argv=None) -> int:
             args.chunk_rows,
             item_vector_dim=args.item_vector_dim,
             item_vector_noise=args.item_vector_noise,
+            churn=churn,
         )
-    except OutputRefused as exc:  # RAW holds something else than earlier generated data
+    except (OutputRefused, ValueError) as exc:  # RAW holds something else; too few items on offer
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: summary[k] for k in PRINTED if k in summary}, indent=2))

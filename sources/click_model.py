@@ -52,6 +52,21 @@ rest of the data is the same with or without them. How informative they are is
 measured as the R^2 of the least-squares reconstruction of v from x over the catalog
 (`vector_r2`): the click model's u . v and h . v terms are linear in v.
 
+Churn (optional, `Churn` and `Timeline`)
+----------------------------------------
+A catalogue and an audience that change over the days, as a real service's do. `new_items_per_day` items
+are released on each day after the first, at a uniform time of their day, and `new_users_per_day` users
+arrive the same way; with `item_lifetime_days` L, an item is offered for L days after its release (the
+first day's items were released at uniform times in the L days before the start, so they age out in turn).
+An item is shown at step t only when it is on offer at the step's start, with weight
+
+    pop_i * (1 + launch_boost * exp(-age_i(t) / launch_days))      (age in days since its release)
+
+so a new item gets a launch lift that fades, and a new item with a high pop_i (the same LogNormal as the
+others) becomes popular at once. A user makes requests only once arrived, with weight act_u. Release and
+arrival times come from their own random stream (the seed and a constant); everything else is drawn as
+for a world without churn, over all the users and items there will be.
+
 Click logs
 ----------
 A click's time is the impression time plus a delay: exponential with mean 2
@@ -126,6 +141,7 @@ class World:
     """Users, items and their parameters, drawn once from `rng`."""
 
     def __init__(self, n_users: int, n_items: int, rng: np.random.Generator, model: ClickModel = ClickModel()):
+        """`n_users` and `n_items`: every user and item there will be (with churn, the later ones too)."""
         if n_users < 1 or n_items < MAX_POSITION:
             raise ValueError(f"need at least 1 user and {MAX_POSITION} items (got {n_users}, {n_items})")
         self.model = m = model
@@ -157,6 +173,7 @@ class World:
         rho = m.quality_popularity_corr
         self.item_quality = m.quality_scale * (rho * z + np.sqrt(1 - rho * rho) * rng.normal(size=n_items))
         pop = np.exp(log_pop)
+        self.item_pop = pop
         self.item_cdf = np.cumsum(pop / pop.sum())
         self.item_cdf[-1] = 1.0
 
@@ -168,6 +185,7 @@ class World:
         affinity[np.arange(n_users)[:, None], favourites] += m.favourite_boost
         self.user_affinity = affinity
         activity = np.exp(rng.normal(0.0, m.activity_sigma, size=n_users))
+        self.user_activity = activity
         self.user_cdf = np.cumsum(activity / activity.sum())
         self.user_cdf[-1] = 1.0
 
@@ -180,6 +198,87 @@ class World:
         return [
             "|".join(GENRES[g] for g in self.item_genre_idx[i, : self.item_n_genres[i]]) for i in range(self.n_items)
         ]
+
+
+@dataclass(frozen=True)
+class Churn:
+    """How the catalogue and the users change over the days (see the module's docstring)."""
+
+    new_items_per_day: int = 0
+    new_users_per_day: int = 0
+    item_lifetime_days: float | None = None  # None: an item stays on offer to the end
+    launch_boost: float = 4.0
+    launch_days: float = 2.0
+
+    def __post_init__(self):
+        if self.new_items_per_day < 0 or self.new_users_per_day < 0:
+            raise ValueError("new items and users per day must be >= 0")
+        if self.item_lifetime_days is not None and self.item_lifetime_days <= 0:
+            raise ValueError(f"item_lifetime_days must be > 0, got {self.item_lifetime_days}")
+        if self.launch_boost < 0 or self.launch_days <= 0:
+            raise ValueError("launch_boost must be >= 0 and launch_days > 0")
+
+    def totals(self, users: int, items: int, days: int) -> tuple[int, int]:
+        """(users, items) there will be: the first day's and those that come on each later day."""
+        later = max(0, int(days) - 1)
+        return users + self.new_users_per_day * later, items + self.new_items_per_day * later
+
+
+CHURN_STREAM = 0xC4A2  # release and arrival times: np.random.default_rng([seed, CHURN_STREAM])
+DAY_SECONDS = 86400
+NEVER = np.iinfo(np.int64).max
+
+
+class Timeline:
+    """When each item is released and retired, and when each user arrives (a world with churn)."""
+
+    def __init__(self, churn: Churn, users: int, items: int, days: int, seed: int, start_ts: int = START_TS):
+        rng = np.random.default_rng([seed, CHURN_STREAM])
+        self.churn = churn
+        lifetime = None if churn.item_lifetime_days is None else int(round(churn.item_lifetime_days * DAY_SECONDS))
+        later_days = np.arange(1, max(1, int(days)))
+        new_items = np.repeat(later_days, churn.new_items_per_day)
+        first = np.full(items, start_ts, np.int64)
+        if lifetime is not None:  # the first day's catalogue was released over the lifetime before the start
+            first -= rng.integers(0, lifetime, size=items)
+        self.item_release = np.concatenate(
+            [first, start_ts + new_items * DAY_SECONDS + rng.integers(0, DAY_SECONDS, size=len(new_items))]
+        )
+        self.item_retire = (
+            np.full(len(self.item_release), NEVER, np.int64) if lifetime is None else self.item_release + lifetime
+        )
+        new_users = np.repeat(later_days, churn.new_users_per_day)
+        self.user_arrival = np.concatenate(
+            [
+                np.full(users, start_ts, np.int64),
+                start_ts + new_users * DAY_SECONDS + rng.integers(0, DAY_SECONDS, size=len(new_users)),
+            ]
+        )
+        steps = start_ts + np.arange(int(days) * 24) * STEP_SECONDS
+        on_offer = [int(((self.item_release <= t) & (t < self.item_retire)).sum()) for t in steps]
+        if min(on_offer) < MAX_POSITION:
+            raise ValueError(
+                f"only {min(on_offer)} items are on offer at some hour, a slate needs {MAX_POSITION}: "
+                "release more items per day or give them a longer lifetime"
+            )
+
+    def item_weights(self, pop: np.ndarray, t: int) -> np.ndarray:
+        on_offer = (self.item_release <= t) & (t < self.item_retire)
+        age_days = (t - self.item_release) / DAY_SECONDS
+        lift = 1.0 + self.churn.launch_boost * np.exp(-np.maximum(age_days, 0.0) / self.churn.launch_days)
+        return np.where(on_offer, pop * lift, 0.0)
+
+    def user_weights(self, activity: np.ndarray, t: int) -> np.ndarray:
+        return np.where(self.user_arrival <= t, activity, 0.0)
+
+
+def cdf_of(weights: np.ndarray) -> np.ndarray:
+    """The cumulative distribution of `weights`, exactly 1.0 from the last positive weight on: a uniform draw
+    in [0, 1) with searchsorted(side="right") never picks an index of weight zero."""
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    cdf[int(np.flatnonzero(weights > 0)[-1]) :] = 1.0
+    return cdf
 
 
 VECTOR_STREAM = 0x7EC7  # the item vectors' random stream: np.random.default_rng([seed, VECTOR_STREAM])
@@ -239,8 +338,17 @@ class StepEvents:
 class Simulator:
     """Steps through time; state is the users' recent-click vectors and the not-yet-applied clicks."""
 
-    def __init__(self, world: World, rng: np.random.Generator, days: int, n_impressions: int, start_ts: int = START_TS):
+    def __init__(
+        self,
+        world: World,
+        rng: np.random.Generator,
+        days: int,
+        n_impressions: int,
+        start_ts: int = START_TS,
+        timeline: Timeline | None = None,
+    ):
         self.world, self.rng, self.m = world, rng, world.model
+        self.timeline = timeline
         self.start_ts = start_ts
         self.n_steps = int(days) * 24
         self.counts = step_counts(n_impressions, self.n_steps, start_ts)
@@ -280,9 +388,9 @@ class Simulator:
         lengths[-1] -= cum[last] - n
         return lengths
 
-    def _draw_items(self, n_slates: int) -> np.ndarray:
+    def _draw_items(self, n_slates: int, cdf: np.ndarray) -> np.ndarray:
         """n_slates x MAX_POSITION items by popularity, distinct within a row (redrawn on a repeat)."""
-        rng, cdf = self.rng, self.world.item_cdf
+        rng = self.rng
         items = np.searchsorted(cdf, rng.random((n_slates, MAX_POSITION)), side="right")
         for _ in range(50):
             dup = np.zeros(items.shape, dtype=bool)
@@ -301,11 +409,16 @@ class Simulator:
         n = int(self.counts[s])
         lengths = self._slates(n) if n else np.empty(0, np.int64)
         n_slates = len(lengths)
-        slate_user = np.minimum(np.searchsorted(w.user_cdf, rng.random(n_slates), side="right"), w.n_users - 1)
+        item_cdf, user_cdf, present = w.item_cdf, w.user_cdf, None
+        if self.timeline is not None:
+            item_w, user_w = self.timeline.item_weights(w.item_pop, t0), self.timeline.user_weights(w.user_activity, t0)
+            item_cdf, user_cdf = cdf_of(item_w), cdf_of(user_w)
+            present = (np.flatnonzero(user_w > 0), np.flatnonzero(item_w > 0))
+        slate_user = np.minimum(np.searchsorted(user_cdf, rng.random(n_slates), side="right"), w.n_users - 1)
         slate_ts = t0 + rng.integers(0, STEP_SECONDS, size=n_slates)
         order = np.argsort(slate_ts, kind="stable")
         slate_user, slate_ts, lengths = slate_user[order], slate_ts[order], lengths[order]
-        slate_items = self._draw_items(n_slates)
+        slate_items = self._draw_items(n_slates, item_cdf)
         shown = np.arange(MAX_POSITION)[None, :] < lengths[:, None]
         user = np.repeat(slate_user, lengths)
         ts = np.repeat(slate_ts, lengths).astype(np.int64)
@@ -330,8 +443,13 @@ class Simulator:
         delay = np.where(late, late_delay, regular).astype(np.int64)
         has_id = rng.random(k) < m.id_fraction
         n_orphans = int(rng.poisson(k * m.orphan_fraction / (1 - m.orphan_fraction))) if k else 0
-        orphan_user = rng.integers(0, w.n_users, size=n_orphans)
-        orphan_item = rng.integers(0, w.n_items, size=n_orphans)
+        if self.timeline is None:
+            orphan_user = rng.integers(0, w.n_users, size=n_orphans)
+            orphan_item = rng.integers(0, w.n_items, size=n_orphans)
+        else:  # only users already arrived and items on offer
+            users, items = present
+            orphan_user = users[rng.integers(0, len(users), size=n_orphans)]
+            orphan_item = items[rng.integers(0, len(items), size=n_orphans)]
         orphan_ts = t0 + rng.integers(0, STEP_SECONDS, size=n_orphans)
 
         click_user = np.concatenate([user[clicked], orphan_user])

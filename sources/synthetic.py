@@ -20,6 +20,7 @@ noisy projection of its latent factors (`click_model.item_vectors`); the summary
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.publish import StagedOutput
-from sources.click_model import MAX_POSITION, START_TS, Simulator, World, item_vectors
+from sources.click_model import MAX_POSITION, NEVER, START_TS, Churn, Simulator, Timeline, World, item_vectors
 
 log = logging.getLogger("generate_synthetic")
 
@@ -163,7 +164,11 @@ class ChunkWriter:
         self.imps, self.clicks, self.buffered = [], [], 0
 
 
-def write_items(root: str, world: World, item_ids: pa.Array, vectors: np.ndarray | None = None) -> int:
+def write_items(
+    root: str, world: World, item_ids: pa.Array, vectors: np.ndarray | None = None, timeline: Timeline | None = None
+) -> int:
+    """RAW/items: every item there is (with churn, the later ones too, with the time each is on offer from
+    and until: `released_ts`, `retired_ts`, null when it never retires)."""
     n = world.n_items
     years = pa.array(world.release_year.astype(np.int32), pa.int32(), mask=world.release_year_null)
     titles = pc.binary_join_element_wise("Item ", pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), "")
@@ -175,6 +180,10 @@ def write_items(root: str, world: World, item_ids: pa.Array, vectors: np.ndarray
         pa.array(world.duration_min, pa.float64()),
     ]
     schema = ITEMS_SCHEMA
+    if timeline is not None:
+        retired = timeline.item_retire
+        columns += [pa.array(timeline.item_release, pa.int64()), pa.array(retired, pa.int64(), mask=retired == NEVER)]
+        schema = schema.append(pa.field("released_ts", pa.int64())).append(pa.field("retired_ts", pa.int64()))
     if vectors is not None:
         width = vectors.shape[1]
         offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int32))
@@ -195,18 +204,25 @@ def generate(
     chunk_rows: int | None = None,
     item_vector_dim: int = 0,
     item_vector_noise: float = DEFAULT_VECTOR_NOISE,
+    churn: Churn | None = None,
 ) -> dict:
     """Write RAW at `output` (atomically); return a summary. `item_vector_dim` > 0 adds the items'
-    dense vectors (column `item_vec`), with noise `item_vector_noise` (click_model.item_vectors)."""
+    dense vectors (column `item_vec`), with noise `item_vector_noise` (click_model.item_vectors).
+    `churn` (click_model.Churn) makes a world whose items and users come (and items go) over the days:
+    `users` and `items` are then the first day's."""
     started = time.perf_counter()
     if chunk_rows is None:
         chunk_rows = min(250_000, max(10_000, -(-impressions // 10)))
     rng = np.random.default_rng(seed)
+    timeline, params = None, {"users": users, "items": items, "days": days, "impressions": impressions, "seed": seed}
+    if churn is not None:
+        timeline = Timeline(churn, users, items, days, seed)
+        users, items = churn.totals(users, items, days)
     world = World(users, items, rng)
     vectors, vector_r2 = (None, None)
     if item_vector_dim:
         vectors, vector_r2 = item_vectors(world, int(item_vector_dim), float(item_vector_noise), seed)
-    sim = Simulator(world, rng, days, impressions)
+    sim = Simulator(world, rng, days, impressions, timeline=timeline)
     user_ids = _ids("u", users, max(5, len(str(users))))
     item_ids = _ids("i", items, max(5, len(str(items))))
     stats = {"p_click_sum": 0.0, "clicked": 0, "late": 0, "orphans": 0, "with_id": 0}
@@ -241,7 +257,7 @@ def generate(
             writer.clicks_written,
             writer.parts,
         )
-        n_items = write_items(staging, world, item_ids, vectors)
+        n_items = write_items(staging, world, item_ids, vectors, timeline)
         summary = {
             "output": stage.final,
             "impressions": writer.impressions_written,
@@ -256,8 +272,12 @@ def generate(
             "users": users,
             "part_files": writer.parts,
             "time_range": [START_TS, START_TS + days * 86400],
-            "params": {"users": users, "items": items, "days": days, "impressions": impressions, "seed": seed},
+            "params": params,
         }
+        if timeline is not None:  # only then, as for vectors below
+            summary["params"]["churn"] = dataclasses.asdict(churn)
+            summary["items_released_later"] = int((timeline.item_release > START_TS).sum())
+            summary["users_arrived_later"] = int((timeline.user_arrival > START_TS).sum())
         if vectors is not None:  # only then: the manifest without vectors stays what it always was
             summary["params"].update(item_vector_dim=int(item_vector_dim), item_vector_noise=float(item_vector_noise))
             summary["item_vector_r2"] = round(vector_r2, 4)
