@@ -158,6 +158,13 @@ def vocabulary_path(samples_dir: str, spec: dict, name: str) -> str:
     return posixpath.join(str(samples_dir), vocab.get("path") or f"vocab/{name}")
 
 
+def descends_from(spec: dict, ancestor_hash: str) -> bool:
+    """Whether `spec` is the spec of `ancestor_hash` or extends it, any number of --extend steps on: then
+    every row of the ancestor's vocabularies keeps its index in `spec`'s."""
+    ancestors = (spec.get("lineage") or {}).get("ancestors") or []
+    return ancestor_hash == spec.get("spec_hash") or ancestor_hash in ancestors
+
+
 def oov_index_of(entry: dict, token: str) -> int:
     """The index an unseen `token` gets in vocabulary `entry`: its OOV bucket (the one OOV index when the
     vocabulary has one bucket)."""

@@ -138,6 +138,14 @@ def smoothed_ctr(*, prior: float, smoothing: float) -> dict:
     return {"prior": float(prior), "smoothing": float(smoothing)}
 
 
+def extended_lineage(parent: dict) -> dict:
+    """The `lineage` of a spec that extends `parent` (build_samples --fit-only --extend): the parent's hash, its
+    ancestors' (nearest first), and each vocabulary's rows in the parent, which keep their indices."""
+    ancestors = [parent["spec_hash"], *((parent.get("lineage") or {}).get("ancestors") or [])]
+    sizes = {name: int(entry["size"]) for name, entry in sorted((parent.get("vocabularies") or {}).items())}
+    return {"parent": parent["spec_hash"], "ancestors": ancestors, "extends": sizes}
+
+
 def with_splits(spec: dict, splits: dict) -> dict:
     """The spec with its `splits` (name -> split entry), once the shards are written; not hashed."""
     return {**spec, "splits": dict(splits)}
@@ -152,6 +160,7 @@ def new_spec(
     smoothed_ctr: dict | None = None,
     sample_settings: dict | None = None,
     label_name: str = LABEL_NAME,
+    lineage: dict | None = None,
 ) -> dict:
     """The spec with its hash (splits are added once the shards are written; they are not hashed).
 
@@ -173,5 +182,7 @@ def new_spec(
         spec["smoothed_ctr"] = dict(smoothed_ctr)
     if sample_settings is not None:  # absent in specs written before they were recorded: they keep their hash
         spec["sample_settings"] = dict(sorted(sample_settings.items()))
+    if lineage is not None:  # only a spec that extends another (`extended_lineage`)
+        spec["lineage"] = dict(lineage)
     spec["spec_hash"] = compute_spec_hash(spec)
     return spec

@@ -16,10 +16,18 @@ INPUT_KINDS = EMBEDDED_KINDS + (NUMERIC_KIND,)
 KIND_OF_ROLE = {"label": "label", "metadata": "metadata"}  # model inputs: one of INPUT_KINDS
 PADDING_INDEX = 0
 OOV_INDEX = 1
-HASHED_KEYS = ("features", "vocabularies", "compression", "rows_per_record", "smoothed_ctr", "sample_settings")
+HASHED_KEYS = (
+    "features",
+    "vocabularies",
+    "compression",
+    "rows_per_record",
+    "smoothed_ctr",
+    "sample_settings",
+    "lineage",
+)
 # Keys added after the first samples were written are hashed only when they differ from
 # their default, so that a spec without them keeps the hash it always had.
-HASH_DEFAULTS = {"rows_per_record": 1, "smoothed_ctr": None, "sample_settings": None}
+HASH_DEFAULTS = {"rows_per_record": 1, "smoothed_ctr": None, "sample_settings": None, "lineage": None}
 
 
 class SpecError(ValueError):

@@ -234,6 +234,25 @@ def _check_oov_buckets(spec: dict) -> None:
             )
 
 
+def _check_lineage(value) -> None:
+    if value is None:
+        return
+    ok = (
+        isinstance(value, dict)
+        and isinstance(value.get("parent"), str)
+        and isinstance(value.get("ancestors"), list)
+        and value["ancestors"][:1] == [value["parent"]]
+        and all(isinstance(h, str) for h in value["ancestors"])
+        and isinstance(value.get("extends"), dict)
+        and all(_is_int(size) and size >= 1 for size in value["extends"].values())
+    )
+    if not ok:
+        raise SpecError(
+            "lineage must be {'parent': hash, 'ancestors': [parent, ...], 'extends': {vocabulary: rows}}, got "
+            f"{value!r}"
+        )
+
+
 def _check_sample_settings(value) -> None:
     if value is None:
         return
@@ -268,6 +287,7 @@ def validate_spec(spec: dict) -> dict:
                 )
     _check_paths(spec)
     _check_oov_buckets(spec)
+    _check_lineage(spec.get("lineage"))
     _check_smoothed_ctr(spec.get("smoothed_ctr"))
     _check_sample_settings(spec.get("sample_settings"))
     expected = compute_spec_hash(spec)

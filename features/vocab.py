@@ -81,12 +81,16 @@ def fit_vocabulary(tokens: DataFrame, min_count: int = 1, buckets: int = 1) -> D
 
 
 def fit_vocabularies(
-    tokens: DataFrame, min_count: int = 1, oov_buckets: dict[str, int] | None = None
+    tokens: DataFrame,
+    min_count: int = 1,
+    oov_buckets: dict[str, int] | None = None,
+    start_at: dict[str, int] | None = None,
 ) -> tuple[DataFrame, dict[str, int]]:
     """Several vocabularies at once from rows `name, token`: one count, one sort for all of them.
 
     Returns (`name, index, token, count`, {name: number of tokens}). Null and empty tokens are ignored.
-    A vocabulary's tokens start after its OOV buckets (`oov_buckets`: name -> K, 1 when absent).
+    A vocabulary's tokens start after its OOV buckets (`oov_buckets`: name -> K, 1 when absent), or at
+    `start_at[name]` (the tokens a vocabulary that grows appends after its existing rows).
     """
     counts = (
         tokens.where(F.col("token").isNotNull() & (F.col("token") != ""))
@@ -115,10 +119,11 @@ def fit_vocabularies(
         )
     else:
         offset = F.lit(0)
+    starts = {name: first_token_index(k) for name, k in (oov_buckets or {}).items() if int(k) != 1}
+    starts.update(start_at or {})
     first = F.lit(FIRST_TOKEN_INDEX)
-    for name, buckets in sorted((oov_buckets or {}).items()):
-        if int(buckets) != 1:
-            first = F.when(F.col("name") == name, F.lit(first_token_index(buckets))).otherwise(first)
+    for name, start in sorted(starts.items()):
+        first = F.when(F.col("name") == name, F.lit(int(start))).otherwise(first)
     fitted = ranked.select(
         F.col("name"),
         (offset + F.col("_local") - 1 + first).cast("long").alias("index"),

@@ -55,6 +55,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="fit vocabularies, normalization and buckets (on the days --start..--end, else on the train split) "
         "and write OUTPUT/feature_spec.json and vocab/ without samples",
     )
+    days.add_argument(
+        "--extend",
+        metavar="SPEC_OLD",
+        help="with --fit-only: grow the vocabularies of SPEC_OLD instead of fitting new ones: its tokens keep their "
+        "indices, the tokens new since then are appended, its normalization, buckets and CTR prior are kept; a "
+        "model trained on SPEC_OLD continues on the new spec (jobs.train --init-from)",
+    )
+    days.add_argument(
+        "--refit-statistics",
+        action="store_true",
+        help="with --extend: refit the normalization, bucket boundaries and CTR prior on the new window",
+    )
     days.add_argument("--overwrite", action="store_true", help="rebuild days that are already complete")
     days.add_argument(
         "--allow-mixed-specs",
@@ -86,6 +98,10 @@ def _check_day_args(args) -> str | None:
         return "--date and --start/--end exclude each other (one day: --date D)"
     if args.start and parse_date(args.end) < parse_date(args.start):
         return f"--end {args.end} is before --start {args.start}"
+    if args.extend and not args.fit_only:
+        return "--extend grows a spec into a new one: it needs --fit-only"
+    if args.refit_statistics and not args.extend:
+        return "--refit-statistics applies to --extend"
     if args.fit_only:
         if args.spec:
             return "--fit-only fits a new spec: it takes no --spec"
@@ -142,7 +158,13 @@ def main(argv=None) -> int:
             print_outputs(args.output, ", ".join(f"{os.path.basename(r['output'].rstrip('/'))}/" for r in results))
             return 0
         window = daily.fit_window(config, days[0], days[-1]) if days else None
-        plan = job.Plan(spec_dir=args.spec, window=window, fit_only=args.fit_only)
+        plan = job.Plan(
+            spec_dir=args.spec,
+            window=window,
+            fit_only=args.fit_only,
+            extend_dir=args.extend,
+            refit_statistics=args.refit_statistics,
+        )
         report = job.build_samples(spark, args.input, args.output, config, plan)
     except (OutputRefused, *job.INPUT_ERRORS) as exc:  # e.g. SAMPLES overlaps RAW; an empty split
         logging.getLogger("jobs.build_samples").error("%s", exc)

@@ -463,3 +463,33 @@ def test_numeric_widths_parse_maps_and_serving_signature_of_a_vector():
     )
     assert feature_spec.input_signature(spec)["item_vec"] == tf.TensorSpec([None, 3], tf.float32, name="item_vec")
     assert feature_spec.input_signature(spec)["item_ctr"] == tf.TensorSpec([None], tf.float32, name="item_ctr")
+
+
+def test_a_spec_extending_another_records_its_lineage_and_a_malformed_one_is_refused():
+    vocab = feature_spec.vocabulary(size=5, num_tokens=3, min_count=1, path="vocab/item_id")
+    parent = feature_spec.new_spec([feature_spec.label()], {"item_id": vocab}, compression="NONE")
+    child = feature_spec.new_spec(
+        [feature_spec.label()],
+        {"item_id": {**vocab, "size": 7, "num_tokens": 5}},
+        compression="NONE",
+        lineage=feature_spec.extended_lineage(parent),
+    )
+    assert child["lineage"] == {
+        "parent": parent["spec_hash"],
+        "ancestors": [parent["spec_hash"]],
+        "extends": {"item_id": 5},
+    }
+    grandchild = feature_spec.new_spec(
+        [feature_spec.label()], child["vocabularies"], compression="GZIP", lineage=feature_spec.extended_lineage(child)
+    )
+    assert grandchild["lineage"]["ancestors"] == [child["spec_hash"], parent["spec_hash"]]
+    assert feature_spec.descends_from(grandchild, parent["spec_hash"])
+    assert not feature_spec.descends_from(parent, child["spec_hash"])
+    feature_spec.validate_spec(grandchild)
+    # The lineage is hashed: the same content without it is another spec.
+    assert feature_spec.compute_spec_hash({**child, "lineage": None}) != child["spec_hash"]
+    for bad in ({"parent": "x"}, {**child["lineage"], "ancestors": ["y"]}, {**child["lineage"], "extends": {"a": 0}}):
+        broken = {**child, "lineage": bad}
+        broken["spec_hash"] = feature_spec.compute_spec_hash(broken)
+        with pytest.raises(feature_spec.SpecError, match="lineage must be"):
+            feature_spec.validate_spec(broken)

@@ -150,12 +150,23 @@ class Plan:
     - `spec_dir`: apply that earlier fit (`feature_spec.json` + `vocab/`) instead of fitting one;
     - `window`: only the impressions of those days become samples (one split, feature_spec.DAY_SPLIT);
     - `fit_only`: fit, and write the spec (feature_spec.json, vocab/, report.json) without samples; with a
-      window, every impression of its days is train.
+      window, every impression of its days is train;
+    - `extend_dir` (with `fit_only`): grow that spec's vocabularies instead of fitting new ones: its tokens keep
+      their indices, the new ones are appended; its normalization, buckets and CTR prior are kept, unless
+      `refit_statistics`.
     """
 
     spec_dir: str | None = None
     window: windows.Window | None = None
     fit_only: bool = False
+    extend_dir: str | None = None
+    refit_statistics: bool = False
+
+    def __post_init__(self):
+        if self.extend_dir is not None and not self.fit_only:
+            raise ValueError("Plan: extend_dir fits a new spec, it needs fit_only")
+        if self.refit_statistics and self.extend_dir is None:
+            raise ValueError("Plan: refit_statistics applies to an extend_dir")
 
     @property
     def mode(self) -> BuildMode:
@@ -165,5 +176,14 @@ class Plan:
     def splits(self) -> tuple[str, ...]:
         return self.mode.splits
 
+    @property
+    def spec_folders(self) -> list[str]:
+        """The spec folders the build reads (an output must not overlap them)."""
+        return [folder for folder in (self.spec_dir, self.extend_dir) if folder]
+
     def describe(self) -> dict:
-        return {"mode": "fit_only" if self.fit_only else "samples", "days": self.mode.describe(), "spec": self.spec_dir}
+        described = {"mode": "fit_only" if self.fit_only else "samples", "days": self.mode.describe()}
+        described["spec"] = self.spec_dir
+        if self.extend_dir is not None:
+            described.update(extends=self.extend_dir, refit_statistics=self.refit_statistics)
+        return described

@@ -151,30 +151,38 @@ def _labelled_splits(raw: Validated, keyed, attributed, config: BuildConfig, per
 
 
 def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: BuildConfig, plan: Plan, applied=None):
-    """(the applied spec or None, the folder for Spark's parts or None): every refusal that needs no data.
-    `applied`: the spec of plan.spec_dir, already loaded and checked, or None to load and check it here."""
+    """(the applied spec or None, the spec to extend or None, the folder for Spark's parts or None): every
+    refusal that needs no data. `applied`: the spec of plan.spec_dir, already loaded and checked, or None to
+    load and check it here. A spec to extend must describe the same model inputs under the same sample
+    settings as this config (its vocabularies grow, nothing else)."""
     check_spark_reads(spark, raw_dir)
     if applied is None:
         applied = load_applied_spec(spark, plan.spec_dir)
+    parent = load_applied_spec(spark, plan.extend_dir)
     # Name clashes and misuses of the configured item columns fail before any work (lengths do not matter).
     fitting.check_vector_config(
         declared_features(vocab.ID_INDICES, config, dict.fromkeys(vector_columns(config), 1)), config
     )
-    if applied:
-        check_spec_fits_config(applied, config, plan.spec_dir)
-    return applied, spark_parts_folder(spark, raw_dir, output, config)
+    for spec, folder in ((applied, plan.spec_dir), (parent, plan.extend_dir)):
+        if spec:
+            check_spec_fits_config(spec, config, folder)
+    return applied, parent, spark_parts_folder(spark, raw_dir, output, config)
 
 
 def _vocabularies(
-    spark: SparkSession, imps: DataFrame, applied: dict | None, plan: Plan, config: BuildConfig, spark_dir: str
+    spark: SparkSession, imps: DataFrame, applied, plan: Plan, config: BuildConfig, spark_dir: str, parent
 ):
-    """(the applied spec's fit or None, the vocabularies: the spec's, or fitted on train), written to vocab/."""
-    fitted = None
+    """(the applied spec's fit or None, the vocabularies: the spec's, the parent's grown by train's new tokens,
+    or fitted on train), written to vocab/."""
+    fitted, train = None, imps.where(F.col("split") == "train")
     if applied:
         fitted = fitting.Fitted.from_spec(applied, fitting.vocabularies_from_spec(applied, spark, plan.spec_dir))
         vocabularies = fitted.vocabularies
+    elif parent:
+        vocabularies = fitting.extend_vocabularies(
+            fitting.vocabularies_from_spec(parent, spark, plan.extend_dir), train
+        )
     else:
-        train = imps.where(F.col("split") == "train")
         buckets = config.oov_buckets_of(vocab.vocabulary_names(train))
         vocabularies = fitting.fit_vocabularies(train, config.vocab.min_count, buckets)
     for name, frame in vocabularies.frames.items():
@@ -182,9 +190,15 @@ def _vocabularies(
     return fitted, vocabularies
 
 
-def _spec_of(
-    fitted, declared, vocabularies, raw: Validated, config: BuildConfig, applied: dict | None, plan: Plan
-) -> dict:
+def _fit(samples: DataFrame, vocabularies, declared, config: BuildConfig, plan: Plan, parent: dict | None):
+    """What is learned from the train split: the parent's (an --extend keeps the normalization, buckets and CTR
+    prior its model learned with, unless asked to refit them), or fitted on `samples`' train rows."""
+    if parent and not plan.refit_statistics:
+        return fitting.Fitted.from_spec(parent, vocabularies)
+    return fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
+
+
+def _spec_of(fitted, declared, vocabularies, raw: Validated, config: BuildConfig, applied, plan: Plan, parent) -> dict:
     """The spec of the samples this build makes; ConfigError when it is not the applied spec."""
     spec = feature_spec.new_spec(
         fitted.spec_features(declared, list(validate.IDENTITY_COLUMNS) + raw.passthrough),
@@ -193,6 +207,8 @@ def _spec_of(
         rows_per_record=config.tfrecord.rows_per_record,
         smoothed_ctr=fitted.spec_smoothed_ctr(),
         sample_settings=settings.recorded(config),
+        # An applied spec's lineage is part of what its hash promises, as a new extension's is.
+        lineage=feature_spec.extended_lineage(parent) if parent else (applied or {}).get("lineage"),
     )
     if applied and feature_spec.spec_hash(spec) != feature_spec.spec_hash(applied):
         raise ConfigError(
@@ -213,9 +229,9 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config, plan=N
     first (pipelines/config_schema.py): a bad value is a ConfigError before any work."""
     plan, timings, started = plan or Plan(), SparkTimings(spark), time.perf_counter()
     config, persist = build_config(config), Persisted()
-    applied, scratch_folder = _check_before_work(spark, raw_dir, output, config, plan, applied)
+    applied, parent, scratch_folder = _check_before_work(spark, raw_dir, output, config, plan, applied)
     # Refuses an output that overlaps RAW (or the --spec) or holds something else than earlier samples.
-    stage = StagedOutput(output, inputs=[raw_dir] + ([plan.spec_dir] if plan.spec_dir else []), markers=SAMPLES_MARKERS)
+    stage = StagedOutput(output, inputs=[raw_dir, *plan.spec_folders], markers=SAMPLES_MARKERS)
     scratch = None
     restore = ExitStack()  # the session's shuffle partitions, as they were before this build
     try:
@@ -235,7 +251,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config, plan=N
         with timings.step("split"):
             imps, history_only, boundaries = _labelled_splits(raw, keyed, attributed, config, persist, plan.mode)
         with timings.step("fit_vocabularies"):
-            fitted, vocabularies = _vocabularies(spark, imps, applied, plan, config, spark_dir)
+            fitted, vocabularies = _vocabularies(spark, imps, applied, plan, config, spark_dir, parent)
         with timings.step("features") as rows:
             features = _point_in_time_features(imps, history_only, attributed, raw, vocabularies, config)
             samples = persist(features)
@@ -243,10 +259,9 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config, plan=N
             rows["samples"] = num_samples
         with timings.step("fit_transform"):
             declared = declared_features(vocabularies.frames, config, raw.vector_lengths)
-            if not applied:
-                fitted = fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
+            fitted = fitted or _fit(samples, vocabularies, declared, config, plan, parent)
             samples = fitted.transform(samples)
-        spec = _spec_of(fitted, declared, vocabularies, raw, config, applied, plan)
+        spec = _spec_of(fitted, declared, vocabularies, raw, config, applied, plan, parent)
         per_split = {}
         if not plan.fit_only:
             with timings.step("write_tfrecords") as rows:

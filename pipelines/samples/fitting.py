@@ -169,6 +169,33 @@ def fit_vocabularies(train: DataFrame, min_count: int, oov_buckets: dict[str, in
     )
 
 
+def extend_vocabularies(parent: Vocabularies, train: DataFrame) -> Vocabularies:
+    """`parent`'s vocabularies (from its spec, with their frames), every row at its index, with the tokens of
+    `train` they lack appended from each one's size on, in order of decreasing count (ties by token); a
+    token seen fewer than the parent's min_count times is not appended. The OOV buckets stay the parent's.
+    Existing rows keep the parent's counts; appended rows carry `train`'s."""
+    names = sorted(parent.num_tokens)
+    unknown = sorted(set(vocab.vocabulary_names(train)) - set(names))
+    if unknown:
+        raise SpecNotApplicable(f"--extend: the spec has no vocabulary {unknown}, which this data has")
+    known = functools.reduce(
+        DataFrame.unionByName, [parent.frames[name].select(F.lit(name).alias("name"), "token") for name in names]
+    )
+    new_tokens = vocab.vocabulary_tokens(train).join(known, on=["name", "token"], how="left_anti")
+    sizes = parent.sizes
+    appended, counted = vocab.fit_vocabularies(new_tokens, parent.min_count, start_at=sizes)
+    frames = {
+        name: parent.frames[name].unionByName(appended.where(F.col("name") == name).drop("name")) for name in names
+    }
+    return Vocabularies(
+        frames=frames,
+        num_tokens={name: parent.num_tokens[name] + int(counted.get(name, 0)) for name in names},
+        min_count=parent.min_count,
+        genre_index=vocab.small_vocabulary_map(frames["genre"]),
+        oov_buckets=dict(parent.oov_buckets),
+    )
+
+
 @dataclass(frozen=True)
 class Fitted:
     vocabularies: Vocabularies
