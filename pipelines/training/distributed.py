@@ -418,7 +418,7 @@ class Role:
         init_dir = self.config.init_from
         if self.is_chief and not init_dir and self.config.resume:
             init_dir = pending_init_from(self.run_dir)
-        return init_source(init_dir, checkpoints, samples.spec_hash, samples.describe()) if init_dir else None
+        return init_source(init_dir, checkpoints, samples.spec_hash, samples.describe(), samples) if init_dir else None
 
     def start(self) -> None:
         """Make the strategy; under multi_worker the workers connect to each other here."""

@@ -9,9 +9,14 @@ ones `Checkpoints.restore_best` loaded at its end: checkpoints/best.weights.h5 w
 epoch, else the file of its last epoch. A weights file holds the optimizer state of the epoch it was
 saved at (Adam's moments and iteration count), so the weights and the optimizer state go together.
 
+RUN0 may have been trained on an ancestor of the samples' spec (build_samples --fit-only --extend, any
+number of steps back): its weights and optimizer state then move into the larger tables, every existing row
+as it was and each appended row from the OOV bucket its token used to map to (pipelines/training/growth.py).
+
 Refused, each before RUN is touched: a RUN0 that is not a finished run of this job, or whose files a warm
 start reads (checkpoints/state.json, run.json, the weights file) are unreadable or malformed, each named
-(InitFromRefused, exit 2), RUN0 trained on samples of another spec hash (SpecHashMismatch, exit 3),
+(InitFromRefused, exit 2), RUN0 trained on samples of a spec hash that is neither the samples' nor one of
+their spec's ancestors (SpecHashMismatch, exit 3),
 another model or other params (RunMismatch, exit 3), and a RUN that already holds a run, which is resumed
 by rerunning without --init-from (InitFromRefused). The weights file is read whole into the model by
 load_init_weights, which jobs.train calls before it writes RUN.
@@ -25,6 +30,7 @@ import os
 import posixpath
 from dataclasses import dataclass
 
+import feature_spec
 from pipelines import storage
 from pipelines.training.dataset import SpecHashMismatch, recorded_spec_hashes
 from pipelines.training.run_state import (
@@ -55,15 +61,26 @@ class InitSource:
     epoch: int | None
     spec_hash: str
     final_valid: dict  # RUN0's final valid metrics, for the log
+    # When RUN0 was trained on an ancestor of the samples' spec: its spec, the model and params to rebuild
+    # RUN0's model with, the samples' spec and vocabulary folder (the tokens of the appended rows).
+    grown_from: dict | None = None
+    model_name: str | None = None
+    params: dict | None = None
+    spec: dict | None = None
+    vocab_dir: str | None = None
 
     def record(self) -> dict:
-        return {
+        record = {
             "run": self.run,
             "run_id": self.run_id,
             "weights": self.weights,
             "epoch": self.epoch,
             "spec_hash": self.spec_hash,
         }
+        if self.grown_from is not None:
+            record["trained_on_spec_hash"] = self.grown_from["spec_hash"]
+            record["spec_lineage"] = (self.spec or {}).get("lineage")
+        return record
 
 
 def refuse_into_existing_run(run_dir: str, init_dir: str) -> None:
@@ -128,9 +145,27 @@ def _final_valid(summary: dict) -> dict:
     }
 
 
-def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples_dir: str) -> InitSource:
+def _ancestor_spec(init_dir: str, recorded: str, samples) -> dict | None:
+    """RUN0's own spec (model/assets.extra/), when `recorded` is an ancestor of the samples' spec; else None."""
+    if samples is None or not feature_spec.descends_from(samples.spec, recorded):
+        return None
+    path = os.path.join(init_dir, "model", "assets.extra", feature_spec.SPEC_FILE)
+    try:
+        spec = feature_spec.validate_spec(json.loads(storage.read_text(path)))
+    except (OSError, ValueError) as exc:
+        raise InitFromRefused(
+            f"--init-from {init_dir}: its spec {path}, which a warm start across a vocabulary growth reads, cannot "
+            f"be read: {exc}"
+        ) from None
+    if spec["spec_hash"] != recorded:
+        raise InitFromRefused(f"--init-from {init_dir}: {path} has spec hash {spec['spec_hash']}, not {recorded}")
+    return spec
+
+
+def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples_dir: str, samples=None) -> InitSource:
     """The weights file of RUN0 a warm start loads, after checking that RUN0 is a finished run of this
-    job, on samples of `spec_hash`, of the model and params of `checkpoints` (the new run's)."""
+    job, on samples of `spec_hash` or of an ancestor of `samples`' spec, of the model and params of
+    `checkpoints` (the new run's)."""
     init_dir = storage.normalize(init_dir)  # an absolute path, or s3://...
     if not storage.isdir(init_dir):
         raise InitFromRefused(f"--init-from {init_dir}: no such directory")
@@ -157,12 +192,17 @@ def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples
             f"--init-from {init_dir} is not a finished run: its checkpoints are at epoch {state.get('epoch')} but "
             f"its run.json at epoch {summary.get('epochs_completed')} (a resume of it has not finished)"
         )
+    grown_from = None
     for rel, recorded in recorded_spec_hashes(init_dir).items():
-        if recorded != spec_hash:
+        if recorded == spec_hash:
+            continue
+        grown_from = _ancestor_spec(init_dir, recorded, samples)
+        if grown_from is None:
             raise SpecHashMismatch(
                 f"--init-from {init_dir} was trained on spec hash {recorded} ({rel}), but samples {samples_dir} "
-                f"have spec hash {spec_hash}: its weights index other vocabularies and features. Warm-start "
-                f"only from a run on samples built with the same spec"
+                f"have spec hash {spec_hash}, which is not that spec nor one grown from it (build_samples "
+                f"--fit-only --extend): its weights index other vocabularies and features. Warm-start only from "
+                f"a run on samples built with the same spec or one it extends"
             )
     checkpoints.check(state, where=f"--init-from {init_dir}", remedy=WARM_START_REMEDY)
     # As Checkpoints.restore_best chose at the end of RUN0: its best epoch's file, else its last epoch's.
@@ -181,6 +221,11 @@ def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples
         epoch=epoch,
         spec_hash=spec_hash,
         final_valid=_final_valid(summary),
+        grown_from=grown_from,
+        model_name=checkpoints.model_name,
+        params=checkpoints.params,
+        spec=None if samples is None else samples.spec,
+        vocab_dir=None if samples is None else samples.vocab_dir,
     )
 
 
@@ -189,8 +234,12 @@ def load_init_weights(model, source: InitSource) -> dict:
     InitFromRefused naming the file when it cannot be read into the model (truncated, empty, not HDF5, or
     not this model's weights): jobs.train calls this before it writes RUN, so a bad RUN0 leaves RUN as it was."""
     path = os.path.join(source.run, source.weights)
+    grown = None
     try:
-        load_weights(model, path)
+        if source.grown_from is None:
+            load_weights(model, path)
+        else:
+            grown = _load_grown(model, source, path)
     except (OSError, ValueError, KeyError, TypeError) as exc:  # h5py: OSError; Keras: ValueError for other shapes
         reason = " ".join(str(exc).split())
         raise InitFromRefused(
@@ -199,4 +248,23 @@ def load_init_weights(model, source: InitSource) -> dict:
         ) from None
     optimizer = getattr(model, "optimizer", None)
     iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
-    return {**source.record(), "optimizer_iterations": iterations}
+    record = {**source.record(), "optimizer_iterations": iterations}
+    if grown is not None:
+        record["rows_appended"] = grown
+    return record
+
+
+def _load_grown(model, source: InitSource, path: str) -> dict[str, int]:
+    """RUN0's weights read into RUN0's own model (built for its spec), then moved into `model`."""
+    from models import build_model, compile_model
+    from pipelines.training.growth import GrowthRefused, row_sources, transfer
+    from pipelines.training.run_state import build_optimizers
+
+    old = build_model(source.model_name, source.grown_from, source.params)
+    compile_model(old)
+    build_optimizers(old)
+    load_weights(old, path)
+    try:
+        return transfer(old, model, source.spec, row_sources(source.grown_from, source.spec, source.vocab_dir))
+    except GrowthRefused as exc:
+        raise InitFromRefused(f"--init-from {source.run}: {exc}") from None
