@@ -21,7 +21,7 @@ from feature_spec.format import (
     SpecError,
     compute_spec_hash,
 )
-from feature_spec.hashing import HASH_FUNCTION
+from feature_spec.hashing import HASH_FUNCTION, SPARK_SEED
 
 REQUIRED_KEYS = ("name", "role", "kind", "dtype", "shape")
 NORMALIZATION_KEYS = ("log1p", "mean", "std")
@@ -226,11 +226,11 @@ def _check_oov_buckets(spec: dict) -> None:
             or not _is_int(buckets.get("count"))
             or buckets["count"] < 1
             or buckets.get("hash") != HASH_FUNCTION
-            or not _is_int(buckets.get("seed"))
+            or buckets.get("seed") != SPARK_SEED
         ):
             raise SpecError(
                 f"vocabularies.{name}.oov_buckets must be {{'count': K >= 1, 'hash': {HASH_FUNCTION!r}, "
-                f"'seed': int}}, got {buckets!r}"
+                f"'seed': {SPARK_SEED}}}, got {buckets!r}"
             )
 
 

@@ -103,6 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def churn_of(args: argparse.Namespace) -> Churn | None:
     """The churn the flags ask for, or None (ValueError on a bad value)."""
     if not (args.new_items_per_day or args.new_users_per_day or args.item_lifetime_days is not None):
+        if (args.launch_boost, args.launch_days) != (Churn.launch_boost, Churn.launch_days):
+            raise ValueError("--launch-boost and --launch-days shape a churn world: add --new-items-per-day")
         return None
     return Churn(
         args.new_items_per_day, args.new_users_per_day, args.item_lifetime_days, args.launch_boost, args.launch_days

@@ -58,7 +58,8 @@ A catalogue and an audience that change over the days, as a real service's do. `
 are released on each day after the first, at a uniform time of their day, and `new_users_per_day` users
 arrive the same way; with `item_lifetime_days` L, an item is offered for L days after its release (the
 first day's items were released at uniform times in the L days before the start, so they age out in turn).
-An item is shown at step t only when it is on offer at the step's start, with weight
+An item is shown at step t only when it is on offer for the whole hour (released by the hour's start, not
+retired before its end), with weight
 
     pop_i * (1 + launch_boost * exp(-age_i(t) / launch_days))      (age in days since its release)
 
@@ -255,15 +256,19 @@ class Timeline:
             ]
         )
         steps = start_ts + np.arange(int(days) * 24) * STEP_SECONDS
-        on_offer = [int(((self.item_release <= t) & (t < self.item_retire)).sum()) for t in steps]
+        on_offer = [int(self.on_offer(t).sum()) for t in steps]
         if min(on_offer) < MAX_POSITION:
             raise ValueError(
                 f"only {min(on_offer)} items are on offer at some hour, a slate needs {MAX_POSITION}: "
                 "release more items per day or give them a longer lifetime"
             )
 
+    def on_offer(self, t: int) -> np.ndarray:
+        """The items that may be shown in the hour that starts at `t`: released by then, retired after it."""
+        return (self.item_release <= t) & (t + STEP_SECONDS <= self.item_retire)
+
     def item_weights(self, pop: np.ndarray, t: int) -> np.ndarray:
-        on_offer = (self.item_release <= t) & (t < self.item_retire)
+        on_offer = self.on_offer(t)
         age_days = (t - self.item_release) / DAY_SECONDS
         lift = 1.0 + self.churn.launch_boost * np.exp(-np.maximum(age_days, 0.0) / self.churn.launch_days)
         return np.where(on_offer, pop * lift, 0.0)

@@ -106,9 +106,13 @@ def test_the_new_spec_names_its_lineage_and_keeps_the_statistics(grown):
 
     assert statistics(v2) == statistics(v1)  # kept by default
     assert statistics(v3)[1] != statistics(v2)[1]  # refitted on request
-    # v3's vocabularies grow v2's: same rows, then day 4's new ones (none, if day 4 brings none new).
+    # v3's vocabularies grow v2's: v2's rows as they were, then day 4's new ones (none, if it brings none new).
+    specs = grown[0]
     for name in v2["vocabularies"]:
         assert v3["vocabularies"][name]["size"] >= v2["vocabularies"][name]["size"]
+        kept = _vocab(specs["v3"], name)
+        kept = kept[kept["index"] < v2["vocabularies"][name]["size"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(kept, _vocab(specs["v2"], name).reset_index(drop=True))
 
 
 def test_a_day_built_with_the_grown_spec_differs_only_where_a_token_is_new(grown):

@@ -197,6 +197,15 @@ def test_oov_counts_count_every_bucket_as_oov(spark):
     assert counts["user_id"]["oov_bucket_use"]["buckets_used"] == 2
     assert counts["item_id"]["oov"] == 1 and "oov_bucket_use" not in counts["item_id"]
     assert counts["genre"] == {"tokens": 2, "oov": 1, "oov_rate": 0.5}
+    # Genres with 3 buckets (tokens from 4): "New" on bucket 1 is OOV, Drama on 3 is too, "Old" on 4 is not.
+    genres = spark.createDataFrame(
+        [("u", 5, "i", 5, ["New", "Drama"], [1, 3]), ("v", 5, "j", 5, ["Old", "New"], [4, 1])],
+        "user_id string, user_idx long, item_id string, item_idx long, genres array<string>, genre_idxs array<long>",
+    )
+    _, counts = oov_counts(genres, {"genre": 3})
+    assert counts["genre"]["oov"] == 3
+    use = counts["genre"]["oov_bucket_use"]
+    assert use["tokens_by_bucket"] == [2, 0, 1] and use["max_distinct_tokens_in_a_bucket"] == 1
 
 
 def test_the_rows_of_an_embedding_table_name_each_bucket(tmp_path):

@@ -163,8 +163,8 @@ class Plan:
     refit_statistics: bool = False
 
     def __post_init__(self):
-        if self.extend_dir is not None and not self.fit_only:
-            raise ValueError("Plan: extend_dir fits a new spec, it needs fit_only")
+        if self.extend_dir is not None and (not self.fit_only or self.spec_dir is not None):
+            raise ValueError("Plan: extend_dir fits a new spec: it needs fit_only, and no spec_dir")
         if self.refit_statistics and self.extend_dir is None:
             raise ValueError("Plan: refit_statistics applies to an extend_dir")
 

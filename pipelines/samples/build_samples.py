@@ -179,9 +179,15 @@ def _vocabularies(
         fitted = fitting.Fitted.from_spec(applied, fitting.vocabularies_from_spec(applied, spark, plan.spec_dir))
         vocabularies = fitted.vocabularies
     elif parent:
-        vocabularies = fitting.extend_vocabularies(
-            fitting.vocabularies_from_spec(parent, spark, plan.extend_dir), train
-        )
+        grown = fitting.vocabularies_from_spec(parent, spark, plan.extend_dir)
+        if config.oov_buckets_of(grown.oov_buckets) != grown.oov_buckets or config.vocab.min_count != grown.min_count:
+            log.warning(
+                "--extend keeps %s's OOV buckets %s and min_count %d: the config's vocab.* are not used",
+                plan.extend_dir,
+                grown.oov_buckets,
+                grown.min_count,
+            )
+        vocabularies = fitting.extend_vocabularies(grown, train)
     else:
         buckets = config.oov_buckets_of(vocab.vocabulary_names(train))
         vocabularies = fitting.fit_vocabularies(train, config.vocab.min_count, buckets)
@@ -243,7 +249,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config, plan=N
             scratch = scratch_staging(scratch_folder, stage.final, stage.staging.started)
         spark_dir = scratch.path if scratch else stage.path  # where Spark writes rejects/ and vocab/
         with timings.step("validate") as rows:
-            known_lengths = spec_vector_lengths(applied, config) if applied else None
+            known_lengths = spec_vector_lengths(applied or parent, config) if (applied or parent) else None
             raw = validate_raw(spark, raw_dir, config, persist, spark_dir, plan.mode, known_lengths)
             rows.update({f"{name} read": count for name, count in raw.rows_read.items()})
         with timings.step("labels"):

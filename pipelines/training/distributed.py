@@ -455,7 +455,7 @@ class Role:
             state = checkpoints.load_state()
             pending = pending_init_from(self.run_dir) if state is None and init is None and resume else None
             if pending:
-                init = init_source(pending, checkpoints, samples.spec_hash, samples.describe())
+                init = init_source(pending, checkpoints, samples.spec_hash, samples.describe(), samples)
         return state, init
 
     def record(self, model) -> dict | None:

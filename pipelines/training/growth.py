@@ -11,7 +11,9 @@ weights and optimizer slots together (Adam's moments, Adagrad's accumulator, FTR
 then goes on exactly as its bucket would have. Zero slots would not: with Adam's bias correction spent at
 a high step count, a zero second moment makes the row's first update about three times a normal one, and
 FTRL's accumulator starts at its initial value, not at zero. So a model scores every sample before its
-first step as RUN0 scored it, a new token through its old bucket.
+first step as RUN0 scored it, a new token through its old bucket (except where the wide part crosses an
+appended token, which hashes its new index into another cross row, and after --extend --refit-statistics,
+which renormalizes the numeric inputs).
 
 Which variables are indexed by vocabulary rows is read from the layers that own them: the embedding tables
 of `FeatureEmbedding` (one per vocabulary) and `SparseLinear`'s field weights (one block per field, in field
@@ -50,6 +52,8 @@ def row_sources(old_spec: dict, new_spec: dict, vocab_dir: str) -> dict[str, tup
         tokens = feature_spec.vocabulary_tokens(vocab_dir, new_spec, name, new_size)
         source = np.arange(new_size)
         for row in range(old_size, new_size):
+            if tokens[row] is None:
+                raise GrowthRefused(f"vocabulary {name} of {vocab_dir} has no token at index {row}")
             source[row] = feature_spec.oov_index_of(old, tokens[row])
         sources[name] = (old_size, source)
     return sources

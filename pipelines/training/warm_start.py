@@ -1,7 +1,7 @@
 """--init-from RUN0: a new run whose epoch 1 starts from a finished run's weights and optimizer state.
 
     refuse_into_existing_run(run_dir, init_dir)               # before anything else looks at RUN
-    source = init_source(init_dir, checkpoints, spec_hash, samples_dir)   # reads RUN0 only
+    source = init_source(init_dir, checkpoints, spec_hash, samples_dir, samples)   # reads RUN0 only
     record = load_init_weights(model, source)                 # after build_optimizers, before RUN is written
 
 Which weights: those RUN0's outputs (model/, predictions/, its final metrics) were made from, the
@@ -147,7 +147,7 @@ def _final_valid(summary: dict) -> dict:
 
 def _ancestor_spec(init_dir: str, recorded: str, samples) -> dict | None:
     """RUN0's own spec (model/assets.extra/), when `recorded` is an ancestor of the samples' spec; else None."""
-    if samples is None or not feature_spec.descends_from(samples.spec, recorded):
+    if not feature_spec.descends_from(samples.spec, recorded):
         return None
     path = os.path.join(init_dir, "model", "assets.extra", feature_spec.SPEC_FILE)
     try:
@@ -162,7 +162,7 @@ def _ancestor_spec(init_dir: str, recorded: str, samples) -> dict | None:
     return spec
 
 
-def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples_dir: str, samples=None) -> InitSource:
+def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples_dir: str, samples) -> InitSource:
     """The weights file of RUN0 a warm start loads, after checking that RUN0 is a finished run of this
     job, on samples of `spec_hash` or of an ancestor of `samples`' spec, of the model and params of
     `checkpoints` (the new run's)."""
@@ -224,8 +224,8 @@ def init_source(init_dir: str, checkpoints: Checkpoints, spec_hash: str, samples
         grown_from=grown_from,
         model_name=checkpoints.model_name,
         params=checkpoints.params,
-        spec=None if samples is None else samples.spec,
-        vocab_dir=None if samples is None else samples.vocab_dir,
+        spec=samples.spec,
+        vocab_dir=samples.vocab_dir,
     )
 
 
