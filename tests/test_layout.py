@@ -155,7 +155,14 @@ def test_the_models_import_neither_spark_nor_the_feature_steps():
 
 
 @pytest.mark.parametrize(
-    "module", ["pipelines/config.py", "pipelines/config_schema.py", "pipelines/errors.py", "pipelines/timings.py"]
+    "module",
+    [
+        "pipelines/config.py",
+        "pipelines/config_schema.py",
+        "pipelines/config_types.py",
+        "pipelines/errors.py",
+        "pipelines/timings.py",
+    ],
 )
 def test_the_shared_config_modules_import_neither_stack(module):
     if not (ROOT / module).exists():
