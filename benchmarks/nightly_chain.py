@@ -81,6 +81,7 @@ class Chain:
         self.args, self.spark, self.raw = args, spark, raw
         self.base = ["spark.shuffle_partitions=2", "spark.output_partitions=2"]
         self.load_config = load_config
+        self.first_fit = {}  # OOV buckets -> (spec, samples) of the first fit, shared by the options
 
     def build_config(self, buckets: int = 1):
         return self.load_config("build_samples", None, [*self.base, f"vocab.oov_buckets={buckets}"])
@@ -139,8 +140,13 @@ def run_option(chain: Chain, option: str, work: str) -> list[dict]:
         return nights
     buckets = 1 if option == "single_oov" else a.buckets
     spec, samples = os.path.join(work, "spec-0"), os.path.join(work, "samples-0")
-    chain.fit(spec, 1, a.fit_days - 1, buckets)
-    chain.build(samples, spec, 1, a.days, buckets)
+    shared = chain.first_fit.get(buckets)  # (b) and (c) start from the same fit and samples
+    if shared:
+        spec, samples = shared
+    else:
+        chain.fit(spec, 1, a.fit_days - 1, buckets)
+        chain.build(samples, spec, 1, a.days, buckets)
+        chain.first_fit[buckets] = (spec, samples)
     previous = os.path.join(work, f"run-{first_test}")  # the first model, tested on the first day after the fit
     chain.train(samples, previous, (1, a.fit_days - 1), a.fit_days, first_test, None)
     fitted_until, generation = a.fit_days - 1, 0
@@ -150,9 +156,11 @@ def run_option(chain: Chain, option: str, work: str) -> list[dict]:
             grown = os.path.join(work, f"spec-{generation}")
             chain.fit(grown, fitted_until + 1, test - 2, buckets, extend=spec)
             spec, samples, fitted_until = grown, os.path.join(work, f"samples-{generation}"), test - 2
-            chain.build(samples, spec, test - 2, a.days, buckets)
+            # the days of this generation's nights: up to the night before the next extend
+            chain.build(samples, spec, test - 2, min(a.days, test + a.extend_every - 1), buckets)
         run = os.path.join(work, f"run-{test}")
-        nights.append(chain.train(samples, run, (test - 2, test - 2), test - 1, test, previous))
+        night = chain.train(samples, run, (test - 2, test - 2), test - 1, test, previous)
+        nights.append({**night, "spec_generation": generation})
         previous = run
     return nights
 

@@ -204,8 +204,19 @@ def _day_summary(result: dict) -> dict:
     return {"date": result["date"], **_summary(result["report"])}
 
 
+def _drift_summary(drift: dict) -> dict | str:
+    """A --spec build's drift in a few lines: what exceeds its threshold, and what to do."""
+    if "unavailable" in drift:
+        return f"unavailable: {drift['unavailable']}"
+    return {
+        "exceeded": [f"{e['feature']} {e['measure']} {e['value']:.4g} > {e['threshold']:g}" for e in drift["exceeded"]],
+        "recommendation": drift["recommendation"],
+    }
+
+
 def _summary(report: dict) -> dict:
     samples = report["samples"]
+    drift = {"drift": _drift_summary(report["drift"])} if "drift" in report else {}
     return {
         "output": report["output"],
         "samples": {k: v["rows"] for k, v in samples.items()},
@@ -215,6 +226,7 @@ def _summary(report: dict) -> dict:
         "rejected": report["rejected_total"],
         "orphan_clicks": report["clicks"]["orphan"],
         "oov_rate": {name: counts["oov_rate"] for name, counts in report["oov"].items()},
+        **drift,
         "spec_hash": report["spec_hash"],
         "spark": report["spark"],
         "seconds": report["total_seconds"],

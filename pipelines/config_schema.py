@@ -203,6 +203,15 @@ class BucketizeSection(Section):
     features: Optional[Names]
 
 
+class DriftSection(Section):
+    histogram_bins: Annotated[int, Field(ge=2)]
+    top_values: PositiveInt
+    max_oov_share: Annotated[Number, Field(ge=0, le=1)]
+    max_js_distance: Annotated[Number, Field(ge=0, le=1)]
+    max_linf_distance: Annotated[Number, Field(ge=0, le=1)]
+    max_label_rate_change: Annotated[Number, Field(ge=0)]
+
+
 class TfrecordSection(Section):
     compression: Literal["none", "gzip", "gzip_fast"]  # pipelines/samples/tfrecord.py COMPRESSIONS
     rows_per_record: PositiveInt
@@ -240,6 +249,7 @@ class BuildConfig(DerivedBuildValues, Section):
     vocab: VocabSection
     normalize: NormalizeSection
     bucketize: BucketizeSection
+    drift: DriftSection
     tfrecord: TfrecordSection
     passthrough: Optional[Names]
 

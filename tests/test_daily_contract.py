@@ -66,6 +66,12 @@ OTHER_VALUE = {
     "spark.output_partitions": "3",
     "tfrecord.shuffle_seed": "7",
     "validation.max_reject_fraction": "0.5",
+    "drift.histogram_bins": "4",
+    "drift.top_values": "3",
+    "drift.max_oov_share": "0.5",
+    "drift.max_js_distance": "0.5",
+    "drift.max_linf_distance": "0.5",
+    "drift.max_label_rate_change": "1.0",
 }
 TOGETHER = {"split.valid_start": "split.test_start", "split.test_start": "split.valid_start"}
 

@@ -207,6 +207,8 @@ def test_the_notebook_reads_train_activity_from_the_days_or_says_it_is_unknown(d
         for bucket, (low, high) in BUCKETS.items()
     }
     assert _activity_rows(text) == {bucket: n for bucket, n in expected.items() if n}
+    # the drift over the days, from their report.json
+    assert "drift over 4 days" in text, text
     # the second run (day 2 only): its train activity is unknown, and said so
     assert "day_two: each user's impressions in the train days 2026-01-02 are unknown" in text, text
 

@@ -190,7 +190,7 @@ def test_oov_counts_count_every_bucket_as_oov(spark):
         rows,
         "user_id string, user_idx long, item_id string, item_idx long, genres array<string>, genre_idxs array<long>",
     )
-    n, counts = oov_counts(samples, {"user_id": 3, "item_id": 1, "genre": 1})
+    n, counts, _ = oov_counts(samples, {"user_id": 3, "item_id": 1, "genre": 1})
     assert n == 3
     assert counts["user_id"]["oov"] == 2  # indices 1 and 3 are buckets, 4 is the first token
     assert counts["user_id"]["oov_bucket_use"]["tokens_by_bucket"] == [1, 0, 1]
@@ -202,7 +202,7 @@ def test_oov_counts_count_every_bucket_as_oov(spark):
         [("u", 5, "i", 5, ["New", "Drama"], [1, 3]), ("v", 5, "j", 5, ["Old", "New"], [4, 1])],
         "user_id string, user_idx long, item_id string, item_idx long, genres array<string>, genre_idxs array<long>",
     )
-    _, counts = oov_counts(genres, {"genre": 3})
+    _, counts, _ = oov_counts(genres, {"genre": 3})
     assert counts["genre"]["oov"] == 3
     use = counts["genre"]["oov_bucket_use"]
     assert use["tokens_by_bucket"] == [2, 0, 1] and use["max_distinct_tokens_in_a_bucket"] == 1

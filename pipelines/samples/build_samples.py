@@ -12,6 +12,7 @@ copies them into the staging before publishing; without that key the job refuses
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import posixpath
 import time
@@ -27,7 +28,7 @@ from pipelines import storage
 from pipelines.config_schema import BuildConfig, build_config
 from pipelines.errors import ConfigError
 from pipelines.publish import StagedOutput
-from pipelines.samples import fitting, settings
+from pipelines.samples import drift, fitting, settings
 from pipelines.samples.applied_spec import (
     check_spec_fits_config,
     load_applied_spec,
@@ -150,6 +151,24 @@ def _labelled_splits(raw: Validated, keyed, attributed, config: BuildConfig, per
     return imps, history_only, boundaries
 
 
+def _counted(samples: DataFrame, vocabularies, fitted, applied, plan: Plan, config: BuildConfig) -> tuple:
+    """(samples, OOV counts, {"drift": ...} for a --spec build, else {}), in one aggregation that materializes
+    the samples (the features step's own time), plus one narrow count of distinct ids for the drift."""
+    if fitted is None:  # a build that fits: its profile is measured on train later, with the fit
+        rows, oov, _ = oov_counts(samples, vocabularies.oov_buckets)
+        return rows, oov, {}
+    profile, missing = drift.load_profile(plan.spec_dir, applied)
+    measured = history.with_smoothed_ctr(samples, fitted.prior, fitted.smoothing)
+    rows, oov, row = oov_counts(measured, vocabularies.oov_buckets, drift.aggregates(profile) if profile else [])
+    if profile is None:
+        log.warning("no drift report: %s", missing)
+        return rows, oov, {"drift": {"unavailable": missing}}
+    distinct = drift.distinct_oov_ids(samples, vocabularies.oov_buckets)
+    drifted = drift.report_drift(profile, drift.measured(row, profile), oov, distinct, config.drift.model_dump())
+    drift.log_drift(drifted, plan.window.days if plan.window else plan.spec_dir)
+    return rows, oov, {"drift": drifted}
+
+
 def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: BuildConfig, plan: Plan, applied=None):
     """(the applied spec or None, the spec to extend or None, the folder for Spark's parts or None): every
     refusal that needs no data. `applied`: the spec of plan.spec_dir, already loaded and checked, or None to
@@ -199,9 +218,13 @@ def _vocabularies(
 def _fit(samples: DataFrame, vocabularies, declared, config: BuildConfig, plan: Plan, parent: dict | None):
     """What is learned from the train split: the parent's (an --extend keeps the normalization, buckets and CTR
     prior its model learned with, unless asked to refit them), or fitted on `samples`' train rows."""
+    train = samples.where(F.col("split") == "train")
     if parent and not plan.refit_statistics:
-        return fitting.Fitted.from_spec(parent, vocabularies)
-    return fitting.fit(samples.where(F.col("split") == "train"), vocabularies, declared, config)
+        fitted = fitting.Fitted.from_spec(parent, vocabularies)
+        profiled = history.with_smoothed_ctr(train, fitted.prior, fitted.smoothing)
+        profile = drift.fit_profile(profiled, declared, config.drift.histogram_bins, config.drift.top_values)
+        return dataclasses.replace(fitted, profile=profile)
+    return fitting.fit(train, vocabularies, declared, config)
 
 
 def _spec_of(fitted, declared, vocabularies, raw: Validated, config: BuildConfig, applied, plan: Plan, parent) -> dict:
@@ -261,7 +284,7 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config, plan=N
         with timings.step("features") as rows:
             features = _point_in_time_features(imps, history_only, attributed, raw, vocabularies, config)
             samples = persist(features)
-            num_samples, oov = oov_counts(samples, vocabularies.oov_buckets)  # materialized: the step's own time
+            num_samples, oov, drifted = _counted(samples, vocabularies, fitted, applied, plan, config)
             rows["samples"] = num_samples
         with timings.step("fit_transform"):
             declared = declared_features(vocabularies.frames, config, raw.vector_lengths)
@@ -289,13 +312,12 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config, plan=N
             plan,
             num_samples,
         )
-        report.update(
-            oov=oov, partitions=partitions, config=config.as_dict()
-        )  # config: a later --spec build needs the same
+        # config: a later --spec build needs the same
+        report.update(oov=oov, partitions=partitions, config=config.as_dict(), **drifted)
         if scratch is not None:
             for part in ("rejects", "vocab"):
                 storage.copy_tree(posixpath.join(scratch.path, part), posixpath.join(stage.path, part))
-        write_metadata(stage.path, spec, report)
+        write_metadata(stage.path, spec, report, fitted.profile)
         stage.publish()
         return report
     finally:

@@ -29,6 +29,7 @@ from features import items as item_features
 from features.declared import Declared
 from pipelines.config_schema import BuildConfig
 from pipelines.errors import ConfigError
+from pipelines.samples import drift
 from pipelines.samples.spark import literal_path
 
 
@@ -203,6 +204,9 @@ class Fitted:
     smoothing: float
     normalization: dict[str, dict]  # numeric feature -> {log1p, mean, std}
     boundaries: dict[str, list[float]]  # bucketized feature -> boundaries
+    # The train split's profile, which a later build's drift is measured against (pipelines/samples/drift.py);
+    # None for a fit read from a spec.
+    profile: dict | None = None
 
     @classmethod
     def from_spec(cls, spec: dict, vocabularies: Vocabularies) -> "Fitted":
@@ -315,6 +319,7 @@ def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], 
         stats = normalize.fit_normalization(
             train, own, log1p, {n: vectors[n] for n in own if n in vectors}, counted=counted
         )
+        profile = drift.fit_profile(train, declared, config.drift.histogram_bins, config.drift.top_values, counted)
     finally:
         if counted is not None:
             counted.unpersist()
@@ -327,5 +332,10 @@ def fit(train: DataFrame, vocabularies: Vocabularies, declared: list[Declared], 
             stats[d.name] = copy.deepcopy(stats[d.statistics_of])
     stats = {d.name: stats[d.name] for d in numeric}
     return Fitted(
-        vocabularies=vocabularies, prior=prior, smoothing=smoothing, normalization=stats, boundaries=boundaries
+        vocabularies=vocabularies,
+        prior=prior,
+        smoothing=smoothing,
+        normalization=stats,
+        boundaries=boundaries,
+        profile=profile,
     )

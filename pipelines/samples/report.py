@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 import feature_spec
 from features import vocab
 from pipelines import storage
+from pipelines.samples import drift
 from pipelines.samples.spark import spark_settings
 from pipelines.timings import Timings
 
@@ -44,8 +45,11 @@ def spec_splits(per_split: dict, extension: str) -> dict:
     }
 
 
-def write_metadata(staging: str, spec: dict, report: dict) -> None:
+def write_metadata(staging: str, spec: dict, report: dict, profile: dict | None = None) -> None:
+    """feature_spec.json, report.json, the fit's profile when the build fitted (drift.PROFILE_FILE), _SUCCESS."""
     storage.write_text(posixpath.join(staging, feature_spec.SPEC_FILE), feature_spec.to_json(spec))
+    if profile is not None:
+        drift.write_profile(staging, profile, spec)
     storage.write_text(posixpath.join(staging, "report.json"), json.dumps(report, indent=2))
     storage.write_text(posixpath.join(staging, "_SUCCESS"), "")
 
@@ -58,9 +62,10 @@ def _is_oov(index, buckets: int):
     return (index >= F.lit(vocab.OOV_INDEX)) & (index < F.lit(vocab.first_token_index(buckets)))
 
 
-def oov_counts(samples: DataFrame, oov_buckets: dict[str, int] | None = None) -> tuple[int, dict[str, dict]]:
+def oov_counts(samples: DataFrame, oov_buckets: dict[str, int] | None = None, extra: list | None = None) -> tuple:
     """(samples, per vocabulary: the tokens of the samples' own ids and genres, and how many were out of
-    vocabulary) in one aggregation: a rising OOV rate says a refit (`--fit-only`) is due. A vocabulary with
+    vocabulary, the row of the aggregation) in one aggregation, which also computes the `extra` aggregate
+    columns: a rising OOV rate says a refit (`--fit-only`) or an `--extend` is due. A vocabulary with
     several OOV buckets (`oov_buckets`: name -> K) also gets its bucket use (`oov_bucket_use`), from one more
     aggregation over the OOV tokens only."""
     buckets = {name: int((oov_buckets or {}).get(name, 1)) for name in [*vocab.ID_INDICES, "genre"]}
@@ -73,7 +78,7 @@ def oov_counts(samples: DataFrame, oov_buckets: dict[str, int] | None = None) ->
         F.sum(F.size("genre_idxs")),
         F.sum(F.size(F.filter("genre_idxs", lambda x: _is_oov(x, buckets["genre"])))),
     )
-    aggregates = [F.count(F.lit(1)).alias("_rows")]
+    aggregates = [F.count(F.lit(1)).alias("_rows"), *(extra or [])]
     for name, (tokens, unseen) in parts.items():
         aggregates += [tokens.alias(f"{name}\u0001tokens"), unseen.alias(f"{name}\u0001oov")]
     row = samples.agg(*aggregates).collect()[0]
@@ -85,7 +90,7 @@ def oov_counts(samples: DataFrame, oov_buckets: dict[str, int] | None = None) ->
     if bucketed:
         for name, use in _bucket_use(samples, {name: buckets[name] for name in bucketed}).items():
             counts[name]["oov_bucket_use"] = use
-    return int(row["_rows"]), counts
+    return int(row["_rows"]), counts, row
 
 
 def _bucket_use(samples: DataFrame, buckets: dict[str, int]) -> dict[str, dict]:

@@ -63,6 +63,13 @@ NO_SAMPLE_CHANGE = (
     "spark.output_partitions",  # how many shards, not what they hold
     "tfrecord.shuffle_seed",  # the order of rows within a shard
     "validation.max_reject_fraction",  # whether the build fails, not what it writes
+    # The drift report's profile and thresholds (pipelines/samples/drift.py): what report.json says, no sample.
+    "drift.histogram_bins",
+    "drift.top_values",
+    "drift.max_oov_share",
+    "drift.max_js_distance",
+    "drift.max_linf_distance",
+    "drift.max_label_rate_change",
 )
 
 
