@@ -2,6 +2,7 @@
 
     python -m benchmarks.nightly_chain --workdir W [--days 28] [--fit-days 7] [--model deepfm] [--buckets 1000]
                                        [--extend-every 7] [--window 7] [--impressions N] [--out W/chain.json]
+                                       [--plot W/chain.png] [--plot-only]
 
 One churn world (jobs.generate_synthetic's churn flags), partitioned by day. Each option fits on the first
 `--fit-days` days, trains a first model on them, then runs one night per later day D: continue last
@@ -54,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=7)
     parser.add_argument("--options", default=",".join(OPTIONS))
     parser.add_argument("--set", dest="train_sets", action="append", default=[], help="a jobs.train --set")
+    parser.add_argument("--plot", default=None, help="a PNG of the ratio per night (default: WORKDIR/chain.png)")
+    parser.add_argument("--plot-only", action="store_true", help="draw --plot from an earlier run's results")
     return parser.parse_args(argv)
 
 
@@ -165,8 +168,46 @@ def run_option(chain: Chain, option: str, work: str) -> list[dict]:
     return nights
 
 
+LABELS = {
+    "single_oov": "(a) one OOV row",
+    "buckets": "(b) hashed OOV buckets",
+    "extend": "(c) buckets + weekly --extend, warm start",
+    "retrain": "(d) nightly fresh fit + retrain from scratch",
+}
+
+
+def plot(results: dict, path: str) -> None:
+    """The test AUC over the p_click ceiling of each option, night by night; the nights (c) grew its spec
+    are marked."""
+    from pipelines.training.plots import _figure, save_png
+
+    figure = _figure(10, 4.5)
+    ax = figure.subplots()
+    for option, entry in results["options"].items():
+        nights = entry["nights"]
+        days = [n["day"][5:] for n in nights]
+        ax.plot(days, [n["ratio"] for n in nights], marker="o", markersize=3, label=LABELS.get(option, option))
+        grown = [
+            i
+            for i in range(1, len(nights))
+            if nights[i].get("spec_generation", 0) > nights[i - 1].get("spec_generation", 0)
+        ]
+        for i in grown:
+            ax.axvline(i, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylabel("test AUC / AUC of p_click")
+    ax.set_xlabel("test day (dotted: (c) extends its spec)")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_png(figure, path)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.plot_only:
+        with open(args.out or os.path.join(args.workdir, "chain.json")) as fh:
+            plot(json.load(fh), args.plot)
+        return 0
     from pipelines.samples.spark import get_spark
     from sources.click_model import Churn
     from sources.synthetic import generate
@@ -193,6 +234,7 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(args.workdir, "chain.json")
     with open(out, "w") as fh:
         json.dump(results, fh, indent=2)
+    plot(results, args.plot or os.path.join(args.workdir, "chain.png"))
     for option, entry in results["options"].items():
         print(f"{option:12s} mean ratio {entry['mean_ratio']:.4f}  train {entry['train_seconds']:.0f} s")
     return 0
