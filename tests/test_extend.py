@@ -15,6 +15,7 @@ from jobs import build_samples as build_job
 from pipelines.errors import ConfigError
 from pipelines.samples import build_samples as job
 from pipelines.samples import days as daily
+from pipelines.samples import fitting
 from pipelines.samples.windows import day_start
 from sources.click_model import Churn
 from sources.synthetic import generate
@@ -148,9 +149,13 @@ def test_extend_is_refused_without_fit_only_and_across_sample_settings(grown, wo
         build_job.parse_args([*args[:4], "--fit-only", "--refit-statistics"])
     other = day_config(BUCKETS, "labels.attribution_window_minutes=5")
     plan = job.Plan(window=daily.fit_window(other, D[2], D[3]), fit_only=True, extend_dir=specs["v1"])
-    with pytest.raises(ConfigError, match="attribution_window_minutes"):
+    with pytest.raises(ConfigError, match="attribution_window_minutes") as refused:
         job.build_samples(spark, world["raw"], str(tmp_path / "y"), other, plan)
+    assert str(refused.value).startswith(f"--extend {specs['v1']} was fitted under other sample settings")
     assert not (tmp_path / "y").exists()
+    missing = job.Plan(window=plan.window, fit_only=True, extend_dir=str(tmp_path / "nothing"))
+    with pytest.raises(fitting.SpecNotApplicable, match=r"^--extend .*nothing has no feature_spec.json"):
+        job.build_samples(spark, world["raw"], str(tmp_path / "z"), day_config(BUCKETS), missing)
 
 
 def _start(day) -> int:

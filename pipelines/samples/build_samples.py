@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import posixpath
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -169,6 +169,18 @@ def _counted(samples: DataFrame, vocabularies, fitted, applied, plan: Plan, conf
     return rows, oov, {"drift": drifted}
 
 
+@contextmanager
+def _named_as_extend():
+    """The refusals of a spec to extend, worded for the flag that named it: `--extend SPEC ...`, not `--spec`."""
+    try:
+        yield
+    except (fitting.SpecNotApplicable, ConfigError) as exc:
+        message = str(exc)
+        if message.startswith("--spec "):
+            raise type(exc)("--extend " + message.removeprefix("--spec ")) from None
+        raise
+
+
 def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: BuildConfig, plan: Plan, applied=None):
     """(the applied spec or None, the spec to extend or None, the folder for Spark's parts or None): every
     refusal that needs no data. `applied`: the spec of plan.spec_dir, already loaded and checked, or None to
@@ -177,14 +189,17 @@ def _check_before_work(spark: SparkSession, raw_dir: str, output: str, config: B
     check_spark_reads(spark, raw_dir)
     if applied is None:
         applied = load_applied_spec(spark, plan.spec_dir)
-    parent = load_applied_spec(spark, plan.extend_dir)
+    with _named_as_extend():
+        parent = load_applied_spec(spark, plan.extend_dir)
     # Name clashes and misuses of the configured item columns fail before any work (lengths do not matter).
     fitting.check_vector_config(
         declared_features(vocab.ID_INDICES, config, dict.fromkeys(vector_columns(config), 1)), config
     )
-    for spec, folder in ((applied, plan.spec_dir), (parent, plan.extend_dir)):
-        if spec:
-            check_spec_fits_config(spec, config, folder)
+    if applied:
+        check_spec_fits_config(applied, config, plan.spec_dir)
+    if parent:
+        with _named_as_extend():
+            check_spec_fits_config(parent, config, plan.extend_dir)
     return applied, parent, spark_parts_folder(spark, raw_dir, output, config)
 
 
