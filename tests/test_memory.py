@@ -1,16 +1,20 @@
 """Bounded memory: partitions sized by the data, the local driver's heap, and a clear message when memory
-still runs out. The two builds here run in their own JVM with a 512 MB heap."""
+still runs out, and builds that free what they held. Two builds here run in their own JVM with a 512 MB heap."""
 
+import gc
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from py4j.java_gateway import JavaObject
 
-from pipelines.config import ConfigError, load_job_config
+from pipelines.config import ConfigError, load_config, load_job_config
+from pipelines.samples import build_samples as job
 from pipelines.samples import runtime
 from pipelines.samples import spark as spark_setup
+from sources.synthetic import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = runtime.SHUFFLE_PARTITIONS
@@ -169,6 +173,30 @@ def test_running_out_of_memory_names_the_step_and_the_setting_and_publishes_noth
     assert not ours, "\n".join(lines[-60:])
     assert not out.exists()
     assert [name for name in os.listdir(tmp_path) if name.startswith(".samples")] == []
+
+
+# ---------------------------------------------------------------- many builds in one process
+def _py4j_handles() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, JavaObject))
+
+
+@pytest.mark.slow
+def test_a_build_leaves_no_py4j_handles_behind(spark, tmp_path):
+    """Each handle keeps a Dataset and its plans in the driver's heap; they sit in reference cycles that only
+    the cycle collector frees (docs/memory.md). With collections off, a build that did not collect them
+    itself would leave thousands."""
+    generate(str(tmp_path / "raw"), 40, 30, 3, 3000, 5)
+    config = load_config("build_samples", None, ["spark.shuffle_partitions=2", "spark.output_partitions=2"])
+    gc.collect()
+    before = _py4j_handles()
+    gc.disable()
+    try:
+        report = job.build_samples(spark, str(tmp_path / "raw"), str(tmp_path / "samples"), config)
+        left = _py4j_handles() - before
+    finally:
+        gc.enable()
+    assert report["rows_read"]["impressions"] == 3000
+    assert left < 20, f"{left} py4j handles left behind by one build"
 
 
 # ---------------------------------------------------------------- the check that a change kept every sample
