@@ -122,6 +122,9 @@ class Chain:
         started = time.perf_counter()
         summary = train_run(samples, run, self.load_config("train", None, sets))
         seconds = time.perf_counter() - started
+        import keras
+
+        keras.backend.clear_session()  # eighty runs in one process: each would keep its graph otherwise
         auc, ceiling = summary["metrics"]["test"]["auc"], oracle_auc(run)
         return {"day": str(day(test)), "auc": auc, "ceiling": ceiling, "ratio": auc / ceiling, "train_seconds": seconds}
 
@@ -220,20 +223,21 @@ def main(argv=None) -> int:
         partition_by_date(flat, raw)
     chain = Chain(args, get_spark("nightly-chain"), raw)
     results = {"args": vars(args), "options": {}}
+    out = args.out or os.path.join(args.workdir, "chain.json")
     for option in args.options.split(","):
         work = os.path.join(args.workdir, option)
         shutil.rmtree(work, ignore_errors=True)
         started = time.perf_counter()
         nights = run_option(chain, option, work)
-        results["options"][option] = {"nights": nights, "seconds": time.perf_counter() - started}
+        results["options"][option] = {
+            "nights": nights,
+            "seconds": time.perf_counter() - started,
+            "mean_ratio": sum(n["ratio"] for n in nights) / len(nights),
+            "train_seconds": sum(n["train_seconds"] for n in nights),
+        }
         print(json.dumps({option: nights[-1]}), flush=True)
-    for entry in results["options"].values():
-        nights = entry["nights"]
-        entry["mean_ratio"] = sum(n["ratio"] for n in nights) / len(nights)
-        entry["train_seconds"] = sum(n["train_seconds"] for n in nights)
-    out = args.out or os.path.join(args.workdir, "chain.json")
-    with open(out, "w") as fh:
-        json.dump(results, fh, indent=2)
+        with open(out, "w") as fh:  # after each option: a long run that stops keeps what it measured
+            json.dump(results, fh, indent=2)
     plot(results, args.plot or os.path.join(args.workdir, "chain.png"))
     for option, entry in results["options"].items():
         print(f"{option:12s} mean ratio {entry['mean_ratio']:.4f}  train {entry['train_seconds']:.0f} s")
