@@ -2,7 +2,7 @@
 
     python -m benchmarks.nightly_chain --workdir W [--days 28] [--fit-days 7] [--model deepfm] [--buckets 1000]
                                        [--extend-every 7] [--window 7] [--impressions N] [--out W/chain.json]
-                                       [--plot W/chain.png] [--plot-only]
+                                       [--plot W/chain.png] [--plot-only] [--resume]
 
 One churn world (jobs.generate_synthetic's churn flags), partitioned by day. Each option fits on the first
 `--fit-days` days, trains a first model on them, then runs one night per later day D: continue last
@@ -57,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", dest="train_sets", action="append", default=[], help="a jobs.train --set")
     parser.add_argument("--plot", default=None, help="a PNG of the ratio per night (default: WORKDIR/chain.png)")
     parser.add_argument("--plot-only", action="store_true", help="draw --plot from an earlier run's results")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the options (and retrain's nights) that --out already holds"
+    )
     return parser.parse_args(argv)
 
 
@@ -129,20 +132,28 @@ class Chain:
         return {"day": str(day(test)), "auc": auc, "ceiling": ceiling, "ratio": auc / ceiling, "train_seconds": seconds}
 
 
-def run_option(chain: Chain, option: str, work: str) -> list[dict]:
-    """The option's nights, one per test day from --fit-days + 2 on (the same days for every option)."""
+def run_option(chain: Chain, option: str, work: str, save, done: list[dict] | None = None) -> list[dict]:
+    """The option's nights, one per test day from --fit-days + 2 on (the same days for every option); `save`
+    is called with the nights so far after each. `done`: the nights of `retrain` an earlier run recorded
+    (each of its nights stands alone, so a resumed run skips them)."""
     a = chain.args
     first_test = a.fit_days + 1
-    nights = []
+    nights = list(done or [])
     if option == "retrain":
+        recorded = {n["day"] for n in nights}
         for test in range(first_test + 1, a.days + 1):
+            if str(day(test)) in recorded:
+                continue
             spec, samples = os.path.join(work, f"spec-{test}"), os.path.join(work, f"samples-{test}")
+            for folder in (spec, samples):  # a night an earlier run left half done
+                shutil.rmtree(folder, ignore_errors=True)
             start = max(1, test - 1 - a.window)
             chain.fit(spec, start, test - 2)
             chain.build(samples, spec, start, test)
-            nights.append(
-                chain.train(samples, os.path.join(work, f"run-{test}"), (start, test - 2), test - 1, test, None)
-            )
+            run = os.path.join(work, f"run-{test}")
+            shutil.rmtree(run, ignore_errors=True)
+            nights.append(chain.train(samples, run, (start, test - 2), test - 1, test, None))
+            save(nights)
         return nights
     buckets = 1 if option == "single_oov" else a.buckets
     spec, samples = os.path.join(work, "spec-0"), os.path.join(work, "samples-0")
@@ -167,6 +178,7 @@ def run_option(chain: Chain, option: str, work: str) -> list[dict]:
         run = os.path.join(work, f"run-{test}")
         night = chain.train(samples, run, (test - 2, test - 2), test - 1, test, previous)
         nights.append({**night, "spec_generation": generation})
+        save(nights)
         previous = run
     return nights
 
@@ -222,22 +234,34 @@ def main(argv=None) -> int:
         generate(flat, args.users, args.items, args.days, args.impressions, args.seed, churn=churn)
         partition_by_date(flat, raw)
     chain = Chain(args, get_spark("nightly-chain"), raw)
-    results = {"args": vars(args), "options": {}}
     out = args.out or os.path.join(args.workdir, "chain.json")
-    for option in args.options.split(","):
-        work = os.path.join(args.workdir, option)
-        shutil.rmtree(work, ignore_errors=True)
-        started = time.perf_counter()
-        nights = run_option(chain, option, work)
+    results = {"args": vars(args), "options": {}}
+    if args.resume and os.path.exists(out):
+        with open(out) as fh:
+            results["options"] = json.load(fh)["options"]
+
+    def record(option: str, nights: list[dict], complete: bool) -> None:
+        # after each night: a long run that stops keeps what it measured (--resume goes on from there)
         results["options"][option] = {
             "nights": nights,
-            "seconds": time.perf_counter() - started,
+            "complete": complete,
             "mean_ratio": sum(n["ratio"] for n in nights) / len(nights),
             "train_seconds": sum(n["train_seconds"] for n in nights),
         }
-        print(json.dumps({option: nights[-1]}), flush=True)
-        with open(out, "w") as fh:  # after each option: a long run that stops keeps what it measured
+        with open(out, "w") as fh:
             json.dump(results, fh, indent=2)
+
+    for option in args.options.split(","):
+        earlier = results["options"].get(option, {})
+        if earlier.get("complete"):
+            continue
+        done = earlier.get("nights") if option == "retrain" else None
+        work = os.path.join(args.workdir, option)
+        if not done:
+            shutil.rmtree(work, ignore_errors=True)
+        nights = run_option(chain, option, work, lambda n, o=option: record(o, n, False), done)
+        record(option, nights, True)
+        print(json.dumps({option: nights[-1]}), flush=True)
     plot(results, args.plot or os.path.join(args.workdir, "chain.png"))
     for option, entry in results["options"].items():
         print(f"{option:12s} mean ratio {entry['mean_ratio']:.4f}  train {entry['train_seconds']:.0f} s")
