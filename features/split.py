@@ -8,27 +8,13 @@ less than 100,000 s, else to the nearest step of span / 100,000). A sample belon
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.normalize import histogram_quantiles
+from pipelines.config_types import to_epoch_seconds
 
 SPLITS = ("train", "valid", "test")
-
-
-def to_epoch_seconds(value) -> int:
-    """A date/time string ("2026-01-22", "2026-01-22T06:00:00") or a number of epoch seconds."""
-    if isinstance(value, (int, float)):
-        return int(value)
-    text = str(value).strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp())
 
 
 def split_boundaries(impressions: DataFrame, split_conf: dict) -> tuple[int, int]:

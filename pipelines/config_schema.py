@@ -44,7 +44,7 @@ from pipelines.config_types import (
     PositiveNumber,
     SplitMoment,
     VectorColumns,
-    _epoch_seconds,
+    to_epoch_seconds,
 )
 from pipelines.errors import ConfigError, config_problems, shown
 
@@ -108,7 +108,7 @@ class ValidationSection(Section):
 
     @model_validator(mode="after")
     def _ordered(self):
-        if _epoch_seconds(self.ts_min) >= _epoch_seconds(self.ts_max):
+        if to_epoch_seconds(self.ts_min) >= to_epoch_seconds(self.ts_max):
             raise _relation(
                 "ts_min",
                 "must be before validation.ts_max ({ts_max}), got {ts_min}",
@@ -179,7 +179,7 @@ class SplitSection(Section):
             raise _relation(
                 other, "must be given with split.{given} (fixed dates come in pairs), got None", given=given[0]
             )
-        if given and _epoch_seconds(self.valid_start) >= _epoch_seconds(self.test_start):
+        if given and to_epoch_seconds(self.valid_start) >= to_epoch_seconds(self.test_start):
             raise _relation(
                 "valid_start",
                 "must be before split.test_start ({test}), got {valid}",

@@ -26,7 +26,7 @@ PositiveNumber = Annotated[Number, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1)]
 SEED_MAX = 2**32 - 1  # numpy's and keras.utils.set_random_seed's range
 
-# What Spark's to_timestamp (validation.ts_min / ts_max) and features.split.to_epoch_seconds both read.
+# What Spark's to_timestamp (validation.ts_min / ts_max) and to_epoch_seconds both read.
 _ISO_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?)?(?:Z|[+-]\d{2}:\d{2})?")
 
 
@@ -40,7 +40,7 @@ def _iso_text(value) -> str:
         text = value.strip()
         if _ISO_MOMENT.fullmatch(text):
             try:
-                _epoch_seconds(text)
+                to_epoch_seconds(text)
                 return text
             except ValueError:
                 pass
@@ -64,10 +64,11 @@ def _split_moment(value):
         ) from None
 
 
-def _epoch_seconds(value) -> int:
-    """The instant a validated moment names (as features/split.py's to_epoch_seconds reads it; UTC if naive)."""
-    if isinstance(value, int):
-        return value
+def to_epoch_seconds(value) -> int:
+    """The instant a moment names: a date/time string ("2026-01-22", "2026-01-22T06:00:00", UTC if naive) or a
+    number of epoch seconds. The split (features/split.py) reads its boundaries with it too."""
+    if isinstance(value, (int, float)):
+        return int(value)
     text = str(value).strip()
     if text.lstrip("-").isdigit():
         return int(text)
