@@ -107,6 +107,8 @@ class Chain:
         daily.build_days(self.spark, self.raw, samples, self.build_config(buckets), spec, days)
 
     def train(self, samples: str, run: str, train: tuple[int, int], valid: int, test: int, init: str | None) -> dict:
+        import keras
+
         from jobs.demo import oracle_auc
         from pipelines.training.train import train as train_run
 
@@ -125,8 +127,6 @@ class Chain:
         started = time.perf_counter()
         summary = train_run(samples, run, self.load_config("train", None, sets))
         seconds = time.perf_counter() - started
-        import keras
-
         keras.backend.clear_session()  # eighty runs in one process: each would keep its graph otherwise
         auc, ceiling = summary["metrics"]["test"]["auc"], oracle_auc(run)
         return {"day": str(day(test)), "auc": auc, "ceiling": ceiling, "ratio": auc / ceiling, "train_seconds": seconds}
@@ -144,14 +144,12 @@ def run_option(chain: Chain, option: str, work: str, save, done: list[dict] | No
         for test in range(first_test + 1, a.days + 1):
             if str(day(test)) in recorded:
                 continue
-            spec, samples = os.path.join(work, f"spec-{test}"), os.path.join(work, f"samples-{test}")
-            for folder in (spec, samples):  # a night an earlier run left half done
+            spec, samples, run = (os.path.join(work, f"{part}-{test}") for part in ("spec", "samples", "run"))
+            for folder in (spec, samples, run):  # a night an earlier run left half done
                 shutil.rmtree(folder, ignore_errors=True)
             start = max(1, test - 1 - a.window)
             chain.fit(spec, start, test - 2)
             chain.build(samples, spec, start, test)
-            run = os.path.join(work, f"run-{test}")
-            shutil.rmtree(run, ignore_errors=True)
             nights.append(chain.train(samples, run, (start, test - 2), test - 1, test, None))
             save(nights)
         return nights
