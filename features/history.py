@@ -63,6 +63,13 @@ from features.sorted_pass import column as _column
 
 _GENRES = "_history_genres"  # internal column of the unioned stream: the clicked item's genres
 _VECTOR = "_history_vector_"  # + vector column: the clicked item's vector, on the click rows of the stream
+_GENRE_TOKENS = "_history_genre_tokens"  # with raw ids: the clicked item's genres as strings
+# With raw ids (output.raw_values): the raw form of the lists, as strings, for the test split's raw values.
+RAW_LISTS = {
+    "hist_click_items": "_raw_hist_click_items",
+    "hist_skip_items": "_raw_hist_skip_items",
+    "user_top_genres": "_raw_user_top_genres",
+}
 VECTOR_BLOCK_ROWS = 8192  # query rows whose last-N vectors are summed at once: bounds the temporaries
 
 
@@ -187,6 +194,39 @@ def _lists(matrix: np.ndarray, value_type: pa.DataType | None = None, valid: np.
     return pa.ListArray.from_arrays(offsets, values, mask=mask)
 
 
+def _string_lists(strings: pa.Array, rows: np.ndarray, length: np.ndarray) -> pa.Array:
+    """list<string> per row: strings[rows[r, :length[r]] - 1] (`rows` 1-based, as `_last_n` pads with 0)."""
+    width = rows.shape[1] if rows.ndim == 2 else 0
+    used = np.arange(width)[None, :] < length[:, None]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(length)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, strings.take(pa.array(rows[used] - 1)))
+
+
+def _raw_lists(
+    events: pa.Table,
+    click: np.ndarray,
+    skip: np.ndarray,
+    spans: dict[str, tuple[np.ndarray, np.ndarray]],
+    max_len: int,
+    top: np.ndarray,
+    genres: np.ndarray,
+) -> Features:
+    """The raw ids of the histories `_user_features` lists (the same rows, in the same order) and the raw
+    genre of each top genre index (the first clicked genre string with that index: one of the tokens that
+    the build mapped to it)."""
+    item_id = events.column("item_id").combine_chunks().cast(pa.string())
+    out = {}
+    for name, rows in (("hist_click_items", click), ("hist_skip_items", skip)):
+        lo, hi = spans[name]
+        positions, length = _last_n(np.arange(1, int(rows.sum()) + 1), lo, hi, max_len)
+        out[RAW_LISTS[name]] = _string_lists(pc.filter(item_id, pa.array(rows)), positions, length)
+    tokens = pc.list_flatten(pc.filter(events.column(_GENRE_TOKENS).combine_chunks(), pa.array(click)))
+    indices, first = np.unique(genres, return_index=True)
+    rows = first[np.searchsorted(indices, top)] + 1 if len(indices) else np.zeros_like(top)
+    out[RAW_LISTS["user_top_genres"]] = _string_lists(tokens, rows, (top > 0).sum(axis=1))
+    return out
+
+
 def _longs(values: np.ndarray) -> pa.Array:
     return pa.array(values.astype(np.int64, copy=False), type=pa.int64())
 
@@ -208,8 +248,10 @@ def _user_features(
     top_genres: int,
     genre_history_len: int,
     vector_columns: dict[str, int],
+    raw_ids: bool = False,
 ) -> Features:
-    """History of the `query` rows of user-sorted events (impressions and clicks); `seg` numbers the users."""
+    """History of the `query` rows of user-sorted events (impressions and clicks); `seg` numbers the users.
+    `raw_ids`: also the raw strings of the lists (RAW_LISTS)."""
     ts, item = _column(events, "ts"), _column(events, "item_idx", null=0)  # a missing item is padding
     click = _column(events, _CLICK).astype(bool)
     skip = ~click & (_column(events, "label", null=-1) == 0)
@@ -226,12 +268,13 @@ def _user_features(
 
     offsets, genres = _flat_lists(pc.filter(events.column(_GENRES).combine_chunks(), pa.array(click)))
     genre_start = np.maximum(clicks_lo, clicks_hi - genre_history_len)
+    top = _top_tokens(genre_start, clicks_hi, offsets, genres, top_genres)
     out = {
         "hist_click_items": _lists(click_items),
         "hist_skip_items": _lists(skip_items),
         "hist_click_len": _longs(click_len),
         "hist_skip_len": _longs(skip_len),
-        "user_top_genres": _lists(_top_tokens(genre_start, clicks_hi, offsets, genres, top_genres)),
+        "user_top_genres": _lists(top),
         "user_impressions": _longs(_since(impression_keys, now) - _since(impression_keys, since)),
         "user_clicks": _longs(clicks_hi - clicks_lo),
     }
@@ -241,6 +284,9 @@ def _user_features(
         mean, count = _last_n_mean(values, present, clicks_lo, clicks_hi, max_len)
         out[f"user_{name}"] = _lists(mean, pa.float32(), valid=count > 0)
         out[f"user_{name}_len"] = _longs(count)
+    if raw_ids:
+        spans = {"hist_click_items": (clicks_lo, clicks_hi), "hist_skip_items": (skips_lo, skips_hi)}
+        out.update(_raw_lists(events, click, skip, spans, max_len, top, genres))
     return out
 
 
@@ -317,6 +363,7 @@ def user_history(
     vector_columns: dict[str, int] | None = None,
     attached: tuple[DataFrame, str] | None = None,
     history_only: DataFrame | None = None,
+    raw_ids: bool = False,
 ) -> DataFrame:
     """Impressions with their user's point-in-time history.
 
@@ -331,9 +378,13 @@ def user_history(
     `_with_features`); the rows carry user_id, ts, item_idx, the row key and the values.
     `history_only`: earlier impressions (user_id, item_idx, ts, label) that count in the history but
     make no output row (a day build's lookback).
+    `raw_ids`: also the lists as raw strings (RAW_LISTS: array<string>); then `clicks` and `history_only` carry
+    item_id, and `clicks` the clicked item's genres (array<string>).
     """
     vector_columns = dict(vector_columns or {})
     added = [_spark_field(f) for f in user_history_features(max_len, top_genres, vector_columns)]
+    if raw_ids:
+        added += [T.StructField(name, T.ArrayType(T.StringType())) for name in RAW_LISTS.values()]
 
     def compute(events: pa.Table, segment: np.ndarray, query: np.ndarray) -> Features:
         features = _user_features(
@@ -346,6 +397,7 @@ def user_history(
             top_genres,
             genre_history_len,
             vector_columns,
+            raw_ids,
         )
         return {field.name: features[field.name] for field in added}  # Arrow columns go back by position
 
@@ -356,6 +408,9 @@ def user_history(
         _GENRES: F.col("genre_idxs").cast("array<bigint>"),
         **{_VECTOR + name: F.col(name).cast("array<float>") for name in vector_columns},
     }
+    raw_columns = ["item_id", _GENRE_TOKENS] if raw_ids else []
+    if raw_ids:
+        click_columns.update({"item_id": F.col("item_id"), _GENRE_TOKENS: F.col("genres").cast("array<string>")})
     # Sorted by item within a second: ties in the click and skip lists put the larger item first.
     return with_features(
         impressions,
@@ -363,7 +418,16 @@ def user_history(
         "user_id",
         click_columns,
         ["user_id", "ts", "item_idx"],
-        ["user_id", "ts", "item_idx", "label", _CLICK, _GENRES, *[_VECTOR + name for name in vector_columns]],
+        [
+            "user_id",
+            "ts",
+            "item_idx",
+            "label",
+            _CLICK,
+            _GENRES,
+            *[_VECTOR + name for name in vector_columns],
+            *raw_columns,
+        ],
         added,
         lookback_seconds,
         compute,
@@ -415,6 +479,7 @@ def point_in_time_features(
     genre_history_len: int,
     vector_columns: dict[str, int] | None = None,
     history_only: DataFrame | None = None,
+    raw_ids: bool = False,
 ) -> DataFrame:
     """`user_history`, then the `item_statistics` columns, with one shuffle of the wide rows.
 
@@ -426,7 +491,10 @@ def point_in_time_features(
     `history_only`: earlier impressions (user_id, item_id, item_idx, ts, label) that both passes count
     as events, on narrow rows, but that get no features and make no output row: a day build carries
     only its own day's impressions wide.
+
+    `raw_ids`: also the lists as raw strings (`user_history`'s RAW_LISTS).
     """
+    past_columns = ["user_id", "item_idx", "ts", "label"] + (["item_id"] if raw_ids else [])
     narrow = impressions.select(row_key, "user_id", "item_id", "item_idx", "ts")
     counts = item_statistics(narrow, clicks, lookback_seconds, recent_seconds, history_only).drop("item_id")
     return user_history(
@@ -439,7 +507,8 @@ def point_in_time_features(
         genre_history_len,
         vector_columns,
         attached=(counts, row_key),
-        history_only=None if history_only is None else history_only.select("user_id", "item_idx", "ts", "label"),
+        history_only=None if history_only is None else history_only.select(*past_columns),
+        raw_ids=raw_ids,
     )
 
 

@@ -233,6 +233,9 @@ class OutputSection(Section):
     # Where Spark writes the parts of SAMPLES it writes itself (rejects/, vocab/) when it cannot write SAMPLES
     # (s3://); null: SAMPLES itself. See docs/cluster.md, "Object stores".
     spark_scratch: Optional[Annotated[Name, AfterValidator(_spark_scratch)]]
+    # Also write SAMPLES/raw_values/test/: the raw values each test sample was made from, what RUN/model's
+    # serving_raw signature takes (docs/serving.md). Off by default: it costs a pass over the test split.
+    raw_values: bool = False
 
 
 class BuildConfig(DerivedBuildValues, Section):

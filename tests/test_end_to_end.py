@@ -24,13 +24,15 @@ import pytest
 
 from jobs.train import main as train_main
 from models import MODEL_NAMES, model_defaults
-from pipelines.config import load_config
+from pipelines.config import load_config, load_job_config
 from pipelines.samples.build_samples import build_samples
 from pipelines.training.metrics import auc
 from sources.synthetic import generate
+from tests import serving_check
 
 WORLD = {"users": 100, "items": 100, "days": 28, "impressions": 300_000, "seed": 3}
-BUILD_SETS = ["spark.output_partitions=2"]  # history.max_len: the default (20)
+# history.max_len: the default (20); raw_values/ for the serving_raw check (it changes no sample)
+BUILD_SETS = ["spark.output_partitions=2", "output.raw_values=true"]
 EPOCHS = 10
 TRAIN_SETS = [
     "--set",
@@ -91,7 +93,13 @@ def samples(spark, raw, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_aucs(samples, tmp_path_factory):
+def runs():
+    """model -> its run folder, filled by `test_aucs`."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def test_aucs(samples, runs, tmp_path_factory):
     """model -> (model's test AUC, true p_click AUC on the same rows), for all seven models."""
     out, seconds = {}, {}
     for name in BASELINE_MODELS + SEQUENCE_MODELS:
@@ -114,6 +122,7 @@ def test_aucs(samples, tmp_path_factory):
             == 0
         )
         seconds[name] = round(time.perf_counter() - start)
+        runs[name] = str(run)
         with open(run / "run.json") as fh:
             summary = json.load(fh)
         predictions = pd.read_parquet(run / "predictions" / "test.parquet")
@@ -155,3 +164,10 @@ def test_sequence_models_recover_the_recent_clicks_of_long_histories(test_aucs, 
     assert _ratios(test_aucs)[name] >= MIN_RATIO_SEQUENCE, _shown(test_aucs)
     best_baseline = max(test_aucs[n][0] for n in BASELINE_MODELS)
     assert test_aucs[name][0] >= best_baseline, _shown(test_aucs)
+
+
+def test_serving_raw_scores_the_raw_test_values_as_every_run_scored_the_samples(samples, runs, test_aucs, tmp_path):
+    # In a fresh process with plain TensorFlow, in the runs' batches: bit for bit (tests/serving_check.py).
+    batch = load_job_config("train").eval_batch_size
+    served = serving_check.served_scores(samples, runs, str(tmp_path / "served.parquet"), batch)
+    assert serving_check.differences(served, runs) == dict.fromkeys(runs, 0.0)

@@ -39,6 +39,7 @@ from pipelines.samples.applied_spec import (
 from pipelines.samples.build_mode import BuildMode, EmptySplitError, Plan
 from pipelines.samples.model_inputs import declared_features, vector_columns
 from pipelines.samples.raw_input import InputError
+from pipelines.samples.raw_values import RAW_VALUES, without_raw_lists, write_raw_values
 from pipelines.samples.report import (
     build_report,
     oov_counts,
@@ -122,6 +123,7 @@ def _point_in_time_features(
         h.genre_history_len,
         vectors,
         history_only,
+        raw_ids=config.output.raw_values,
     )
 
 
@@ -316,7 +318,10 @@ def _build(spark: SparkSession, raw_dir: str, output: str, config, plan, applied
         with timings.step("fit_transform"):
             declared = declared_features(vocabularies.frames, config, raw.vector_lengths)
             fitted = fitted or _fit(samples, vocabularies, declared, config, plan, parent)
-            samples = fitted.transform(samples)
+            if config.output.raw_values and not plan.fit_only and "test" in plan.splits:
+                metadata = [name for name, _ in raw.passthrough]
+                write_raw_values(samples, fitted, declared, metadata, spark_dir)
+            samples = fitted.transform(without_raw_lists(samples))
         spec = _spec_of(fitted, declared, vocabularies, raw, config, applied, plan, parent)
         per_split = {}
         if not plan.fit_only:
@@ -342,7 +347,7 @@ def _build(spark: SparkSession, raw_dir: str, output: str, config, plan, applied
         # config: a later --spec build needs the same
         report.update(oov=oov, partitions=partitions, config=config.as_dict(), **drifted)
         if scratch is not None:
-            for part in ("rejects", "vocab"):
+            for part in ("rejects", "vocab", RAW_VALUES):
                 storage.copy_tree(posixpath.join(scratch.path, part), posixpath.join(stage.path, part))
         write_metadata(stage.path, spec, report, fitted.profile)
         stage.publish()

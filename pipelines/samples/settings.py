@@ -57,6 +57,7 @@ FITTED = (
 NO_SAMPLE_CHANGE = (
     "input.format",  # the same rows read from Parquet or CSV
     "output.spark_scratch",
+    "output.raw_values",  # a Parquet file beside the samples, not in them
     "spark.app_name",
     "spark.shuffle_partitions",
     "spark.impressions_per_partition",

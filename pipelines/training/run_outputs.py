@@ -10,8 +10,9 @@ RUN/predictions/         {valid,test}.parquet: split, user_id, item_id, ts, labe
                          + position (int64, null when unknown) when the samples index positions
 RUN/embeddings/          <table>.parquet: feature, index, token, vector (list<float>); the item table
                          (item_id) also genres (list<string>, from the train samples: item_genres)
-RUN/model/               SavedModel, signature serving_default(parsed model inputs) -> {"score"};
-                         assets.extra/ holds feature_spec.json and spec_hash
+RUN/model/               SavedModel, signatures serving_default(parsed model inputs) -> {"score"} and
+                         serving_raw(raw values) -> {"score"} (pipelines/training/serving_raw.py; its vocabulary
+                         files in assets/); assets.extra/ holds feature_spec.json and spec_hash
 RUN/run.json             config, model, spec hash, versions, timings, best epoch, metrics, and `data`:
                          per split its size and label rate (+ the dates and days of a date-partitioned SAMPLES)
 RUN/plots/               training_curves.png, roc.png, reliability.png (pipelines/training/plots.py)
@@ -24,9 +25,11 @@ through tf.io.gfile, and publishing renames each output into place (a copy on an
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -82,6 +85,8 @@ GENRES_FIELD = pa.field("genres", pa.list_(pa.string()))
 # position (an index of the `position` vocabulary) into predictions, the item's genres into its embeddings.
 POSITION = "position"
 ITEM_INDEX, ITEM_GENRES = "item_idx", "item_genres"
+
+log = logging.getLogger(__name__)
 
 
 class StagedRunOutputs(publish.Staging):
@@ -144,7 +149,7 @@ def write_run_outputs(model, run: FinishedRun, clock: Timings) -> dict:
                 else {}
             )
         with clock.step("export"):
-            export_model(model, serve, spec, out.file("model"))
+            signatures = export_model(model, serve, spec, out.file("model"), samples.vocab_dir)
         metrics = metric_rows(run.run_id, model_name, run.progress.history, final, run.best_epoch)
         write_metrics(metrics, out.file("metrics.parquet"))
         with clock.step("plots"):
@@ -157,6 +162,7 @@ def write_run_outputs(model, run: FinishedRun, clock: Timings) -> dict:
             )
         clock.since_start("total")
         summary = run_summary(run, final, embeddings, clock.seconds)
+        summary["model_signatures"] = signatures
         write_json(out.file("run.json"), summary)
         out.publish()
     return summary
@@ -373,21 +379,38 @@ def write_embeddings(
     return written
 
 
-def export_model(model, serve, spec: dict, folder: str) -> None:
-    """SavedModel with the `serving_default` endpoint; assets.extra/ holds the spec and its hash."""
+def export_model(model, serve, spec: dict, folder: str, vocab_dir: str | None = None) -> list[str]:
+    """SavedModel with the `serving_default` endpoint (the model's inputs) and, given the samples' `vocab_dir`,
+    `serving_raw` (raw values through the spec's transform, pipelines/training/serving_raw.py; its vocabulary
+    files are the model's assets); assets.extra/ holds the spec and its hash. Returns the signatures written:
+    a spec `serving_raw` cannot reproduce is logged and exported with `serving_default` alone."""
     import keras
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve)
-    try:
-        archive.write_out(folder, verbose=False)
-    except TypeError:  # older Keras 3 without `verbose`
-        archive.write_out(folder)
+    signatures = ["serving_default"]
+    with tempfile.TemporaryDirectory(prefix="serving-raw-") as assets:
+        if vocab_dir is not None:
+            from pipelines.training.serving_raw import RawTransform, UnservableSpec, serving_raw_function
+
+            try:
+                transform = RawTransform(spec, vocab_dir, assets)
+            except UnservableSpec as exc:
+                log.warning("RUN/model has no serving_raw signature: %s", exc)
+            else:
+                archive.track(transform)
+                archive.add_endpoint("serving_raw", serving_raw_function(model, transform))
+                signatures.append("serving_raw")
+        try:
+            archive.write_out(folder, verbose=False)
+        except TypeError:  # older Keras 3 without `verbose`
+            archive.write_out(folder)
     extra = os.path.join(folder, "assets.extra")
     storage.makedirs(extra)
     storage.write_text(os.path.join(extra, SPEC_FILE), to_json(spec))
     storage.write_text(os.path.join(extra, "spec_hash"), spec_hash(spec) + "\n")
+    return signatures
 
 
 # ---------------------------------------------------------------- metrics, run.json
