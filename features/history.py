@@ -408,9 +408,9 @@ def user_history(
         _GENRES: F.col("genre_idxs").cast("array<bigint>"),
         **{_VECTOR + name: F.col(name).cast("array<float>") for name in vector_columns},
     }
-    raw_columns = ["item_id", _GENRE_TOKENS] if raw_ids else []
     if raw_ids:
         click_columns.update({"item_id": F.col("item_id"), _GENRE_TOKENS: F.col("genres").cast("array<string>")})
+    events = ["user_id", "ts", "item_idx", "label", _CLICK, _GENRES, *[_VECTOR + name for name in vector_columns]]
     # Sorted by item within a second: ties in the click and skip lists put the larger item first.
     return with_features(
         impressions,
@@ -418,16 +418,7 @@ def user_history(
         "user_id",
         click_columns,
         ["user_id", "ts", "item_idx"],
-        [
-            "user_id",
-            "ts",
-            "item_idx",
-            "label",
-            _CLICK,
-            _GENRES,
-            *[_VECTOR + name for name in vector_columns],
-            *raw_columns,
-        ],
+        events + (["item_id", _GENRE_TOKENS] if raw_ids else []),
         added,
         lookback_seconds,
         compute,

@@ -181,6 +181,50 @@ def test_user_history_uses_only_strictly_earlier_events(spark):
     assert_df_equality(out.select(*cols), expected, ignore_row_order=True, ignore_nullable=True)
 
 
+def test_user_history_with_raw_ids_lists_the_raw_strings_of_the_same_events(spark):
+    # The rows of the test above, with raw ids: item index n is item "i<n>"; genre 2 Drama, 3 Comedy, 4 Horror;
+    # "Alien" and "Zombie" were unseen at the fit: both index 1 (OOV).
+    imps = spark.createDataFrame(
+        [
+            ("u1", "i5", 5, 100, 0),
+            ("u1", "i6", 6, 105, 1),
+            ("u1", "i7", 7, 120, 0),
+            ("u1", "i8", 8, 200, 0),
+            ("u1", "i9", 9, 1150, 0),
+            ("u2", "i5", 5, 150, 0),
+        ],
+        "user_id string, item_id string, item_idx long, ts long, label long",
+    )
+    clicks = spark.createDataFrame(
+        [
+            ("u1", "i6", 6, 108, [2, 3], ["Drama", "Comedy"]),
+            ("u1", "i4", 4, 120, [3, 1], ["Comedy", "Alien"]),
+            ("u1", "i8", 8, 205, [1, 1], ["Zombie", "Alien"]),
+        ],
+        "user_id string, item_id string, item_idx long, ts long, genre_idxs array<long>, genres array<string>",
+    )
+    out = history.user_history(imps, clicks, 10, 1000, max_len=2, top_genres=2, genre_history_len=3, raw_ids=True)
+    raw = [history.RAW_LISTS[name] for name in ("hist_click_items", "hist_skip_items", "user_top_genres")]
+    got = {
+        (r["user_id"], r["ts"]): (r["hist_click_items"], r["user_top_genres"], *[r[c] for c in raw])
+        for r in out.collect()
+    }
+    assert got == {
+        ("u1", 100): ([0, 0], [0, 0], [], [], []),
+        ("u1", 105): ([0, 0], [0, 0], [], [], []),
+        # Drama and Comedy once each: the smaller index first.
+        ("u1", 120): ([6, 0], [2, 3], ["i6"], ["i5"], ["Drama", "Comedy"]),
+        # Comedy twice, then Drama and Alien (OOV, 1) once each: the smaller index first.
+        ("u1", 200): ([4, 6], [3, 1], ["i4", "i6"], ["i7", "i5"], ["Comedy", "Alien"]),
+        # Index 1 three times (Alien, Zombie, Alien): one string the build mapped to it, the first clicked.
+        ("u1", 1150): ([8, 0], [1, 0], ["i8"], ["i8"], ["Alien"]),
+        ("u2", 150): ([0, 0], [0, 0], [], [], []),
+    }
+    # Without raw ids the columns are those of the test above, and nothing else.
+    plain = history.user_history(imps, clicks, 10, 1000, max_len=2, top_genres=2, genre_history_len=3)
+    assert not set(history.RAW_LISTS.values()) & set(plain.columns)
+
+
 def test_item_statistics_count_prior_events_in_lookback_and_recent_windows(spark):
     imps = spark.createDataFrame(
         [("a", 10), ("a", 20), ("a", 20), ("a", 50), ("a", 130), ("b", 30)], "item_id string, ts long"

@@ -96,9 +96,11 @@ def _point_in_time_features(
     raw: Validated,
     vocabularies,
     config: BuildConfig,
+    raw_ids: bool = False,
 ) -> DataFrame:
     """Index ids and genres, then the user history and item statistics of every impression of `imps`;
-    `history_only` (a day build's lookback) counts as history but makes no sample."""
+    `history_only` (a day build's lookback) counts as history but makes no sample. `raw_ids`: the histories
+    and top genres also as raw strings, for raw_values/."""
     h, max_genres = config.history, config.items.max_genres
     imps = imps.transform(vocabularies.index_ids).transform(lambda d: vocabularies.genre_features(d, max_genres))
     vectors = raw.vector_lengths
@@ -123,7 +125,7 @@ def _point_in_time_features(
         h.genre_history_len,
         vectors,
         history_only,
-        raw_ids=config.output.raw_values,
+        raw_ids=raw_ids,
     )
 
 
@@ -284,9 +286,17 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config, plan=N
         gc.collect()
 
 
+def _writes_raw_values(config: BuildConfig, plan: Plan) -> bool:
+    """Whether this build writes raw_values/test/: asked for, and it writes a test split."""
+    if config.output.raw_values and (plan.fit_only or "test" not in plan.splits):
+        log.warning("output.raw_values: this build writes no test split, so no raw_values/")
+    return bool(config.output.raw_values and not plan.fit_only and "test" in plan.splits)
+
+
 def _build(spark: SparkSession, raw_dir: str, output: str, config, plan, applied) -> dict:
     plan, timings, started = plan or Plan(), SparkTimings(spark), time.perf_counter()
     config, persist = build_config(config), Persisted()
+    raw_values = _writes_raw_values(config, plan)
     applied, parent, scratch_folder = _check_before_work(spark, raw_dir, output, config, plan, applied)
     # Refuses an output that overlaps RAW (or the --spec) or holds something else than earlier samples.
     stage = StagedOutput(output, inputs=[raw_dir, *plan.spec_folders], markers=SAMPLES_MARKERS)
@@ -311,14 +321,14 @@ def _build(spark: SparkSession, raw_dir: str, output: str, config, plan, applied
         with timings.step("fit_vocabularies"):
             fitted, vocabularies = _vocabularies(spark, imps, applied, plan, config, spark_dir, parent)
         with timings.step("features") as rows:
-            features = _point_in_time_features(imps, history_only, attributed, raw, vocabularies, config)
+            features = _point_in_time_features(imps, history_only, attributed, raw, vocabularies, config, raw_values)
             samples = persist(features)
             num_samples, oov, drifted = _counted(samples, vocabularies, fitted, applied, plan, config)
             rows["samples"] = num_samples
         with timings.step("fit_transform"):
             declared = declared_features(vocabularies.frames, config, raw.vector_lengths)
             fitted = fitted or _fit(samples, vocabularies, declared, config, plan, parent)
-            if config.output.raw_values and not plan.fit_only and "test" in plan.splits:
+            if raw_values:
                 metadata = [name for name, _ in raw.passthrough]
                 write_raw_values(samples, fitted, declared, metadata, spark_dir)
             samples = fitted.transform(without_raw_lists(samples))
