@@ -140,7 +140,9 @@ class RawTransform(tf.Module):
     def _fixed_length(self, tokens: tf.Tensor, length: int) -> tf.Tensor:
         """The first `length` tokens of each row, padded with "" on the right."""
         head = tokens[:, :length]
-        return tf.pad(head, [[0, 0], [0, length - tf.shape(head)[1]]], constant_values="")
+        padded = tf.pad(head, [[0, 0], [0, length - tf.shape(head)[1]]], constant_values="")
+        # The static shape the samples' inputs have: the model's graph is then the one serving_default runs.
+        return tf.ensure_shape(padded, [None, length])
 
     def _numeric(self, value: tf.Tensor, normalization: dict | None) -> tf.Tensor:
         value = tf.cast(value, tf.float64)
