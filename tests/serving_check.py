@@ -20,7 +20,7 @@ def served_scores(samples: str, runs: dict[str, str], out: str, batch_size: int)
     """The scorer's output: KEY and one column of `serving_raw` scores per run name, in the order of the
     first run's predictions (all runs of one SAMPLES write their test predictions in the same order)."""
     first = next(iter(runs.values()))
-    models = [os.path.join(runs[name], "model") for name in runs]
+    models = [f"{name}={os.path.join(run, 'model')}" for name, run in runs.items()]
     subprocess.run(
         [
             sys.executable,
