@@ -60,6 +60,7 @@ OTHER_VALUE = {
     "split.test_start": "2026-01-04",
     "input.format": "csv",
     "output.spark_scratch": "SCRATCH",
+    "output.raw_values": "true",
     "spark.app_name": "another-name",
     "spark.shuffle_partitions": "3",
     "spark.impressions_per_partition": "1000",
