@@ -196,8 +196,7 @@ def _lists(matrix: np.ndarray, value_type: pa.DataType | None = None, valid: np.
 
 def _string_lists(strings: pa.Array, rows: np.ndarray, length: np.ndarray) -> pa.Array:
     """list<string> per row: strings[rows[r, :length[r]] - 1] (`rows` 1-based, as `_last_n` pads with 0)."""
-    width = rows.shape[1] if rows.ndim == 2 else 0
-    used = np.arange(width)[None, :] < length[:, None]
+    used = np.arange(rows.shape[1])[None, :] < length[:, None]
     offsets = pa.array(np.concatenate([[0], np.cumsum(length)]).astype(np.int32))
     return pa.ListArray.from_arrays(offsets, strings.take(pa.array(rows[used] - 1)))
 

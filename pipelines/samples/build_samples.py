@@ -288,9 +288,10 @@ def build_samples(spark: SparkSession, raw_dir: str, output: str, config, plan=N
 
 def _writes_raw_values(config: BuildConfig, plan: Plan) -> bool:
     """Whether this build writes raw_values/test/: asked for, and it writes a test split."""
-    if config.output.raw_values and (plan.fit_only or "test" not in plan.splits):
+    has_test = not plan.fit_only and "test" in plan.splits
+    if config.output.raw_values and not has_test:
         log.warning("output.raw_values: this build writes no test split, so no raw_values/")
-    return bool(config.output.raw_values and not plan.fit_only and "test" in plan.splits)
+    return config.output.raw_values and has_test
 
 
 def _build(spark: SparkSession, raw_dir: str, output: str, config, plan, applied) -> dict:

@@ -96,7 +96,6 @@ class RawTransform(tf.Module):
         """`samples_dir`: where the spec's vocabulary paths lead (SAMPLES); `asset_dir`: a local folder for the
         vocabulary files, which saving the module copies into the SavedModel's assets/."""
         super().__init__(name="raw_transform")
-        self._spec = spec
         self._entries = model_inputs(spec)
         self._signature = raw_signature(spec)
         self._tables, self._layout = {}, {}

@@ -68,8 +68,9 @@ def xxhash64(strings: tf.Tensor, seed: int = SPARK_SEED) -> tf.Tensor:
         updated = [_round(acc, lane) for acc, lane in zip((v1, v2, v3, v4), lanes)]
         return (j + 1, *[tf.where(active, new, old) for new, old in zip(updated, (v1, v2, v3, v4))])
 
+    most = tf.reduce_max(tf.concat([stripes, [0]], 0))  # the loop runs for the longest string's stripes
     _, *v = tf.while_loop(
-        lambda j, *_: j < tf.reduce_max(tf.concat([stripes, [0]], 0)),
+        lambda j, *_: j < most,
         stripe,
         [tf.constant(0, tf.int64), *v],
     )
