@@ -137,6 +137,7 @@ class Chain:
             "ratio": auc / ceiling,
             "train_seconds": seconds,
             "fit_seconds": summary["timings"]["train"],
+            "train_examples": summary["train_examples"],
         }
 
 
@@ -254,6 +255,7 @@ def main(argv=None) -> int:
             "mean_ratio": sum(n["ratio"] for n in nights) / len(nights),
             "train_seconds": sum(n["train_seconds"] for n in nights),
             "fit_seconds": sum(n.get("fit_seconds", 0.0) for n in nights),
+            "train_examples": sum(n.get("train_examples", 0) for n in nights),
         }
         with open(out, "w") as fh:
             json.dump(results, fh, indent=2)
