@@ -191,7 +191,8 @@ def test_block_training_sees_every_row_once_per_epoch_in_a_new_order(block_sampl
         assert sorted(epoch) == sorted(file_order)
         assert epoch != file_order
     assert epochs[0] != epochs[1]
-    assert _batch_sizes(ds) == [7] * 7 + [1]
+    # the training order's parallel map may hand the short batch out before a full one
+    assert sorted(_batch_sizes(ds), reverse=True) == [7] * 7 + [1]
 
 
 def test_block_training_permutes_rows_inside_each_batch(block_samples):
